@@ -1,0 +1,28 @@
+"""lshdb: a persistent, on-disk locality-sensitive-hashing index.
+
+Workflow: ``create`` an index for a metric and dimension (or ``open`` an existing one), add
+vectors through a ``writer()`` transaction, ``query`` for the nearest stored items with exact
+distances. See the README for the command line, tuning and guarantees.
+"""
+
+from __future__ import annotations
+
+from . import errors, families, theory
+from .errors import (CorruptIndexError, DimensionMismatchError, DuplicateKeyError,
+                     FormatVersionError, IndexClosedError, IndexExistsError,
+                     InputFormatError, InvalidKeyError, InvalidParameterError,
+                     InvalidVectorError, KeyExistsError, KeyNotFoundError, LockTimeoutError,
+                     LshdbError, NotAnIndexError, ReadOnlyError)
+from .index import FORMAT_VERSION, Index, Writer, create, open
+from .reader import Reader
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__", "FORMAT_VERSION", "create", "open", "Index", "Writer", "Reader",
+    "errors", "families", "theory",
+    "LshdbError", "InvalidParameterError", "InvalidVectorError", "DimensionMismatchError",
+    "InvalidKeyError", "DuplicateKeyError", "KeyExistsError", "KeyNotFoundError",
+    "NotAnIndexError", "IndexExistsError", "FormatVersionError", "CorruptIndexError",
+    "ReadOnlyError", "LockTimeoutError", "IndexClosedError", "InputFormatError",
+]

@@ -1,0 +1,357 @@
+"""The ``lshdb`` command line: parse, call the library, print.
+
+Output is JSON lines by default (one object per line, for scripts) and an aligned table with
+``--format table`` (for people). Every error is printed as ``Error: ...`` on stderr with exit
+status 1. Long work shows a progress bar on stderr when it is a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import click
+import numpy as np
+
+from . import __version__
+from .check import check as deep_check
+from .errors import InputFormatError, LshdbError
+from .index import Index, create, open as open_index
+from .inputs import VectorSource, open_vectors, read_keys
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _Group(click.Group):
+    """A click group whose every error is ``Error: ...`` with exit status 1."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kw: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kw)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kw)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(1)
+        except click.Abort:
+            click.echo("Error: aborted", err=True)
+            sys.exit(1)
+        except (LshdbError, OSError) as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _fmt_option(f: Any) -> Any:
+    return click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json",
+                        show_default=True, help="JSON lines for scripts, a table for people.")(f)
+
+
+def emit(records: Iterable[dict[str, Any]], fmt: str) -> None:
+    """Print records as JSON lines or as one aligned table."""
+    if fmt == "json":
+        for r in records:
+            click.echo(json.dumps(r, default=_json_default))
+        return
+    rows = [{k: _cell(v) for k, v in r.items()} for r in records]
+    if not rows:
+        return
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    width = {c: max(len(c), *(len(r.get(c, "")) for r in rows)) for c in cols}
+    click.echo("  ".join(c.ljust(width[c]) for c in cols).rstrip())
+    for r in rows:
+        click.echo("  ".join(r.get(c, "").ljust(width[c]) for c in cols).rstrip())
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, default=_json_default)
+    return str(v)
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "backslashreplace")
+    raise TypeError(f"cannot serialise {type(v).__name__}")
+
+
+def _progress(length: int, label: str) -> Any:
+    return click.progressbar(length=length, label=label, file=sys.stderr,
+                             show_eta=True, show_pos=True)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+# -- the group -------------------------------------------------------------------------
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="lshdb")
+def cli() -> None:
+    """lshdb: a persistent locality-sensitive-hashing index.
+
+    Build an index offline, then serve nearest-neighbour queries from many processes.
+    Start with `lshdb demo`.
+    """
+
+
+def _create_options(f: Any) -> Any:
+    opts = [
+        click.option("--tables", "L", type=int, help="Number of hash tables L (OR)."),
+        click.option("--bits", "k", type=int, help="Hash functions per table k (AND)."),
+        click.option("--width", "w", type=float, help="p-stable bucket width w (l2, l1)."),
+        click.option("--family", type=click.Choice(["hyperplane", "pstable", "unary", "bitsample"]),
+                     help="Hash family (default: the metric's)."),
+        click.option("--max-value", type=int, help="Largest value for --family unary."),
+        click.option("--probes", type=int, help="Buckets probed per query (default stored)."),
+        click.option("--seed", type=int, help="Seed of the random projections."),
+        click.option("--durability", type=click.Choice(["full", "fast"]),
+                     help="full: fsync every commit (default); fast: see README."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _options(**kw: Any) -> dict[str, Any]:
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+@cli.command("create", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("--metric", required=True, type=click.Choice(["cosine", "l2", "l1", "hamming"]))
+@click.option("--dim", required=True, type=int, help="Vector dimension (hamming: bits).")
+@_create_options
+@_fmt_option
+def create_cmd(path: str, metric: str, dim: int, fmt: str, **kw: Any) -> None:
+    """Create an empty index at PATH."""
+    with create(path, metric=metric, dim=dim, **_options(**kw)) as index:
+        emit([_summary(index)], fmt)
+
+
+def _summary(index: Index) -> dict[str, Any]:
+    fam = index.family.describe() if index.family else None
+    return {"path": index.path, "metric": index.metric.name, "dim": index.metric.dim,
+            "family": fam, "items": len(index)}
+
+
+def _load(index: Index, src: VectorSource, keys_file: str | None, upsert: bool,
+          batch: int | None) -> int:
+    keys: list[Any] | None = read_keys(keys_file) if keys_file else src.keys
+    if keys is not None and len(keys) != len(src):
+        raise InputFormatError(f"{len(keys)} keys for {len(src)} vectors; give one key per vector")
+    n = len(src)
+    size = batch or n
+    if size < 1:
+        raise InputFormatError("--batch-size must be at least 1")
+    done = 0
+    with _progress(n, "adding") as bar:
+        writer = None
+        in_txn = 0
+        try:
+            for s, X in src.blocks(min(size, 65536)):
+                if writer is None:
+                    writer = index.writer()
+                    writer.__enter__()
+                ks = keys[s : s + len(X)] if keys is not None else range(s, s + len(X))
+                (writer.upsert if upsert else writer.add)(ks, X)
+                in_txn += len(X)
+                if in_txn >= size:
+                    w, writer, in_txn = writer, None, 0
+                    w.__exit__(None, None, None)
+                done += len(X)
+                bar.update(len(X))
+            if writer is not None:
+                w, writer = writer, None
+                w.__exit__(None, None, None)
+        except BaseException:
+            if writer is not None:
+                writer.__exit__(*sys.exc_info())
+            raise
+    return done
+
+
+_input_options = [
+    click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
+                 help="Vectors: .npy, .fvecs, .bvecs, .ivecs or JSON lines."),
+    click.option("--keys", "keys_file", type=click.Path(dir_okay=False),
+                 help="One key per line (default: row numbers 0..n-1)."),
+    click.option("--key-field", default="key", show_default=True, help="JSON lines key field."),
+    click.option("--vector-field", default="vector", show_default=True,
+                 help="JSON lines vector field."),
+    click.option("--batch-size", type=int,
+                 help="Rows per transaction (default: the whole file in one)."),
+]
+
+
+def _with_inputs(f: Any) -> Any:
+    for o in reversed(_input_options):
+        f = o(f)
+    return f
+
+
+@cli.command("add", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@_with_inputs
+@click.option("--upsert", is_flag=True, help="Replace the vectors of keys that exist.")
+@_fmt_option
+def add_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
+            vector_field: str, batch_size: int | None, upsert: bool, fmt: str) -> None:
+    """Add vectors from a file to the index at PATH (one transaction)."""
+    src = open_vectors(input_path, key_field, vector_field)
+    with open_index(path) as index:
+        t0 = time.perf_counter()
+        n = _load(index, src, keys_file, upsert, batch_size)
+        dt = time.perf_counter() - t0
+        emit([{"added": n, "seconds": round(dt, 3), "vectors_per_s": round(n / dt),
+               "items": len(index)}], fmt)
+
+
+@cli.command("build", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(file_okay=False))
+@_with_inputs
+@click.option("--metric", required=True, type=click.Choice(["cosine", "l2", "l1", "hamming"]))
+@_create_options
+@_fmt_option
+def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
+              vector_field: str, batch_size: int | None, metric: str, fmt: str,
+              **kw: Any) -> None:
+    """Create an index at PATH and bulk-load a file into it."""
+    src = open_vectors(input_path, key_field, vector_field)
+    dim = src.dim * 8 if metric == "hamming" else src.dim
+    t0 = time.perf_counter()
+    with create(path, metric=metric, dim=dim, **_options(**kw)) as index:
+        n = _load(index, src, keys_file, False, batch_size)
+        dt = time.perf_counter() - t0
+        emit([{**_summary(index), "added": n, "seconds": round(dt, 3),
+               "vectors_per_s": round(n / dt)}], fmt)
+
+
+@cli.command("query", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
+              help="Query vectors (same formats as add).")
+@click.option("-k", "k", default=10, show_default=True, help="Neighbours per query.")
+@click.option("--probes", type=int, help="Buckets probed per query (default: stored).")
+@click.option("--candidates", type=int, help="Cap on candidates re-ranked (0: none).")
+@click.option("--key-field", default="key", show_default=True)
+@click.option("--vector-field", default="vector", show_default=True)
+@_fmt_option
+def query_cmd(path: str, input_path: str, k: int, probes: int | None,
+              candidates: int | None, key_field: str, vector_field: str, fmt: str) -> None:
+    """Print the k nearest items of each query: {"query": i, "results": [...]}."""
+    src = open_vectors(input_path, key_field, vector_field)
+    with open_index(path, readonly=True) as index:
+        with index.reader() as r:
+            for s, Q in src.blocks(4096):
+                res = r.query_batch(Q, k, probes=probes, candidates=candidates)
+                if fmt == "json":
+                    emit(({"query": s + i, "results": [{"key": key, "distance": d} for key, d in hits]}
+                          for i, hits in enumerate(res)), fmt)
+                else:
+                    emit([{"query": s + i, "rank": j + 1, "key": key, "distance": d}
+                          for i, hits in enumerate(res) for j, (key, d) in enumerate(hits)], fmt)
+
+
+@cli.command("get", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.argument("key")
+@click.option("--int-key", is_flag=True, help="Treat KEY as an integer.")
+def get_cmd(path: str, key: str, int_key: bool) -> None:
+    """Print the stored vector of KEY as JSON."""
+    with open_index(path, readonly=True) as index:
+        v = index.get(int(key) if int_key else key)
+        click.echo(json.dumps({"key": key, "vector": v.tolist()}))
+
+
+@cli.command("delete", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option("--keys", "keys_file", required=True, type=click.Path(dir_okay=False),
+              help="One key per line.")
+@click.option("--missing-ok", is_flag=True, help="Skip keys that are not in the index.")
+@_fmt_option
+def delete_cmd(path: str, keys_file: str, missing_ok: bool, fmt: str) -> None:
+    """Delete the keys listed in a file (one transaction)."""
+    keys = read_keys(keys_file)
+    with open_index(path) as index:
+        n = index.delete(keys, missing_ok=missing_ok)
+        emit([{"deleted": n, "items": len(index)}], fmt)
+
+
+@cli.command("stats", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option("--no-buckets", is_flag=True, help="Skip the per-table bucket scan.")
+@_fmt_option
+def stats_cmd(path: str, no_buckets: bool, fmt: str) -> None:
+    """Parameters, counts, bucket sizes per table and bytes on disk by part."""
+    with open_index(path, readonly=True) as index:
+        st = index.stats(buckets=not no_buckets)
+    tables = st.pop("tables", [])
+    if fmt == "json":
+        emit([{**st, "tables": tables}], fmt)
+        return
+    emit([{"field": k, "value": v} for k, v in _flatten(st).items()], fmt)
+    if tables:
+        click.echo("")
+        emit([{"table": t, **row} for t, row in enumerate(tables)], fmt)
+
+
+@cli.command("check", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option("--fix", is_flag=True, help="Repair what is safe and say what was done.")
+@_fmt_option
+def check_cmd(path: str, fix: bool, fmt: str) -> None:
+    """Deep integrity check; exit status 1 on any problem."""
+    report = deep_check(path, fix=fix)
+    if fmt == "json":
+        emit([report], fmt)
+    else:
+        for line in report["fixed"]:
+            click.echo(f"fixed: {line}")
+        for line in report["problems"]:
+            click.echo(f"problem: {line}")
+        click.echo("ok" if report["ok"] else f"{len(report['problems'])} problem(s)")
+    if not report["ok"]:
+        sys.exit(1)
+
+
+@cli.command("demo", context_settings=CONTEXT)
+@click.option("-n", "n", default=100_000, show_default=True, help="Vectors to generate.")
+@click.option("--dim", default=128, show_default=True)
+@click.option("--metric", type=click.Choice(["cosine", "l2"]), default="cosine", show_default=True)
+@click.option("--queries", default=200, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--keep", type=click.Path(file_okay=False), help="Build here and keep the index.")
+@_fmt_option
+def demo_cmd(n: int, dim: int, metric: str, queries: int, seed: int, keep: str | None,
+             fmt: str) -> None:
+    """Build an index from generated clustered vectors, query it, compare with brute force."""
+    from .demo import run_demo
+
+    emit([run_demo(n, dim, metric, queries, seed, keep, _progress)], fmt)
+
+
+def main() -> None:
+    cli(prog_name="lshdb")
+
+
+if __name__ == "__main__":
+    main()

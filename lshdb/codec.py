@@ -1,0 +1,196 @@
+"""Byte layouts: external keys, internal ids, bucket keys, posting chunks and meta arrays.
+
+Every layout here is explicit and independent of the host's byte order:
+
+* external key -> ``msgpack.packb(key)`` (str, int or bytes); non-negative ints sort in
+  numeric order because msgpack writes them big-endian in width classes that sort upwards;
+* internal id -> 8 bytes big-endian (``key2id`` values, ``id2key`` keys);
+* posting chunk key -> bucket key (8 bytes big-endian) + first id of the chunk
+  (4 bytes big-endian); every id in a chunk is >= its key's id and < the next chunk's;
+* posting chunk value -> a msgpack ``bin`` holding sorted ids as little-endian uint32,
+  decoded with ``np.frombuffer`` (no Python int per id);
+* arrays in ``meta`` -> ``{"dtype": "<f4", "shape": [...], "data": bin}``.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Union
+
+import msgpack
+import numpy as np
+
+from .errors import CorruptIndexError, InvalidKeyError
+
+Key = Union[str, int, bytes]
+
+ID_DTYPE = np.dtype("<u4")
+MAX_ROWS = 2**32 - 1
+MAX_KEY_BYTES = 480  # LMDB's key limit is 511 bytes
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+
+# -- external keys -----------------------------------------------------------------
+
+
+def normalize_key(key: Any) -> Key:
+    """Return ``key`` as a plain str, int or bytes, or raise :class:`InvalidKeyError`."""
+    if isinstance(key, bool):
+        raise InvalidKeyError(f"keys must be str, int or bytes; found bool {key!r}")
+    if isinstance(key, (str, bytes)):
+        return key
+    if isinstance(key, (int, np.integer)):
+        value = int(key)
+        if not -(2**63) <= value < 2**64:
+            raise InvalidKeyError(f"int keys must fit in 64 bits; found {value}")
+        return value
+    raise InvalidKeyError(
+        f"keys must be str, int or bytes; found {type(key).__name__} {key!r:.60}"
+    )
+
+
+def pack_key(key: Key) -> bytes:
+    """Encode one (already normalised) external key for ``key2id``."""
+    try:
+        packed: bytes = msgpack.packb(key, use_bin_type=True)
+    except (UnicodeEncodeError, ValueError, TypeError) as exc:
+        raise InvalidKeyError(f"cannot encode key {key!r:.60}: {exc}") from exc
+    if len(packed) > MAX_KEY_BYTES:
+        raise InvalidKeyError(
+            f"keys are limited to {MAX_KEY_BYTES} encoded bytes; found {len(packed)} "
+            f"for key {key!r:.40}..."
+        )
+    return packed
+
+
+_PLAIN = {int, str, bytes}
+
+
+def pack_keys(keys: list[Any]) -> tuple[list[Key], list[bytes]]:
+    """Normalise and encode a batch of keys (fast path for plain int, str and bytes)."""
+    types = set(map(type, keys))
+    if types <= _PLAIN:
+        if int in types:
+            ints = [k for k in keys if type(k) is int] if len(types) > 1 else keys
+            if ints and (min(ints) < -(2**63) or max(ints) >= 2**64):
+                bad = next(k for k in ints if not -(2**63) <= k < 2**64)
+                raise InvalidKeyError(f"int keys must fit in 64 bits; found {bad}")
+        normal: list[Key] = keys
+    else:
+        normal = [normalize_key(k) for k in keys]
+    packer = msgpack.Packer(use_bin_type=True)
+    try:
+        packed = [packer.pack(k) for k in normal]
+    except (UnicodeEncodeError, ValueError, TypeError):
+        packed = [pack_key(k) for k in normal]  # names the offending key
+    if packed and max(map(len, packed)) > MAX_KEY_BYTES:
+        for k in normal:
+            pack_key(k)
+    return normal, packed
+
+
+def unpack_key(data: bytes) -> Key:
+    """Decode a key written by :func:`pack_key`."""
+    try:
+        key = msgpack.unpackb(data, raw=False)
+    except (ValueError, msgpack.exceptions.ExtraData, UnicodeDecodeError) as exc:
+        raise CorruptIndexError(f"undecodable key record {data[:40]!r}") from exc
+    if not isinstance(key, (str, int, bytes)) or isinstance(key, bool):
+        raise CorruptIndexError(f"key record holds a {type(key).__name__}, not a key")
+    return key
+
+
+# -- internal ids --------------------------------------------------------------------
+
+
+def pack_id(i: int) -> bytes:
+    return _U64.pack(i)
+
+
+def unpack_id(data: bytes) -> int:
+    if len(data) != 8:
+        raise CorruptIndexError(f"id record of {len(data)} bytes; expected 8")
+    return int(_U64.unpack(data)[0])
+
+
+def pack_ids(ids: np.ndarray) -> list[bytes]:
+    """Encode many ids at once (one buffer, sliced)."""
+    raw = np.asarray(ids, dtype=">u8").tobytes()
+    return [raw[j : j + 8] for j in range(0, len(raw), 8)]
+
+
+# -- bucket keys and posting chunks ------------------------------------------------------
+
+
+def chunk_key(bucket: bytes, first_id: int) -> bytes:
+    return bucket + _U32.pack(first_id)
+
+
+def chunk_first_id(key: bytes) -> int:
+    return int(_U32.unpack_from(key, 8)[0])
+
+
+def bucket_bytes(keys: np.ndarray) -> bytes:
+    """All bucket keys of a uint64 array as one big-endian buffer (slice 8 bytes each)."""
+    return np.ascontiguousarray(keys, dtype=">u8").tobytes()
+
+
+def encode_postings(ids: np.ndarray) -> bytes:
+    """A sorted id array -> msgpack bin of little-endian uint32."""
+    raw = np.ascontiguousarray(ids, dtype=ID_DTYPE).tobytes()
+    n = len(raw)
+    if n < 256:
+        return b"\xc4" + bytes((n,)) + raw
+    if n < 65536:
+        return b"\xc5" + n.to_bytes(2, "big") + raw
+    return b"\xc6" + n.to_bytes(4, "big") + raw
+
+
+def decode_postings(value: bytes) -> np.ndarray:
+    """A chunk value -> read-only uint32 array that views ``value`` (copy to keep)."""
+    tag = value[0] if value else 0
+    if tag == 0xC4:
+        start, n = 2, value[1]
+    elif tag == 0xC5:
+        start, n = 3, int.from_bytes(value[1:3], "big")
+    elif tag == 0xC6:
+        start, n = 5, int.from_bytes(value[1:5], "big")
+    else:
+        raise CorruptIndexError(f"posting chunk does not start with a msgpack bin (0x{tag:02x})")
+    if n % 4 or start + n != len(value):
+        raise CorruptIndexError(
+            f"posting chunk of {len(value)} bytes declares {n} bytes of uint32 ids"
+        )
+    return np.frombuffer(value, dtype=ID_DTYPE, offset=start)
+
+
+# -- meta -----------------------------------------------------------------------------
+
+
+def encode_array(a: np.ndarray) -> dict[str, Any]:
+    a = np.ascontiguousarray(a)
+    dt = a.dtype.newbyteorder("<") if a.dtype.byteorder not in ("|", "<") else a.dtype
+    return {"dtype": dt.str, "shape": list(a.shape), "data": a.astype(dt).tobytes()}
+
+
+def decode_array(d: Any, name: str = "array") -> np.ndarray:
+    try:
+        dt = np.dtype(d["dtype"])
+        shape = tuple(int(s) for s in d["shape"])
+        a = np.frombuffer(d["data"], dtype=dt)
+        return a.reshape(shape).copy()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptIndexError(f"stored {name} cannot be decoded: {exc}") from exc
+
+
+def pack_meta(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def unpack_meta(data: bytes, name: str) -> Any:
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.exceptions.ExtraData, UnicodeDecodeError) as exc:
+        raise CorruptIndexError(f"meta record {name!r} cannot be decoded: {exc}") from exc

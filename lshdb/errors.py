@@ -1,0 +1,97 @@
+"""The exceptions lshdb raises.
+
+Every error derives from :class:`LshdbError`; where a builtin exception matches the
+condition the subclass inherits it too, so ``except ValueError`` keeps working. Each
+message says what was expected, what was found, and what to do.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LshdbError",
+    "InvalidParameterError",
+    "InvalidVectorError",
+    "DimensionMismatchError",
+    "DuplicateKeyError",
+    "KeyExistsError",
+    "KeyNotFoundError",
+    "InvalidKeyError",
+    "NotAnIndexError",
+    "IndexExistsError",
+    "FormatVersionError",
+    "CorruptIndexError",
+    "ReadOnlyError",
+    "LockTimeoutError",
+    "IndexClosedError",
+    "InputFormatError",
+]
+
+
+class LshdbError(Exception):
+    """Root of every error raised by lshdb."""
+
+
+class InvalidParameterError(LshdbError, ValueError):
+    """An unknown parameter name, an unknown metric or family, or a value out of range."""
+
+
+class InvalidVectorError(LshdbError, ValueError):
+    """Input vectors of the wrong dtype or shape, with NaN or inf, empty, or zero under cosine."""
+
+
+class DimensionMismatchError(InvalidVectorError):
+    """Vectors whose dimension differs from the index's."""
+
+
+class InvalidKeyError(LshdbError, TypeError):
+    """A key that is not a str, int or bytes, or too long to store."""
+
+
+class DuplicateKeyError(LshdbError, ValueError):
+    """The same key appears twice in one batch."""
+
+
+class _KeyMessage(LshdbError, KeyError):
+    # KeyError.__str__ shows the repr of its argument; show the message as written.
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class KeyExistsError(_KeyMessage):
+    """``add`` was given a key the index already holds (use ``upsert`` to replace it)."""
+
+
+class KeyNotFoundError(_KeyMessage):
+    """A key the index does not hold."""
+
+
+class NotAnIndexError(LshdbError, FileNotFoundError):
+    """The path is not an lshdb index directory."""
+
+
+class IndexExistsError(LshdbError, FileExistsError):
+    """``create`` was pointed at a path that already holds something."""
+
+
+class FormatVersionError(LshdbError):
+    """The index was written by a format version this lshdb cannot read."""
+
+
+class CorruptIndexError(LshdbError):
+    """Stored data failed a consistency check: a checksum, a size, or an invariant."""
+
+
+class ReadOnlyError(LshdbError, PermissionError):
+    """A write was attempted through an index opened with ``readonly=True``."""
+
+
+class LockTimeoutError(LshdbError, TimeoutError):
+    """Another writer held the index's write lock for longer than ``timeout``."""
+
+
+class IndexClosedError(LshdbError):
+    """The index was used after ``close()``."""
+
+
+class InputFormatError(LshdbError, ValueError):
+    """An input file that cannot be read: unknown format, bad header, a bad line."""

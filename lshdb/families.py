@@ -1,0 +1,400 @@
+"""Hash families for dense vectors and binary codes: pure numpy, no I/O.
+
+A family holds ``L`` tables of ``k`` hash functions each. ``hash(X)`` maps an ``(n, dim)``
+array to ``(n, L)`` uint64 bucket keys: the k values of one table combined into one key (the
+AND), one key per table (the OR). ``probe(x, T)`` lists the ``T`` buckets a query should
+visit, best first: the ``L`` home buckets, then the buckets it *almost* fell into, ordered by
+the perturbation score of Lv et al. (2007), merged across tables.
+
+Families
+--------
+``hyperplane``   cosine; h(v) = [a.v > 0], a ~ N(0, I) normalised; p = 1 - theta/pi.
+``gaussian``     l2 (p-stable, Datar et al. 2004): h(v) = floor((a.v + b) / w), a ~ N(0, I).
+``cauchy``       l1 (p-stable): as above with a ~ Cauchy.
+``bitsample``    hamming over packed uint8 codes: h(x) = bit i of x; p = 1 - d/D.
+``unary``        l1 on small non-negative integers (Gionis, Indyk, Motwani 1999): bits of the
+                 implicit unary embedding, h(x) = [x_i > t]; p = 1 - l1(x, y) / (dim * C).
+
+Every random choice (matrices, offsets, positions) is drawn from a seeded generator and
+stored in the index, so an index never depends on re-deriving them.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .codec import decode_array, encode_array
+from .errors import CorruptIndexError, InvalidParameterError
+
+__all__ = [
+    "Family",
+    "Hyperplane",
+    "PStable",
+    "BitSample",
+    "Unary",
+    "family_from_params",
+    "FAMILIES",
+    "mix64",
+]
+
+_BLOCK = 1 << 15  # rows hashed per block: bounds the temporary (block, L*k) matrix
+
+
+def mix64(z: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser, vectorised over a uint64 array (wraps modulo 2**64)."""
+    z = np.asarray(z, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = z ^ (z >> np.uint64(30))
+        z = z * np.uint64(0xBF58476D1CE4E5B9)
+        z = z ^ (z >> np.uint64(27))
+        z = z * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return z
+
+
+def _check_kl(k: int, L: int, max_k: int = 64) -> None:
+    if not isinstance(k, (int, np.integer)) or not 1 <= k <= max_k:
+        raise InvalidParameterError(f"k (hash functions per table) must be 1..{max_k}; found {k!r}")
+    if not isinstance(L, (int, np.integer)) or not 1 <= L <= 1000:
+        raise InvalidParameterError(f"L (tables) must be 1..1000; found {L!r}")
+
+
+def _perturbations(scores: list[np.ndarray], n_extra: int,
+                   valid: Any = None) -> list[tuple[int, tuple[int, ...]]]:
+    """The ``n_extra`` lowest-score perturbation sets over all tables, best first.
+
+    ``scores[t]`` holds table t's per-action scores sorted ascending. A perturbation set is a
+    tuple of positions in that sorted list; its score is the sum of its members' scores.
+    Sets are enumerated with Lv et al.'s shift/expand heap so each appears once;
+    ``valid(t, subset)`` may reject sets (they are still expanded).
+    """
+    out: list[tuple[int, tuple[int, ...]]] = []
+    if n_extra <= 0:
+        return out
+    heap: list[tuple[float, int, int, tuple[int, ...]]] = []
+    counter = 0
+    for t, s in enumerate(scores):
+        if len(s):
+            heap.append((float(s[0]), counter, t, (0,)))
+            counter += 1
+    heapq.heapify(heap)
+    budget = 8 * n_extra + 64
+    while heap and len(out) < n_extra and budget > 0:
+        budget -= 1
+        score, _, t, sub = heapq.heappop(heap)
+        s = scores[t]
+        last = sub[-1]
+        if last + 1 < len(s):
+            nxt = float(s[last + 1])
+            heapq.heappush(heap, (score - float(s[last]) + nxt, counter, t, sub[:-1] + (last + 1,)))
+            heapq.heappush(heap, (score + nxt, counter + 1, t, sub + (last + 1,)))
+            counter += 2
+        if valid is None or valid(t, sub):
+            out.append((t, sub))
+    return out
+
+
+class Family:
+    """Base class: ``L`` tables of ``k`` functions over ``dim``-dimensional input."""
+
+    name: ClassVar[str] = ""
+    metric: ClassVar[str] = ""
+
+    def __init__(self, dim: int, k: int, L: int, seed: int) -> None:
+        _check_kl(k, L, self.max_k)
+        self.dim = int(dim)
+        self.k = int(k)
+        self.L = int(L)
+        self.seed = int(seed)
+
+    max_k: ClassVar[int] = 64
+
+    # -- hashing ---------------------------------------------------------------------
+    def hash(self, X: np.ndarray) -> np.ndarray:
+        """Bucket keys of every row of ``X``: an ``(n, L)`` uint64 array."""
+        n = X.shape[0]
+        out = np.empty((n, self.L), dtype=np.uint64)
+        for s in range(0, n, _BLOCK):
+            out[s : s + _BLOCK] = self._hash_block(X[s : s + _BLOCK])
+        return out
+
+    def _hash_block(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def probe(self, x: np.ndarray, n_probes: int) -> tuple[np.ndarray, np.ndarray]:
+        """The buckets to visit for one query, best first: ``(tables, keys)``.
+
+        The first ``L`` entries are the home buckets (one per table); ``n_probes`` counts
+        every bucket visited, so ``n_probes <= L`` means no extra probing.
+        """
+        home = self.hash(x[None, :])[0]
+        tables = np.arange(self.L)
+        if n_probes <= self.L:
+            return tables, home
+        extra_t, extra_k = self._extra_probes(x, home, n_probes - self.L)
+        return (np.concatenate([tables, np.asarray(extra_t, dtype=np.int64)]),
+                np.concatenate([home, np.asarray(extra_k, dtype=np.uint64)]))
+
+    def _extra_probes(self, x: np.ndarray, home: np.ndarray,
+                      n_extra: int) -> tuple[list[int], list[int]]:
+        raise NotImplementedError
+
+    # -- persistence -----------------------------------------------------------------
+    def params(self) -> dict[str, Any]:
+        """Everything needed to rebuild this family, msgpack-ready (arrays encoded)."""
+        return {"family": self.name, "k": self.k, "L": self.L, "seed": self.seed}
+
+    def describe(self) -> dict[str, Any]:
+        """Scalar parameters for ``stats`` and error messages."""
+        return {"family": self.name, "k": self.k, "L": self.L, "seed": self.seed}
+
+
+class _BitFamily(Family):
+    """Families whose k functions are bits packed into the key (k <= 64)."""
+
+    def _keys_from_bits(self, bits: np.ndarray) -> np.ndarray:
+        n = bits.shape[0]
+        b = bits.reshape(n, self.L, self.k).astype(np.uint64)
+        shifts = np.arange(self.k, dtype=np.uint64)
+        return (b << shifts).sum(axis=2, dtype=np.uint64)
+
+    def _margins(self, x: np.ndarray) -> np.ndarray:
+        """(L, k) margins: how far each bit is from flipping (smaller flips first)."""
+        return np.ones((self.L, self.k))
+
+    def _extra_probes(self, x: np.ndarray, home: np.ndarray,
+                      n_extra: int) -> tuple[list[int], list[int]]:
+        m = self._margins(x)
+        order = np.argsort(m, axis=1, kind="stable")
+        scores = [np.take(m[t], order[t]) ** 2 for t in range(self.L)]
+        tables, keys = [], []
+        for t, sub in _perturbations(scores, n_extra):
+            mask = 0
+            for j in sub:
+                mask |= 1 << int(order[t, j])
+            tables.append(t)
+            keys.append(int(home[t]) ^ mask)
+        return tables, keys
+
+
+class Hyperplane(_BitFamily):
+    """Random hyperplanes (SimHash) for cosine distance."""
+
+    name = "hyperplane"
+    metric = "cosine"
+
+    def __init__(self, dim: int, k: int, L: int, seed: int = 0,
+                 A: np.ndarray | None = None) -> None:
+        super().__init__(dim, k, L, seed)
+        if A is None:
+            rng = np.random.default_rng(seed)
+            A = rng.standard_normal((dim, k * L))
+            A /= np.linalg.norm(A, axis=0, keepdims=True)
+        if A.shape != (dim, k * L):
+            raise CorruptIndexError(f"hyperplane matrix has shape {A.shape}; expected {(dim, k * L)}")
+        self.A = np.ascontiguousarray(A, dtype=np.float32)
+
+    def _hash_block(self, X: np.ndarray) -> np.ndarray:
+        return self._keys_from_bits(np.asarray(X, dtype=np.float32) @ self.A > 0)
+
+    def _margins(self, x: np.ndarray) -> np.ndarray:
+        p = np.asarray(x, dtype=np.float32) @ self.A
+        return np.abs(p.reshape(self.L, self.k)) / max(float(np.linalg.norm(x)), 1e-30)
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "A": encode_array(self.A)}
+
+    @classmethod
+    def from_params(cls, dim: int, p: dict[str, Any]) -> Hyperplane:
+        return cls(dim, p["k"], p["L"], p["seed"], A=decode_array(p["A"], "hyperplane matrix"))
+
+
+class PStable(Family):
+    """p-stable projections (E2LSH): Gaussian for l2, Cauchy for l1."""
+
+    name = "pstable"
+    metric = "l2"
+
+    def __init__(self, dim: int, k: int, L: int, w: float, seed: int = 0,
+                 distribution: str = "gaussian", A: np.ndarray | None = None,
+                 b: np.ndarray | None = None, R: np.ndarray | None = None) -> None:
+        super().__init__(dim, k, L, seed)
+        if distribution not in ("gaussian", "cauchy"):
+            raise InvalidParameterError(
+                f"p-stable distribution must be 'gaussian' or 'cauchy'; found {distribution!r}")
+        if not np.isfinite(w) or w <= 0:
+            raise InvalidParameterError(f"width w must be a positive number; found {w!r}")
+        self.distribution = distribution
+        self.w = float(w)
+        rng = np.random.default_rng(seed)
+        if A is None:
+            A = (rng.standard_normal((dim, k * L)) if distribution == "gaussian"
+                 else rng.standard_cauchy((dim, k * L)))
+        if b is None:
+            b = rng.uniform(0.0, 1.0, k * L)  # in units of w
+        if R is None:
+            R = rng.integers(0, 2**63, k, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+        if A.shape != (dim, k * L) or b.shape != (k * L,) or R.shape != (k,):
+            raise CorruptIndexError("p-stable parameters have inconsistent shapes")
+        self.A = np.ascontiguousarray(A, dtype=np.float32)
+        self.b = np.ascontiguousarray(b, dtype=np.float64)
+        self.R = np.ascontiguousarray(R, dtype=np.uint64)
+        self._Aw = self.A / np.float32(self.w)
+
+    @property
+    def metric_name(self) -> str:
+        return "l2" if self.distribution == "gaussian" else "l1"
+
+    def _fractional(self, X: np.ndarray) -> np.ndarray:
+        return (np.asarray(X, dtype=np.float32) @ self._Aw).astype(np.float64) + self.b
+
+    def _combine(self, slots: np.ndarray) -> np.ndarray:
+        n = slots.shape[0]
+        s = slots.reshape(n, self.L, self.k).astype(np.uint64)
+        with np.errstate(over="ignore"):
+            return (s * self.R).sum(axis=2, dtype=np.uint64)
+
+    def _hash_block(self, X: np.ndarray) -> np.ndarray:
+        slots = np.floor(self._fractional(X)).astype(np.int64)
+        return mix64(self._combine(slots))
+
+    def probe(self, x: np.ndarray, n_probes: int) -> tuple[np.ndarray, np.ndarray]:
+        f = self._fractional(x[None, :])[0]
+        slots = np.floor(f).astype(np.int64)
+        base = self._combine(slots[None, :])[0]
+        home = mix64(base)
+        tables = np.arange(self.L)
+        if n_probes <= self.L:
+            return tables, home
+        frac = (f - slots).reshape(self.L, self.k)
+        # 2k actions per table: (coordinate j, -1) at distance frac, (j, +1) at 1 - frac
+        dist = np.concatenate([frac, 1.0 - frac], axis=1)
+        order = np.argsort(dist, axis=1, kind="stable")
+        scores = [np.take(dist[t], order[t]) ** 2 for t in range(self.L)]
+        k = self.k
+
+        def valid(t: int, sub: tuple[int, ...]) -> bool:
+            coords = [int(order[t, j]) % k for j in sub]
+            return len(set(coords)) == len(coords)
+
+        tables_x, keys_x = [], []
+        R = [int(r) for r in self.R]
+        for t, sub in _perturbations(scores, n_probes - self.L, valid):
+            total = int(base[t])
+            for j in sub:
+                a = int(order[t, j])
+                total += (-1 if a < k else 1) * R[a % k]
+            tables_x.append(t)
+            keys_x.append(total % 2**64)
+        extra = mix64(np.asarray(keys_x, dtype=np.uint64))
+        return (np.concatenate([tables, np.asarray(tables_x, dtype=np.int64)]),
+                np.concatenate([home, extra]))
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "w": self.w, "distribution": self.distribution,
+                "A": encode_array(self.A), "b": encode_array(self.b), "R": encode_array(self.R)}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "w": self.w, "distribution": self.distribution}
+
+    @classmethod
+    def from_params(cls, dim: int, p: dict[str, Any]) -> PStable:
+        return cls(dim, p["k"], p["L"], p["w"], p["seed"], p["distribution"],
+                   A=decode_array(p["A"], "projection matrix"),
+                   b=decode_array(p["b"], "offsets"), R=decode_array(p["R"], "key multipliers"))
+
+
+class BitSample(_BitFamily):
+    """Bit sampling for Hamming distance over codes of ``dim`` bits packed as uint8."""
+
+    name = "bitsample"
+    metric = "hamming"
+
+    def __init__(self, dim: int, k: int, L: int, seed: int = 0,
+                 positions: np.ndarray | None = None) -> None:
+        super().__init__(dim, k, L, seed)
+        if positions is None:
+            positions = np.random.default_rng(seed).integers(0, dim, k * L)
+        if positions.shape != (k * L,) or positions.min() < 0 or positions.max() >= dim:
+            raise CorruptIndexError("bit-sampling positions are inconsistent with dim, k and L")
+        self.positions = positions.astype(np.int64)
+        self._byte = self.positions // 8
+        self._shift = (7 - self.positions % 8).astype(np.uint8)
+
+    def _hash_block(self, X: np.ndarray) -> np.ndarray:
+        return self._keys_from_bits((X[:, self._byte] >> self._shift) & 1)
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "positions": encode_array(self.positions)}
+
+    @classmethod
+    def from_params(cls, dim: int, p: dict[str, Any]) -> BitSample:
+        return cls(dim, p["k"], p["L"], p["seed"],
+                   positions=decode_array(p["positions"], "bit positions"))
+
+
+class Unary(_BitFamily):
+    """Bit sampling of the unary embedding of non-negative integers <= ``max_value``."""
+
+    name = "unary"
+    metric = "l1"
+
+    def __init__(self, dim: int, k: int, L: int, max_value: int, seed: int = 0,
+                 coords: np.ndarray | None = None,
+                 thresholds: np.ndarray | None = None) -> None:
+        super().__init__(dim, k, L, seed)
+        if not isinstance(max_value, (int, np.integer)) or not 1 <= max_value <= 2**24:
+            raise InvalidParameterError(
+                f"max_value for the unary family must be an int in 1..2**24; found {max_value!r}")
+        self.max_value = int(max_value)
+        rng = np.random.default_rng(seed)
+        if coords is None or thresholds is None:
+            # a uniform bit of the (dim * C)-bit embedding: coordinate i, threshold t < C
+            flat = rng.integers(0, dim * self.max_value, k * L)
+            coords, thresholds = flat // self.max_value, flat % self.max_value
+        if coords.shape != (k * L,) or thresholds.shape != (k * L,):
+            raise CorruptIndexError("unary positions are inconsistent with k and L")
+        self.coords = coords.astype(np.int64)
+        self.thresholds = thresholds.astype(np.float32)
+
+    def _hash_block(self, X: np.ndarray) -> np.ndarray:
+        return self._keys_from_bits(X[:, self.coords] > self.thresholds)
+
+    def _margins(self, x: np.ndarray) -> np.ndarray:
+        return np.abs(x[self.coords] - self.thresholds - 0.5).reshape(self.L, self.k)
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "max_value": self.max_value,
+                "coords": encode_array(self.coords), "thresholds": encode_array(self.thresholds)}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "max_value": self.max_value}
+
+    @classmethod
+    def from_params(cls, dim: int, p: dict[str, Any]) -> Unary:
+        return cls(dim, p["k"], p["L"], p["max_value"], p["seed"],
+                   coords=decode_array(p["coords"], "unary coordinates"),
+                   thresholds=decode_array(p["thresholds"], "unary thresholds"))
+
+
+FAMILIES: dict[str, Any] = {
+    "hyperplane": Hyperplane,
+    "pstable": PStable,
+    "bitsample": BitSample,
+    "unary": Unary,
+}
+
+
+def family_from_params(dim: int, p: dict[str, Any]) -> Family:
+    """Rebuild a stored family, turning a malformed record into :class:`CorruptIndexError`."""
+    cls = FAMILIES.get(p.get("family", ""))
+    if cls is None:
+        raise CorruptIndexError(f"unknown stored hash family {p.get('family')!r}")
+    try:
+        fam: Family = cls.from_params(dim, p)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptIndexError(f"stored {p.get('family')} parameters are malformed: {exc}") from exc
+    return fam

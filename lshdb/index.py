@@ -1,0 +1,588 @@
+"""The public facade: ``create``, ``open``, :class:`Index` and its :class:`Writer`.
+
+Workflow::
+
+    index = lshdb.create("vectors.lshdb", metric="cosine", dim=384)
+    with index.writer() as w:        # one LMDB write transaction
+        w.add(keys, vectors)
+    index.query(q, k=10)             # [(key, distance), ...] best first, exact distances
+
+Threads may share an Index: queries run concurrently, writers take the index's write lock
+in turn. A forked child reopens the environment by itself on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import lmdb
+import numpy as np
+
+from . import layout, params, postings
+from .codec import MAX_ROWS, Key, pack_ids, pack_keys, pack_meta, unpack_meta
+from .errors import (CorruptIndexError, DuplicateKeyError, FormatVersionError,
+                     IndexClosedError, IndexExistsError, InvalidParameterError,
+                     KeyExistsError, KeyNotFoundError, LshdbError, ReadOnlyError)
+from .families import Family, family_from_params
+from .metrics import Metric, get_metric
+from .reader import Reader
+from .rows import ROWS_NAME, RowFile
+from . import store as store_mod
+from .store import Store, WriterLock, table_name
+
+__all__ = ["create", "open", "Index", "Writer", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+DURABILITY = ("full", "fast")
+_open = open  # the builtin, shadowed by lshdb.open below
+
+
+def create(path: str | os.PathLike[str], metric: str, dim: int, **options: Any) -> Index:
+    """Create a new, empty index directory at ``path`` and return it opened for writing.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Must not exist yet (or be an empty directory).
+    metric : {"cosine", "l2", "l1", "hamming"}
+    dim : int
+        Vector dimension (for ``hamming``: the number of bits, a multiple of 8).
+    **options
+        ``family`` (``hyperplane``; ``pstable``; ``unary`` for l1 on small ints;
+        ``bitsample``), ``k`` (functions per table), ``L`` (tables), ``w`` (p-stable width),
+        ``seed``, ``max_value`` (unary), ``probes`` and ``candidates`` (query defaults),
+        ``durability`` (``"full"`` or ``"fast"``), ``map_size`` (initial LMDB map, grown on
+        demand). Parameters left out are chosen from the first batch added; see the
+        README's tuning section.
+
+    Raises
+    ------
+    InvalidParameterError
+        Unknown metric, option name or out-of-range value.
+    IndexExistsError
+        ``path`` exists and is not an empty directory.
+    """
+    path = os.fspath(path)
+    m = get_metric(metric, dim)
+    opts = params.validate_options(m.name, options)
+    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+        raise IndexExistsError(f"{path} already exists; choose a new path or open() it")
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(path)}.creating-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    gen = layout.gen_name(1)
+    try:
+        os.makedirs(os.path.join(tmp, gen))
+        fam = params.family_if_complete(m, opts)
+        n_tables = opts.get("L") or (fam.L if fam else params.default_L(m.name, opts))
+        store = Store(os.path.join(tmp, gen), create=True, n_tables=n_tables,
+                      map_size=opts.get("map_size"))
+        try:
+            config = {"metric": m.name, "dim": m.dim, "options": opts, "created": time.time()}
+            with store.env.begin(write=True) as txn:
+                meta = store.db(b"meta")
+                txn.put(b"format", pack_meta({"format_version": FORMAT_VERSION}), db=meta)
+                txn.put(b"config", pack_meta(config), db=meta)
+                txn.put(b"settings", pack_meta(params.query_settings(opts)), db=meta)
+                txn.put(b"state", pack_meta({"rows": 0, "live": 0}), db=meta)
+                if fam is not None:
+                    txn.put(b"family", pack_meta(fam.params()), db=meta)
+            store.sync()
+        finally:
+            store.close()
+        RowFile(os.path.join(tmp, gen, ROWS_NAME), m.row_dim(), m.row_dtype,
+                writable=True, create=True).close()
+        layout.write_current(tmp, gen)
+        if os.path.isdir(path):
+            os.rmdir(path)
+        os.rename(tmp, path)
+        layout.fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Index(path, readonly=False, map_size=opts.get("map_size"))
+
+
+def open(path: str | os.PathLike[str], readonly: bool = False,
+         durability: str | None = None, map_size: int | None = None) -> Index:
+    """Open an existing index.
+
+    ``durability`` overrides the stored default for this handle's writes; ``map_size`` sets
+    this process's initial LMDB map (it grows on demand; rarely worth setting).
+
+    Raises
+    ------
+    NotAnIndexError
+        ``path`` is not an lshdb index.
+    FormatVersionError
+        The index was written by a newer (or unknown) format version.
+    CorruptIndexError
+        Its files fail validation.
+    """
+    return Index(os.fspath(path), readonly=readonly, durability=durability, map_size=map_size)
+
+
+class Index:
+    """An open lshdb index. Use :func:`create` or :func:`open` to get one."""
+
+    def __init__(self, path: str, readonly: bool = False, durability: str | None = None,
+                 map_size: int | None = None) -> None:
+        self.path = path
+        self.readonly = readonly
+        if durability is not None and durability not in DURABILITY:
+            raise InvalidParameterError(
+                f"durability must be one of {DURABILITY}; found {durability!r}")
+        self._durability_override = durability
+        self._lock = WriterLock(os.path.join(path, layout.LOCK))
+        self._store: Store | None = None
+        self._retired: list[Any] = []
+        self._map_size = map_size
+        self._load(layout.read_current(path))
+
+    # -- opening ---------------------------------------------------------------------
+    def _load(self, gen: str) -> None:
+        gen_dir = os.path.join(self.path, gen)
+        store = store_mod.acquire(gen_dir, map_size=self._map_size)
+        try:
+            with store.read() as txn:
+                meta = store.db(b"meta")
+                fmt = _get_meta(txn, meta, b"format")
+                version = fmt.get("format_version") if isinstance(fmt, dict) else None
+                if version != FORMAT_VERSION:
+                    raise FormatVersionError(
+                        f"{self.path} has format version {version!r}; this lshdb reads version "
+                        f"{FORMAT_VERSION}. Upgrade lshdb to open it.")
+                config = _get_meta(txn, meta, b"config")
+                settings = _get_meta(txn, meta, b"settings")
+                fam_raw = txn.get(b"family", db=meta)
+            metric = get_metric(config["metric"], config["dim"])
+            opts = config.get("options", {})
+            family = (family_from_params(metric.dim, unpack_meta(fam_raw, "family"))
+                      if fam_raw is not None else None)
+            n_tables = family.L if family else opts.get("L") or params.default_L(metric.name, opts)
+            store.open_dbs([table_name(t) for t in range(n_tables)])
+            rows = RowFile(os.path.join(gen_dir, ROWS_NAME), metric.row_dim(), metric.row_dtype,
+                           writable=not self.readonly)
+        except (KeyError, TypeError) as exc:
+            store_mod.release(store)
+            raise CorruptIndexError(f"{self.path}: meta records are malformed ({exc})") from exc
+        except BaseException:
+            store_mod.release(store)
+            raise
+        self.generation = gen
+        self.metric: Metric = metric
+        self.config: dict[str, Any] = config
+        self.options: dict[str, Any] = opts
+        self.settings: dict[str, Any] = settings
+        self.family: Family | None = family
+        self.n_tables = n_tables
+        self.durability = self._durability_override or opts.get("durability", "full")
+        self._store = store
+        self._rows = rows
+        self._pid = os.getpid()
+
+    def _ensure_open(self) -> Store:
+        store = self._store
+        if store is None:
+            raise IndexClosedError(f"the index {self.path} is closed")
+        if self._pid != os.getpid():  # forked child: never reuse the parent's environment
+            self._retired.append((self._store, self._rows))
+            self._store = None
+            self._lock = WriterLock(os.path.join(self.path, layout.LOCK))
+            self._load(layout.read_current(self.path))
+            store = self._store
+        assert_store: Store = store  # for the type checker
+        return assert_store
+
+    def _follow(self, gen: str) -> None:
+        """Move this handle to generation ``gen`` (after a compaction elsewhere)."""
+        old_store, old_rows = self._store, self._rows
+        self._load(gen)
+        if old_store is not None:
+            store_mod.release(old_store)
+            old_rows.close()
+
+    def _check_current(self) -> None:
+        gen = layout.read_current(self.path)
+        if gen != self.generation:
+            self._follow(gen)
+
+    # -- life cycle ------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the environment and the row file. Idempotent."""
+        if self._store is not None:
+            if self._pid == os.getpid():
+                store_mod.release(self._store)
+                self._rows.close()
+            self._store = None
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._store is None else self.generation
+        return f"<lshdb.Index {self.path!r} metric={self.metric.name} dim={self.metric.dim} {state}>"
+
+    # -- transactions ----------------------------------------------------------------
+    def writer(self, timeout: float | None = None) -> Writer:
+        """The single writer: ``with index.writer() as w: w.add(...)``.
+
+        Everything done inside the block is one LMDB transaction, committed on a clean exit
+        and discarded on an exception. Waits for other writers; with ``timeout`` (seconds)
+        gives up with :class:`LockTimeoutError`.
+        """
+        if self.readonly:
+            raise ReadOnlyError(f"{self.path} was opened read-only; open it with readonly=False")
+        self._ensure_open()
+        return Writer(self, timeout)
+
+    def reader(self) -> Iterator[Reader]:
+        """A consistent snapshot for several reads: ``with index.reader() as r: ...``."""
+        return _ReaderContext(self)
+
+    def _snapshot(self) -> _ReaderContext:
+        return _ReaderContext(self)
+
+    # -- one-shot forms --------------------------------------------------------------
+    def add(self, keys: Iterable[Key], vectors: Any) -> None:
+        """Add new items in one transaction; see :meth:`Writer.add`."""
+        with self.writer() as w:
+            w.add(keys, vectors)
+
+    def upsert(self, keys: Iterable[Key], vectors: Any) -> None:
+        """Add or replace items in one transaction; see :meth:`Writer.upsert`."""
+        with self.writer() as w:
+            w.upsert(keys, vectors)
+
+    def delete(self, keys: Iterable[Key], missing_ok: bool = False) -> int:
+        """Delete items in one transaction; see :meth:`Writer.delete`."""
+        with self.writer() as w:
+            return w.delete(keys, missing_ok=missing_ok)
+
+    def query(self, vector: Any, k: int = 10, **kw: Any) -> list[tuple[Key, float]]:
+        """The ``k`` nearest stored items: ``[(key, distance), ...]``, best first."""
+        with self._snapshot() as r:
+            return r.query(vector, k, **kw)
+
+    def query_batch(self, vectors: Any, k: int = 10, **kw: Any) -> list[list[tuple[Key, float]]]:
+        """:meth:`query` for each row of a 2-D array, in one snapshot."""
+        with self._snapshot() as r:
+            return r.query_batch(vectors, k, **kw)
+
+    def candidates(self, vector: Any, **kw: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        """Raw candidate ids of one query and statistics about how they were found."""
+        with self._snapshot() as r:
+            return r.candidates(vector, **kw)
+
+    def get(self, key: Key) -> np.ndarray:
+        """A copy of the stored vector of ``key`` (under cosine: normalised)."""
+        with self._snapshot() as r:
+            return r.get(key)
+
+    def keys(self) -> list[Key]:
+        """Every key, in internal-id order."""
+        with self._snapshot() as r:
+            return list(r.keys())
+
+    def __len__(self) -> int:
+        with self._snapshot() as r:
+            return len(r)
+
+    def __contains__(self, key: object) -> bool:
+        with self._snapshot() as r:
+            return key in r
+
+    def stats(self, buckets: bool = True) -> dict[str, Any]:
+        """Parameters, counts, bucket-size distribution per table and bytes on disk by part."""
+        with self._snapshot() as r:
+            return r.stats(buckets=buckets)
+
+    def set_query_defaults(self, **settings: Any) -> None:
+        """Store query-time defaults (``probes``, ``candidates``) in the index."""
+        new = {**self.settings, **params.query_settings(
+            params.validate_options(self.metric.name, settings, query_only=True))}
+        with self.writer() as w:
+            w._txn.put(b"settings", pack_meta(new), db=w._store.db(b"meta"))
+        self.settings = new
+
+    def sync(self) -> None:
+        """Flush everything to disk (useful after writes in ``durability="fast"``)."""
+        store = self._ensure_open()
+        self._rows.sync()
+        store.sync()
+
+
+class _ReaderContext:
+    def __init__(self, index: Index) -> None:
+        self.index = index
+        self._cm: Any = None
+
+    def __enter__(self) -> Reader:
+        index = self.index
+        for _ in range(5):
+            store = index._ensure_open()
+            self._cm = store.read()
+            txn = self._cm.__enter__()
+            reader = Reader(index, store, index._rows, txn)
+            if reader.retired_to is None:
+                return reader
+            self._cm.__exit__(None, None, None)
+            index._check_current()
+        raise LshdbError(f"{index.path} kept changing generation; retry")
+
+    def __exit__(self, *exc: Any) -> None:
+        self._cm.__exit__(*exc)
+
+
+class Writer:
+    """The single writer of an index; use as ``with index.writer() as w``.
+
+    Not thread-safe: use it from the thread that entered the block (py-lmdb's rule for
+    write transactions).
+    """
+
+    def __init__(self, index: Index, timeout: float | None) -> None:
+        self._index = index
+        self._timeout = timeout
+        self._txn: Any = None
+        self._log: list[tuple[str, tuple[Any, ...]]] = []
+
+    # -- transaction -----------------------------------------------------------------
+    def __enter__(self) -> Writer:
+        index = self._index
+        index._lock.acquire(self._timeout)
+        try:
+            index._check_current()
+            self._begin()
+        except BaseException:
+            index._lock.release()
+            raise
+        return self
+
+    def _begin(self) -> None:
+        index = self._index
+        self._store = index._ensure_open()
+        self._rows = index._rows
+        self._family = index.family
+        self._txn = self._store.begin_write()
+        state = _get_meta(self._txn, self._store.db(b"meta"), b"state")
+        self._committed_rows = int(state["rows"])
+        self._n_rows = self._committed_rows
+        self._live = int(state["live"])
+        self._wrote_rows = False
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        index = self._index
+        try:
+            if exc_type is not None:
+                self._txn.abort()
+                return
+            self._commit()
+        finally:
+            self._txn = None
+            index._lock.release()
+
+    def _commit(self) -> None:
+        index = self._index
+        while True:
+            try:
+                if self._wrote_rows:
+                    self._rows.sync()  # rows before postings
+                self._txn.put(b"state", pack_meta({"rows": self._n_rows, "live": self._live}),
+                              db=self._store.db(b"meta"))
+                self._txn.commit()
+                break
+            except lmdb.MapFullError:
+                self._regrow()
+        if index.durability == "full":
+            self._store.sync()  # the meta page too: the commit survives a power cut
+        index.family = self._family
+
+    def _regrow(self) -> None:
+        """After MapFullError: abort, double the map, replay this block's operations."""
+        self._txn.abort()
+        self._store.grow()
+        self._begin()
+        for op, args in self._log:
+            getattr(self, "_do_" + op)(*args)
+
+    def _run(self, op: str, *args: Any) -> Any:
+        if self._txn is None:
+            raise LshdbError("the writer is not active; use it inside `with index.writer()`")
+        while True:
+            try:
+                result = getattr(self, "_do_" + op)(*args)
+                self._log.append((op, args))
+                return result
+            except lmdb.MapFullError:
+                self._regrow()
+
+    # -- public operations -----------------------------------------------------------
+    def add(self, keys: Iterable[Key], vectors: Any) -> None:
+        """Add new items.
+
+        Raises
+        ------
+        InvalidVectorError, DimensionMismatchError
+            Bad vectors (nothing is written).
+        DuplicateKeyError
+            A key appears twice in the batch.
+        KeyExistsError
+            A key is already in the index (use :meth:`upsert` to replace it).
+        """
+        keys_n, packed, X = self._prepare(keys, vectors)
+        self._run("add", keys_n, packed, X)
+
+    def upsert(self, keys: Iterable[Key], vectors: Any) -> None:
+        """Add items, replacing the vectors of keys that already exist."""
+        keys_n, packed, X = self._prepare(keys, vectors)
+        self._run("upsert", keys_n, packed, X)
+
+    def delete(self, keys: Iterable[Key], missing_ok: bool = False) -> int:
+        """Delete items; returns how many were deleted.
+
+        Raises
+        ------
+        KeyNotFoundError
+            A key is not in the index (unless ``missing_ok``); nothing is deleted.
+        """
+        keys_n, packed = pack_keys(_as_list(keys))
+        _check_unique(keys_n, packed)
+        result: int = self._run("delete", keys_n, packed, missing_ok)
+        return result
+
+    # -- implementation --------------------------------------------------------------
+    def _prepare(self, keys: Iterable[Key], vectors: Any) -> tuple[list[Key], list[bytes], np.ndarray]:
+        index = self._index
+        X = index.metric.prepare(vectors)
+        raw_keys = _as_list(keys)
+        if len(raw_keys) != len(X):
+            raise InvalidParameterError(
+                f"{len(raw_keys)} keys for {len(X)} vectors; pass one key per row")
+        keys_n, packed = pack_keys(raw_keys)
+        _check_unique(keys_n, packed)
+        family = self._family or index.family
+        if family is not None:
+            params.validate_rows(family, X)
+        return keys_n, packed, X
+
+    def _ensure_family(self, X: np.ndarray) -> Family:
+        if self._family is None:
+            index = self._index
+            fam = params.choose_family(index.metric, index.options, X)
+            params.validate_rows(fam, X)
+            if fam.L != index.n_tables:
+                raise CorruptIndexError("the chosen number of tables differs from the stored one")
+            self._txn.put(b"family", pack_meta(fam.params()), db=self._store.db(b"meta"))
+            self._family = fam
+        return self._family
+
+    def _ids_of(self, packed: list[bytes]) -> dict[bytes, int]:
+        cursor = self._txn.cursor(self._store.db(b"key2id"))
+        return {k: int.from_bytes(v, "big") for k, v in cursor.getmulti(packed)}
+
+    def _do_add(self, keys: list[Key], packed: list[bytes], X: np.ndarray) -> None:
+        existing = self._ids_of(packed)
+        if existing:
+            first = next(k for k, p in zip(keys, packed) if p in existing)
+            raise KeyExistsError(
+                f"{len(existing)} of {len(keys)} keys are already in the index (first: "
+                f"{first!r}); use upsert() to replace them")
+        self._insert(packed, X)
+
+    def _insert(self, packed: list[bytes], X: np.ndarray) -> None:
+        family = self._ensure_family(X)
+        n = len(X)
+        first = self._n_rows
+        if first + n > MAX_ROWS:
+            raise InvalidParameterError(
+                f"a generation holds at most {MAX_ROWS} rows; compact the index first")
+        self._rows.write(first, X)
+        self._wrote_rows = True
+        ids = np.arange(first, first + n, dtype=np.int64)
+        H = family.hash(X)
+        txn, store = self._txn, self._store
+        for t in range(family.L):
+            db = store.db(table_name(t))
+            if first == 0 or txn.stat(db)["entries"] == 0:
+                postings.bulk_load(txn.cursor(db), H[:, t], ids)
+            else:
+                postings.append(txn, db, H[:, t], ids)
+        id_bytes = pack_ids(ids)
+        order = sorted(range(n), key=packed.__getitem__)
+        txn.cursor(store.db(b"key2id")).putmulti(
+            [(packed[j], id_bytes[j]) for j in order], overwrite=False)
+        txn.cursor(store.db(b"id2key")).putmulti(list(zip(id_bytes, packed)), append=True)
+        self._n_rows += n
+        self._live += n
+
+    def _remove_ids(self, ids: np.ndarray, packed: list[bytes]) -> None:
+        family = self._family
+        if family is None:
+            raise CorruptIndexError("the index holds keys but no hash family")
+        txn, store = self._txn, self._store
+        rows = self._rows.read(ids, self._n_rows)
+        H = family.hash(rows)
+        for t in range(family.L):
+            missing = postings.remove(txn, store.db(table_name(t)), H[:, t], ids)
+            if missing:
+                raise CorruptIndexError(
+                    f"{missing} ids were missing from table {t}; run `lshdb check`")
+        k2i, i2k = store.db(b"key2id"), store.db(b"id2key")
+        for p, b in zip(packed, pack_ids(ids)):
+            txn.delete(p, db=k2i)
+            txn.delete(b, db=i2k)
+        self._live -= len(ids)
+
+    def _do_upsert(self, keys: list[Key], packed: list[bytes], X: np.ndarray) -> None:
+        existing = self._ids_of(packed)
+        if existing:
+            old = sorted(existing.items(), key=lambda kv: kv[1])
+            self._remove_ids(np.array([i for _, i in old], dtype=np.int64), [p for p, _ in old])
+        self._insert(packed, X)
+
+    def _do_delete(self, keys: list[Key], packed: list[bytes], missing_ok: bool) -> int:
+        existing = self._ids_of(packed)
+        if len(existing) < len(packed) and not missing_ok:
+            first = next(k for k, p in zip(keys, packed) if p not in existing)
+            raise KeyNotFoundError(
+                f"{len(packed) - len(existing)} of {len(keys)} keys are not in the index "
+                f"(first: {first!r}); nothing was deleted (pass missing_ok=True to skip them)")
+        if existing:
+            old = sorted(existing.items(), key=lambda kv: kv[1])
+            self._remove_ids(np.array([i for _, i in old], dtype=np.int64), [p for p, _ in old])
+        return len(existing)
+
+
+def _as_list(keys: Iterable[Key]) -> list[Any]:
+    if isinstance(keys, (str, bytes, int)):
+        raise InvalidParameterError(
+            "keys must be a sequence of keys (one per vector), not a single key; wrap it in a list")
+    if isinstance(keys, np.ndarray):
+        return keys.tolist()  # type: ignore[no-any-return]
+    return list(keys)
+
+
+def _check_unique(keys: Sequence[Key], packed: list[bytes]) -> None:
+    if len(set(packed)) != len(packed):
+        seen: set[bytes] = set()
+        for k, p in zip(keys, packed):
+            if p in seen:
+                raise DuplicateKeyError(
+                    f"key {k!r} appears more than once in the batch; keys must be unique")
+            seen.add(p)
+
+
+def _get_meta(txn: Any, db: Any, name: bytes) -> Any:
+    raw = txn.get(name, db=db)
+    if raw is None:
+        raise CorruptIndexError(f"meta record {name.decode()!r} is missing; the index is damaged")
+    return unpack_meta(raw, name.decode())

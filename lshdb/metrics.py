@@ -1,0 +1,175 @@
+"""Metrics: how input is validated and stored, and the exact distance used to re-rank.
+
+=========  ==================================  ==========================================
+metric     stored row                          distance returned by queries
+=========  ==================================  ==========================================
+cosine     float32, normalised to unit length  1 - cos(x, q), in [0, 2]
+l2         float32                             Euclidean distance
+l1         float32                             Manhattan distance
+hamming    uint8, ``dim / 8`` packed bytes     number of differing bits
+=========  ==================================  ==========================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError
+
+__all__ = ["METRICS", "Metric", "get_metric"]
+
+
+class Metric:
+    """Validation, storage dtype and exact distances of one metric."""
+
+    name = ""
+    row_dtype = np.dtype("<f4")
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+
+    def row_dim(self) -> int:
+        """Values stored per row."""
+        return self.dim
+
+    # -- validation ------------------------------------------------------------------
+    def prepare(self, X: Any, what: str = "vectors") -> np.ndarray:
+        """Validate a 2-D batch and return it as stored rows (a new array)."""
+        A = _as_array(X, what)
+        if A.ndim != 2:
+            raise InvalidVectorError(
+                f"{what} must be a 2-D array (n, {self.dim}); found {A.ndim}-D shape {A.shape}")
+        if A.shape[0] == 0:
+            raise InvalidVectorError(f"{what}: the batch is empty; pass at least one vector")
+        return self._prepare(A, what)
+
+    def prepare_one(self, x: Any, what: str = "query") -> np.ndarray:
+        A = _as_array(x, what)
+        if A.ndim != 1:
+            raise InvalidVectorError(
+                f"{what} must be a 1-D vector of {self.dim} values; found shape {A.shape} "
+                "(use query_batch for many queries)")
+        return self._prepare(A[None, :], what)[0]
+
+    def _prepare(self, A: np.ndarray, what: str) -> np.ndarray:
+        if A.dtype.kind not in "fiu":
+            raise InvalidVectorError(f"{what} must be numeric (float or int); found dtype {A.dtype}")
+        if A.shape[1] != self.dim:
+            raise DimensionMismatchError(
+                f"{what} have dimension {A.shape[1]}; this index expects {self.dim}")
+        out = np.array(A, dtype=np.float32, order="C")
+        bad = ~np.isfinite(out).all(axis=1)
+        if bad.any():
+            raise InvalidVectorError(
+                f"{what}: row {int(np.flatnonzero(bad)[0])} holds NaN or inf "
+                f"({int(bad.sum())} such rows); clean the input first")
+        return out
+
+    # -- distances -------------------------------------------------------------------
+    def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def distances_many(self, rows: np.ndarray, Q: np.ndarray) -> np.ndarray:
+        """(len(Q), len(rows)) distances; the default loops over queries."""
+        return np.stack([self.distances(rows, q) for q in Q])
+
+
+class Cosine(Metric):
+    name = "cosine"
+
+    def _prepare(self, A: np.ndarray, what: str) -> np.ndarray:
+        out = super()._prepare(A, what)
+        norms = np.linalg.norm(out.astype(np.float64), axis=1)
+        zero = norms == 0
+        if zero.any():
+            raise InvalidVectorError(
+                f"{what}: row {int(np.flatnonzero(zero)[0])} is the zero vector, which has no "
+                "direction under cosine; drop it or use metric='l2'")
+        out /= norms[:, None].astype(np.float32)
+        return out
+
+    def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+        return np.float32(1.0) - rows @ q
+
+    def distances_many(self, rows: np.ndarray, Q: np.ndarray) -> np.ndarray:
+        return np.float32(1.0) - Q @ rows.T
+
+
+class L2(Metric):
+    name = "l2"
+
+    def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+        diff = rows - q
+        return np.sqrt(np.einsum("ij,ij->i", diff, diff))
+
+    def distances_many(self, rows: np.ndarray, Q: np.ndarray) -> np.ndarray:
+        sq = (np.einsum("ij,ij->i", rows, rows)[None, :] - 2 * (Q @ rows.T)
+              + np.einsum("ij,ij->i", Q, Q)[:, None])
+        return np.sqrt(np.maximum(sq, 0))
+
+
+class L1(Metric):
+    name = "l1"
+
+    def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+        return np.abs(rows - q).sum(axis=1)
+
+
+class Hamming(Metric):
+    name = "hamming"
+    row_dtype = np.dtype(np.uint8)
+
+    def __init__(self, dim: int) -> None:
+        if dim % 8:
+            raise InvalidParameterError(
+                f"hamming dim is the number of bits and must be a multiple of 8; found {dim}")
+        super().__init__(dim)
+
+    def row_dim(self) -> int:
+        return self.dim // 8
+
+    def _prepare(self, A: np.ndarray, what: str) -> np.ndarray:
+        if A.dtype == np.bool_:
+            if A.shape[1] != self.dim:
+                raise DimensionMismatchError(
+                    f"{what} have {A.shape[1]} bits; this index expects {self.dim}")
+            return np.packbits(A, axis=1)
+        if A.dtype != np.uint8:
+            raise InvalidVectorError(
+                f"{what} for metric hamming must be packed uint8 codes ({self.dim // 8} bytes "
+                f"per row, np.packbits order) or bool bits; found dtype {A.dtype}")
+        if A.shape[1] != self.dim // 8:
+            raise DimensionMismatchError(
+                f"{what} have {A.shape[1]} bytes per row; this index expects "
+                f"{self.dim // 8} ({self.dim} bits)")
+        return np.array(A, dtype=np.uint8, order="C")
+
+    def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+        return np.bitwise_count(rows ^ q).sum(axis=1, dtype=np.int64).astype(np.float32)
+
+
+METRICS: dict[str, type[Metric]] = {"cosine": Cosine, "l2": L2, "l1": L1, "hamming": Hamming}
+
+
+def get_metric(name: str, dim: int) -> Metric:
+    cls = METRICS.get(name)
+    if cls is None:
+        raise InvalidParameterError(
+            f"unknown metric {name!r}; choose one of {', '.join(sorted(METRICS))}")
+    if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or not 1 <= dim <= 65536:
+        raise InvalidParameterError(f"dim must be an int in 1..65536; found {dim!r}")
+    return cls(int(dim))
+
+
+def _as_array(X: Any, what: str) -> np.ndarray:
+    try:
+        A = np.asarray(X)
+    except (ValueError, TypeError) as exc:
+        raise InvalidVectorError(
+            f"{what} cannot be read as an array (ragged rows of different lengths?): {exc}"
+        ) from exc
+    if A.dtype == object:
+        raise InvalidVectorError(f"{what} must be a numeric array; found ragged or object data")
+    return A

@@ -1,0 +1,195 @@
+"""Posting lists of one hash table: a bucket is a run of chunks under one 8-byte prefix.
+
+Chunk keys are ``bucket (8 bytes) + suffix (4 bytes, big-endian)``:
+
+* *sealed* chunks have the suffix of their first id and hold up to ``SEALED_MAX`` ids;
+  every id in a sealed chunk is >= its suffix and below the next chunk's ids;
+* at most one *open tail* per bucket, suffix ``0xFFFFFFFF``, holds up to ``TAIL_MAX`` of the
+  newest ids. It is small enough to live inside a B-tree page, so an append rewrites at
+  most ``TAIL_MAX`` ids however large the bucket is; a full tail is sealed.
+
+A range scan from ``bucket + 0x00000000`` therefore yields a bucket's ids in ascending
+order. Appends for a whole batch are one ``getmulti`` of the touched tails and one
+``putmulti``; a bulk load into an empty table is one ``putmulti(append=True)``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from .codec import ID_DTYPE, decode_postings, encode_postings
+
+__all__ = ["TAIL", "TAIL_MAX", "SEALED_MAX", "bulk_load", "append", "remove",
+           "read_bucket", "iter_table", "group_by_bucket"]
+
+TAIL = b"\xff\xff\xff\xff"
+TAIL_MAX = 480
+SEALED_MAX = 16384
+_ZERO = b"\x00\x00\x00\x00"
+_U32 = struct.Struct(">I")
+
+
+def _header(n_bytes: int) -> bytes:
+    if n_bytes < 256:
+        return b"\xc4" + bytes((n_bytes,))
+    if n_bytes < 65536:
+        return b"\xc5" + n_bytes.to_bytes(2, "big")
+    return b"\xc6" + n_bytes.to_bytes(4, "big")
+
+
+def _payload(value: bytes) -> bytes:
+    """The raw id bytes of a chunk value (validated by decode_postings)."""
+    return decode_postings(value).tobytes()
+
+
+def group_by_bucket(buckets: np.ndarray, ids: np.ndarray) -> tuple[bytes, np.ndarray, bytes]:
+    """Sort (bucket, id) pairs by bucket, ids ascending within a bucket.
+
+    Returns the unique buckets as one big-endian buffer, the start offset of each bucket's
+    run (plus the end), and the ids as one little-endian uint32 buffer in that order.
+    """
+    order = np.lexsort((ids, buckets))
+    b = buckets[order]
+    starts = np.flatnonzero(np.concatenate(([True], b[1:] != b[:-1])))
+    bounds = np.append(starts, len(b))
+    return (np.ascontiguousarray(b[starts], dtype=">u8").tobytes(), bounds,
+            np.ascontiguousarray(ids[order], dtype=ID_DTYPE).tobytes())
+
+
+def _sealed_items(bucket: bytes, payload: bytes, out: list[tuple[bytes, bytes]]) -> None:
+    step = 4 * SEALED_MAX
+    for s in range(0, len(payload), step):
+        piece = payload[s : s + step]
+        first = int.from_bytes(piece[:4], "little")
+        out.append((bucket + _U32.pack(first), _header(len(piece)) + piece))
+
+
+_SMALL_HEADERS = [_header(4 * n) for n in range(64)]
+
+
+def bulk_load(cursor: Any, buckets: np.ndarray, ids: np.ndarray) -> int:
+    """Write a whole table in one pass; the table must be empty. Returns chunks written."""
+    order = np.lexsort((ids, buckets))
+    b = buckets[order]
+    sid = np.ascontiguousarray(ids[order], dtype=ID_DTYPE)
+    new_bucket = np.concatenate(([True], b[1:] != b[:-1]))
+    # a chunk starts at every new bucket and every SEALED_MAX ids within a bucket
+    run_start = np.maximum.accumulate(np.where(new_bucket, np.arange(len(b)), 0))
+    starts = np.flatnonzero(new_bucket | ((np.arange(len(b)) - run_start) % SEALED_MAX == 0))
+    ends = np.append(starts[1:], len(b))
+    keys = np.empty(len(starts), dtype=[("b", ">u8"), ("f", ">u4")])
+    keys["b"] = b[starts]
+    keys["f"] = sid[starts]
+    kbuf = keys.tobytes()
+    payload = sid.tobytes()
+    heads = _SMALL_HEADERS
+    items = [(kbuf[12 * j : 12 * j + 12],
+              (heads[e - s] if e - s < 64 else _header(4 * (e - s))) + payload[4 * s : 4 * e])
+             for j, (s, e) in enumerate(zip(starts.tolist(), ends.tolist()))]
+    cursor.putmulti(items, append=True)
+    return len(items)
+
+
+def append(txn: Any, db: Any, buckets: np.ndarray, ids: np.ndarray) -> None:
+    """Add ``ids`` (all larger than any id in the table) to their ``buckets``."""
+    ub, bounds, payload = group_by_bucket(buckets, ids)
+    n = len(bounds) - 1
+    tails = [ub[8 * j : 8 * j + 8] + TAIL for j in range(n)]
+    cursor = txn.cursor(db)
+    found = dict(cursor.getmulti(tails))
+    items: list[tuple[bytes, bytes]] = []
+    stale: list[bytes] = []
+    b4 = bounds * 4
+    limit = 4 * TAIL_MAX
+    for j in range(n):
+        key = tails[j]
+        new = payload[b4[j] : b4[j + 1]]
+        old = found.get(key)
+        data = new if old is None else _payload(old) + new
+        if len(data) <= limit:
+            items.append((key, _header(len(data)) + data))
+        else:
+            _sealed_items(key[:8], data, items)
+            if old is not None:
+                stale.append(key)
+    for key in stale:
+        txn.delete(key, db=db)
+    cursor.putmulti(items)
+
+
+def _chunk_for(cursor: Any, bucket: bytes, i: int) -> bytes | None:
+    """Key of the sealed chunk of ``bucket`` whose id range covers id ``i``."""
+    if cursor.set_range(bucket + _U32.pack(i + 1)):
+        if not cursor.prev():
+            return None
+    elif not cursor.last():
+        return None
+    key: bytes = cursor.key()
+    if key[:8] != bucket or key[8:] == TAIL:
+        return None
+    return key
+
+
+def remove(txn: Any, db: Any, buckets: np.ndarray, ids: np.ndarray) -> int:
+    """Remove each ``ids[j]`` from bucket ``buckets[j]``. Returns how many were not found."""
+    ub, bounds, payload = group_by_bucket(buckets, ids)
+    all_ids = np.frombuffer(payload, dtype=ID_DTYPE)
+    cursor = txn.cursor(db)
+    missing = 0
+    for j in range(len(bounds) - 1):
+        bucket = ub[8 * j : 8 * j + 8]
+        todo = all_ids[bounds[j] : bounds[j + 1]]
+        edits: dict[bytes, np.ndarray] = {}
+        tail_value = cursor.get(bucket + TAIL)
+        if tail_value is not None:
+            edits[bucket + TAIL] = decode_postings(tail_value)
+        for i in todo.tolist():
+            tail = edits.get(bucket + TAIL)
+            if tail is not None and len(tail) and tail[0] <= i:
+                key: bytes | None = bucket + TAIL
+            else:
+                key = _chunk_for(cursor, bucket, i)
+                if key is not None and key not in edits:
+                    edits[key] = decode_postings(cursor.value())
+            if key is None:
+                missing += 1
+                continue
+            arr = edits[key]
+            pos = int(np.searchsorted(arr, i))
+            if pos < len(arr) and arr[pos] == i:
+                edits[key] = np.delete(arr, pos)
+            else:
+                missing += 1
+        for key, arr in edits.items():
+            if len(arr):
+                txn.put(key, encode_postings(arr), db=db)
+            else:
+                txn.delete(key, db=db)
+    return missing
+
+
+def read_bucket(cursor: Any, bucket: bytes, out: list[np.ndarray]) -> int:
+    """Append the id arrays of ``bucket``'s chunks to ``out``; returns ids found."""
+    found = 0
+    if not cursor.set_range(bucket + _ZERO):
+        return 0
+    while True:
+        key = cursor.key()
+        if key[:8] != bucket:
+            return found
+        arr = decode_postings(cursor.value())
+        out.append(arr)
+        found += len(arr)
+        if not cursor.next():
+            return found
+
+
+def iter_table(txn: Any, db: Any) -> Iterator[tuple[bytes, bytes, np.ndarray]]:
+    """Every chunk of a table: (bucket, suffix, ids), in key order."""
+    cursor = txn.cursor(db)
+    for key, value in cursor:
+        yield key[:8], key[8:], decode_postings(value)

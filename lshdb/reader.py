@@ -1,0 +1,264 @@
+"""Reads inside one LMDB snapshot: candidate retrieval, exact re-ranking, key look-ups.
+
+A :class:`Reader` sees the committed state of the moment it began, however long it lives
+and whatever writers do meanwhile. It is not shared between threads; take one per thread
+(``with index.reader() as r``), or call the Index's one-shot methods, which take their own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import postings
+from .codec import Key, bucket_bytes, normalize_key, pack_id, pack_key, unpack_id, unpack_key, unpack_meta
+from .errors import CorruptIndexError, InvalidParameterError, KeyNotFoundError
+from .families import Family, family_from_params
+from .store import table_name
+
+if TYPE_CHECKING:
+    from .index import Index
+    from .rows import RowFile
+    from .store import Store
+
+__all__ = ["Reader"]
+
+
+class Reader:
+    """A read snapshot of an index."""
+
+    def __init__(self, index: Index, store: Store, rows: RowFile, txn: Any) -> None:
+        self._index = index
+        self._store = store
+        self._rows = rows
+        self._txn = txn
+        raw = txn.get(b"state", db=store.db(b"meta"))
+        if raw is None:
+            raise CorruptIndexError("meta record 'state' is missing; the index is damaged")
+        state = unpack_meta(raw, "state")
+        self.n_rows: int = int(state["rows"])
+        self.live: int = int(state["live"])
+        self.retired_to: str | None = state.get("retired_to")
+        self.metric = index.metric
+        family = index.family
+        if family is None:
+            fam_raw = txn.get(b"family", db=store.db(b"meta"))
+            if fam_raw is not None:
+                family = family_from_params(self.metric.dim, unpack_meta(fam_raw, "family"))
+                index.family = family
+        self.family: Family | None = family
+        self.settings = index.settings
+        self._cursors: dict[int, Any] = {}
+
+    # -- keys ------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.live
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            packed = pack_key(normalize_key(key))
+        except Exception:
+            return False
+        return self._txn.get(packed, db=self._store.db(b"key2id")) is not None
+
+    def id_of(self, key: Key) -> int:
+        raw = self._txn.get(pack_key(normalize_key(key)), db=self._store.db(b"key2id"))
+        if raw is None:
+            raise KeyNotFoundError(f"key {key!r} is not in the index")
+        return unpack_id(raw)
+
+    def key_of(self, i: int) -> Key:
+        raw = self._txn.get(pack_id(i), db=self._store.db(b"id2key"))
+        if raw is None:
+            raise CorruptIndexError(
+                f"internal id {i} is in a posting list but has no key; run `lshdb check`")
+        return unpack_key(raw)
+
+    def keys(self) -> Iterator[Key]:
+        for _, v in self._txn.cursor(self._store.db(b"id2key")):
+            yield unpack_key(v)
+
+    def items(self) -> Iterator[tuple[int, Key]]:
+        """(internal id, key) pairs in id order."""
+        for k, v in self._txn.cursor(self._store.db(b"id2key")):
+            yield unpack_id(k), unpack_key(v)
+
+    def get(self, key: Key) -> np.ndarray:
+        i = self.id_of(key)
+        return self._rows.read(np.array([i]), self.n_rows)[0].copy()
+
+    # -- candidates ------------------------------------------------------------------
+    def _cursor(self, t: int) -> Any:
+        c = self._cursors.get(t)
+        if c is None:
+            c = self._cursors[t] = self._txn.cursor(self._store.db(table_name(t)))
+        return c
+
+    def _settings(self, probes: int | None, candidates: int | None) -> tuple[int, int]:
+        fam = self.family
+        L = fam.L if fam else 1
+        p = probes if probes is not None else self.settings.get("probes") or L
+        c = candidates if candidates is not None else self.settings.get("candidates") or 0
+        if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 1:
+            raise InvalidParameterError(f"probes must be an int >= 1; found {p!r}")
+        if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 0:
+            raise InvalidParameterError(f"candidates must be an int >= 0 (0: no cap); found {c!r}")
+        return int(p), int(c)
+
+    def _gather(self, x: np.ndarray, probes: int, cap: int,
+                stats: dict[str, Any] | None = None) -> np.ndarray:
+        fam = self.family
+        if fam is None or self.n_rows == 0:
+            return np.empty(0, dtype=np.int64)
+        tables, keys = fam.probe(x, probes)
+        kb = bucket_bytes(keys)
+        parts: list[np.ndarray] = []
+        found = 0
+        for j, t in enumerate(tables.tolist()):
+            found += postings.read_bucket(self._cursor(t), kb[8 * j : 8 * j + 8], parts)
+        if stats is not None:
+            stats["buckets"] = len(tables)
+            stats["postings"] = found
+        if not parts:
+            return np.empty(0, dtype=np.int64)
+        allids = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        top = int(allids.max())
+        if top >= self.n_rows:
+            raise CorruptIndexError(
+                f"a posting list holds id {top} beyond the {self.n_rows} committed rows; "
+                "run `lshdb check`")
+        ids, counts = union(allids, self.n_rows, with_counts=bool(cap and found > cap))
+        if cap and len(ids) > cap:
+            keep = np.argsort(-counts, kind="stable")[:cap]
+            ids = np.sort(ids[keep])
+        return ids.astype(np.int64)
+
+    def candidates(self, vector: Any, probes: int | None = None,
+                   candidates: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Candidate internal ids of one query, and where the time went."""
+        x = self.metric.prepare_one(vector)
+        p, c = self._settings(probes, candidates)
+        stats: dict[str, Any] = {}
+        t0 = time.perf_counter()
+        ids = self._gather(x, p, c, stats)
+        stats["candidates"] = len(ids)
+        stats["seconds_lookup"] = time.perf_counter() - t0
+        return ids, stats
+
+    # -- queries ---------------------------------------------------------------------
+    def query(self, vector: Any, k: int = 10, probes: int | None = None,
+              candidates: int | None = None) -> list[tuple[Key, float]]:
+        """The ``k`` nearest items among the candidates: ``[(key, distance)]``, best first."""
+        _check_k(k)
+        x = self.metric.prepare_one(vector)
+        p, c = self._settings(probes, candidates)
+        return self._rank(x, self._gather(x, p, c), k)
+
+    def query_batch(self, vectors: Any, k: int = 10, probes: int | None = None,
+                    candidates: int | None = None) -> list[list[tuple[Key, float]]]:
+        _check_k(k)
+        X = self.metric.prepare(vectors, "queries")
+        p, c = self._settings(probes, candidates)
+        return [self._rank(x, self._gather(x, p, c), k) for x in X]
+
+    def _rank(self, x: np.ndarray, ids: np.ndarray, k: int) -> list[tuple[Key, float]]:
+        if len(ids) == 0:
+            return []
+        rows = self._rows.read(ids, self.n_rows)
+        d = self.metric.distances(rows, x)
+        if len(ids) > k:
+            top = np.argpartition(d, k - 1)[:k]
+        else:
+            top = np.arange(len(ids))
+        top = top[np.lexsort((ids[top], d[top]))]
+        return [(self.key_of(int(ids[j])), float(d[j])) for j in top]
+
+    # -- statistics ------------------------------------------------------------------
+    def stats(self, buckets: bool = True) -> dict[str, Any]:
+        store, txn = self._store, self._txn
+        fam = self.family
+        out: dict[str, Any] = {
+            "path": self._index.path,
+            "generation": self._index.generation,
+            "metric": self.metric.name,
+            "dim": self.metric.dim,
+            "family": fam.describe() if fam else None,
+            "settings": dict(self.settings),
+            "durability": self._index.durability,
+            "rows": self.n_rows,
+            "live": self.live,
+            "deleted": self.n_rows - self.live,
+        }
+        sizes: dict[str, int] = {}
+        tables: list[dict[str, Any]] = []
+        for name in [b"meta", b"key2id", b"id2key"] + [
+                table_name(t) for t in range(fam.L if fam else 0)]:
+            st = txn.stat(store.db(name))
+            sizes[name.decode()] = st["psize"] * (st["branch_pages"] + st["leaf_pages"]
+                                                  + st["overflow_pages"])
+        n_tables = fam.L if fam else 0
+        if buckets and fam is not None:
+            for t in range(n_tables):
+                tables.append(_bucket_stats(txn, store.db(table_name(t))))
+        posting_bytes = sum(v for k, v in sizes.items() if k.startswith("t"))
+        out["bytes"] = {
+            "rows": self._rows.size_bytes(),
+            "postings": posting_bytes,
+            "key_maps": sizes["key2id"] + sizes["id2key"],
+            "meta": sizes["meta"],
+            "lmdb_file": int(store.env.info()["last_pgno"] + 1) * txn.stat(store.db(b"meta"))["psize"],
+        }
+        if self.live:
+            out["bytes_per_vector_per_table"] = (
+                (posting_bytes + out["bytes"]["key_maps"]) / self.live / max(n_tables, 1))
+        if tables:
+            out["tables"] = tables
+        return out
+
+
+def _bucket_stats(txn: Any, db: Any) -> dict[str, Any]:
+    sizes: list[int] = []
+    chunks = 0
+    last = b""
+    for bucket, _, ids in postings.iter_table(txn, db):
+        chunks += 1
+        if bucket == last:
+            sizes[-1] += len(ids)
+        else:
+            sizes.append(len(ids))
+            last = bucket
+    a = np.asarray(sizes) if sizes else np.zeros(1, dtype=np.int64)
+    q = np.percentile(a, [50, 90, 99]) if sizes else [0, 0, 0]
+    return {"buckets": len(sizes), "chunks": chunks, "ids": int(a.sum()),
+            "mean": float(a.mean()), "p50": float(q[0]), "p90": float(q[1]),
+            "p99": float(q[2]), "max": int(a.max())}
+
+
+def union(ids: np.ndarray, n_rows: int, with_counts: bool = False
+          ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Sorted distinct ids (and how often each occurs): bitmap when dense, sort when sparse."""
+    if len(ids) * 16 >= n_rows:
+        if with_counts:
+            c = np.bincount(ids, minlength=n_rows)
+            u = np.flatnonzero(c)
+            return u, c[u]
+        m = np.zeros(n_rows, dtype=np.bool_)
+        m[ids] = True
+        return np.flatnonzero(m), None
+    s = np.sort(ids)
+    first = np.empty(len(s), dtype=np.bool_)
+    first[:1] = True
+    np.not_equal(s[1:], s[:-1], out=first[1:])
+    u = s[first]
+    if not with_counts:
+        return u, None
+    starts = np.flatnonzero(first)
+    return u, np.diff(np.append(starts, len(s)))
+
+
+def _check_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InvalidParameterError(f"k must be an int >= 1; found {k!r}")

@@ -1,0 +1,272 @@
+"""The LMDB environment of one generation: named databases, transactions, map growth.
+
+lmdb errors are translated here, once, into :mod:`lshdb.errors`. Map growth follows py-lmdb's
+rules: ``set_mapsize`` may only run while this process has no transaction open, so every
+transaction passes through a shared/exclusive gate; a resize (ours after ``MapFullError``, or
+another process's, seen as ``MapResizedError``) takes the gate exclusively.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import lmdb
+
+from .errors import CorruptIndexError, LockTimeoutError, LshdbError, NotAnIndexError
+
+__all__ = ["Store", "WriterLock", "Gate", "INITIAL_MAP_SIZE", "acquire", "release"]
+
+INITIAL_MAP_SIZE = 1 << 30
+MAX_DBS = 1100
+_FIXED_DBS = (b"meta", b"key2id", b"id2key")
+
+
+class Gate:
+    """A shared/exclusive lock: transactions share it, a map resize holds it alone."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive:
+                self._cond.wait()
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                if self._shared == 0:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive:
+                self._cond.wait()
+            self._exclusive = True
+            while self._shared:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+class WriterLock:
+    """The index-wide write lock: ``flock`` on ``writer.lock`` plus a thread lock.
+
+    ``flock`` excludes other processes and other open handles; the thread lock excludes
+    other threads sharing this handle. ``timeout=None`` waits forever.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._thread_lock = threading.Lock()
+        self._fd = -1
+
+    def acquire(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._thread_lock.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+            raise LockTimeoutError(
+                f"another thread held the write lock of {os.path.dirname(self.path)} for "
+                f"{timeout} s; retry later or raise timeout=")
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            delay = 0.0005
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        os.close(fd)
+                        raise LockTimeoutError(
+                            f"another writer held the write lock of "
+                            f"{os.path.dirname(self.path)} for {timeout} s; retry later or "
+                            "raise timeout=") from None
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.02)
+            self._fd = fd
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        self._thread_lock.release()
+
+
+_registry: dict[str, Store] = {}
+_registry_lock = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    # a forked child must never use (or close) its parent's environments
+    _registry.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def acquire(gen_dir: str, create: bool = False, n_tables: int = 0,
+            map_size: int | None = None) -> Store:
+    """The process's shared Store of ``gen_dir`` (LMDB allows one open per process)."""
+    key = os.path.realpath(gen_dir)
+    with _registry_lock:
+        store = _registry.get(key)
+        if store is None:
+            store = Store(gen_dir, create=create, n_tables=n_tables, map_size=map_size)
+            _registry[key] = store
+        store.refs += 1
+        return store
+
+
+def release(store: Store) -> None:
+    with _registry_lock:
+        store.refs -= 1
+        if store.refs > 0:
+            return
+        key = os.path.realpath(store.gen_dir)
+        if _registry.get(key) is store:
+            del _registry[key]
+    store.close()
+
+
+class Store:
+    """One generation's LMDB environment and its named databases, shared in a process.
+
+    Thread-safety: read transactions may run in any thread; the write transaction stays in
+    the thread that began it (py-lmdb's rule). A forked child opens its own Store.
+    Durability: commits fsync the data pages; a full-durability writer then calls
+    :meth:`sync` to fsync the meta page as well (LMDB's default order, made per-commit).
+    """
+
+    def __init__(self, gen_dir: str, create: bool = False, n_tables: int = 0,
+                 map_size: int | None = None) -> None:
+        self.gen_dir = gen_dir
+        self.refs = 0
+        readonly = not create and not os.access(gen_dir, os.W_OK)
+        self.readonly = readonly
+        self.gate = Gate()
+        self.pid = os.getpid()
+        data = os.path.join(gen_dir, "data.mdb")
+        if not create and not os.path.isfile(data):
+            raise NotAnIndexError(f"{gen_dir} holds no data.mdb; is this an lshdb index?")
+        if map_size is None:
+            size = os.path.getsize(data) if os.path.exists(data) else 0
+            map_size = max(INITIAL_MAP_SIZE, 2 * size)
+        try:
+            self.env = lmdb.open(
+                gen_dir, map_size=map_size, subdir=True, readonly=readonly,
+                create=create, max_dbs=MAX_DBS, max_readers=1022, readahead=False,
+                sync=True, metasync=False, lock=True)
+        except lmdb.InvalidError as exc:
+            raise CorruptIndexError(f"{data} is not a valid LMDB file: {exc}") from exc
+        except lmdb.VersionMismatchError as exc:
+            raise CorruptIndexError(f"{data} was written by another LMDB version: {exc}") from exc
+        except lmdb.CorruptedError as exc:
+            raise CorruptIndexError(f"{data} is corrupted: {exc}") from exc
+        except lmdb.Error as exc:
+            raise LshdbError(f"cannot open {data}: {exc}") from exc
+        self.dbs: dict[bytes, Any] = {}
+        names = list(_FIXED_DBS)
+        if create:
+            names += [table_name(t) for t in range(n_tables)]
+        self.open_dbs(names, create=create)
+
+    # -- databases -------------------------------------------------------------------
+    def open_dbs(self, names: list[bytes], create: bool = False) -> None:
+        try:
+            if create:
+                with self.env.begin(write=True) as txn:
+                    for name in names:
+                        self.dbs[name] = self.env.open_db(name, txn=txn, create=True)
+            else:
+                for name in names:
+                    self.dbs[name] = self.env.open_db(name, create=False)
+        except lmdb.NotFoundError as exc:
+            raise CorruptIndexError(
+                f"{self.gen_dir} lacks a named database ({exc}); the index is damaged") from exc
+        except lmdb.Error as exc:
+            raise CorruptIndexError(f"cannot open the databases of {self.gen_dir}: {exc}") from exc
+
+    def db(self, name: bytes) -> Any:
+        return self.dbs[name]
+
+    # -- transactions ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def read(self) -> Iterator[lmdb.Transaction]:
+        """A read snapshot; adopts a map another process grew, then retries."""
+        for _ in range(5):
+            with self.gate.shared():
+                try:
+                    txn = self.env.begin(buffers=False)
+                except lmdb.MapResizedError:
+                    txn = None
+                except lmdb.Error as exc:
+                    raise translate(exc, self.gen_dir) from exc
+                if txn is not None:
+                    try:
+                        yield txn
+                    except lmdb.Error as exc:
+                        raise translate(exc, self.gen_dir) from exc
+                    finally:
+                        txn.abort()
+                    return
+            self.adopt_map_size()
+        raise LshdbError(f"the map of {self.gen_dir} kept changing size; retry")
+
+    def begin_write(self) -> lmdb.Transaction:
+        """Begin the (single) write transaction; the caller holds the WriterLock."""
+        while True:
+            try:
+                return self.env.begin(write=True, buffers=False)
+            except lmdb.MapResizedError:
+                self.adopt_map_size()
+            except lmdb.Error as exc:
+                raise translate(exc, self.gen_dir) from exc
+
+    def adopt_map_size(self) -> None:
+        with self.gate.exclusive():
+            self.env.set_mapsize(0)
+
+    def grow(self) -> None:
+        """Double the map (no transaction of this process may be open)."""
+        with self.gate.exclusive():
+            self.env.set_mapsize(2 * self.env.info()["map_size"])
+
+    def map_size(self) -> int:
+        return int(self.env.info()["map_size"])
+
+    def sync(self) -> None:
+        self.env.sync(True)
+
+    def close(self) -> None:
+        with self.gate.exclusive():
+            self.env.close()
+
+
+def table_name(t: int) -> bytes:
+    return b"t%03d" % t
+
+
+def translate(exc: lmdb.Error, where: str) -> LshdbError:
+    if isinstance(exc, (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError)):
+        return CorruptIndexError(f"LMDB reports damage in {where}: {exc}; run `lshdb check`")
+    return LshdbError(f"LMDB error in {where}: {exc}")
