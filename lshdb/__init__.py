@@ -8,11 +8,24 @@ distances. See the README for the command line, tuning and guarantees.
 from __future__ import annotations
 
 from . import errors, families, theory
-from .errors import (CorruptIndexError, DimensionMismatchError, DuplicateKeyError,
-                     FormatVersionError, IndexClosedError, IndexExistsError,
-                     InputFormatError, InvalidKeyError, InvalidParameterError,
-                     InvalidVectorError, KeyExistsError, KeyNotFoundError, LockTimeoutError,
-                     LshdbError, NotAnIndexError, ReadOnlyError)
+from .errors import (
+                     CorruptIndexError,
+                     DimensionMismatchError,
+                     DuplicateKeyError,
+                     FormatVersionError,
+                     IndexClosedError,
+                     IndexExistsError,
+                     InputFormatError,
+                     InvalidKeyError,
+                     InvalidParameterError,
+                     InvalidVectorError,
+                     KeyExistsError,
+                     KeyNotFoundError,
+                     LockTimeoutError,
+                     LshdbError,
+                     NotAnIndexError,
+                     ReadOnlyError,
+)
 from .index import FORMAT_VERSION, Index, Writer, create, open
 from .reader import Reader
 

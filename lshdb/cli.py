@@ -8,7 +8,6 @@ status 1. Long work shows a progress bar on stderr when it is a terminal.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Iterable
@@ -20,7 +19,8 @@ import numpy as np
 from . import __version__
 from .check import check as deep_check
 from .errors import InputFormatError, LshdbError
-from .index import Index, create, open as open_index
+from .index import Index, create
+from .index import open as open_index
 from .inputs import VectorSource, open_vectors, read_keys
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -29,11 +29,12 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 class _Group(click.Group):
     """A click group whose every error is ``Error: ...`` with exit status 1."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kw: Any) -> Any:
+    def main(self, args: Any = None, prog_name: str | None = None,  # type: ignore[override]
+             complete_var: str | None = None, standalone_mode: bool = True, **kw: Any) -> Any:
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kw)
+            return super().main(args, prog_name, complete_var, False, **kw)
         try:
-            rv = super().main(*args, standalone_mode=False, **kw)
+            rv = super().main(args, prog_name, complete_var, False, **kw)
         except click.ClickException as exc:
             exc.show()
             sys.exit(1)

@@ -15,14 +15,14 @@ Every layout here is explicit and independent of the host's byte order:
 from __future__ import annotations
 
 import struct
-from typing import Any, Union
+from typing import Any
 
 import msgpack
 import numpy as np
 
 from .errors import CorruptIndexError, InvalidKeyError
 
-Key = Union[str, int, bytes]
+Key = str | int | bytes
 
 ID_DTYPE = np.dtype("<u4")
 MAX_ROWS = 2**32 - 1

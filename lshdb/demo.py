@@ -7,12 +7,14 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from .datasets import clustered, exact_knn
-from .index import create, open as open_index
+from .index import create
+from .index import open as open_index
 
 __all__ = ["run_demo"]
 

@@ -21,7 +21,6 @@ stored in the index, so an index never depends on re-deriving them.
 
 from __future__ import annotations
 
-import heapq
 from typing import Any, ClassVar
 
 import numpy as np
@@ -62,39 +61,66 @@ def _check_kl(k: int, L: int, max_k: int = 64) -> None:
         raise InvalidParameterError(f"L (tables) must be 1..1000; found {L!r}")
 
 
-def _perturbations(scores: list[np.ndarray], n_extra: int,
-                   valid: Any = None) -> list[tuple[int, tuple[int, ...]]]:
-    """The ``n_extra`` lowest-score perturbation sets over all tables, best first.
+_MAX_ACTIONS = 10  # perturbations use each table's 10 cheapest actions ...
+_MAX_SET = 3  # ... at most 3 at a time (the best T sets of Lv et al. in practice)
+_subset_cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    ``scores[t]`` holds table t's per-action scores sorted ascending. A perturbation set is a
-    tuple of positions in that sorted list; its score is the sum of its members' scores.
-    Sets are enumerated with Lv et al.'s shift/expand heap so each appears once;
-    ``valid(t, subset)`` may reject sets (they are still expanded).
+
+def _subsets(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sets of size <= 3 over range(m): index table (padded with -1), set x action
+    incidence, the pairs of actions, and set x pair incidence (all cached per m)."""
+    cached = _subset_cache.get(m)
+    if cached is None:
+        from itertools import combinations
+
+        sets = [c for r in range(1, min(_MAX_SET, m) + 1) for c in combinations(range(m), r)]
+        table = np.full((len(sets), _MAX_SET), -1, dtype=np.int64)
+        inc = np.zeros((m, len(sets)))
+        pairs = np.array(list(combinations(range(m), 2)), dtype=np.int64).reshape(-1, 2)
+        pair_index = {tuple(p): i for i, p in enumerate(pairs.tolist())}
+        pair_inc = np.zeros((len(pairs), len(sets)))
+        for i, c in enumerate(sets):
+            table[i, : len(c)] = c
+            inc[list(c), i] = 1.0
+            for pr in combinations(c, 2):
+                pair_inc[pair_index[pr], i] = 1.0
+        cached = _subset_cache[m] = (table, inc, pairs, pair_inc)
+    return cached
+
+
+def best_perturbations(scores: np.ndarray, n_extra: int,
+                       actions: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n_extra`` cheapest perturbation sets over all tables, cheapest first.
+
+    ``scores`` is ``(L, a)``: the cost of each single action in each table (for hyperplanes
+    a squared margin, for p-stable a squared distance to a slot boundary). A set's cost is
+    the sum of its actions' costs (Lv et al. 2007); sets are drawn from each table's 10
+    cheapest actions, at most 3 at a time. ``actions`` (``(L, a)``, optional) names the
+    coordinate each action moves; sets moving one coordinate twice are invalid. Returns the
+    table of each set and its ``(n, 3)`` action indices (padded with -1).
     """
-    out: list[tuple[int, tuple[int, ...]]] = []
-    if n_extra <= 0:
-        return out
-    heap: list[tuple[float, int, int, tuple[int, ...]]] = []
-    counter = 0
-    for t, s in enumerate(scores):
-        if len(s):
-            heap.append((float(s[0]), counter, t, (0,)))
-            counter += 1
-    heapq.heapify(heap)
-    budget = 8 * n_extra + 64
-    while heap and len(out) < n_extra and budget > 0:
-        budget -= 1
-        score, _, t, sub = heapq.heappop(heap)
-        s = scores[t]
-        last = sub[-1]
-        if last + 1 < len(s):
-            nxt = float(s[last + 1])
-            heapq.heappush(heap, (score - float(s[last]) + nxt, counter, t, sub[:-1] + (last + 1,)))
-            heapq.heappush(heap, (score + nxt, counter + 1, t, sub + (last + 1,)))
-            counter += 2
-        if valid is None or valid(t, sub):
-            out.append((t, sub))
-    return out
+    L, a = scores.shape
+    m = min(a, _MAX_ACTIONS)
+    order = np.argsort(scores, axis=1, kind="stable")[:, :m]
+    rows = np.arange(L)[:, None]
+    table, inc, pairs, pair_inc = _subsets(m)
+    cost = scores[rows, order] @ inc  # (L, n_sets)
+    if actions is not None and len(pairs):
+        coord = actions[rows, order]
+        same = (coord[:, pairs[:, 0]] == coord[:, pairs[:, 1]]).astype(np.float64)
+        cost[same @ pair_inc > 0] = np.inf
+    flat = cost.ravel()
+    n = min(n_extra, len(flat))
+    if n <= 0:
+        return np.empty(0, dtype=np.int64), np.empty((0, 3), dtype=np.int64)
+    pick = np.argpartition(flat, n - 1)[:n] if n < len(flat) else np.arange(len(flat))
+    pick = pick[np.argsort(flat[pick], kind="stable")]
+    pick = pick[np.isfinite(flat[pick])]
+    tables, sets = np.divmod(pick, table.shape[0])
+    full = np.full((L, m + 1), -1, dtype=np.int64)
+    full[:, :m] = order
+    return tables, full[tables[:, None], table[sets]]
 
 
 class Family:
@@ -135,11 +161,10 @@ class Family:
         if n_probes <= self.L:
             return tables, home
         extra_t, extra_k = self._extra_probes(x, home, n_probes - self.L)
-        return (np.concatenate([tables, np.asarray(extra_t, dtype=np.int64)]),
-                np.concatenate([home, np.asarray(extra_k, dtype=np.uint64)]))
+        return np.concatenate([tables, extra_t]), np.concatenate([home, extra_k])
 
     def _extra_probes(self, x: np.ndarray, home: np.ndarray,
-                      n_extra: int) -> tuple[list[int], list[int]]:
+                      n_extra: int) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
     # -- persistence -----------------------------------------------------------------
@@ -166,18 +191,13 @@ class _BitFamily(Family):
         return np.ones((self.L, self.k))
 
     def _extra_probes(self, x: np.ndarray, home: np.ndarray,
-                      n_extra: int) -> tuple[list[int], list[int]]:
+                      n_extra: int) -> tuple[np.ndarray, np.ndarray]:
         m = self._margins(x)
-        order = np.argsort(m, axis=1, kind="stable")
-        scores = [np.take(m[t], order[t]) ** 2 for t in range(self.L)]
-        tables, keys = [], []
-        for t, sub in _perturbations(scores, n_extra):
-            mask = 0
-            for j in sub:
-                mask |= 1 << int(order[t, j])
-            tables.append(t)
-            keys.append(int(home[t]) ^ mask)
-        return tables, keys
+        tables, act = best_perturbations(m.astype(np.float64) ** 2, n_extra)
+        bits = np.where(act >= 0, np.left_shift(np.uint64(1), np.maximum(act, 0).astype(np.uint64)),
+                        np.uint64(0))
+        masks = bits[:, 0] | bits[:, 1] | bits[:, 2]
+        return tables, home[tables] ^ masks
 
 
 class Hyperplane(_BitFamily):
@@ -272,26 +292,13 @@ class PStable(Family):
         frac = (f - slots).reshape(self.L, self.k)
         # 2k actions per table: (coordinate j, -1) at distance frac, (j, +1) at 1 - frac
         dist = np.concatenate([frac, 1.0 - frac], axis=1)
-        order = np.argsort(dist, axis=1, kind="stable")
-        scores = [np.take(dist[t], order[t]) ** 2 for t in range(self.L)]
-        k = self.k
-
-        def valid(t: int, sub: tuple[int, ...]) -> bool:
-            coords = [int(order[t, j]) % k for j in sub]
-            return len(set(coords)) == len(coords)
-
-        tables_x, keys_x = [], []
-        R = [int(r) for r in self.R]
-        for t, sub in _perturbations(scores, n_probes - self.L, valid):
-            total = int(base[t])
-            for j in sub:
-                a = int(order[t, j])
-                total += (-1 if a < k else 1) * R[a % k]
-            tables_x.append(t)
-            keys_x.append(total % 2**64)
-        extra = mix64(np.asarray(keys_x, dtype=np.uint64))
-        return (np.concatenate([tables, np.asarray(tables_x, dtype=np.int64)]),
-                np.concatenate([home, extra]))
+        coords = np.tile(np.arange(2 * self.k) % self.k, (self.L, 1))
+        tables_x, act = best_perturbations(dist**2, n_probes - self.L, coords)
+        delta = np.concatenate([np.uint64(0) - self.R, self.R, [np.uint64(0)]])  # -R, +R, none
+        moves = delta[np.where(act >= 0, act, 2 * self.k)]
+        with np.errstate(over="ignore"):
+            total = base[tables_x] + moves[:, 0] + moves[:, 1] + moves[:, 2]
+        return (np.concatenate([tables, tables_x]), np.concatenate([home, mix64(total)]))
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "w": self.w, "distribution": self.distribution,

@@ -16,22 +16,32 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import lmdb
 import numpy as np
 
 from . import layout, params, postings
+from . import store as store_mod
 from .codec import MAX_ROWS, Key, pack_ids, pack_keys, pack_meta, unpack_meta
-from .errors import (CorruptIndexError, DuplicateKeyError, FormatVersionError,
-                     IndexClosedError, IndexExistsError, InvalidParameterError,
-                     KeyExistsError, KeyNotFoundError, LshdbError, ReadOnlyError)
+from .errors import (
+    CorruptIndexError,
+    DuplicateKeyError,
+    FormatVersionError,
+    IndexClosedError,
+    IndexExistsError,
+    InvalidParameterError,
+    KeyExistsError,
+    KeyNotFoundError,
+    LshdbError,
+    ReadOnlyError,
+)
 from .families import Family, family_from_params
 from .metrics import Metric, get_metric
 from .reader import Reader
 from .rows import ROWS_NAME, RowFile
-from . import store as store_mod
 from .store import Store, WriterLock, table_name
 
 __all__ = ["create", "open", "Index", "Writer", "FORMAT_VERSION"]
@@ -162,7 +172,7 @@ class Index:
                 fam_raw = txn.get(b"family", db=meta)
             metric = get_metric(config["metric"], config["dim"])
             opts = config.get("options", {})
-            family = (family_from_params(metric.dim, unpack_meta(fam_raw, "family"))
+            family = (family_from_params(metric.dim, unpack_meta(bytes(fam_raw), "family"))
                       if fam_raw is not None else None)
             n_tables = family.L if family else opts.get("L") or params.default_L(metric.name, opts)
             store.open_dbs([table_name(t) for t in range(n_tables)])
@@ -195,9 +205,8 @@ class Index:
             self._store = None
             self._lock = WriterLock(os.path.join(self.path, layout.LOCK))
             self._load(layout.read_current(self.path))
-            store = self._store
-        assert_store: Store = store  # for the type checker
-        return assert_store
+            return self._ensure_open()
+        return store
 
     def _follow(self, gen: str) -> None:
         """Move this handle to generation ``gen`` (after a compaction elsewhere)."""
@@ -244,7 +253,7 @@ class Index:
         self._ensure_open()
         return Writer(self, timeout)
 
-    def reader(self) -> Iterator[Reader]:
+    def reader(self) -> AbstractContextManager[Reader]:
         """A consistent snapshot for several reads: ``with index.reader() as r: ...``."""
         return _ReaderContext(self)
 
@@ -320,7 +329,7 @@ class Index:
         store.sync()
 
 
-class _ReaderContext:
+class _ReaderContext(AbstractContextManager):  # type: ignore[type-arg]
     def __init__(self, index: Index) -> None:
         self.index = index
         self._cm: Any = None
@@ -372,6 +381,7 @@ class Writer:
         self._store = index._ensure_open()
         self._rows = index._rows
         self._family = index.family
+        self._settings = dict(index.settings)
         self._txn = self._store.begin_write()
         state = _get_meta(self._txn, self._store.db(b"meta"), b"state")
         self._committed_rows = int(state["rows"])
@@ -405,6 +415,7 @@ class Writer:
         if index.durability == "full":
             self._store.sync()  # the meta page too: the commit survives a power cut
         index.family = self._family
+        index.settings = self._settings
 
     def _regrow(self) -> None:
         """After MapFullError: abort, double the map, replay this block's operations."""
@@ -469,21 +480,30 @@ class Writer:
                 f"{len(raw_keys)} keys for {len(X)} vectors; pass one key per row")
         keys_n, packed = pack_keys(raw_keys)
         _check_unique(keys_n, packed)
-        family = self._family or index.family
-        if family is not None:
-            params.validate_rows(family, X)
+        params.validate_rows(self._family or index.family, X, index.options)
         return keys_n, packed, X
 
-    def _ensure_family(self, X: np.ndarray) -> Family:
-        if self._family is None:
-            index = self._index
-            fam = params.choose_family(index.metric, index.options, X)
-            params.validate_rows(fam, X)
-            if fam.L != index.n_tables:
-                raise CorruptIndexError("the chosen number of tables differs from the stored one")
-            self._txn.put(b"family", pack_meta(fam.params()), db=self._store.db(b"meta"))
-            self._family = fam
-        return self._family
+    def _calibrate(self, sample: np.ndarray) -> Family:
+        """Choose the family and default probes from the rows held so far (one time)."""
+        index = self._index
+        fam, settings, summary = params.choose_family(index.metric, index.options, sample)
+        if fam.L != index.n_tables:
+            raise CorruptIndexError("the chosen number of tables differs from the stored one")
+        params.validate_rows(fam, sample, index.options)
+        merged = {k: (v if v is not None else settings.get(k))
+                  for k, v in {**settings, **self._settings}.items()}
+        meta = self._store.db(b"meta")
+        self._txn.put(b"family", pack_meta(fam.params()), db=meta)
+        self._txn.put(b"settings", pack_meta(merged), db=meta)
+        self._txn.put(b"calibration", pack_meta(summary), db=meta)
+        self._family = fam
+        self._settings = merged
+        return fam
+
+    def _live_ids(self) -> np.ndarray:
+        cursor = self._txn.cursor(self._store.db(b"id2key"))
+        return np.array([int.from_bytes(k, "big") for k in cursor.iternext(values=False)],
+                        dtype=np.int64)
 
     def _ids_of(self, packed: list[bytes]) -> dict[bytes, int]:
         cursor = self._txn.cursor(self._store.db(b"key2id"))
@@ -499,7 +519,6 @@ class Writer:
         self._insert(packed, X)
 
     def _insert(self, packed: list[bytes], X: np.ndarray) -> None:
-        family = self._ensure_family(X)
         n = len(X)
         first = self._n_rows
         if first + n > MAX_ROWS:
@@ -508,14 +527,24 @@ class Writer:
         self._rows.write(first, X)
         self._wrote_rows = True
         ids = np.arange(first, first + n, dtype=np.int64)
-        H = family.hash(X)
+        family = self._family
+        post_ids, post_X = ids, X
+        if family is None and self._live + n >= params.CALIBRATE_MIN:
+            # enough rows to choose parameters: calibrate, then post the pending rows too
+            old_ids = self._live_ids()
+            if len(old_ids):
+                post_X = np.concatenate([self._rows.read(old_ids, first), X])
+                post_ids = np.concatenate([old_ids, ids])
+            family = self._calibrate(post_X)
         txn, store = self._txn, self._store
-        for t in range(family.L):
-            db = store.db(table_name(t))
-            if first == 0 or txn.stat(db)["entries"] == 0:
-                postings.bulk_load(txn.cursor(db), H[:, t], ids)
-            else:
-                postings.append(txn, db, H[:, t], ids)
+        if family is not None:
+            H = family.hash(post_X)
+            for t in range(family.L):
+                db = store.db(table_name(t))
+                if txn.stat(db)["entries"] == 0:
+                    postings.bulk_load(txn.cursor(db), H[:, t], post_ids)
+                else:
+                    postings.append(txn, db, H[:, t], post_ids)
         id_bytes = pack_ids(ids)
         order = sorted(range(n), key=packed.__getitem__)
         txn.cursor(store.db(b"key2id")).putmulti(
@@ -526,16 +555,14 @@ class Writer:
 
     def _remove_ids(self, ids: np.ndarray, packed: list[bytes]) -> None:
         family = self._family
-        if family is None:
-            raise CorruptIndexError("the index holds keys but no hash family")
         txn, store = self._txn, self._store
-        rows = self._rows.read(ids, self._n_rows)
-        H = family.hash(rows)
-        for t in range(family.L):
-            missing = postings.remove(txn, store.db(table_name(t)), H[:, t], ids)
-            if missing:
-                raise CorruptIndexError(
-                    f"{missing} ids were missing from table {t}; run `lshdb check`")
+        if family is not None:  # before calibration there are no postings
+            H = family.hash(self._rows.read(ids, self._n_rows))
+            for t in range(family.L):
+                missing = postings.remove(txn, store.db(table_name(t)), H[:, t], ids)
+                if missing:
+                    raise CorruptIndexError(
+                        f"{missing} ids were missing from table {t}; run `lshdb check`")
         k2i, i2k = store.db(b"key2id"), store.db(b"id2key")
         for p, b in zip(packed, pack_ids(ids)):
             txn.delete(p, db=k2i)

@@ -92,7 +92,7 @@ def _read_vecs(path: str, ext: str) -> np.ndarray:
         bad = int(np.flatnonzero(dims != dim)[0])
         raise InputFormatError(f"{path}: record {bad} has dimension {int(dims[bad])}, not {dim}")
     body = np.ascontiguousarray(table[:, 4:])
-    dtype = {".fvecs": "<f4", ".bvecs": np.uint8, ".ivecs": "<i4"}[ext]
+    dtype = np.dtype({".fvecs": "<f4", ".bvecs": "u1", ".ivecs": "<i4"}[ext])
     return body.view(dtype).reshape(len(table), dim)
 
 

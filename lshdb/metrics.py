@@ -25,7 +25,7 @@ class Metric:
     """Validation, storage dtype and exact distances of one metric."""
 
     name = ""
-    row_dtype = np.dtype("<f4")
+    row_dtype: np.dtype[Any] = np.dtype("<f4")
 
     def __init__(self, dim: int) -> None:
         self.dim = dim

@@ -17,7 +17,7 @@ from .families import BitSample, Family, Hyperplane, PStable, Unary
 from .metrics import Metric
 
 __all__ = ["validate_options", "family_if_complete", "choose_family", "default_L",
-           "query_settings", "validate_rows", "DEFAULT_FAMILY"]
+           "query_settings", "validate_rows", "DEFAULT_FAMILY", "CALIBRATE_MIN"]
 
 DEFAULT_FAMILY = {"cosine": "hyperplane", "l2": "pstable", "l1": "pstable",
                   "hamming": "bitsample"}
@@ -80,9 +80,10 @@ def validate_options(metric: str, options: dict[str, Any], query_only: bool = Fa
     family = out.get("family", DEFAULT_FAMILY[metric])
     if "max_value" in out and family != "unary":
         raise InvalidParameterError("max_value applies to family='unary' only")
-    if family == "unary" and "k" in out and "L" in out and "max_value" not in out:
-        pass  # max_value is then read from the first batch
     return out
+
+
+CALIBRATE_MIN = 1000  # rows needed before parameters are chosen from the data
 
 
 def default_L(metric: str, options: dict[str, Any]) -> int:
@@ -90,35 +91,23 @@ def default_L(metric: str, options: dict[str, Any]) -> int:
     return int(options.get("L", 16))
 
 
-def _default_k(metric: str, family: str, dim: int, n: int) -> int:
-    if family == "hyperplane":
-        return 16
-    if family == "bitsample":
-        return max(1, min(64, dim // 16, 24))
-    if family == "unary":
-        return 16
-    return 8
-
-
 def query_settings(options: dict[str, Any]) -> dict[str, Any]:
     return {"probes": options.get("probes"), "candidates": options.get("candidates")}
 
 
 def family_if_complete(metric: Metric, options: dict[str, Any]) -> Family | None:
-    """The family, if every parameter it needs is known before any data arrives."""
-    family = options.get("family", DEFAULT_FAMILY[metric.name])
-    if family == "pstable" and "w" not in options:
-        return None
-    if family == "unary" and "max_value" not in options:
-        return None
-    return choose_family(metric, options, None)
-
-
-def choose_family(metric: Metric, options: dict[str, Any], X: np.ndarray | None) -> Family:
-    """Build the family from the options, filling unset parameters from the batch ``X``."""
+    """The family, if the caller fixed every build-time parameter; else None (calibrate)."""
     name = options.get("family", DEFAULT_FAMILY[metric.name])
-    n = len(X) if X is not None else 0
-    k = options.get("k") or _default_k(metric.name, name, metric.dim, n)
+    if "k" not in options:
+        return None
+    if name == "pstable" and "w" not in options:
+        return None
+    if name == "unary" and "max_value" not in options:
+        return None
+    return _build(metric, name, options, options["k"], options.get("w"))
+
+
+def _build(metric: Metric, name: str, options: dict[str, Any], k: int, w: float | None) -> Family:
     L = default_L(metric.name, options)
     seed = options.get("seed", 0)
     if name == "hyperplane":
@@ -126,45 +115,42 @@ def choose_family(metric: Metric, options: dict[str, Any], X: np.ndarray | None)
     if name == "bitsample":
         return BitSample(metric.dim, k, L, seed)
     if name == "unary":
-        max_value = options.get("max_value")
-        if max_value is None:
-            if X is None:
-                raise InvalidParameterError("family 'unary' needs max_value or data")
-            max_value = max(1, int(np.ceil(X.max())))
-        return Unary(metric.dim, k, L, max_value, seed)
-    w = options.get("w")
-    if w is None:
-        if X is None:
-            raise InvalidParameterError("family 'pstable' needs w or data to choose it from")
-        w = estimate_width(X, metric.name)
-    return PStable(metric.dim, k, L, w, seed, "gaussian" if metric.name == "l2" else "cauchy")
+        return Unary(metric.dim, k, L, options["max_value"], seed)
+    return PStable(metric.dim, k, L, float(w), seed,  # type: ignore[arg-type]
+                   "gaussian" if metric.name == "l2" else "cauchy")
 
 
-def estimate_width(X: np.ndarray, metric: str, seed: int = 0) -> float:
-    """A p-stable width from the data: a multiple of the typical nearest-neighbour distance."""
-    rng = np.random.default_rng(seed)
-    m = min(len(X), 2000)
-    S = X[rng.choice(len(X), m, replace=False)] if len(X) > m else X
-    q = S[: min(100, m)]
-    if metric == "l2":
-        D = np.sqrt(np.maximum(
-            (q * q).sum(1)[:, None] - 2 * q @ S.T + (S * S).sum(1)[None, :], 0))
-    else:
-        D = np.abs(q[:, None, :] - S[None, :, :]).sum(-1)
-    D[np.arange(len(q)), np.arange(len(q))] = np.inf
-    nn = np.sort(D, axis=1)[:, : min(10, m - 1)] if m > 1 else np.ones((1, 1))
-    scale = float(np.median(nn[np.isfinite(nn)])) if np.isfinite(nn).any() else 1.0
-    return max(scale, 1e-6) * 2.0
+def choose_family(metric: Metric, options: dict[str, Any],
+                  X: np.ndarray) -> tuple[Family, dict[str, Any], dict[str, Any]]:
+    """Calibrate the unset build parameters on ``X``.
+
+    Returns the family, query settings to store (the caller's own settings win) and a
+    summary of the calibration for ``stats``.
+    """
+    from .tuning import calibrate
+
+    name = options.get("family", DEFAULT_FAMILY[metric.name])
+    plan = calibrate(metric, name, options, X)
+    settings = query_settings(options)
+    if settings["probes"] is None:
+        settings["probes"] = plan.probes
+    summary = {**plan.summary(), "sample_rows": len(X)}
+    return plan.family, settings, summary
 
 
-def validate_rows(family: Family, X: np.ndarray) -> None:
+def validate_rows(family: Family | None, X: np.ndarray, options: dict[str, Any]) -> None:
     """Family-specific checks on prepared rows (the unary family needs small integers)."""
     if isinstance(family, Unary):
-        if (X < 0).any() or (X != np.round(X)).any():
-            raise InvalidVectorError(
-                "family 'unary' takes non-negative integer vectors; found negative or "
-                "fractional values")
-        if X.max() > family.max_value:
-            raise InvalidVectorError(
-                f"family 'unary' was built for values up to {family.max_value}; found "
-                f"{X.max():g}. Create the index with a larger max_value")
+        limit: int | None = family.max_value
+    elif family is None and options.get("family") == "unary":
+        limit = options.get("max_value")
+    else:
+        return
+    if (X < 0).any() or (X != np.round(X)).any():
+        raise InvalidVectorError(
+            "family 'unary' takes non-negative integer vectors; found negative or "
+            "fractional values")
+    if limit is not None and X.max() > limit:
+        raise InvalidVectorError(
+            f"family 'unary' was built for values up to {limit}; found {X.max():g}. "
+            "Create the index with a larger max_value")

@@ -14,7 +14,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import postings
-from .codec import Key, bucket_bytes, normalize_key, pack_id, pack_key, unpack_id, unpack_key, unpack_meta
+from .codec import (
+    Key,
+    bucket_bytes,
+    normalize_key,
+    pack_id,
+    pack_key,
+    unpack_id,
+    unpack_key,
+    unpack_meta,
+)
 from .errors import CorruptIndexError, InvalidParameterError, KeyNotFoundError
 from .families import Family, family_from_params
 from .store import table_name
@@ -44,10 +53,12 @@ class Reader:
         self.retired_to: str | None = state.get("retired_to")
         self.metric = index.metric
         family = index.family
-        if family is None:
+        if family is None:  # calibrated since this handle opened? (another process)
             fam_raw = txn.get(b"family", db=store.db(b"meta"))
             if fam_raw is not None:
                 family = family_from_params(self.metric.dim, unpack_meta(fam_raw, "family"))
+                index.settings = unpack_meta(txn.get(b"settings", db=store.db(b"meta")),
+                                             "settings")
                 index.family = family
         self.family: Family | None = family
         self.settings = index.settings
@@ -111,8 +122,11 @@ class Reader:
     def _gather(self, x: np.ndarray, probes: int, cap: int,
                 stats: dict[str, Any] | None = None) -> np.ndarray:
         fam = self.family
-        if fam is None or self.n_rows == 0:
+        if self.n_rows == 0:
             return np.empty(0, dtype=np.int64)
+        if fam is None:  # fewer rows than calibration needs: scan them all, exactly
+            c = self._txn.cursor(self._store.db(b"id2key"))
+            return np.array([unpack_id(k) for k in c.iternext(values=False)], dtype=np.int64)
         tables, keys = fam.probe(x, probes)
         kb = bucket_bytes(keys)
         parts: list[np.ndarray] = []
@@ -131,7 +145,7 @@ class Reader:
                 f"a posting list holds id {top} beyond the {self.n_rows} committed rows; "
                 "run `lshdb check`")
         ids, counts = union(allids, self.n_rows, with_counts=bool(cap and found > cap))
-        if cap and len(ids) > cap:
+        if cap and counts is not None and len(ids) > cap:
             keep = np.argsort(-counts, kind="stable")[:cap]
             ids = np.sort(ids[keep])
         return ids.astype(np.int64)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Union
 
 import numpy as np
 
@@ -34,7 +33,7 @@ __all__ = [
     "false_positive_area", "false_negative_area", "optimal_bands", "collision",
 ]
 
-ArrayLike = Union[float, np.ndarray, Sequence[float]]
+ArrayLike = float | np.ndarray | Sequence[float]
 Step = tuple[str, int]
 
 _erf = np.vectorize(math.erf, otypes=[float])
@@ -96,7 +95,7 @@ def collision(family: str, x: ArrayLike, **kw: float) -> ArrayLike:
     if family in ("gaussian", "cauchy"):
         w = kw.get("w", 1.0)
         f = p_gaussian if family == "gaussian" else p_cauchy
-        return f(_arr(x) / w) if np.ndim(x) else f(float(x) / w)
+        return f(_arr(x) / w) if np.ndim(x) else f(float(_arr(x)) / w)
     if family == "minhash":
         return p_minhash(x)
     if family == "bitsample":
@@ -141,7 +140,7 @@ def compose(p: ArrayLike, steps: Sequence[Step]) -> ArrayLike:
 
 def sensitivity(p1: float, p2: float, steps: Sequence[Step]) -> tuple[float, float]:
     """A (d1, d2, p1, p2)-sensitive family composed by ``steps`` is (d1, d2, p1', p2')."""
-    return float(compose(p1, steps)), float(compose(p2, steps))
+    return float(_arr(compose(p1, steps))), float(_arr(compose(p2, steps)))
 
 
 def band_threshold(b: int, r: int) -> float:

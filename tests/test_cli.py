@@ -1,0 +1,152 @@
+"""The command line, through click's CliRunner, asserting exact output."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import lshdb
+from lshdb.cli import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(*args, ok=True):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, (result.output, result.stderr if result.stderr_bytes else "")
+    return result
+
+
+def lines(result):
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def write_fvecs(path, X):
+    X = np.asarray(X, dtype="<f4")
+    rec = np.empty((len(X), X.shape[1] + 1), dtype="<f4")
+    rec[:, 0] = np.array([X.shape[1]], dtype="<i4").view("<f4")[0]
+    rec[:, 1:] = X
+    rec.tofile(path)
+
+
+@pytest.fixture
+def built(tmp_path, data):
+    X, Q = data
+    np.save(tmp_path / "base.npy", X)
+    np.save(tmp_path / "queries.npy", Q[:3])
+    ix = tmp_path / "ix.lshdb"
+    run("build", ix, "--input", tmp_path / "base.npy", "--metric", "l2",
+        "--bits", 4, "--tables", 4, "--width", 8.0)
+    return ix, X, Q
+
+
+def test_version_and_help_everywhere():
+    assert run("--version").stdout == f"lshdb, version {lshdb.__version__}\n"
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    for name in cli.commands:
+        out = run(name, "-h").stdout
+        assert out.startswith(f"Usage: cli {name}") and "--help" in out
+        assert f"lshdb {name}" in readme, f"command {name} is not documented in the README"
+
+
+def test_build_then_query_prints_one_json_line_per_query(built, tmp_path):
+    ix, X, Q = built
+    res = lines(run("query", ix, "--input", tmp_path / "queries.npy", "-k", 3, "--probes", 40))
+    assert [r["query"] for r in res] == [0, 1, 2]
+    with lshdb.open(str(ix)) as index:
+        for r, q in zip(res, Q[:3]):
+            expect = index.query(q, k=3, probes=40)
+            assert [(h["key"], h["distance"]) for h in r["results"]] == expect
+
+
+def test_query_table_format(built, tmp_path):
+    ix, X, Q = built
+    out = run("query", ix, "--input", tmp_path / "queries.npy", "-k", 2, "--format", "table").stdout
+    head, *rows = out.splitlines()
+    assert head.split() == ["query", "rank", "key", "distance"]
+    assert len(rows) == 6 and rows[0].split()[:2] == ["0", "1"]
+
+
+def test_add_with_keys_file_get_and_delete(built, tmp_path, data):
+    ix, X, _ = built
+    np.save(tmp_path / "more.npy", X[:3] + 100)
+    (tmp_path / "keys.txt").write_text("alpha\n42000\n007\n")
+    res = lines(run("add", ix, "--input", tmp_path / "more.npy", "--keys", tmp_path / "keys.txt"))
+    assert res[0]["added"] == 3 and res[0]["items"] == len(X) + 3
+    got = json.loads(run("get", ix, "alpha").stdout)
+    np.testing.assert_allclose(got["vector"], X[0] + 100, rtol=1e-6)
+    assert json.loads(run("get", ix, "42000", "--int-key").stdout)["key"] == "42000"
+    assert json.loads(run("get", ix, "007").stdout)["key"] == "007"  # not an int: leading zero
+    (tmp_path / "del.txt").write_text("alpha\n5\n")
+    assert lines(run("delete", ix, "--keys", tmp_path / "del.txt"))[0] == {
+        "deleted": 2, "items": len(X) + 1}
+    bad = run("delete", ix, "--keys", tmp_path / "del.txt", ok=False)
+    assert bad.exit_code == 1 and bad.stderr.startswith("Error: 2 of 2 keys are not in the index")
+    assert lines(run("delete", ix, "--keys", tmp_path / "del.txt", "--missing-ok"))[0]["deleted"] == 0
+
+
+def test_fvecs_and_jsonl_inputs(tmp_path, data):
+    X, _ = data
+    write_fvecs(tmp_path / "b.fvecs", X[:50])
+    res = lines(run("build", tmp_path / "a", "--input", tmp_path / "b.fvecs", "--metric", "cosine"))
+    assert res[0]["added"] == 50 and res[0]["dim"] == 32
+    with open(tmp_path / "v.jsonl", "w") as f:
+        for i in range(5):
+            f.write(json.dumps({"id": f"k{i}", "emb": X[i].tolist()}) + "\n")
+    res = lines(run("build", tmp_path / "b", "--input", tmp_path / "v.jsonl", "--metric", "l2",
+                    "--key-field", "id", "--vector-field", "emb"))
+    assert res[0]["added"] == 5
+    with lshdb.open(str(tmp_path / "b")) as index:
+        assert index.keys() == [f"k{i}" for i in range(5)]
+
+
+def test_bad_jsonl_line_is_reported_with_its_number(tmp_path):
+    (tmp_path / "v.jsonl").write_text('{"key": 1, "vector": [1, 2]}\n{"key": 2, "vector": [1, 2\n')
+    r = run("build", tmp_path / "x", "--input", tmp_path / "v.jsonl", "--metric", "l2", ok=False)
+    assert r.exit_code == 1 and r.stderr.startswith(f"Error: {tmp_path / 'v.jsonl'}:2: not valid JSON")
+    assert not (tmp_path / "x").exists()
+
+
+def test_errors_exit_1_with_error_prefix(tmp_path, built):
+    ix, _, _ = built
+    r = run("query", tmp_path, "--input", tmp_path / "queries.npy", ok=False)
+    assert r.exit_code == 1 and r.stderr.startswith("Error: ") and "not an lshdb index" in r.stderr
+    r = run("create", tmp_path / "n", "--metric", "l3", "--dim", 4, ok=False)
+    assert r.exit_code == 1 and "Error: " in r.stderr
+    r = run("create", tmp_path / "n", "--metric", "l2", ok=False)  # missing --dim
+    assert r.exit_code == 1 and "Error: Missing option '--dim'" in r.stderr
+    np.save(tmp_path / "q5.npy", np.ones((1, 5), np.float32))
+    r = run("query", ix, "--input", tmp_path / "q5.npy", ok=False)
+    assert r.exit_code == 1 and r.stderr == "Error: queries have dimension 5; this index expects 32\n"
+    r = run("add", ix, "--input", tmp_path / "nope.npy", ok=False)
+    assert r.exit_code == 1 and "does not exist" in r.stderr
+
+
+def test_stats_and_check(built):
+    ix, X, _ = built
+    st = lines(run("stats", ix))[0]
+    assert st["live"] == len(X) and st["family"]["k"] == 4 and len(st["tables"]) == 4
+    table = run("stats", ix, "--format", "table").stdout
+    assert "bytes.postings" in table and "p99" in table
+    rep = lines(run("check", ix))[0]
+    assert rep["ok"] is True and rep["problems"] == []
+    # damage one row: check must fail with exit status 1
+    rows = os.path.join(ix, "g000001", "rows.bin")
+    with open(rows, "r+b") as f:
+        f.seek(64 + 10 * (32 * 4 + 8) + 5)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0xFF]))
+    r = run("check", ix, "--format", "table", ok=False)
+    assert r.exit_code == 1 and "row 10 of" in r.stdout and "fails its checksum" in r.stdout
+
+
+def test_create_prints_summary(tmp_path):
+    out = lines(run("create", tmp_path / "c", "--metric", "cosine", "--dim", 16, "--bits", 8))
+    assert out == [{"path": str(tmp_path / "c"), "metric": "cosine", "dim": 16,
+                    "family": {"family": "hyperplane", "k": 8, "L": 16, "seed": 0}, "items": 0}]
