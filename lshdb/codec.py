@@ -7,8 +7,10 @@ Every layout here is explicit and independent of the host's byte order:
 * internal id -> 8 bytes big-endian (``key2id`` values, ``id2key`` keys);
 * posting chunk key -> bucket key (8 bytes big-endian) + first id of the chunk
   (4 bytes big-endian); every id in a chunk is >= its key's id and < the next chunk's;
-* posting chunk value -> a msgpack ``bin`` holding sorted ids as little-endian uint32,
-  decoded with ``np.frombuffer`` (no Python int per id);
+* posting chunk value -> a msgpack ``bin`` holding sorted ids as little-endian uint32, or,
+  when every gap between consecutive ids is below 65536, a msgpack ``ext`` of type 1
+  holding the first id (uint32) and the gaps (uint16), both little-endian; either is
+  decoded with ``np.frombuffer`` (plus a ``cumsum`` for gaps), never a Python int per id;
 * arrays in ``meta`` -> ``{"dtype": "<f4", "shape": [...], "data": bin}``.
 """
 
@@ -137,19 +139,39 @@ def bucket_bytes(keys: np.ndarray) -> bytes:
     return np.ascontiguousarray(keys, dtype=">u8").tobytes()
 
 
-def encode_postings(ids: np.ndarray) -> bytes:
-    """A sorted id array -> msgpack bin of little-endian uint32."""
-    raw = np.ascontiguousarray(ids, dtype=ID_DTYPE).tobytes()
-    n = len(raw)
+DELTA_EXT = 1  # msgpack ext type of a gap-encoded posting chunk
+
+
+def _bin_header(n: int) -> bytes:
     if n < 256:
-        return b"\xc4" + bytes((n,)) + raw
+        return b"\xc4" + bytes((n,))
     if n < 65536:
-        return b"\xc5" + n.to_bytes(2, "big") + raw
-    return b"\xc6" + n.to_bytes(4, "big") + raw
+        return b"\xc5" + n.to_bytes(2, "big")
+    return b"\xc6" + n.to_bytes(4, "big")
+
+
+def _ext_header(n: int) -> bytes:
+    if n < 256:
+        return b"\xc7" + bytes((n, DELTA_EXT))
+    if n < 65536:
+        return b"\xc8" + n.to_bytes(2, "big") + bytes((DELTA_EXT,))
+    return b"\xc9" + n.to_bytes(4, "big") + bytes((DELTA_EXT,))
+
+
+def encode_postings(ids: np.ndarray, compact: bool = False) -> bytes:
+    """A sorted id array -> msgpack bin of uint32 (or, with ``compact``, gaps if they fit)."""
+    a = np.ascontiguousarray(ids, dtype=ID_DTYPE)
+    if compact and len(a) > 2:
+        gaps = np.diff(a)
+        if int(gaps.max()) < 65536:
+            raw = a[:1].tobytes() + gaps.astype("<u2").tobytes()
+            return _ext_header(len(raw)) + raw
+    raw = a.tobytes()
+    return _bin_header(len(raw)) + raw
 
 
 def decode_postings(value: bytes) -> np.ndarray:
-    """A chunk value -> read-only uint32 array that views ``value`` (copy to keep)."""
+    """A chunk value -> uint32 ids (read-only when it views ``value``; copy to keep)."""
     tag = value[0] if value else 0
     if tag == 0xC4:
         start, n = 2, value[1]
@@ -157,6 +179,18 @@ def decode_postings(value: bytes) -> np.ndarray:
         start, n = 3, int.from_bytes(value[1:3], "big")
     elif tag == 0xC6:
         start, n = 5, int.from_bytes(value[1:5], "big")
+    elif tag in (0xC7, 0xC8, 0xC9):
+        width = {0xC7: 1, 0xC8: 2, 0xC9: 4}[tag]
+        n = int.from_bytes(value[1 : 1 + width], "big")
+        start = 2 + width
+        if value[1 + width] != DELTA_EXT or n < 4 or (n - 4) % 2 or start + n != len(value):
+            raise CorruptIndexError(f"posting chunk has a malformed gap encoding ({len(value)} bytes)")
+        first = np.frombuffer(value, dtype=ID_DTYPE, count=1, offset=start)
+        out = np.empty(1 + (n - 4) // 2, dtype=ID_DTYPE)
+        out[0] = first[0]
+        np.cumsum(np.frombuffer(value, dtype="<u2", offset=start + 4), out=out[1:])
+        out[1:] += first[0]
+        return out
     else:
         raise CorruptIndexError(f"posting chunk does not start with a msgpack bin (0x{tag:02x})")
     if n % 4 or start + n != len(value):

@@ -181,10 +181,12 @@ class _BitFamily(Family):
     """Families whose k functions are bits packed into the key (k <= 64)."""
 
     def _keys_from_bits(self, bits: np.ndarray) -> np.ndarray:
+        """Bit j of table t's key is function j of table t (packbits, little-endian)."""
         n = bits.shape[0]
-        b = bits.reshape(n, self.L, self.k).astype(np.uint64)
-        shifts = np.arange(self.k, dtype=np.uint64)
-        return (b << shifts).sum(axis=2, dtype=np.uint64)
+        packed = np.packbits(bits.reshape(n, self.L, self.k), axis=2, bitorder="little")
+        out = np.zeros((n, self.L, 8), dtype=np.uint8)
+        out[:, :, : packed.shape[2]] = packed
+        return out.view("<u8").reshape(n, self.L).astype(np.uint64, copy=False)
 
     def _margins(self, x: np.ndarray) -> np.ndarray:
         """(L, k) margins: how far each bit is from flipping (smaller flips first)."""

@@ -81,13 +81,13 @@ class Cosine(Metric):
 
     def _prepare(self, A: np.ndarray, what: str) -> np.ndarray:
         out = super()._prepare(A, what)
-        norms = np.linalg.norm(out.astype(np.float64), axis=1)
+        norms = np.sqrt(np.einsum("ij,ij->i", out, out))
         zero = norms == 0
         if zero.any():
             raise InvalidVectorError(
                 f"{what}: row {int(np.flatnonzero(zero)[0])} is the zero vector, which has no "
                 "direction under cosine; drop it or use metric='l2'")
-        out /= norms[:, None].astype(np.float32)
+        out /= norms[:, None]
         return out
 
     def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ DEFAULT_FAMILY = {"cosine": "hyperplane", "l2": "pstable", "l1": "pstable",
 _FAMILIES_OF = {"cosine": ("hyperplane",), "l2": ("pstable",), "l1": ("pstable", "unary"),
                 "hamming": ("bitsample",)}
 _BUILD = {"family", "k", "L", "w", "seed", "max_value"}
-_QUERY = {"probes", "candidates"}
+_QUERY = {"probes", "candidates", "min_hits"}
 _OTHER = {"durability", "map_size"}
 
 
@@ -64,6 +64,8 @@ def validate_options(metric: str, options: dict[str, Any], query_only: bool = Fa
             out[name] = _int("probes", v, 1, 1_000_000)
         elif name == "candidates":
             out[name] = _int("candidates", v, 0, 2**32)
+        elif name == "min_hits":
+            out[name] = _int("min_hits", v, 1, 1_000_000)
         elif name == "map_size":
             out[name] = _int("map_size", v, 1 << 16, 1 << 50)
         elif name == "w":
@@ -92,7 +94,8 @@ def default_L(metric: str, options: dict[str, Any]) -> int:
 
 
 def query_settings(options: dict[str, Any]) -> dict[str, Any]:
-    return {"probes": options.get("probes"), "candidates": options.get("candidates")}
+    return {"probes": options.get("probes"), "candidates": options.get("candidates"),
+            "min_hits": options.get("min_hits")}
 
 
 def family_if_complete(metric: Metric, options: dict[str, Any]) -> Family | None:
@@ -134,6 +137,8 @@ def choose_family(metric: Metric, options: dict[str, Any],
     settings = query_settings(options)
     if settings["probes"] is None:
         settings["probes"] = plan.probes
+    if settings["min_hits"] is None:
+        settings["min_hits"] = plan.min_hits
     summary = {**plan.summary(), "sample_rows": len(X)}
     return plan.family, settings, summary
 

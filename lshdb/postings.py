@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .codec import ID_DTYPE, decode_postings, encode_postings
+from .codec import ID_DTYPE, _ext_header, decode_postings, encode_postings
 
 __all__ = ["TAIL", "TAIL_MAX", "SEALED_MAX", "bulk_load", "append", "remove",
            "read_bucket", "iter_table", "group_by_bucket"]
@@ -42,7 +42,7 @@ def _header(n_bytes: int) -> bytes:
 
 
 def _payload(value: bytes) -> bytes:
-    """The raw id bytes of a chunk value (validated by decode_postings)."""
+    """The ids of a chunk value as little-endian uint32 bytes."""
     return decode_postings(value).tobytes()
 
 
@@ -61,35 +61,46 @@ def group_by_bucket(buckets: np.ndarray, ids: np.ndarray) -> tuple[bytes, np.nda
 
 
 def _sealed_items(bucket: bytes, payload: bytes, out: list[tuple[bytes, bytes]]) -> None:
-    step = 4 * SEALED_MAX
-    for s in range(0, len(payload), step):
-        piece = payload[s : s + step]
-        first = int.from_bytes(piece[:4], "little")
-        out.append((bucket + _U32.pack(first), _header(len(piece)) + piece))
-
-
-_SMALL_HEADERS = [_header(4 * n) for n in range(64)]
+    """Seal little-endian uint32 ids (``payload``) into chunks of at most SEALED_MAX."""
+    ids = np.frombuffer(payload, dtype=ID_DTYPE)
+    for s in range(0, len(ids), SEALED_MAX):
+        piece = ids[s : s + SEALED_MAX]
+        out.append((bucket + _U32.pack(int(piece[0])), encode_postings(piece, compact=True)))
 
 
 def bulk_load(cursor: Any, buckets: np.ndarray, ids: np.ndarray) -> int:
-    """Write a whole table in one pass; the table must be empty. Returns chunks written."""
-    order = np.lexsort((ids, buckets))
+    """Write a whole table in one pass; the table must be empty. Returns chunks written.
+
+    Every bucket becomes sealed chunks (gap-encoded where the gaps fit in 16 bits).
+    """
+    if len(ids) > 1 and (np.diff(ids) <= 0).any():
+        order = np.lexsort((ids, buckets))
+    else:  # ids ascending (the usual case): a stable sort keeps them so per bucket
+        small = len(buckets) == 0 or int(buckets.max()) < 65536
+        order = np.argsort(buckets.astype(np.uint16) if small else buckets, kind="stable")
     b = buckets[order]
     sid = np.ascontiguousarray(ids[order], dtype=ID_DTYPE)
-    new_bucket = np.concatenate(([True], b[1:] != b[:-1]))
-    # a chunk starts at every new bucket and every SEALED_MAX ids within a bucket
-    run_start = np.maximum.accumulate(np.where(new_bucket, np.arange(len(b)), 0))
-    starts = np.flatnonzero(new_bucket | ((np.arange(len(b)) - run_start) % SEALED_MAX == 0))
+    starts = np.flatnonzero(np.concatenate(([True], b[1:] != b[:-1])))
     ends = np.append(starts[1:], len(b))
+    if len(b) and int((ends - starts).max()) > SEALED_MAX:
+        # split runs longer than SEALED_MAX into sealed chunks of at most that many ids
+        pieces = [np.arange(s, e, SEALED_MAX) for s, e in zip(starts.tolist(), ends.tolist())]
+        starts = np.concatenate(pieces)
+        ends = np.append(starts[1:], len(b))
     keys = np.empty(len(starts), dtype=[("b", ">u8"), ("f", ">u4")])
     keys["b"] = b[starts]
     keys["f"] = sid[starts]
     kbuf = keys.tobytes()
-    payload = sid.tobytes()
-    heads = _SMALL_HEADERS
+    gaps = np.diff(sid.astype(np.int64), prepend=0)
+    gaps[starts] = 0
+    compact = (np.maximum.reduceat(gaps, starts) < 65536) & (ends - starts > 2) \
+        if len(starts) else np.zeros(0, dtype=bool)
+    plain = sid.tobytes()
+    small_gaps = np.where(gaps < 65536, gaps, 0).astype("<u2").tobytes()
     items = [(kbuf[12 * j : 12 * j + 12],
-              (heads[e - s] if e - s < 64 else _header(4 * (e - s))) + payload[4 * s : 4 * e])
-             for j, (s, e) in enumerate(zip(starts.tolist(), ends.tolist()))]
+              _ext_header(2 * (e - s) + 2) + plain[4 * s : 4 * s + 4] + small_gaps[2 * s + 2 : 2 * e]
+              if c else _header(4 * (e - s)) + plain[4 * s : 4 * e])
+             for j, (s, e, c) in enumerate(zip(starts.tolist(), ends.tolist(), compact.tolist()))]
     cursor.putmulti(items, append=True)
     return len(items)
 
@@ -166,7 +177,7 @@ def remove(txn: Any, db: Any, buckets: np.ndarray, ids: np.ndarray) -> int:
                 missing += 1
         for key, arr in edits.items():
             if len(arr):
-                txn.put(key, encode_postings(arr), db=db)
+                txn.put(key, encode_postings(arr, compact=key[8:] != TAIL), db=db)
             else:
                 txn.delete(key, db=db)
     return missing

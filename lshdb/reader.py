@@ -108,18 +108,22 @@ class Reader:
             c = self._cursors[t] = self._txn.cursor(self._store.db(table_name(t)))
         return c
 
-    def _settings(self, probes: int | None, candidates: int | None) -> tuple[int, int]:
+    def _settings(self, probes: int | None, candidates: int | None,
+                  min_hits: int | None = None) -> tuple[int, int, int]:
         fam = self.family
         L = fam.L if fam else 1
         p = probes if probes is not None else self.settings.get("probes") or L
         c = candidates if candidates is not None else self.settings.get("candidates") or 0
+        h = min_hits if min_hits is not None else self.settings.get("min_hits") or 1
+        if isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1:
+            raise InvalidParameterError(f"min_hits must be an int >= 1; found {h!r}")
         if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 1:
             raise InvalidParameterError(f"probes must be an int >= 1; found {p!r}")
         if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 0:
             raise InvalidParameterError(f"candidates must be an int >= 0 (0: no cap); found {c!r}")
-        return int(p), int(c)
+        return int(p), int(c), int(h)
 
-    def _gather(self, x: np.ndarray, probes: int, cap: int,
+    def _gather(self, x: np.ndarray, probes: int, cap: int, min_hits: int = 1,
                 stats: dict[str, Any] | None = None) -> np.ndarray:
         fam = self.family
         if self.n_rows == 0:
@@ -144,39 +148,52 @@ class Reader:
             raise CorruptIndexError(
                 f"a posting list holds id {top} beyond the {self.n_rows} committed rows; "
                 "run `lshdb check`")
-        ids, counts = union(allids, self.n_rows, with_counts=bool(cap and found > cap))
+        ids, counts = union(allids, self.n_rows,
+                            with_counts=bool(cap and found > cap) or min_hits > 1)
+        if min_hits > 1 and counts is not None:
+            keep = counts >= min_hits
+            ids, counts = ids[keep], counts[keep]
         if cap and counts is not None and len(ids) > cap:
             keep = np.argsort(-counts, kind="stable")[:cap]
             ids = np.sort(ids[keep])
         return ids.astype(np.int64)
 
     def candidates(self, vector: Any, probes: int | None = None,
-                   candidates: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+                   candidates: int | None = None,
+                   min_hits: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """Candidate internal ids of one query, and where the time went."""
         x = self.metric.prepare_one(vector)
-        p, c = self._settings(probes, candidates)
+        p, c, h = self._settings(probes, candidates, min_hits)
         stats: dict[str, Any] = {}
         t0 = time.perf_counter()
-        ids = self._gather(x, p, c, stats)
+        ids = self._gather(x, p, c, h, stats)
         stats["candidates"] = len(ids)
         stats["seconds_lookup"] = time.perf_counter() - t0
         return ids, stats
 
     # -- queries ---------------------------------------------------------------------
     def query(self, vector: Any, k: int = 10, probes: int | None = None,
-              candidates: int | None = None) -> list[tuple[Key, float]]:
-        """The ``k`` nearest items among the candidates: ``[(key, distance)]``, best first."""
+              candidates: int | None = None,
+              min_hits: int | None = None) -> list[tuple[Key, float]]:
+        """The ``k`` nearest items among the candidates: ``[(key, distance)]``, best first.
+
+        ``probes`` buckets are visited (default: the stored setting); ``min_hits`` keeps only
+        items met in at least that many of them; ``candidates`` caps how many are re-ranked
+        exactly (those met most often first).
+        """
         _check_k(k)
         x = self.metric.prepare_one(vector)
-        p, c = self._settings(probes, candidates)
-        return self._rank(x, self._gather(x, p, c), k)
+        p, c, h = self._settings(probes, candidates, min_hits)
+        return self._rank(x, self._gather(x, p, c, h), k)
 
     def query_batch(self, vectors: Any, k: int = 10, probes: int | None = None,
-                    candidates: int | None = None) -> list[list[tuple[Key, float]]]:
+                    candidates: int | None = None,
+                    min_hits: int | None = None) -> list[list[tuple[Key, float]]]:
+        """:meth:`query` for each row of a 2-D array."""
         _check_k(k)
         X = self.metric.prepare(vectors, "queries")
-        p, c = self._settings(probes, candidates)
-        return [self._rank(x, self._gather(x, p, c), k) for x in X]
+        p, c, h = self._settings(probes, candidates, min_hits)
+        return [self._rank(x, self._gather(x, p, c, h), k) for x in X]
 
     def _rank(self, x: np.ndarray, ids: np.ndarray, k: int) -> list[tuple[Key, float]]:
         if len(ids) == 0:
@@ -254,7 +271,7 @@ def _bucket_stats(txn: Any, db: Any) -> dict[str, Any]:
 def union(ids: np.ndarray, n_rows: int, with_counts: bool = False
           ) -> tuple[np.ndarray, np.ndarray | None]:
     """Sorted distinct ids (and how often each occurs): bitmap when dense, sort when sparse."""
-    if len(ids) * 16 >= n_rows:
+    if len(ids) * 4 >= n_rows:
         if with_counts:
             c = np.bincount(ids, minlength=n_rows)
             u = np.flatnonzero(c)

@@ -21,6 +21,7 @@ which ``lshdb tune`` measures on the real index.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ from .metrics import Metric
 __all__ = ["Plan", "calibrate", "exact_neighbours", "PROBE_US", "candidate_us"]
 
 PROBE_US = 5.0  # one probe: perturbation + LMDB range read + decode (measured, 2 cores)
+POSTING_US = 0.004  # one id read from a posting list: decode, concatenate, count
 MIN_BUCKET = 24  # mean ids per bucket: LMDB spends ~24 bytes per entry, so this keeps
 #                  postings near 5 bytes per id and bulk builds fast
 
@@ -47,13 +49,15 @@ class Plan:
 
     family: Family
     probes: int
+    min_hits: int
     recall: float
     candidates: float
     micros: float
     explored: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        return {"probes": self.probes, "predicted_recall": round(self.recall, 4),
+        return {"probes": self.probes, "min_hits": self.min_hits,
+                "predicted_recall": round(self.recall, 4),
                 "predicted_candidates": round(self.candidates, 1),
                 "predicted_query_us": round(self.micros, 1)}
 
@@ -94,61 +98,109 @@ def _distances(metric: Metric, X: np.ndarray, qidx: np.ndarray, nn: np.ndarray) 
     return np.abs(Q.astype(np.float64) - N).sum(-1)
 
 
-def _grid(metric: Metric, family: str, options: dict[str, Any], n: int,
-          nn_dist: float, X: np.ndarray) -> list[dict[str, Any]]:
+def _grid(family: str, options: dict[str, Any], n: int, nn_dist: float) -> list[dict[str, Any]]:
+    """Configurations to try, most promising first (k descending within each w)."""
     log_n = math.log2(max(n, 2))
     if "k" in options:
         ks = [options["k"]]
     elif family == "pstable":
-        ks = [2, 4, 6, 8, 12, 16, 20, 24]
+        ks = [24, 20, 16, 12, 10, 8, 6, 4, 3, 2]
     else:
         top = int(min(40, max(6, round(log_n) + 2)))
-        ks = list(range(2, top + 1, 2))
+        ks = list(range(top, 1, -2))
     if family != "pstable":
         return [{"k": k} for k in ks]
-    if "w" in options:
-        ws = [options["w"]]
-    else:
-        ws = [nn_dist * f for f in (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)]
+    ws = [options["w"]] if "w" in options else [nn_dist * f for f in (3.0, 2.0, 4.0, 1.5, 6.0)]
     return [{"k": k, "w": w} for w in ws for k in ks]
 
 
-def _make(metric: Metric, family: str, cfg: dict[str, Any], L: int, seed: int,
+def _base(metric: Metric, family: str, k_max: int, L: int, seed: int,
           options: dict[str, Any], X: np.ndarray) -> Family:
-    k = cfg["k"]
+    """The family with the most functions; smaller k take its first functions per table."""
     if family == "hyperplane":
-        return Hyperplane(metric.dim, k, L, seed)
+        return Hyperplane(metric.dim, k_max, L, seed)
     if family == "bitsample":
-        return BitSample(metric.dim, k, L, seed)
+        return BitSample(metric.dim, k_max, L, seed)
     if family == "unary":
         mv = options.get("max_value") or max(1, int(np.ceil(X.max())))
-        return Unary(metric.dim, k, L, mv, seed)
+        return Unary(metric.dim, k_max, L, mv, seed)
     dist = "gaussian" if metric.name == "l2" else "cauchy"
-    return PStable(metric.dim, k, L, float(cfg["w"]), seed, dist)
+    return PStable(metric.dim, k_max, L, 1.0, seed, dist)
+
+
+def _sub(base: Family, k: int, w: float | None) -> Family:
+    """``base`` restricted to its first ``k`` functions per table (and width ``w``)."""
+    L, K = base.L, base.k
+
+    def cols(a: np.ndarray) -> np.ndarray:
+        return a.reshape(*a.shape[:-1], L, K)[..., :k].reshape(*a.shape[:-1], L * k)
+
+    if isinstance(base, Hyperplane):
+        return Hyperplane(base.dim, k, L, base.seed, A=cols(base.A))
+    if isinstance(base, BitSample):
+        return BitSample(base.dim, k, L, base.seed, positions=cols(base.positions))
+    if isinstance(base, Unary):
+        return Unary(base.dim, k, L, base.max_value, base.seed, coords=cols(base.coords),
+                     thresholds=cols(base.thresholds))
+    if isinstance(base, PStable):
+        return PStable(base.dim, k, L, float(w or base.w), base.seed, base.distribution,
+                       A=cols(base.A), b=cols(base.b), R=base.R[:k].copy())
+    raise TypeError(f"cannot restrict {type(base).__name__}")
+
+
+def mean_bucket(HS: np.ndarray, n: int, k: int, bit_family: bool) -> float:
+    """Mean ids per non-empty bucket at size ``n``, from the keys ``HS`` of a sample.
+
+    The number of distinct buckets is measured on the sample and on its first quarter and
+    extrapolated to ``n`` along the power law through the two (capped at 2**k buckets for
+    families whose keys are k bits).
+    """
+    m = len(HS)
+    if m >= n:
+        distinct = np.mean([len(np.unique(HS[:, t])) for t in range(HS.shape[1])])
+        return float(n / distinct)
+    q = max(m // 4, 1)
+    est = []
+    for t in range(min(HS.shape[1], 8)):
+        d_all = len(np.unique(HS[:, t]))
+        d_q = len(np.unique(HS[:q, t]))
+        beta = min(max(math.log(d_all / d_q) / math.log(m / q), 0.0), 1.0)
+        d_n = d_all * (n / m) ** beta
+        if bit_family:
+            d_n = min(d_n, 2.0**k)
+        est.append(d_n)
+    return float(n / np.mean(est))
 
 
 def _simulate(fam: Family, X: np.ndarray, qidx: np.ndarray, nn: np.ndarray,
-              S: np.ndarray, scale: float, checkpoints: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted recall and candidates at each number of probes in ``checkpoints``."""
-    L = fam.L
-    HS = fam.hash(S)
+              HS: np.ndarray, scale: float, checkpoints: list[int]) -> dict[str, np.ndarray]:
+    """Predicted recall, candidates and postings read at each number of probes.
+
+    ``recall1``/``cands1`` count every item met; ``recall2``/``cands2`` only items met in
+    at least two probed buckets (the ``min_hits=2`` filter); ``postings`` is the number of
+    ids read from posting lists. All are scaled to the full data from the sample keys ``HS``.
+    """
     order = np.argsort(HS, axis=0, kind="stable")
     sorted_keys = np.take_along_axis(HS, order, 0)
-    m = len(S)
+    m = len(HS)
     nq, knn = nn.shape
-    Hnn = fam.hash(X[nn.ravel()]).reshape(nq, knn, L)
+    Hnn = fam.hash(X[nn.ravel()]).reshape(nq, knn, fam.L)
     pmax = checkpoints[-1]
     cps = np.asarray(checkpoints)
-    found = np.zeros(len(cps))
-    cands = np.zeros(len(cps))
+    out = {name: np.zeros(len(cps)) for name in ("recall1", "recall2", "cands1", "cands2",
+                                                  "postings")}
+    big = np.iinfo(np.int64).max
     for qi in range(nq):
         tables, keys = fam.probe(X[qidx[qi]], pmax)
         P = len(keys)
-        # recall: the first probe that lands in each neighbour's bucket
+        # recall: the probes that land in each neighbour's bucket
         hit = Hnn[qi][:, tables] == keys[None, :]
-        first = np.where(hit.any(1), hit.argmax(1), np.iinfo(np.int64).max)
-        found += (first[None, :] < cps[:, None]).sum(1)
-        # candidates: subsample points met by the first p probes
+        seen = np.cumsum(hit, axis=1)
+        first = np.where(seen[:, -1] >= 1, (seen >= 1).argmax(1), big)
+        second = np.where(seen[:, -1] >= 2, (seen >= 2).argmax(1), big)
+        out["recall1"] += (first[None, :] < cps[:, None]).sum(1)
+        out["recall2"] += (second[None, :] < cps[:, None]).sum(1)
+        # candidates: sample points met by the first p probes
         lo = np.empty(P, dtype=np.int64)
         hi = np.empty(P, dtype=np.int64)
         for t in np.unique(tables):
@@ -156,37 +208,35 @@ def _simulate(fam: Family, X: np.ndarray, qidx: np.ndarray, nn: np.ndarray,
             lo[sel] = np.searchsorted(sorted_keys[:, t], keys[sel], "left")
             hi[sel] = np.searchsorted(sorted_keys[:, t], keys[sel], "right")
         lengths = hi - lo
+        read = np.cumsum(lengths)[np.minimum(cps, P) - 1]
+        out["postings"] += read
         total = int(lengths.sum())
         if total == 0:
             continue
         if total > 8 * m:  # a coarse configuration: bound candidates by the postings read
-            cands += np.minimum(np.cumsum(lengths)[np.minimum(cps, P) - 1], m)
+            out["cands1"] += np.minimum(read, m)
+            out["cands2"] += np.minimum(read, m)
             continue
         pos = np.repeat(np.arange(P), lengths)
         offs = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         rows = order[np.repeat(lo, lengths) + offs, np.repeat(tables, lengths)]
         srt = np.argsort(rows, kind="stable")
-        r_sorted = rows[srt]
-        firsts = np.concatenate(([True], r_sorted[1:] != r_sorted[:-1]))
-        first_pos = np.sort(pos[srt][firsts])
-        cands += np.searchsorted(first_pos, cps, "left")
-    return found / (nq * knn), cands / nq * scale
-
-
-def mean_bucket(fam: Family, S: np.ndarray, n: int) -> float:
-    """Mean ids per non-empty bucket at size ``n``, estimated from the sample ``S``.
-
-    Exact when ``S`` is the whole data; otherwise the number of buckets is scaled
-    linearly with ``n / len(S)``, which over-counts them, so the estimate errs small.
-    """
-    H = fam.hash(S)
-    distinct = np.mean([len(np.unique(H[:, t])) for t in range(fam.L)])
-    return float(n / (distinct * n / len(S)))
+        r_sorted, p_sorted = rows[srt], pos[srt]
+        new = np.concatenate(([True], r_sorted[1:] != r_sorted[:-1]))
+        again = np.concatenate(([False], new[:-1] & ~new[1:]))  # 2nd occurrence of a row
+        out["cands1"] += np.searchsorted(np.sort(p_sorted[new]), cps, "left")
+        out["cands2"] += np.searchsorted(np.sort(p_sorted[again]), cps, "left")
+    for name in ("recall1", "recall2"):
+        out[name] /= nq * knn
+    for name in ("cands1", "cands2", "postings"):
+        out[name] *= scale / nq
+    return out
 
 
 def calibrate(metric: Metric, family: str, options: dict[str, Any], X: np.ndarray,
               target: float = 0.9, k_nn: int = 10, n_queries: int = 50,
-              margin: float = 0.03, seed: int = 0, sample: int = 20000) -> Plan:
+              margin: float = 0.03, seed: int = 0, sample: int = 20000,
+              budget_s: float = 4.0) -> Plan:
     """Choose k (and w) and the number of probes for ``X``; see the module docstring."""
     n = len(X)
     rng = np.random.default_rng(seed)
@@ -199,47 +249,52 @@ def calibrate(metric: Metric, family: str, options: dict[str, Any], X: np.ndarra
     nn = exact_neighbours(metric, X, qidx, k_nn, base_idx)
     nn_dist = float(np.median(_distances(metric, X, qidx, nn))) if metric.name != "hamming" else 1.0
     nn_dist = max(nn_dist, 1e-9)
-    S = X[np.sort(rng.choice(n, min(sample, n), replace=False))]
+    S = X[rng.permutation(n)[: min(sample, n)]]
     scale = n / len(S)
-    S_big = X if n <= 100_000 else X[np.sort(rng.choice(n, 100_000, replace=False))]
+    grid = _grid(family, options, n, nn_dist)
+    base = _base(metric, family, max(c["k"] for c in grid), L, fseed, options, X)
+    deadline = time.monotonic() + budget_s
     if "probes" in options:
         checkpoints = [max(options["probes"], 1)]
     else:
         checkpoints = [L * m for m in (1, 2, 4, 8, 16)]
     row_cost = candidate_us(metric.row_dim() * metric.row_dtype.itemsize)
     explored: list[dict[str, Any]] = []
-    best: tuple[float, Family, int, float, float] | None = None
-    fallback: tuple[float, Family, int, float, float] | None = None
-    # k ascends within each w: recall only falls and cost is U-shaped, so stop a w's run
-    # once recall drops below target or cost has risen twice in a row
+    best: tuple[float, Family, int, int, float, float] | None = None
+    fallback: tuple[float, Family, int, int, float, float] | None = None
     state: dict[float, tuple[bool, float, int]] = {}
-    for cfg in _grid(metric, family, options, n, nn_dist, X):
+    for cfg in grid:
         w = cfg.get("w", 0.0)
         stopped, last_cost, rises = state.get(w, (False, math.inf, 0))
-        if stopped:
+        if stopped or (best is not None and time.monotonic() > deadline):
             continue
-        fam = _make(metric, family, cfg, L, fseed, options, X)
-        occupancy = mean_bucket(fam, S_big, n)
+        fam = _sub(base, cfg["k"], cfg.get("w"))
+        HS = fam.hash(S)
+        occupancy = mean_bucket(HS, n, cfg["k"], family != "pstable")
         if occupancy < min(MIN_BUCKET, n / 64) and "k" not in options:
-            state[w] = (True, last_cost, rises)  # larger k only shrinks buckets further
-            continue
-        rec, cand = _simulate(fam, X, qidx, nn, S, scale, checkpoints)
+            continue  # buckets too small: a smaller k comes next
+        sim = _simulate(fam, X, qidx, nn, HS, scale, checkpoints)
         cfg_best = math.inf
-        for p, r, c in zip(checkpoints, rec, cand):
-            us = p * PROBE_US + c * row_cost
-            explored.append({**cfg, "probes": p, "recall": round(float(r), 4),
-                             "candidates": round(float(c), 1), "us": round(us, 1),
-                             "bucket": round(occupancy, 1)})
-            if r >= target + margin:
-                cfg_best = min(cfg_best, us)
-                if best is None or us < best[0]:
-                    best = (us, fam, p, float(r), float(c))
-            if fallback is None or (r, -us) > (fallback[3], -fallback[0]):
-                fallback = (us, fam, p, float(r), float(c))
+        for hits in (1, 2):
+            for j, p in enumerate(checkpoints):
+                r = float(sim[f"recall{hits}"][j])
+                c = float(sim[f"cands{hits}"][j])
+                us = p * PROBE_US + c * row_cost + float(sim["postings"][j]) * POSTING_US
+                explored.append({**cfg, "probes": p, "min_hits": hits, "recall": round(r, 4),
+                                 "candidates": round(c, 1), "us": round(us, 1),
+                                 "bucket": round(occupancy, 1)})
+                option = (us, fam, p, hits, r, c)
+                if r >= target + margin:
+                    cfg_best = min(cfg_best, us)
+                    if best is None or us < best[0]:
+                        best = option
+                if fallback is None or (r, -us) > (fallback[4], -fallback[0]):
+                    fallback = option
+        # k descends: recall rises and cost is U-shaped; stop a w once cost rose twice
         rises = rises + 1 if cfg_best > last_cost else 0
-        state[w] = (rec[-1] < target + margin or rises >= 2, min(cfg_best, last_cost), rises)
+        state[w] = (rises >= 2, min(cfg_best, last_cost), rises)
     chosen = best or fallback
     if chosen is None:
         raise RuntimeError("calibration explored no configuration")
-    us, fam, p, r, c = chosen
-    return Plan(fam, p, r, c, us, explored)
+    us, fam, p, hits, r, c = chosen
+    return Plan(fam, p, hits, r, c, us, explored)
