@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from . import layout, postings
+from . import layout, params, postings
 from .codec import unpack_id, unpack_key
 from .errors import LshdbError
 from .store import table_name
@@ -182,12 +182,11 @@ def _check_snapshot(index: Any, r: Any, rep: _Report, counts: dict[str, Any],
         rep.problem(f"the live counter says {live} but id2key holds {len(live_ids)} ids")
     counts["keys"] = len(live_ids)
     fam = r.family
-    if fam is None:
-        if live_ids:
-            rep.problem("the index holds items but no hash family")
+    if fam is None:  # before calibration the rows are scanned, not hashed
+        if len(live_ids) >= params.CALIBRATE_MIN:
+            rep.problem(f"the index holds {len(live_ids)} items but no hash family")
         return
-    ids = np.asarray(sorted(live_ids), dtype=np.int64)
-    ids = ids[ids < n_rows]
+    ids = np.asarray(sorted(i for i in live_ids if i < n_rows), dtype=np.int64)
     expected = np.empty((len(ids), fam.L), dtype=np.uint64)
     for s in range(0, len(ids), step):
         try:

@@ -334,6 +334,31 @@ def check_cmd(path: str, fix: bool, fmt: str) -> None:
         sys.exit(1)
 
 
+@cli.command("compact", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option("--retune", is_flag=True,
+              help="Also re-choose the unset build parameters from the live rows.")
+@click.option("--timeout", type=float, help="Seconds to wait for the write lock.")
+@_fmt_option
+def compact_cmd(path: str, retune: bool, timeout: float | None, fmt: str) -> None:
+    """Rewrite the live items into a new generation (reclaims deleted space)."""
+    with open_index(path) as index:
+        bar = None
+
+        def progress(phase: str, done: int, total: int) -> None:
+            nonlocal bar
+            if bar is None or bar.label != phase:
+                if bar is not None:
+                    bar.render_finish()
+                bar = _progress(total, phase)
+            bar.update(done - bar.pos)
+
+        report = index.compact(timeout=timeout, retune=retune, progress=progress)
+        if bar is not None:
+            bar.render_finish()
+    emit([report], fmt)
+
+
 @cli.command("demo", context_settings=CONTEXT)
 @click.option("-n", "n", default=100_000, show_default=True, help="Vectors to generate.")
 @click.option("--dim", default=128, show_default=True)

@@ -11,12 +11,14 @@ Every layout here is explicit and independent of the host's byte order:
   when every gap between consecutive ids is below 65536, a msgpack ``ext`` of type 1
   holding the first id (uint32) and the gaps (uint16), both little-endian; either is
   decoded with ``np.frombuffer`` (plus a ``cumsum`` for gaps), never a Python int per id;
-* arrays in ``meta`` -> ``{"dtype": "<f4", "shape": [...], "data": bin}``.
+* meta records -> msgpack followed by the CRC32 of those bytes (4 bytes, big-endian);
+  arrays in them -> ``{"dtype": "<f4", "shape": [...], "data": bin}``.
 """
 
 from __future__ import annotations
 
 import struct
+import zlib
 from typing import Any
 
 import msgpack
@@ -220,11 +222,17 @@ def decode_array(d: Any, name: str = "array") -> np.ndarray:
 
 
 def pack_meta(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    body: bytes = msgpack.packb(obj, use_bin_type=True)
+    return body + zlib.crc32(body).to_bytes(4, "big")
 
 
 def unpack_meta(data: bytes, name: str) -> Any:
+    body, crc = data[:-4], data[-4:]
+    if len(data) < 5 or zlib.crc32(body).to_bytes(4, "big") != crc:
+        raise CorruptIndexError(
+            f"meta record {name!r} fails its checksum; the index is damaged: run `lshdb check` "
+            "and restore it from a backup")
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+        return msgpack.unpackb(body, raw=False, strict_map_key=False)
     except (ValueError, msgpack.exceptions.ExtraData, UnicodeDecodeError) as exc:
         raise CorruptIndexError(f"meta record {name!r} cannot be decoded: {exc}") from exc

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
@@ -35,7 +36,9 @@ from .errors import (
     InvalidParameterError,
     KeyExistsError,
     KeyNotFoundError,
+    LockTimeoutError,
     LshdbError,
+    NotAnIndexError,
     ReadOnlyError,
 )
 from .families import Family, family_from_params
@@ -152,10 +155,51 @@ class Index:
         self._store: Store | None = None
         self._retired: list[Any] = []
         self._map_size = map_size
-        self._load(layout.read_current(path))
+        self._follow_lock = threading.RLock()
+        self._current_id: tuple[int, int] = (0, 0)
+        self._load_current()
+        if not readonly:
+            self._recover()
+
+    def _recover(self) -> None:
+        """Remove what a crashed writer or compaction left behind, if no writer is active.
+
+        Leftovers are temporary generation folders, generations CURRENT does not name, and
+        a half-written CURRENT.tmp. Only the holder of the write lock may remove them (a
+        compaction in progress holds it), so this tries the lock without waiting.
+        """
+        try:
+            self._lock.acquire(timeout=0)
+        except LockTimeoutError:
+            return
+        try:
+            current = layout.read_current(self.path)
+            for name in os.listdir(self.path):
+                full = os.path.join(self.path, name)
+                if name == layout.CURRENT + ".tmp":
+                    os.unlink(full)
+                elif layout.is_temp(name) or (layout.is_generation(name) and name != current):
+                    shutil.rmtree(full, ignore_errors=True)
+        finally:
+            self._lock.release()
 
     # -- opening ---------------------------------------------------------------------
+    def _load_current(self) -> None:
+        """Load the generation CURRENT names, retrying if a compaction elsewhere replaces
+        (and removes) it while this handle opens it."""
+        for attempt in range(20):
+            gen = layout.read_current(self.path)
+            try:
+                self._load(gen)
+                return
+            except (NotAnIndexError, CorruptIndexError):
+                if attempt == 19 or layout.read_current(self.path) == gen:
+                    raise  # CURRENT did not move: the damage is real
+                time.sleep(0.001 * (attempt + 1))
+
     def _load(self, gen: str) -> None:
+        st = os.stat(os.path.join(self.path, layout.CURRENT))
+        current_id = (st.st_ino, st.st_mtime_ns)
         gen_dir = os.path.join(self.path, gen)
         store = store_mod.acquire(gen_dir, map_size=self._map_size)
         try:
@@ -176,8 +220,11 @@ class Index:
                       if fam_raw is not None else None)
             n_tables = family.L if family else opts.get("L") or params.default_L(metric.name, opts)
             store.open_dbs([table_name(t) for t in range(n_tables)])
-            rows = RowFile(os.path.join(gen_dir, ROWS_NAME), metric.row_dim(), metric.row_dtype,
-                           writable=not self.readonly)
+            try:
+                rows = RowFile(os.path.join(gen_dir, ROWS_NAME), metric.row_dim(),
+                               metric.row_dtype, writable=not self.readonly)
+            except FileNotFoundError as exc:
+                raise CorruptIndexError(f"{gen_dir} has no {ROWS_NAME}; the index is damaged") from exc
         except (KeyError, TypeError) as exc:
             store_mod.release(store)
             raise CorruptIndexError(f"{self.path}: meta records are malformed ({exc})") from exc
@@ -185,6 +232,7 @@ class Index:
             store_mod.release(store)
             raise
         self.generation = gen
+        self._current_id = current_id
         self.metric: Metric = metric
         self.config: dict[str, Any] = config
         self.options: dict[str, Any] = opts
@@ -204,22 +252,35 @@ class Index:
             self._retired.append((self._store, self._rows))
             self._store = None
             self._lock = WriterLock(os.path.join(self.path, layout.LOCK))
-            self._load(layout.read_current(self.path))
+            self._load_current()
             return self._ensure_open()
         return store
 
-    def _follow(self, gen: str) -> None:
-        """Move this handle to generation ``gen`` (after a compaction elsewhere)."""
+    def _follow(self) -> None:
+        """Move this handle to the generation CURRENT names (after a compaction elsewhere)."""
         old_store, old_rows = self._store, self._rows
-        self._load(gen)
+        self._load_current()
         if old_store is not None:
-            store_mod.release(old_store)
+            store_mod.release(old_store)  # waits for this process's open snapshots on it
             old_rows.close()
 
     def _check_current(self) -> None:
-        gen = layout.read_current(self.path)
-        if gen != self.generation:
-            self._follow(gen)
+        """Follow CURRENT if it names another generation than this handle's."""
+        with self._follow_lock:
+            gen = layout.read_current(self.path)
+            if gen != self.generation:
+                self._follow()
+            else:
+                st = os.stat(os.path.join(self.path, layout.CURRENT))
+                self._current_id = (st.st_ino, st.st_mtime_ns)
+
+    def _current_changed(self) -> bool:
+        """Cheap test (one stat) for a CURRENT replaced since this handle last looked."""
+        try:
+            st = os.stat(os.path.join(self.path, layout.CURRENT))
+        except FileNotFoundError:
+            return False  # mid-replace; the next look will see it
+        return (st.st_ino, st.st_mtime_ns) != self._current_id
 
     # -- life cycle ------------------------------------------------------------------
     def close(self) -> None:
@@ -322,6 +383,14 @@ class Index:
             w._txn.put(b"settings", pack_meta(new), db=w._store.db(b"meta"))
         self.settings = new
 
+    def compact(self, timeout: float | None = None, retune: bool = False,
+                progress: Any = None) -> dict[str, Any]:
+        """Rewrite the live items into a new generation and swap it in; see
+        :mod:`lshdb.compact`. Readers keep answering throughout."""
+        from .compact import compact
+
+        return compact(self, timeout=timeout, retune=retune, progress=progress)
+
     def sync(self) -> None:
         """Flush everything to disk (useful after writes in ``durability="fast"``)."""
         store = self._ensure_open()
@@ -337,10 +406,18 @@ class _ReaderContext(AbstractContextManager):  # type: ignore[type-arg]
     def __enter__(self) -> Reader:
         index = self.index
         for _ in range(5):
-            store = index._ensure_open()
-            self._cm = store.read()
-            txn = self._cm.__enter__()
-            reader = Reader(index, store, index._rows, txn)
+            if index._current_changed():
+                index._check_current()
+            with index._follow_lock:
+                store = index._ensure_open()
+                rows = index._rows
+                self._cm = store.read()
+                txn = self._cm.__enter__()
+            try:
+                reader = Reader(index, store, rows, txn)
+            except BaseException:
+                self._cm.__exit__(None, None, None)
+                raise
             if reader.retired_to is None:
                 return reader
             self._cm.__exit__(None, None, None)
@@ -363,6 +440,7 @@ class Writer:
         self._timeout = timeout
         self._txn: Any = None
         self._log: list[tuple[str, tuple[Any, ...]]] = []
+        self._retired_to: str | None = None
 
     # -- transaction -----------------------------------------------------------------
     def __enter__(self) -> Writer:
@@ -406,8 +484,10 @@ class Writer:
             try:
                 if self._wrote_rows:
                     self._rows.sync()  # rows before postings
-                self._txn.put(b"state", pack_meta({"rows": self._n_rows, "live": self._live}),
-                              db=self._store.db(b"meta"))
+                state: dict[str, Any] = {"rows": self._n_rows, "live": self._live}
+                if self._retired_to:
+                    state["retired_to"] = self._retired_to
+                self._txn.put(b"state", pack_meta(state), db=self._store.db(b"meta"))
                 self._txn.commit()
                 break
             except lmdb.MapFullError:

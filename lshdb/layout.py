@@ -19,7 +19,7 @@ import re
 from .errors import CorruptIndexError, NotAnIndexError
 
 __all__ = ["CURRENT", "LOCK", "gen_name", "gen_number", "read_current", "write_current",
-           "fsync_dir", "temp_name", "is_temp", "list_generations"]
+           "fsync_dir", "temp_name", "is_temp", "is_generation", "list_generations"]
 
 CURRENT = "CURRENT"
 LOCK = "writer.lock"
@@ -36,6 +36,10 @@ def gen_number(name: str) -> int:
     if not m:
         raise CorruptIndexError(f"{name!r} is not a generation name (gNNNNNN)")
     return int(m.group(1))
+
+
+def is_generation(name: str) -> bool:
+    return bool(_GEN.match(name))
 
 
 def temp_name(name: str) -> str:

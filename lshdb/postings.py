@@ -73,6 +73,8 @@ def bulk_load(cursor: Any, buckets: np.ndarray, ids: np.ndarray) -> int:
 
     Every bucket becomes sealed chunks (gap-encoded where the gaps fit in 16 bits).
     """
+    if len(ids) == 0:
+        return 0
     if len(ids) > 1 and (np.diff(ids) <= 0).any():
         order = np.lexsort((ids, buckets))
     else:  # ids ascending (the usual case): a stable sort keeps them so per bucket

@@ -82,23 +82,36 @@ class Reader:
         return unpack_id(raw)
 
     def key_of(self, i: int) -> Key:
+        """The key of internal id ``i``, cross-checked against ``key2id``."""
         raw = self._txn.get(pack_id(i), db=self._store.db(b"id2key"))
         if raw is None:
             raise CorruptIndexError(
                 f"internal id {i} is in a posting list but has no key; run `lshdb check`")
+        back = self._txn.get(raw, db=self._store.db(b"key2id"))
+        if back is None or unpack_id(back) != i:
+            raise CorruptIndexError(
+                f"the key maps disagree about internal id {i}; run `lshdb check`")
         return unpack_key(raw)
 
     def keys(self) -> Iterator[Key]:
-        for _, v in self._txn.cursor(self._store.db(b"id2key")):
-            yield unpack_key(v)
+        for _, key in self.items():
+            yield key
 
     def items(self) -> Iterator[tuple[int, Key]]:
-        """(internal id, key) pairs in id order."""
+        """(internal id, key) pairs in id order, each cross-checked against ``key2id``."""
+        k2i = self._store.db(b"key2id")
         for k, v in self._txn.cursor(self._store.db(b"id2key")):
-            yield unpack_id(k), unpack_key(v)
+            i = unpack_id(k)
+            back = self._txn.get(v, db=k2i)
+            if back is None or unpack_id(back) != i:
+                raise CorruptIndexError(
+                    f"the key maps disagree about internal id {i}; run `lshdb check`")
+            yield i, unpack_key(v)
 
     def get(self, key: Key) -> np.ndarray:
         i = self.id_of(key)
+        if self.key_of(i) != normalize_key(key):
+            raise CorruptIndexError(f"the key maps disagree about key {key!r}; run `lshdb check`")
         return self._rows.read(np.array([i]), self.n_rows)[0].copy()
 
     # -- candidates ------------------------------------------------------------------
@@ -154,8 +167,8 @@ class Reader:
             keep = counts >= min_hits
             ids, counts = ids[keep], counts[keep]
         if cap and counts is not None and len(ids) > cap:
-            keep = np.argsort(-counts, kind="stable")[:cap]
-            ids = np.sort(ids[keep])
+            best = np.argsort(-counts, kind="stable")[:cap]
+            ids = np.sort(ids[best])
         return ids.astype(np.int64)
 
     def candidates(self, vector: Any, probes: int | None = None,

@@ -117,7 +117,19 @@ _registry_lock = threading.Lock()
 
 
 def _forget_after_fork() -> None:
-    # a forked child must never use (or close) its parent's environments
+    """In a forked child: drop the parent's environments so they can be reopened.
+
+    The child must never use them (LMDB's rule). Closing the child's copy only unmaps it
+    and closes the child's descriptors: the parent's locks and reader slots are untouched
+    (POSIX record locks belong to the process that set them; LMDB only clears reader slots
+    of the closing process's own pid). py-lmdb refuses to open a path it thinks is open, so
+    the copy has to be closed before the child can open its own.
+    """
+    for store in list(_registry.values()):
+        try:
+            store.env.close()
+        except lmdb.Error:
+            pass
     _registry.clear()
 
 
@@ -161,34 +173,80 @@ class Store:
                  map_size: int | None = None) -> None:
         self.gen_dir = gen_dir
         self.refs = 0
-        readonly = not create and not os.access(gen_dir, os.W_OK)
-        self.readonly = readonly
         self.gate = Gate()
         self.pid = os.getpid()
-        data = os.path.join(gen_dir, "data.mdb")
-        if not create and not os.path.isfile(data):
+        self._data = os.path.join(gen_dir, "data.mdb")
+        if not create and not os.path.isfile(self._data):
             raise NotAnIndexError(f"{gen_dir} holds no data.mdb; is this an lshdb index?")
         if map_size is None:
-            size = os.path.getsize(data) if os.path.exists(data) else 0
+            size = os.path.getsize(self._data) if os.path.exists(self._data) else 0
             map_size = max(INITIAL_MAP_SIZE, 2 * size)
+        # Opened read-only until a writer needs it: py-lmdb opens named databases with a
+        # write transaction on a writable environment, which would wait for any writer in
+        # another process. The write lock is held when upgrading, so that cannot happen.
+        self.readonly = not create
+        self._open_env(map_size, create)
+        if not create:
+            self._check_size(self._data)
+        self.dbs: dict[bytes, Any] = {}
+        names = list(_FIXED_DBS)
+        if create:
+            names += [table_name(t) for t in range(n_tables)]
+        self.open_dbs(names, create=create)
+
+    def _open_env(self, map_size: int, create: bool) -> None:
+        data = self._data
         try:
-            self.env = lmdb.open(
-                gen_dir, map_size=map_size, subdir=True, readonly=readonly,
-                create=create, max_dbs=MAX_DBS, max_readers=1022, readahead=False,
-                sync=True, metasync=False, lock=True)
+            for attempt in range(8):
+                try:
+                    self.env = lmdb.open(
+                        self.gen_dir, map_size=map_size, subdir=True, readonly=self.readonly,
+                        create=create, max_dbs=MAX_DBS, max_readers=1022, readahead=False,
+                        sync=True, metasync=False, lock=True)
+                    break
+                except lmdb.MapResizedError:  # another process grew the map meanwhile
+                    if attempt == 7:
+                        raise
+                    map_size = max(2 * map_size, 2 * os.path.getsize(data))
         except lmdb.InvalidError as exc:
             raise CorruptIndexError(f"{data} is not a valid LMDB file: {exc}") from exc
         except lmdb.VersionMismatchError as exc:
             raise CorruptIndexError(f"{data} was written by another LMDB version: {exc}") from exc
         except lmdb.CorruptedError as exc:
             raise CorruptIndexError(f"{data} is corrupted: {exc}") from exc
+        except lmdb.ReadonlyError as exc:
+            raise LshdbError(f"cannot open {data} for writing: {exc}") from exc
         except lmdb.Error as exc:
             raise LshdbError(f"cannot open {data}: {exc}") from exc
-        self.dbs: dict[bytes, Any] = {}
-        names = list(_FIXED_DBS)
-        if create:
-            names += [table_name(t) for t in range(n_tables)]
-        self.open_dbs(names, create=create)
+
+    def ensure_writable(self) -> None:
+        """Reopen the environment writable (the caller holds the index's write lock)."""
+        if not self.readonly:
+            return
+        with self.gate.exclusive():
+            if not self.readonly:
+                return
+            names = list(self.dbs)
+            size = self.env.info()["map_size"]
+            self.env.close()
+            self.readonly = False
+            self._open_env(size, create=False)
+            self.dbs = {}
+            with self.env.begin(write=True) as txn:
+                for name in names:
+                    self.dbs[name] = self.env.open_db(name, txn=txn, create=False)
+
+    def _check_size(self, data: str) -> None:
+        """A data.mdb shorter than its last page would fault (SIGBUS) when read."""
+        info = self.env.info()
+        psize = self.env.stat()["psize"]
+        need = (info["last_pgno"] + 1) * psize
+        have = os.path.getsize(data)
+        if have < need:
+            self.env.close()
+            raise CorruptIndexError(
+                f"{data} holds {have} bytes but its pages reach {need}: the file was "
+                "truncated; restore the index from a backup")
 
     # -- databases -------------------------------------------------------------------
     def open_dbs(self, names: list[bytes], create: bool = False) -> None:
@@ -198,8 +256,22 @@ class Store:
                     for name in names:
                         self.dbs[name] = self.env.open_db(name, txn=txn, create=True)
             else:
-                for name in names:
-                    self.dbs[name] = self.env.open_db(name, create=False)
+                todo = [n for n in names if n not in self.dbs]
+                for attempt in range(5):
+                    try:
+                        if self.readonly:  # py-lmdb opens them in a read transaction
+                            for name in todo:
+                                self.dbs[name] = self.env.open_db(name, create=False)
+                        else:  # callers hold the write lock: a write transaction is free
+                            with self.env.begin(write=True) as txn:
+                                for name in todo:
+                                    self.dbs[name] = self.env.open_db(name, txn=txn,
+                                                                      create=False)
+                        break
+                    except lmdb.MapResizedError:  # another process grew the map
+                        if attempt == 4:
+                            raise
+                        self.adopt_map_size()
         except lmdb.NotFoundError as exc:
             raise CorruptIndexError(
                 f"{self.gen_dir} lacks a named database ({exc}); the index is damaged") from exc
@@ -234,6 +306,7 @@ class Store:
 
     def begin_write(self) -> lmdb.Transaction:
         """Begin the (single) write transaction; the caller holds the WriterLock."""
+        self.ensure_writable()
         while True:
             try:
                 return self.env.begin(write=True, buffers=False)
@@ -255,7 +328,8 @@ class Store:
         return int(self.env.info()["map_size"])
 
     def sync(self) -> None:
-        self.env.sync(True)
+        if not self.readonly:
+            self.env.sync(True)
 
     def close(self) -> None:
         with self.gate.exclusive():
@@ -267,6 +341,7 @@ def table_name(t: int) -> bytes:
 
 
 def translate(exc: lmdb.Error, where: str) -> LshdbError:
-    if isinstance(exc, (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError)):
+    if isinstance(exc, (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
+                        lmdb.BadTxnError)):
         return CorruptIndexError(f"LMDB reports damage in {where}: {exc}; run `lshdb check`")
     return LshdbError(f"LMDB error in {where}: {exc}")

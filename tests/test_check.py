@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 
 import lmdb
-import msgpack
 import numpy as np
 import pytest
 
 import lshdb
 from lshdb import postings
 from lshdb.check import check
-from lshdb.codec import encode_postings, pack_id, pack_key
+from lshdb.codec import encode_postings, pack_id, pack_key, pack_meta
 
 
 @pytest.fixture
@@ -84,7 +83,7 @@ def test_key_maps_and_counters(built):
     env, dbs = raw(built)
     with env.begin(write=True) as txn:
         txn.put(pack_key(5), pack_id(6), db=dbs[b"key2id"])  # key 5 now claims id 6
-        txn.put(b"state", msgpack.packb({"rows": 300, "live": 250}), db=dbs[b"meta"])
+        txn.put(b"state", pack_meta({"rows": 300, "live": 250}), db=dbs[b"meta"])
     env.close()
     problems = check(built)["problems"]
     assert "id2key maps id 5 to a key that key2id maps to 6" in problems

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 
-import msgpack
 import numpy as np
 import pytest
 
 import lshdb
 from lshdb.check import check
+from lshdb.codec import pack_meta
 
 
 @pytest.fixture
@@ -138,7 +138,7 @@ def test_newer_format_version_is_refused(index, path):
     env = lmdb.open(os.path.join(path, "g000001"), max_dbs=8)
     meta = env.open_db(b"meta")
     with env.begin(write=True) as txn:
-        txn.put(b"format", msgpack.packb({"format_version": 99}), db=meta)
+        txn.put(b"format", pack_meta({"format_version": 99}), db=meta)
     env.close()
     with pytest.raises(lshdb.FormatVersionError, match="version 99"):
         lshdb.open(path)
