@@ -22,17 +22,21 @@ The hashes
 ----------
 :func:`shingle_hashes` computes, for many texts at once, the distinct 64-bit hashes of each
 text's shingles in CSR form (``hashes[offsets[i]:offsets[i + 1]]``, sorted ascending), with
-numpy over the raw bytes and no Python object per shingle: the texts are lowered and encoded
-(UTF-8, lone surrogates passed through), joined, whitespace runs are collapsed to one space,
-and every shingle is then a byte span of that buffer (a word N-gram is the span from the start
-of its first word to the end of its last). A span's hash is a polynomial hash of its bytes
-modulo 2**64 (``sum(b_k * B**k)`` with a fixed odd 64-bit B), read off a
-prefix sum in O(1) per span, then finalised with splitmix64 together with the span length and
-the seed. The same shingle string has the same hash in every text, run and machine (no Python
-``hash()``), so the exact Jaccard similarity of two hash sets equals that of the shingle sets
-unless two distinct shingles collide (about ``m**2 / 2**65`` for ``m`` distinct shingles;
-polynomial hashing modulo 2**64 is not collision-resistant against crafted inputs, only
-against ordinary text).
+numpy over the raw bytes and no Python object per shingle. The texts are lowered and encoded
+(UTF-8, lone surrogates passed through) and joined; word boundaries are found with vectorised
+byte tests, and a shingle's hash is that of its string as defined above (UTF-8 bytes): a
+polynomial ``sum(b_k * B**k)`` modulo 2**64 with a fixed odd 64-bit ``B``, finalised with
+splitmix64 together with the string's length and the seed. The polynomial of any span is read
+off prefix sums in O(1): over the bytes for a character n-gram (of a buffer whose whitespace
+runs are collapsed), and over the words for a word n-gram (each word's polynomial shifted to
+where it sits in ``" ".join(words)``, so the joined string is never built). Each text's hashes
+are then sorted and deduplicated with one sort per block of texts.
+
+The same shingle string has the same hash in every text, run and machine (no Python
+``hash()``; :func:`hash_strings` computes it for any string), so the exact Jaccard similarity
+of two hash sets equals that of the shingle sets unless two distinct shingles collide (about
+``m**2 / 2**65`` for ``m`` distinct shingles; polynomial hashing modulo 2**64 is not
+collision-resistant against crafted inputs, only against ordinary text).
 
 Thread safety: every function is pure apart from a module cache of power tables, which is
 only ever replaced whole; concurrent calls are safe.
@@ -42,12 +46,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from .errors import InvalidParameterError, InvalidVectorError
 from .families import mix64
+from .jaccard import JaccardOracle, exact_jaccard, pair_jaccard
 
 __all__ = [
     "MAX_WORD_N",
@@ -58,8 +63,9 @@ __all__ = [
     "parse_shingle",
     "shingle_hashes",
     "shingle_token_hashes",
-    "dense_ranks",
+    "hash_strings",
     "exact_jaccard",
+    "JaccardOracle",
     "pair_jaccard",
 ]
 
@@ -68,6 +74,7 @@ MAX_CHAR_N = 256
 _KINDS = {"word": 5, "char": 4}  # kind -> default n
 _BLOCK_BYTES = 1 << 17  # texts are processed in blocks of about 128 kB of UTF-8 (cache-sized)
 _BLOCK_DOCS = 1 << 16  # ... and at most 65,536 texts (block-local doc ids fit in 16 bits)
+_CACHED_POWERS = 1 << 20  # power tables up to 8 MB each are kept between calls
 
 # Non-ASCII code points for which str.isspace() is true (tests check this list is complete).
 _UNICODE_SPACES = "\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -144,18 +151,26 @@ def parse_shingle(spec: str | tuple[str, int]) -> tuple[str, int]:
 
 
 def _power_tables(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``BASE**k`` and ``BASE**-k`` modulo 2**64 for k < size (cached, grown by doubling)."""
+    """``BASE**k`` and ``BASE**-k`` modulo 2**64 for k < size.
+
+    Tables up to ``_CACHED_POWERS`` entries are cached (grown by doubling, replaced whole);
+    a larger request (a single text longer than that) is computed for the call only.
+    """
     global _powers
     pw, ipw = _powers
-    if len(pw) < size:
-        m = 1 << max(16, (size - 1).bit_length())
-        pw = np.empty(m, _U64)
-        ipw = np.empty(m, _U64)
-        pw[0] = ipw[0] = 1
-        pw[1:] = _U64(_BASE)
-        ipw[1:] = _U64(_BASE_INV)
-        np.cumprod(pw, out=pw)  # integer products wrap modulo 2**64
-        np.cumprod(ipw, out=ipw)
+    if len(pw) >= size:
+        return pw, ipw
+    m = 1 << max(16, (size - 1).bit_length())
+    if m > _CACHED_POWERS:
+        m = size
+    pw = np.empty(m, _U64)
+    ipw = np.empty(m, _U64)
+    pw[0] = ipw[0] = 1
+    pw[1:] = _U64(_BASE)
+    ipw[1:] = _U64(_BASE_INV)
+    np.cumprod(pw, out=pw)  # integer products wrap modulo 2**64
+    np.cumprod(ipw, out=ipw)
+    if m <= _CACHED_POWERS:
         _powers = (pw, ipw)
     return pw, ipw
 
@@ -268,41 +283,42 @@ def _span_hashes(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, seed: in
 
 def _word_block_hashes(encoded: list[bytes], n: int, seed: int
                        ) -> tuple[np.ndarray, np.ndarray]:
-    """(doc, hash) of every word n-gram of one block, without collapsing the buffer.
+    """(doc, hash) of every word n-gram of one block, without building the n-gram strings.
 
-    Each word's polynomial is read off the byte prefix sums of the raw buffer; the words are
-    then laid out virtually one space apart and a second prefix sum over words gives the
-    polynomial of ``"w_a w_a+1 ... w_z"`` in O(1), equal to :func:`_span_hashes` of that
-    string in a collapsed buffer.
+    Word boundaries are the edges of the whitespace mask; each word's polynomial is a
+    segmented sum (``np.add.reduceat``) of ``b_k * BASE**k`` rebased to the word's start.
+    The words are then laid out virtually one space apart and a prefix sum over words gives
+    the polynomial of ``"w_a w_a+1 ... w_z"`` in O(1), equal to :func:`hash_strings` of it.
     """
-    raw = np.frombuffer(b"\n".join(encoded) + b"\n", dtype=np.uint8)
+    raw = np.frombuffer(b"\n" + b"\n".join(encoded) + b"\n", dtype=np.uint8)
     lens = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    doc_start = np.cumsum(lens + 1) - (lens + 1)
-    sp = _is_space(raw)
-    word = ~sp
-    start_mask = word.copy()
-    start_mask[1:] &= sp[:-1]
-    word_start = np.flatnonzero(start_mask)
-    word_end = np.flatnonzero(word[:-1] & sp[1:]) + 1  # the buffer ends with a newline
-    prefix, pw, ipw = _byte_prefix(raw)
-    word_poly = (prefix[word_end] - prefix[word_start]) * ipw[word_start]
+    doc_start = np.cumsum(lens + 1) - lens  # the byte after each separator
+    sp = _is_space(raw)  # the buffer starts and ends with whitespace ...
+    edges = np.flatnonzero(sp[1:] != sp[:-1]) + 1  # ... so edges alternate start, end
+    if len(edges) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, _U64)
+    word_start, word_end = edges[0::2], edges[1::2]
+    pw, ipw = _power_tables(len(raw) + 1)
+    vals = np.empty(len(raw), dtype=_U64)
+    vals[:] = raw
+    vals *= pw[:len(raw)]
+    word_poly = np.add.reduceat(vals, edges)[0::2] * ipw[word_start]
     length = word_end - word_start
     vpos = np.cumsum(length + 1) - (length + 1)  # virtual positions, one space apart
     tail = _U64(32) * pw[vpos + length]  # the space after each word
     wprefix = np.empty(len(word_start) + 1, dtype=_U64)
     wprefix[0] = 0
     np.cumsum(word_poly * pw[vpos] + tail, out=wprefix[1:])
-    word_doc = np.searchsorted(doc_start, word_start, side="right") - 1
-    counts = np.bincount(word_doc, minlength=len(encoded))
-    idx = np.arange(len(word_start))
-    last = idx + (n - 1)
-    ok = last < len(word_start)
-    ok[ok] = word_doc[last[ok]] == word_doc[ok]
-    short = (counts < n)[word_doc]
-    a = np.flatnonzero(ok | short)
-    z = np.where(short[a], a, a + (n - 1))
+    first = np.searchsorted(word_start, doc_start)  # each text's first word
+    counts = np.diff(np.append(first, len(word_start)))
+    long = counts >= n
+    per_doc = np.where(long, counts - (n - 1), counts)  # fewer than n words: single words
+    total = int(per_doc.sum())
+    a = np.arange(total) + np.repeat(first - (np.cumsum(per_doc) - per_doc), per_doc)
+    z = a + np.repeat(np.where(long, n - 1, 0), per_doc)
     poly = (wprefix[z + 1] - wprefix[a] - tail[z]) * ipw[vpos[a]]
-    return word_doc[a], _finalise(poly, vpos[z] + length[z] - vpos[a], seed)
+    doc = np.repeat(np.arange(len(encoded), dtype=np.int64), per_doc)
+    return doc, _finalise(poly, vpos[z] + length[z] - vpos[a], seed)
 
 
 def _distinct_per_doc(doc: np.ndarray, h: np.ndarray, n_docs: int
@@ -332,15 +348,16 @@ def _check_texts(texts: Iterable[str]) -> list[str]:
     return list(texts)
 
 
-def _iter_blocks(texts: Sequence[str], kind: str, n: int):  # type: ignore[no-untyped-def]
+def _iter_blocks(texts: Sequence[str], kind: str, n: int
+                 ) -> Iterator[tuple[int, int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]]:
     encoded = _encode(texts)
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
     for lo, hi in _blocks(lengths):
         yield lo, hi, _block_spans(encoded[lo:hi], kind, n)
 
 
-def shingle_hashes(texts: Iterable[str], kind: str = "word", n: int = 5, seed: int = 0
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def shingle_hashes(texts: Iterable[str], kind: str = "word", n: int = 5, seed: int = 0,
+                   distinct: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Distinct 64-bit shingle hashes of many texts, in CSR form.
 
     Parameters
@@ -355,6 +372,10 @@ def shingle_hashes(texts: Iterable[str], kind: str = "word", n: int = 5, seed: i
         Words (1..64) or characters (1..256) per shingle.
     seed : int
         Keys the hash; the same seed gives the same hashes everywhere.
+    distinct : bool
+        Sort and deduplicate each text's hashes (the default). ``False`` skips that step
+        and returns one hash per shingle occurrence in text order, repeats included: enough
+        for MinHash signatures, which ignore repeats, and about a quarter faster.
 
     Returns
     -------
@@ -381,7 +402,10 @@ def shingle_hashes(texts: Iterable[str], kind: str = "word", n: int = 5, seed: i
         else:
             buf, doc, starts, ends = _block_spans(encoded[lo:hi], kind, n)
             h = _span_hashes(buf, starts, ends, seed)
-        c, h = _distinct_per_doc(doc, h, hi - lo)
+        if distinct:
+            c, h = _distinct_per_doc(doc, h, hi - lo)
+        else:
+            c = np.bincount(doc, minlength=hi - lo)
         counts.append(c)
         parts.append(h)
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
@@ -428,95 +452,33 @@ def shingle_token_hashes(texts: Iterable[str], kind: str = "word", n: int = 5,
     return offsets, np.concatenate(parts)
 
 
-# -- exact Jaccard ---------------------------------------------------------------------
+def hash_strings(strings: Iterable[str], seed: int = 0) -> np.ndarray:
+    """The 64-bit hash of each string's UTF-8 bytes, exactly as a shingle is hashed.
 
-
-def exact_jaccard(a_hashes: np.ndarray | Sequence[int], b_hashes: np.ndarray | Sequence[int]
-                  ) -> float:
-    """Exact Jaccard similarity |A & B| / |A | B| of two hash sets (repeats are ignored).
-
-    Raises
-    ------
-    InvalidVectorError
-        Both sets are empty (the similarity is undefined).
-    """
-    a = np.unique(np.asarray(a_hashes))
-    b = np.unique(np.asarray(b_hashes))
-    union = len(np.union1d(a, b))
-    if union == 0:
-        raise InvalidVectorError("the Jaccard similarity of two empty sets is undefined")
-    return float(len(a) + len(b) - union) / union
-
-
-def dense_ranks(hashes: np.ndarray) -> tuple[np.ndarray, int]:
-    """Each hash's rank among the distinct hashes (order-preserving), and their number."""
-    uniq = np.unique(hashes)
-    return np.searchsorted(uniq, hashes).astype(np.int64), len(uniq)
-
-
-def pair_jaccard(offsets: np.ndarray, hashes: np.ndarray, i: np.ndarray | Sequence[int],
-                 j: np.ndarray | Sequence[int],
-                 ranks: tuple[np.ndarray, int] | None = None) -> np.ndarray:
-    """Exact Jaccard similarity of many pairs of sets from a CSR of sorted distinct hashes.
-
-    Vectorised: each pair's smaller set is looked up in the larger one with one
-    ``searchsorted`` over keys ``set * V + rank`` (``rank`` the hash's rank among the ``V``
-    distinct hashes, sorted within each set), in blocks of about 4 million lookups.
-
-    Parameters
-    ----------
-    offsets, hashes
-        As returned by :func:`shingle_hashes` (each slice sorted and distinct).
-    i, j
-        Equal-length integer arrays of set numbers.
-    ranks
-        ``dense_ranks(hashes)``, to reuse across calls.
+    ``hash_strings(word_shingles(t, n))`` is the set ``shingle_hashes([t], "word", n)``
+    holds (likewise for characters). No normalisation is applied to the strings.
 
     Returns
     -------
-    (len(i),) float64
-
-    Raises
-    ------
-    InvalidVectorError
-        A pair of two empty sets, or mismatched ``i`` and ``j``.
+    (len(strings),) uint64
     """
-    i = np.asarray(i, dtype=np.int64).ravel()
-    j = np.asarray(j, dtype=np.int64).ravel()
-    if i.shape != j.shape:
-        raise InvalidVectorError(f"i and j must have equal length; found {len(i)} and {len(j)}")
-    offsets = np.asarray(offsets, dtype=np.int64)
-    n_sets = len(offsets) - 1
-    if len(i) and (min(i.min(), j.min()) < 0 or max(i.max(), j.max()) >= n_sets):
-        raise InvalidVectorError(f"set numbers must be in 0..{n_sets - 1}")
-    sizes = np.diff(offsets)
-    rank, n_distinct = dense_ranks(hashes) if ranks is None else ranks
-    V = max(n_distinct, 1)
-    if n_sets * V >= 1 << 62:
-        raise InvalidVectorError("too many sets and distinct hashes for 64-bit pair keys")
-    owner = np.repeat(np.arange(n_sets, dtype=np.int64), sizes)
-    key = owner * V + rank
-    small = np.where(sizes[i] <= sizes[j], i, j)
-    large = np.where(sizes[i] <= sizes[j], j, i)
-    inter = np.zeros(len(i), dtype=np.int64)
-    look = sizes[small]
-    ends = np.cumsum(look)
-    lo = 0
-    while lo < len(i):
-        hi = int(np.searchsorted(ends, (ends[lo - 1] if lo else 0) + (1 << 22), side="right"))
-        hi = min(max(hi, lo + 1), len(i))
-        cnt = look[lo:hi]
-        pair = np.repeat(np.arange(hi - lo), cnt)
-        pos = np.arange(len(pair)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-        elem = offsets[small[lo:hi]][pair] + pos
-        q = large[lo:hi][pair] * V + rank[elem]
-        at = np.minimum(np.searchsorted(key, q), len(key) - 1)
-        hit = key[at] == q if len(key) else np.zeros(len(q), dtype=bool)
-        inter[lo:hi] = np.bincount(pair, weights=hit, minlength=hi - lo).astype(np.int64)
-        lo = hi
-    union = sizes[i] + sizes[j] - inter
-    if np.any(union == 0):
-        k = int(np.flatnonzero(union == 0)[0])
-        raise InvalidVectorError(
-            f"pair ({i[k]}, {j[k]}) has two empty sets: their Jaccard similarity is undefined")
-    return inter / union
+    strings = strings if isinstance(strings, list) else list(strings)
+    lengths = np.fromiter(map(len, strings), dtype=np.int64, count=len(strings))
+    ascii_ = np.fromiter(map(str.isascii, strings), dtype=bool, count=len(strings))
+    # ASCII runs are joined and encoded at once (bytes = characters); the rest one by one
+    pieces, prev = [], 0
+    for i in np.flatnonzero(~ascii_).tolist():
+        pieces.append("".join(strings[prev:i]).encode("ascii"))
+        pieces.append(strings[i].encode("utf-8", "surrogatepass"))
+        lengths[i] = len(pieces[-1])
+        prev = i + 1
+    pieces.append("".join(strings[prev:]).encode("ascii"))
+    data = b"".join(pieces)
+    everything = np.frombuffer(data, dtype=np.uint8)
+    ends = np.cumsum(lengths)
+    out = np.empty(len(strings), dtype=_U64)
+    for lo, hi in _blocks(lengths):
+        first = int(ends[lo] - lengths[lo])
+        e = ends[lo:hi] - first
+        out[lo:hi] = _span_hashes(everything[first:int(ends[hi - 1])], e - lengths[lo:hi], e, seed)
+    return out
