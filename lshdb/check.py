@@ -181,6 +181,15 @@ def _check_snapshot(index: Any, r: Any, rep: _Report, counts: dict[str, Any],
     if len(live_ids) != live:
         rep.problem(f"the live counter says {live} but id2key holds {len(live_ids)} ids")
     counts["keys"] = len(live_ids)
+    if index.options.get("store_tokens"):
+        with_tokens = set()
+        for k, v in txn.cursor(store.db(b"tokens")):
+            with_tokens.add(unpack_id(k))
+            if len(v) % 8 or not len(v):
+                rep.problem(f"the token hashes of id {unpack_id(k)} are malformed")
+        if with_tokens != set(live_ids):
+            rep.problem(f"{len(set(live_ids) - with_tokens)} live ids lack token hashes and "
+                        f"{len(with_tokens - set(live_ids))} dead ids keep them")
     fam = r.family
     if fam is None:  # before calibration the rows are scanned, not hashed
         if len(live_ids) >= params.CALIBRATE_MIN:

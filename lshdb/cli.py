@@ -126,6 +126,14 @@ def _create_options(f: Any) -> Any:
         click.option("--seed", type=int, help="Seed of the random projections."),
         click.option("--durability", type=click.Choice(["full", "fast"]),
                      help="full: fsync every commit (default); fast: see README."),
+        click.option("--num-perm", type=int, help="jaccard: MinHash values per item (128)."),
+        click.option("--threshold", "threshold", type=float,
+                     help="jaccard: similarity the bands are tuned for (0.5)."),
+        click.option("--shingle", help="jaccard: shingles of documents, word:N or char:N."),
+        click.option("--mode", type=click.Choice(["oph", "classic"]),
+                     help="jaccard: fast signatures (oph) or datasketch-compatible (classic)."),
+        click.option("--store-tokens", is_flag=True, default=None,
+                     help="jaccard: keep token hashes for exact Jaccard scores."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -138,12 +146,14 @@ def _options(**kw: Any) -> dict[str, Any]:
 
 @cli.command("create", context_settings=CONTEXT)
 @click.argument("path", type=click.Path(file_okay=False))
-@click.option("--metric", required=True, type=click.Choice(["cosine", "l2", "l1", "hamming"]))
-@click.option("--dim", required=True, type=int, help="Vector dimension (hamming: bits).")
+@click.option("--metric", required=True, type=click.Choice(["cosine", "l2", "l1", "hamming", "jaccard"]))
+@click.option("--dim", type=int, help="Vector dimension (hamming: bits; not for jaccard).")
 @_create_options
 @_fmt_option
-def create_cmd(path: str, metric: str, dim: int, fmt: str, **kw: Any) -> None:
+def create_cmd(path: str, metric: str, dim: int | None, fmt: str, **kw: Any) -> None:
     """Create an empty index at PATH."""
+    if dim is None and metric != "jaccard":
+        raise click.UsageError("Missing option '--dim'.")
     with create(path, metric=metric, dim=dim, **_options(**kw)) as index:
         emit([_summary(index)], fmt)
 
@@ -154,7 +164,69 @@ def _summary(index: Index) -> dict[str, Any]:
             "family": fam, "items": len(index)}
 
 
-def _load(index: Index, src: VectorSource, keys_file: str | None, upsert: bool,
+class _ItemSource:
+    """Documents or token sets from JSON lines, shaped like a VectorSource."""
+
+    def __init__(self, path: str, key_field: str, text_field: str | None,
+                 tokens_field: str | None) -> None:
+        from .jsonl import read_jsonl_docs
+
+        if text_field:
+            self.keys, self.items = read_jsonl_docs(path, key_field, text_field)
+        else:
+            self.keys, self.items = _read_token_sets(path, key_field, tokens_field or "tokens")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def blocks(self, size: int = 65536) -> Any:
+        for s in range(0, len(self.items), size):
+            yield s, self.items[s : s + size]
+
+
+def _read_token_sets(path: str, key_field: str, field: str) -> tuple[list[Any], list[Any]]:
+    from .jsonl import iter_lines
+
+    keys: list[Any] = []
+    items: list[Any] = []
+    for lineno, raw in iter_lines(path):
+        try:
+            obj = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputFormatError(f"{path}:{lineno}: not valid UTF-8 JSON ({exc})") from exc
+        if not isinstance(obj, dict) or key_field not in obj or field not in obj:
+            raise InputFormatError(f"{path}:{lineno}: needs the fields {key_field!r} and {field!r}")
+        if not isinstance(obj[field], list):
+            raise InputFormatError(f"{path}:{lineno}: {field!r} must be a list of tokens")
+        keys.append(obj[key_field])
+        items.append(obj[field])
+    return keys, items
+
+
+def _items(index_metric: str, path: str, key_field: str, vector_field: str,
+           text_field: str | None, tokens_field: str | None) -> Any:
+    if index_metric == "jaccard" or text_field or tokens_field:
+        if index_metric != "jaccard":
+            raise InputFormatError("--text-field and --tokens-field apply to jaccard indexes")
+        if not text_field and not tokens_field:
+            text_field = "text"
+        return _ItemSource(path, key_field, text_field, tokens_field)
+    return open_vectors(path, key_field, vector_field)
+
+
+def _check_shingle(index: Index, shingle: str | None) -> None:
+    if shingle is None or index.metric.name != "jaccard":
+        return
+    from .text import parse_shingle
+
+    kind, n = parse_shingle(shingle)
+    if f"{kind}:{n}" != index.options.get("shingle"):
+        raise InputFormatError(
+            f"--shingle {shingle} differs from the index's {index.options.get('shingle')}; "
+            "an index shingles every document the same way")
+
+
+def _load(index: Index, src: Any, keys_file: str | None, upsert: bool,
           batch: int | None) -> int:
     keys: list[Any] | None = read_keys(keys_file) if keys_file else src.keys
     if keys is not None and len(keys) != len(src):
@@ -200,6 +272,8 @@ _input_options = [
                  help="JSON lines vector field."),
     click.option("--batch-size", type=int,
                  help="Rows per transaction (default: the whole file in one)."),
+    click.option("--text-field", help="jaccard: JSON lines field holding each document."),
+    click.option("--tokens-field", help="jaccard: JSON lines field holding a token list."),
 ]
 
 
@@ -213,12 +287,16 @@ def _with_inputs(f: Any) -> Any:
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 @_with_inputs
 @click.option("--upsert", is_flag=True, help="Replace the vectors of keys that exist.")
+@click.option("--shingle", help="jaccard: must match the index's shingles (a check).")
 @_fmt_option
 def add_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
-            vector_field: str, batch_size: int | None, upsert: bool, fmt: str) -> None:
-    """Add vectors from a file to the index at PATH (one transaction)."""
-    src = open_vectors(input_path, key_field, vector_field)
+            vector_field: str, batch_size: int | None, text_field: str | None,
+            tokens_field: str | None, upsert: bool, shingle: str | None, fmt: str) -> None:
+    """Add vectors (or, to a jaccard index, documents) from a file to the index at PATH."""
     with open_index(path) as index:
+        _check_shingle(index, shingle)
+        src = _items(index.metric.name, input_path, key_field, vector_field, text_field,
+                     tokens_field)
         t0 = time.perf_counter()
         n = _load(index, src, keys_file, upsert, batch_size)
         dt = time.perf_counter() - t0
@@ -229,15 +307,15 @@ def add_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
 @cli.command("build", context_settings=CONTEXT)
 @click.argument("path", type=click.Path(file_okay=False))
 @_with_inputs
-@click.option("--metric", required=True, type=click.Choice(["cosine", "l2", "l1", "hamming"]))
+@click.option("--metric", required=True, type=click.Choice(["cosine", "l2", "l1", "hamming", "jaccard"]))
 @_create_options
 @_fmt_option
 def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
-              vector_field: str, batch_size: int | None, metric: str, fmt: str,
-              **kw: Any) -> None:
+              vector_field: str, batch_size: int | None, text_field: str | None,
+              tokens_field: str | None, metric: str, fmt: str, **kw: Any) -> None:
     """Create an index at PATH and bulk-load a file into it."""
-    src = open_vectors(input_path, key_field, vector_field)
-    dim = src.dim * 8 if metric == "hamming" else src.dim
+    src = _items(metric, input_path, key_field, vector_field, text_field, tokens_field)
+    dim = None if metric == "jaccard" else (src.dim * 8 if metric == "hamming" else src.dim)
     t0 = time.perf_counter()
     with create(path, metric=metric, dim=dim, **_options(**kw)) as index:
         n = _load(index, src, keys_file, False, batch_size)
@@ -255,20 +333,36 @@ def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
 @click.option("--candidates", type=int, help="Cap on candidates re-ranked (0: none).")
 @click.option("--key-field", default="key", show_default=True)
 @click.option("--vector-field", default="vector", show_default=True)
+@click.option("--text-field", help="jaccard: JSON lines field holding each query document.")
+@click.option("--tokens-field", help="jaccard: JSON lines field holding a token list.")
+@click.option("--threshold", type=float,
+              help="jaccard: every item with Jaccard >= this (-k then caps the count).")
+@click.option("--estimate", is_flag=True, help="jaccard: score by signatures, not exactly.")
 @_fmt_option
 def query_cmd(path: str, input_path: str, k: int, probes: int | None,
-              candidates: int | None, key_field: str, vector_field: str, fmt: str) -> None:
-    """Print the k nearest items of each query: {"query": i, "results": [...]}."""
-    src = open_vectors(input_path, key_field, vector_field)
+              candidates: int | None, key_field: str, vector_field: str,
+              text_field: str | None, tokens_field: str | None, threshold: float | None,
+              estimate: bool, fmt: str) -> None:
+    """Print the k nearest items of each query: {"query": i, "results": [...]}.
+
+    For a jaccard index the results carry "jaccard" scores instead of distances."""
     with open_index(path, readonly=True) as index:
+        src = _items(index.metric.name, input_path, key_field, vector_field, text_field,
+                     tokens_field)
+        score = "jaccard" if index.metric.name == "jaccard" else "distance"
+        extra: dict[str, Any] = {}
+        if index.metric.name == "jaccard":
+            extra = {"threshold": threshold, "exact": False if estimate else None}
+        elif threshold is not None or estimate:
+            raise InputFormatError("--threshold and --estimate apply to jaccard indexes")
         with index.reader() as r:
             for s, Q in src.blocks(4096):
-                res = r.query_batch(Q, k, probes=probes, candidates=candidates)
+                res = r.query_batch(Q, k, probes=probes, candidates=candidates, **extra)
                 if fmt == "json":
-                    emit(({"query": s + i, "results": [{"key": key, "distance": d} for key, d in hits]}
+                    emit(({"query": s + i, "results": [{"key": key, score: d} for key, d in hits]}
                           for i, hits in enumerate(res)), fmt)
                 else:
-                    emit([{"query": s + i, "rank": j + 1, "key": key, "distance": d}
+                    emit([{"query": s + i, "rank": j + 1, "key": key, score: d}
                           for i, hits in enumerate(res) for j, (key, d) in enumerate(hits)], fmt)
 
 
@@ -342,21 +436,111 @@ def check_cmd(path: str, fix: bool, fmt: str) -> None:
 @_fmt_option
 def compact_cmd(path: str, retune: bool, timeout: float | None, fmt: str) -> None:
     """Rewrite the live items into a new generation (reclaims deleted space)."""
+    bars = _PhaseBars()
     with open_index(path) as index:
-        bar = None
-
-        def progress(phase: str, done: int, total: int) -> None:
-            nonlocal bar
-            if bar is None or bar.label != phase:
-                if bar is not None:
-                    bar.render_finish()
-                bar = _progress(total, phase)
-            bar.update(done - bar.pos)
-
-        report = index.compact(timeout=timeout, retune=retune, progress=progress)
-        if bar is not None:
-            bar.render_finish()
+        try:
+            report = index.compact(timeout=timeout, retune=retune, progress=bars)
+        finally:
+            bars.close()
     emit([report], fmt)
+
+
+class _PhaseBars:
+    """A progress bar per phase for callbacks of the form progress(phase, done, total)."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if self.bar is None or self.bar.label != phase:
+            self.close()
+            self.bar = _progress(max(total, 1), phase)
+        self.bar.update(done - self.bar.pos)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.render_finish()
+            self.bar = None
+
+
+@cli.command("dedup", context_settings=CONTEXT)
+@click.argument("input_path", metavar="INPUT.jsonl", type=click.Path(dir_okay=False))
+@click.option("--threshold", default=0.8, show_default=True, type=float,
+              help="Pairs with Jaccard >= this are duplicates.")
+@click.option("--shingle", default="word:5", show_default=True,
+              help="word:N (N words, after lower-casing) or char:N.")
+@click.option("--verify", type=click.Choice(["exact", "estimate"]), default="exact",
+              show_default=True, help="Score candidate pairs exactly or from signatures.")
+@click.option("--key-field", default="id", show_default=True)
+@click.option("--text-field", default="text", show_default=True)
+@click.option("--out", "out", type=click.Path(dir_okay=False),
+              help='Pairs as JSON lines {"a", "b", "jaccard"} (default: stdout).')
+@click.option("--clusters", type=click.Path(dir_okay=False), help="Clusters as JSON lines.")
+@click.option("--keep", type=click.Choice(["first", "longest"]),
+              help="Write the deduplicated collection, keeping this member of a cluster.")
+@click.option("--output", type=click.Path(dir_okay=False),
+              help="Where --keep writes the deduplicated collection.")
+@click.option("--against", type=click.Path(exists=True, file_okay=False),
+              help="Find the documents' duplicates among this jaccard index's items instead.")
+@click.option("--num-perm", default=128, show_default=True)
+@click.option("--mode", type=click.Choice(["oph", "classic"]), default="oph", show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def dedup_cmd(input_path: str, threshold: float, shingle: str, verify: str, key_field: str,
+              text_field: str, out: str | None, clusters: str | None, keep: str | None,
+              output: str | None, against: str | None, num_perm: int, mode: str,
+              seed: int) -> None:
+    """Near-duplicate pairs and clusters of a JSON-lines collection (a similarity self-join).
+
+    Candidate pairs share a MinHash band; each is verified (exactly by default) and the
+    pairs are grouped into clusters. A summary goes to stderr.
+    """
+    from .dedup import dedup_jsonl, write_pairs
+
+    if (keep is None) != (output is None):
+        raise click.UsageError("--keep and --output go together")
+    if not 0.0 < threshold <= 1.0:
+        raise click.UsageError(f"--threshold must be in (0, 1]; found {threshold}")
+    if against:
+        _dedup_against(input_path, against, threshold, key_field, text_field, out, verify)
+        return
+    bars = _PhaseBars()
+    try:
+        result = dedup_jsonl(input_path, key_field=key_field, text_field=text_field,
+                             pairs=out, clusters=clusters, output=output, keep=keep or "first",
+                             progress=bars, threshold=threshold, shingle=shingle,
+                             num_perm=num_perm, verify=verify, mode=mode, seed=seed)
+    finally:
+        bars.close()
+    if out is None:
+        write_pairs(result, "/dev/stdout")
+    click.echo(json.dumps({"summary": result.stats}, default=_json_default), err=True)
+
+
+def _dedup_against(input_path: str, index_path: str, threshold: float, key_field: str,
+                   text_field: str, out: str | None, verify: str) -> None:
+    from .jsonl import read_jsonl_docs
+
+    keys, texts = read_jsonl_docs(input_path, key_field, text_field)
+    t0 = time.perf_counter()
+    n_pairs = 0
+    with open_index(index_path, readonly=True) as index:
+        if index.metric.name != "jaccard":
+            raise InputFormatError(f"{index_path} is a {index.metric.name} index, not jaccard")
+        exact = None if verify == "exact" else False
+        sink = open(out, "w", encoding="utf-8") if out else sys.stdout
+        try:
+            with index.reader() as r, _progress(len(texts), "matching") as bar:
+                for key, text in zip(keys, texts):
+                    for other, score in r.query(text, k=None, threshold=threshold, exact=exact):
+                        sink.write(json.dumps({"a": key, "b": other, "jaccard": score},
+                                              default=_json_default) + "\n")
+                        n_pairs += 1
+                    bar.update(1)
+        finally:
+            if out:
+                sink.close()
+    click.echo(json.dumps({"summary": {"documents": len(texts), "pairs": n_pairs,
+                                       "seconds": round(time.perf_counter() - t0, 3)}}), err=True)
 
 
 @cli.command("demo", context_settings=CONTEXT)

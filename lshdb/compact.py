@@ -169,6 +169,15 @@ def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
             ntx.cursor(new_store.db(b"key2id")).putmulti(
                 [(keys[j], id_bytes[j]) for j in order], append=True)
             ntx.cursor(new_store.db(b"id2key")).putmulti(list(zip(id_bytes, keys)), append=True)
+            old_tokens = store.db(b"tokens")
+            if txn.stat(old_tokens)["entries"]:
+                old_ids = pack_ids(ids)
+                items = []
+                for j in range(live):
+                    raw = txn.get(old_ids[j], db=old_tokens)
+                    if raw is not None:
+                        items.append((id_bytes[j], raw))
+                ntx.cursor(new_store.db(b"tokens")).putmulti(items, append=True)
         new_store.sync()
     finally:
         new_store.close()

@@ -54,7 +54,8 @@ DURABILITY = ("full", "fast")
 _open = open  # the builtin, shadowed by lshdb.open below
 
 
-def create(path: str | os.PathLike[str], metric: str, dim: int, **options: Any) -> Index:
+def create(path: str | os.PathLike[str], metric: str, dim: int | None = None,
+           **options: Any) -> Index:
     """Create a new, empty index directory at ``path`` and return it opened for writing.
 
     Parameters
@@ -80,8 +81,15 @@ def create(path: str | os.PathLike[str], metric: str, dim: int, **options: Any) 
         ``path`` exists and is not an empty directory.
     """
     path = os.fspath(path)
-    m = get_metric(metric, dim)
-    opts = params.validate_options(m.name, options)
+    if not isinstance(metric, str):
+        raise InvalidParameterError(f"metric must be a name; found {metric!r}")
+    opts = params.validate_options(metric, options) if metric in params.DEFAULT_FAMILY \
+        else options
+    m = get_metric(metric, dim, opts)
+    if m.name == "jaccard":
+        from .sets import jaccard_defaults
+
+        opts = jaccard_defaults(opts)
     if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
         raise IndexExistsError(f"{path} already exists; choose a new path or open() it")
     parent = os.path.dirname(os.path.abspath(path))
@@ -97,6 +105,8 @@ def create(path: str | os.PathLike[str], metric: str, dim: int, **options: Any) 
                       map_size=opts.get("map_size"))
         try:
             config = {"metric": m.name, "dim": m.dim, "options": opts, "created": time.time()}
+            if m.name == "jaccard":
+                config["dim"] = m.dim
             with store.env.begin(write=True) as txn:
                 meta = store.db(b"meta")
                 txn.put(b"format", pack_meta({"format_version": FORMAT_VERSION}), db=meta)
@@ -214,8 +224,8 @@ class Index:
                 config = _get_meta(txn, meta, b"config")
                 settings = _get_meta(txn, meta, b"settings")
                 fam_raw = txn.get(b"family", db=meta)
-            metric = get_metric(config["metric"], config["dim"])
             opts = config.get("options", {})
+            metric = get_metric(config["metric"], config["dim"], opts)
             family = (family_from_params(metric.dim, unpack_meta(bytes(fam_raw), "family"))
                       if fam_raw is not None else None)
             n_tables = family.L if family else opts.get("L") or params.default_L(metric.name, opts)
@@ -529,13 +539,11 @@ class Writer:
         KeyExistsError
             A key is already in the index (use :meth:`upsert` to replace it).
         """
-        keys_n, packed, X = self._prepare(keys, vectors)
-        self._run("add", keys_n, packed, X)
+        self._run("add", *self._prepare(keys, vectors))
 
     def upsert(self, keys: Iterable[Key], vectors: Any) -> None:
         """Add items, replacing the vectors of keys that already exist."""
-        keys_n, packed, X = self._prepare(keys, vectors)
-        self._run("upsert", keys_n, packed, X)
+        self._run("upsert", *self._prepare(keys, vectors))
 
     def delete(self, keys: Iterable[Key], missing_ok: bool = False) -> int:
         """Delete items; returns how many were deleted.
@@ -551,9 +559,14 @@ class Writer:
         return result
 
     # -- implementation --------------------------------------------------------------
-    def _prepare(self, keys: Iterable[Key], vectors: Any) -> tuple[list[Key], list[bytes], np.ndarray]:
+    def _prepare(self, keys: Iterable[Key], vectors: Any
+                 ) -> tuple[list[Key], list[bytes], np.ndarray, Any]:
         index = self._index
-        X = index.metric.prepare(vectors)
+        X, extra = index.metric.prepare_items(vectors)
+        if index.options.get("store_tokens") and extra is None:
+            raise InvalidParameterError(
+                "this index stores token hashes for exact scores: give documents or token "
+                "sets, not ready signatures")
         raw_keys = _as_list(keys)
         if len(raw_keys) != len(X):
             raise InvalidParameterError(
@@ -561,7 +574,7 @@ class Writer:
         keys_n, packed = pack_keys(raw_keys)
         _check_unique(keys_n, packed)
         params.validate_rows(self._family or index.family, X, index.options)
-        return keys_n, packed, X
+        return keys_n, packed, X, extra
 
     def _calibrate(self, sample: np.ndarray) -> Family:
         """Choose the family and default probes from the rows held so far (one time)."""
@@ -589,16 +602,16 @@ class Writer:
         cursor = self._txn.cursor(self._store.db(b"key2id"))
         return {k: int.from_bytes(v, "big") for k, v in cursor.getmulti(packed)}
 
-    def _do_add(self, keys: list[Key], packed: list[bytes], X: np.ndarray) -> None:
+    def _do_add(self, keys: list[Key], packed: list[bytes], X: np.ndarray, extra: Any) -> None:
         existing = self._ids_of(packed)
         if existing:
             first = next(k for k, p in zip(keys, packed) if p in existing)
             raise KeyExistsError(
                 f"{len(existing)} of {len(keys)} keys are already in the index (first: "
                 f"{first!r}); use upsert() to replace them")
-        self._insert(packed, X)
+        self._insert(packed, X, extra)
 
-    def _insert(self, packed: list[bytes], X: np.ndarray) -> None:
+    def _insert(self, packed: list[bytes], X: np.ndarray, extra: Any = None) -> None:
         n = len(X)
         first = self._n_rows
         if first + n > MAX_ROWS:
@@ -630,6 +643,12 @@ class Writer:
         txn.cursor(store.db(b"key2id")).putmulti(
             [(packed[j], id_bytes[j]) for j in order], overwrite=False)
         txn.cursor(store.db(b"id2key")).putmulti(list(zip(id_bytes, packed)), append=True)
+        if extra is not None and self._index.options.get("store_tokens"):
+            offsets, hashes = extra
+            raw = np.ascontiguousarray(hashes, dtype="<u8").tobytes()
+            txn.cursor(store.db(b"tokens")).putmulti(
+                [(id_bytes[j], raw[8 * int(offsets[j]) : 8 * int(offsets[j + 1])])
+                 for j in range(n)], append=True)
         self._n_rows += n
         self._live += n
 
@@ -643,18 +662,20 @@ class Writer:
                 if missing:
                     raise CorruptIndexError(
                         f"{missing} ids were missing from table {t}; run `lshdb check`")
-        k2i, i2k = store.db(b"key2id"), store.db(b"id2key")
+        k2i, i2k, tok = store.db(b"key2id"), store.db(b"id2key"), store.db(b"tokens")
         for p, b in zip(packed, pack_ids(ids)):
             txn.delete(p, db=k2i)
             txn.delete(b, db=i2k)
+            txn.delete(b, db=tok)
         self._live -= len(ids)
 
-    def _do_upsert(self, keys: list[Key], packed: list[bytes], X: np.ndarray) -> None:
+    def _do_upsert(self, keys: list[Key], packed: list[bytes], X: np.ndarray,
+                   extra: Any) -> None:
         existing = self._ids_of(packed)
         if existing:
             old = sorted(existing.items(), key=lambda kv: kv[1])
             self._remove_ids(np.array([i for _, i in old], dtype=np.int64), [p for p, _ in old])
-        self._insert(packed, X)
+        self._insert(packed, X, extra)
 
     def _do_delete(self, keys: list[Key], packed: list[bytes], missing_ok: bool) -> int:
         existing = self._ids_of(packed)

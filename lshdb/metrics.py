@@ -45,6 +45,13 @@ class Metric:
             raise InvalidVectorError(f"{what}: the batch is empty; pass at least one vector")
         return self._prepare(A, what)
 
+    def prepare_items(self, X: Any, what: str = "vectors") -> tuple[np.ndarray, Any]:
+        """Stored rows of a batch and anything else the index keeps per item (None here)."""
+        return self.prepare(X, what), None
+
+    def prepare_query(self, x: Any, what: str = "query") -> tuple[np.ndarray, Any]:
+        return self.prepare_one(x, what), None
+
     def prepare_one(self, x: Any, what: str = "query") -> np.ndarray:
         A = _as_array(x, what)
         if A.ndim != 1:
@@ -151,13 +158,26 @@ class Hamming(Metric):
 
 
 METRICS: dict[str, type[Metric]] = {"cosine": Cosine, "l2": L2, "l1": L1, "hamming": Hamming}
+METRIC_NAMES = sorted([*METRICS, "jaccard"])
 
 
-def get_metric(name: str, dim: int) -> Metric:
+def get_metric(name: str, dim: int | None, options: dict[str, Any] | None = None) -> Metric:
+    if name == "jaccard":
+        from .sets import JaccardMetric
+
+        opts = dict(options or {})
+        if dim is not None:
+            if opts.get("num_perm", dim) != dim:
+                raise InvalidParameterError(
+                    f"dim {dim} and num_perm {opts['num_perm']} disagree; give one of them")
+            opts["num_perm"] = dim
+        return JaccardMetric(opts)
     cls = METRICS.get(name)
     if cls is None:
         raise InvalidParameterError(
-            f"unknown metric {name!r}; choose one of {', '.join(sorted(METRICS))}")
+            f"unknown metric {name!r}; choose one of {', '.join(METRIC_NAMES)}")
+    if dim is None:
+        raise InvalidParameterError(f"metric {name!r} needs dim")
     if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or not 1 <= dim <= 65536:
         raise InvalidParameterError(f"dim must be an int in 1..65536; found {dim!r}")
     return cls(int(dim))

@@ -20,10 +20,12 @@ __all__ = ["validate_options", "family_if_complete", "choose_family", "default_L
            "query_settings", "validate_rows", "DEFAULT_FAMILY", "CALIBRATE_MIN"]
 
 DEFAULT_FAMILY = {"cosine": "hyperplane", "l2": "pstable", "l1": "pstable",
-                  "hamming": "bitsample"}
+                  "hamming": "bitsample", "jaccard": "minhash"}
 _FAMILIES_OF = {"cosine": ("hyperplane",), "l2": ("pstable",), "l1": ("pstable", "unary"),
-                "hamming": ("bitsample",)}
+                "hamming": ("bitsample",), "jaccard": ("minhash",)}
 _BUILD = {"family", "k", "L", "w", "seed", "max_value"}
+_JACCARD = {"family", "seed", "num_perm", "threshold", "bands", "rows", "mode", "scheme",
+            "shingle", "store_tokens"}
 _QUERY = {"probes", "candidates", "min_hits"}
 _OTHER = {"durability", "map_size"}
 
@@ -36,7 +38,10 @@ def _int(name: str, v: Any, lo: int, hi: int) -> int:
 
 def validate_options(metric: str, options: dict[str, Any], query_only: bool = False) -> dict[str, Any]:
     """Check option names and values; return a clean dict (unknown names are errors)."""
-    allowed = _QUERY if query_only else _BUILD | _QUERY | _OTHER
+    if metric == "jaccard":
+        allowed = {"candidates"} if query_only else _JACCARD | {"candidates"} | _OTHER
+    else:
+        allowed = _QUERY if query_only else _BUILD | _QUERY | _OTHER
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise InvalidParameterError(
@@ -73,6 +78,30 @@ def validate_options(metric: str, options: dict[str, Any], query_only: bool = Fa
                     or not math.isfinite(v) or v <= 0:
                 raise InvalidParameterError(f"w must be a positive number; found {v!r}")
             out[name] = float(v)
+        elif name == "num_perm":
+            out[name] = _int("num_perm", v, 2, 8192)
+        elif name in ("bands", "rows"):
+            out[name] = _int(name, v, 1, 8192)
+        elif name == "threshold":
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+                raise InvalidParameterError(f"threshold must be in (0, 1]; found {v!r}")
+            out[name] = float(v)
+        elif name == "mode":
+            if v not in ("oph", "classic"):
+                raise InvalidParameterError(f"mode must be 'oph' or 'classic'; found {v!r}")
+            out[name] = v
+        elif name == "scheme":
+            if v not in ("affine32", "affine64", "legacy"):
+                raise InvalidParameterError(
+                    f"scheme must be 'affine32', 'affine64' or 'legacy'; found {v!r}")
+            out[name] = v
+        elif name == "shingle":
+            from .text import parse_shingle
+
+            kind, n = parse_shingle(v)
+            out[name] = f"{kind}:{n}"
+        elif name == "store_tokens":
+            out[name] = bool(v)
         elif name == "durability":
             if v not in ("full", "fast"):
                 raise InvalidParameterError(f"durability must be 'full' or 'fast'; found {v!r}")
@@ -90,10 +119,15 @@ CALIBRATE_MIN = 1000  # rows needed before parameters are chosen from the data
 
 def default_L(metric: str, options: dict[str, Any]) -> int:
     """Number of tables when the caller gave none."""
+    if metric == "jaccard":
+        from .sets import jaccard_defaults
+
+        return int(jaccard_defaults(options)["bands"])
     return int(options.get("L", 16))
 
 
 def query_settings(options: dict[str, Any]) -> dict[str, Any]:
+    """The query-time defaults stored in the index."""
     return {"probes": options.get("probes"), "candidates": options.get("candidates"),
             "min_hits": options.get("min_hits")}
 
@@ -101,6 +135,11 @@ def query_settings(options: dict[str, Any]) -> dict[str, Any]:
 def family_if_complete(metric: Metric, options: dict[str, Any]) -> Family | None:
     """The family, if the caller fixed every build-time parameter; else None (calibrate)."""
     name = options.get("family", DEFAULT_FAMILY[metric.name])
+    if name == "minhash":
+        from .sets import MinHashBands
+
+        o = metric.options  # type: ignore[attr-defined]
+        return MinHashBands(metric.dim, o["rows"], o["bands"], int(o.get("seed", 0)))
     if "k" not in options:
         return None
     if name == "pstable" and "w" not in options:

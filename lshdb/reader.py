@@ -185,28 +185,84 @@ class Reader:
         return ids, stats
 
     # -- queries ---------------------------------------------------------------------
-    def query(self, vector: Any, k: int = 10, probes: int | None = None,
-              candidates: int | None = None,
-              min_hits: int | None = None) -> list[tuple[Key, float]]:
-        """The ``k`` nearest items among the candidates: ``[(key, distance)]``, best first.
+    def query(self, vector: Any, k: int | None = 10, probes: int | None = None,
+              candidates: int | None = None, min_hits: int | None = None,
+              threshold: float | None = None,
+              exact: bool | None = None) -> list[tuple[Key, float]]:
+        """The ``k`` nearest items among the candidates, best first.
 
-        ``probes`` buckets are visited (default: the stored setting); ``min_hits`` keeps only
-        items met in at least that many of them; ``candidates`` caps how many are re-ranked
-        exactly (those met most often first).
+        Dense metrics return ``[(key, distance)]``; ``probes`` buckets are visited (default:
+        the stored setting), ``min_hits`` keeps only items met in at least that many of
+        them, ``candidates`` caps how many are re-ranked exactly (those met most often
+        first). Under ``jaccard`` the item is a document, a token set or a signature and the
+        result is ``[(key, jaccard)]``, highest first: every candidate with Jaccard >=
+        ``threshold`` (``k=None`` for all of them), scored exactly from stored token hashes
+        when the index keeps them (``exact=False`` to use the signature estimate).
         """
-        _check_k(k)
-        x = self.metric.prepare_one(vector)
+        if k is not None or self.metric.name != "jaccard":
+            _check_k(k)
+        x, extra = self.metric.prepare_query(vector)
         p, c, h = self._settings(probes, candidates, min_hits)
-        return self._rank(x, self._gather(x, p, c, h), k)
+        ids = self._gather(x, p, c, h)
+        if self.metric.name == "jaccard":
+            return self._rank_sets(x, extra, ids, k, threshold, exact)
+        if threshold is not None or exact is not None:
+            raise InvalidParameterError("threshold and exact apply to metric jaccard only")
+        return self._rank(x, ids, k)  # type: ignore[arg-type]
 
-    def query_batch(self, vectors: Any, k: int = 10, probes: int | None = None,
-                    candidates: int | None = None,
-                    min_hits: int | None = None) -> list[list[tuple[Key, float]]]:
-        """:meth:`query` for each row of a 2-D array."""
+    def query_batch(self, vectors: Any, k: int | None = 10, probes: int | None = None,
+                    candidates: int | None = None, min_hits: int | None = None,
+                    threshold: float | None = None,
+                    exact: bool | None = None) -> list[list[tuple[Key, float]]]:
+        """:meth:`query` for each row of a 2-D array (under jaccard: each item of a list)."""
+        if self.metric.name == "jaccard":
+            if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
+                items: list[Any] = list(vectors)
+            else:
+                items = list(vectors)
+            return [self.query(v, k, probes, candidates, min_hits, threshold, exact)
+                    for v in items]
         _check_k(k)
         X = self.metric.prepare(vectors, "queries")
         p, c, h = self._settings(probes, candidates, min_hits)
-        return [self._rank(x, self._gather(x, p, c, h), k) for x in X]
+        return [self._rank(x, self._gather(x, p, c, h), k) for x in X]  # type: ignore[arg-type]
+
+    def _rank_sets(self, x: np.ndarray, q_tokens: np.ndarray | None, ids: np.ndarray,
+                   k: int | None, threshold: float | None,
+                   exact: bool | None) -> list[tuple[Key, float]]:
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise InvalidParameterError(f"threshold must be in [0, 1]; found {threshold!r}")
+        stored = bool(self._index.options.get("store_tokens"))
+        use_exact = stored and q_tokens is not None if exact is None else exact
+        if use_exact and not stored:
+            raise InvalidParameterError(
+                "exact scores need an index created with store_tokens=True")
+        if use_exact and q_tokens is None:
+            raise InvalidParameterError("exact scores need the query's tokens, not a signature")
+        if len(ids) == 0:
+            return []
+        if use_exact:
+            scores = self._exact_jaccard(ids, q_tokens)  # type: ignore[arg-type]
+        else:
+            scores = (self._rows.read(ids, self.n_rows) == x).mean(axis=1)
+        keep = np.arange(len(ids)) if threshold is None else np.flatnonzero(scores >= threshold)
+        order = keep[np.lexsort((ids[keep], -scores[keep]))]
+        if k is not None:
+            order = order[:k]
+        return [(self.key_of(int(ids[j])), float(scores[j])) for j in order]
+
+    def _exact_jaccard(self, ids: np.ndarray, q: np.ndarray) -> np.ndarray:
+        db = self._store.db(b"tokens")
+        out = np.empty(len(ids))
+        for j, i in enumerate(ids.tolist()):
+            raw = self._txn.get(pack_id(i), db=db)
+            if raw is None or len(raw) % 8:
+                raise CorruptIndexError(f"the token hashes of internal id {i} are missing or "
+                                        "damaged; run `lshdb check`")
+            t = np.frombuffer(raw, dtype="<u8")
+            inter = len(np.intersect1d(t, q, assume_unique=True))
+            out[j] = inter / (len(t) + len(q) - inter)
+        return out
 
     def _rank(self, x: np.ndarray, ids: np.ndarray, k: int) -> list[tuple[Key, float]]:
         if len(ids) == 0:

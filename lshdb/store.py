@@ -24,7 +24,7 @@ __all__ = ["Store", "WriterLock", "Gate", "INITIAL_MAP_SIZE", "acquire", "releas
 
 INITIAL_MAP_SIZE = 1 << 30
 MAX_DBS = 1100
-_FIXED_DBS = (b"meta", b"key2id", b"id2key")
+_FIXED_DBS = (b"meta", b"key2id", b"id2key", b"tokens")
 
 
 class Gate:
@@ -34,6 +34,7 @@ class Gate:
         self._cond = threading.Condition()
         self._shared = 0
         self._exclusive = False
+        self._mine = threading.local()  # snapshots the current thread holds
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
@@ -41,9 +42,11 @@ class Gate:
             while self._exclusive:
                 self._cond.wait()
             self._shared += 1
+        self._mine.depth = getattr(self._mine, "depth", 0) + 1
         try:
             yield
         finally:
+            self._mine.depth -= 1
             with self._cond:
                 self._shared -= 1
                 if self._shared == 0:
@@ -51,6 +54,12 @@ class Gate:
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
+        if getattr(self._mine, "depth", 0):
+            raise LshdbError(
+                "this thread holds a read snapshot of the index (a `with index.reader()` "
+                "block) while an operation needs the environment to itself (a first write "
+                "in this process or a map resize); finish the snapshot first or write from "
+                "another thread")
         with self._cond:
             while self._exclusive:
                 self._cond.wait()
@@ -181,18 +190,27 @@ class Store:
         if map_size is None:
             size = os.path.getsize(self._data) if os.path.exists(self._data) else 0
             map_size = max(INITIAL_MAP_SIZE, 2 * size)
-        # Opened read-only until a writer needs it: py-lmdb opens named databases with a
-        # write transaction on a writable environment, which would wait for any writer in
-        # another process. The write lock is held when upgrading, so that cannot happen.
-        self.readonly = not create
-        self._open_env(map_size, create)
-        if not create:
-            self._check_size(self._data)
+        # py-lmdb opens named databases with a write transaction on a writable environment,
+        # which would wait for a writer in another process. So the environment is opened
+        # writable only while the index's write lock can be had at once (no writer active:
+        # the transaction cannot wait); otherwise read-only, and upgraded by the first
+        # writer of this process, which holds the lock.
         self.dbs: dict[bytes, Any] = {}
         names = list(_FIXED_DBS)
         if create:
             names += [table_name(t) for t in range(n_tables)]
-        self.open_dbs(names, create=create)
+        lock_fd = -1 if create else _try_lock(os.path.join(os.path.dirname(gen_dir), "writer.lock"))
+        try:
+            self.readonly = not create and (lock_fd < 0 or not os.access(gen_dir, os.W_OK))
+            self._open_env(map_size, create)
+            if not create:
+                self._check_size(self._data)
+                names += [n for n in self._named() if n not in names]
+            self.open_dbs(names, create=create)
+        finally:
+            if lock_fd >= 0:
+                fcntl.flock(lock_fd, fcntl.LOCK_UN)
+                os.close(lock_fd)
 
     def _open_env(self, map_size: int, create: bool) -> None:
         data = self._data
@@ -235,6 +253,20 @@ class Store:
             with self.env.begin(write=True) as txn:
                 for name in names:
                     self.dbs[name] = self.env.open_db(name, txn=txn, create=False)
+
+    def _named(self) -> list[bytes]:
+        """Names of the named databases (the main database holds nothing else)."""
+        for attempt in range(8):
+            try:
+                with self.env.begin() as txn:
+                    return [bytes(k) for k in txn.cursor().iternext(values=False)]
+            except lmdb.MapResizedError:  # another process grew the map
+                if attempt == 7:
+                    raise LshdbError(f"the map of {self.gen_dir} kept changing size; retry")
+                self.env.set_mapsize(0)
+            except lmdb.Error as exc:
+                raise translate(exc, self.gen_dir) from exc
+        return []
 
     def _check_size(self, data: str) -> None:
         """A data.mdb shorter than its last page would fault (SIGBUS) when read."""
@@ -334,6 +366,20 @@ class Store:
     def close(self) -> None:
         with self.gate.exclusive():
             self.env.close()
+
+
+def _try_lock(path: str) -> int:
+    """A descriptor holding the write lock, or -1 if a writer holds it (never waits)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return -1
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return -1
+    return fd
 
 
 def table_name(t: int) -> bytes:

@@ -161,12 +161,19 @@ def test_reader_open_during_compaction_moves_on(path, data):
     with lshdb.create(path, metric="l2", dim=32, k=2, L=2, w=9.0) as index:
         index.add(range(200), X[:200])
     reader = lshdb.open(path, readonly=True)
-    with reader.reader() as r:  # a snapshot held across the compaction
+
+    def write() -> None:
         with lshdb.open(path) as writer:
             writer.delete(range(100))
             writer.compact()
             writer.add(["new"], X[:1])
+
+    with reader.reader() as r:  # a snapshot held across the compaction in another thread
+        t = threading.Thread(target=write)
+        t.start()
+        t.join(60)
         assert len(r) == 200 and "new" not in r  # the old snapshot is untouched
+        np.testing.assert_array_equal(r.get(3), X[3])
     assert len(reader) == 101 and "new" in reader and reader.generation == "g000002"
     reader.close()
 
