@@ -21,7 +21,7 @@ from .check import check as deep_check
 from .errors import InputFormatError, LshdbError
 from .index import Index, create
 from .index import open as open_index
-from .inputs import VectorSource, open_vectors, read_keys
+from .inputs import open_vectors, read_keys
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

@@ -359,6 +359,6 @@ def union(ids: np.ndarray, n_rows: int, with_counts: bool = False
     return u, np.diff(np.append(starts, len(s)))
 
 
-def _check_k(k: int) -> None:
+def _check_k(k: int | None) -> None:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InvalidParameterError(f"k must be an int >= 1; found {k!r}")

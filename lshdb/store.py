@@ -262,7 +262,8 @@ class Store:
                     return [bytes(k) for k in txn.cursor().iternext(values=False)]
             except lmdb.MapResizedError:  # another process grew the map
                 if attempt == 7:
-                    raise LshdbError(f"the map of {self.gen_dir} kept changing size; retry")
+                    raise LshdbError(
+                        f"the map of {self.gen_dir} kept changing size; retry") from None
                 self.env.set_mapsize(0)
             except lmdb.Error as exc:
                 raise translate(exc, self.gen_dir) from exc
