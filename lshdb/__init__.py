@@ -29,10 +29,18 @@ from .errors import (
 from .index import FORMAT_VERSION, Index, Writer, create, open
 from .reader import Reader
 
+
+def tune(index: Index, target_recall: float = 0.9, k: int = 10, n_queries: int = 200,
+         seed: int = 0, apply: bool = False) -> dict:  # type: ignore[type-arg]
+    """Measure an index's recall/speed frontier and choose query settings (see lshdb.tuner)."""
+    from .tuner import tune as _tune
+
+    return _tune(index, target_recall, k, n_queries, seed, apply)
+
 __version__ = "0.1.0"
 
 __all__ = [
-    "__version__", "FORMAT_VERSION", "create", "open", "Index", "Writer", "Reader",
+    "__version__", "FORMAT_VERSION", "create", "open", "tune", "Index", "Writer", "Reader",
     "errors", "families", "theory",
     "LshdbError", "InvalidParameterError", "InvalidVectorError", "DimensionMismatchError",
     "InvalidKeyError", "DuplicateKeyError", "KeyExistsError", "KeyNotFoundError",

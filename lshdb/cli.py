@@ -8,6 +8,7 @@ status 1. Long work shows a progress bar on stderr when it is a terminal.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -126,6 +127,8 @@ def _create_options(f: Any) -> Any:
         click.option("--seed", type=int, help="Seed of the random projections."),
         click.option("--durability", type=click.Choice(["full", "fast"]),
                      help="full: fsync every commit (default); fast: see README."),
+        click.option("--target-recall", type=float,
+                     help="Recall@10 the calibration aims for (default 0.9)."),
         click.option("--num-perm", type=int, help="jaccard: MinHash values per item (128)."),
         click.option("--threshold", "threshold", type=float,
                      help="jaccard: similarity the bands are tuned for (0.5)."),
@@ -541,6 +544,66 @@ def _dedup_against(input_path: str, index_path: str, threshold: float, key_field
                 sink.close()
     click.echo(json.dumps({"summary": {"documents": len(texts), "pairs": n_pairs,
                                        "seconds": round(time.perf_counter() - t0, 3)}}), err=True)
+
+
+@cli.command("tune", context_settings=CONTEXT)
+@click.argument("path", required=False, type=click.Path(file_okay=False))
+@click.option("--input", "input_path", type=click.Path(dir_okay=False),
+              help="Tune on vectors from a file before building (needs --metric).")
+@click.option("--metric", type=click.Choice(["cosine", "l2", "l1", "hamming"]),
+              help="With --input: the metric of the index to be built.")
+@click.option("--sample", default=100_000, show_default=True,
+              help="With --input: rows of the file to build the trial index from.")
+@click.option("--target-recall", default=0.9, show_default=True, type=float)
+@click.option("-k", "k", default=10, show_default=True, help="Neighbours per query.")
+@click.option("--queries", default=200, show_default=True, help="Sample queries.")
+@click.option("--apply", is_flag=True, help="Store the chosen settings as the index's defaults.")
+@_fmt_option
+def tune_cmd(path: str | None, input_path: str | None, metric: str | None, sample: int,
+             target_recall: float, k: int, queries: int, apply: bool, fmt: str) -> None:
+    """Measure recall and queries/s over query settings; print the frontier and the choice."""
+    import shutil
+    import tempfile
+
+    if (path is None) == (input_path is None):
+        raise click.UsageError("give an index PATH, or --input FILE with --metric")
+    tmp = None
+    try:
+        if input_path:
+            if metric is None:
+                raise click.UsageError("--input needs --metric")
+            if apply:
+                raise click.UsageError("--apply stores settings in an index; give its PATH")
+            src = open_vectors(input_path)
+            rows = np.asarray(next(src.blocks(sample))[1])
+            tmp = tempfile.mkdtemp(prefix="lshdb-tune-")
+            index = create(os.path.join(tmp, "trial.lshdb"), metric=metric,
+                           dim=rows.shape[1] * (8 if metric == "hamming" else 1),
+                           target_recall=target_recall)
+            index.add(range(len(rows)), rows)
+        else:
+            index = open_index(str(path), readonly=not apply)
+        bars = _PhaseBars()
+        with index:
+            try:
+                result = index.tune(target_recall, k, queries, apply=apply, progress=bars)
+            finally:
+                bars.close()
+            build = index.family.describe() if index.family else None
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    cols = ["scan", "probes", "min_hits", "candidates", "rerank", "recall", "held_out_recall",
+            "median_ms", "queries_per_s"]
+    if fmt == "json":
+        emit([{"build": build, **{k2: v for k2, v in result.items() if k2 != "explored"}}], fmt)
+    else:
+        click.echo(f"build parameters: {json.dumps(build)}")
+        click.echo(f"recall/speed frontier (recall@{k}, {result['queries']} queries):")
+        emit([{c: row.get(c) for c in cols} for row in result["frontier"]], fmt)
+        chosen = result["chosen"]
+        click.echo("chosen: " + (json.dumps({c: chosen.get(c) for c in cols}) if chosen else
+                                 f"none reaches recall {target_recall}"))
 
 
 @cli.command("demo", context_settings=CONTEXT)

@@ -27,6 +27,7 @@ import numpy as np
 from . import layout, params, postings
 from . import store as store_mod
 from .codec import MAX_ROWS, Key, pack_ids, pack_keys, pack_meta, unpack_meta
+from .codes import CODES_NAME, SimHashCoder
 from .errors import (
     CorruptIndexError,
     DuplicateKeyError,
@@ -120,6 +121,9 @@ def create(path: str | os.PathLike[str], metric: str, dim: int | None = None,
             store.close()
         RowFile(os.path.join(tmp, gen, ROWS_NAME), m.row_dim(), m.row_dtype,
                 writable=True, create=True).close()
+        if opts.get("codes"):
+            RowFile(os.path.join(tmp, gen, CODES_NAME), opts["codes"] // 8, np.dtype(np.uint8),
+                    writable=True, create=True).close()
         layout.write_current(tmp, gen)
         if os.path.isdir(path):
             os.rmdir(path)
@@ -224,6 +228,7 @@ class Index:
                 config = _get_meta(txn, meta, b"config")
                 settings = _get_meta(txn, meta, b"settings")
                 fam_raw = txn.get(b"family", db=meta)
+                codes_raw = txn.get(b"codes", db=meta)
             opts = config.get("options", {})
             metric = get_metric(config["metric"], config["dim"], opts)
             family = (family_from_params(metric.dim, unpack_meta(bytes(fam_raw), "family"))
@@ -233,8 +238,12 @@ class Index:
             try:
                 rows = RowFile(os.path.join(gen_dir, ROWS_NAME), metric.row_dim(),
                                metric.row_dtype, writable=not self.readonly)
+                codes = RowFile(os.path.join(gen_dir, CODES_NAME), opts["codes"] // 8,
+                                np.dtype(np.uint8), writable=not self.readonly) \
+                    if opts.get("codes") else None
             except FileNotFoundError as exc:
-                raise CorruptIndexError(f"{gen_dir} has no {ROWS_NAME}; the index is damaged") from exc
+                raise CorruptIndexError(f"{gen_dir} lacks a row file ({exc.filename}); the "
+                                        "index is damaged") from exc
         except (KeyError, TypeError) as exc:
             store_mod.release(store)
             raise CorruptIndexError(f"{self.path}: meta records are malformed ({exc})") from exc
@@ -252,6 +261,10 @@ class Index:
         self.durability = self._durability_override or opts.get("durability", "full")
         self._store = store
         self._rows = rows
+        self._codes = codes
+        self.coder: SimHashCoder | None = (
+            SimHashCoder.from_params(metric.dim, unpack_meta(bytes(codes_raw), "codes"))
+            if codes_raw is not None else None)
         self._pid = os.getpid()
 
     def _ensure_open(self) -> Store:
@@ -268,11 +281,13 @@ class Index:
 
     def _follow(self) -> None:
         """Move this handle to the generation CURRENT names (after a compaction elsewhere)."""
-        old_store, old_rows = self._store, self._rows
+        old_store, old_rows, old_codes = self._store, self._rows, self._codes
         self._load_current()
         if old_store is not None:
             store_mod.release(old_store)  # waits for this process's open snapshots on it
             old_rows.close()
+            if old_codes is not None:
+                old_codes.close()
 
     def _check_current(self) -> None:
         """Follow CURRENT if it names another generation than this handle's."""
@@ -299,6 +314,8 @@ class Index:
             if self._pid == os.getpid():
                 store_mod.release(self._store)
                 self._rows.close()
+                if self._codes is not None:
+                    self._codes.close()
             self._store = None
 
     def __enter__(self) -> Index:
@@ -386,12 +403,20 @@ class Index:
             return r.stats(buckets=buckets)
 
     def set_query_defaults(self, **settings: Any) -> None:
-        """Store query-time defaults (``probes``, ``candidates``) in the index."""
-        new = {**self.settings, **params.query_settings(
-            params.validate_options(self.metric.name, settings, query_only=True))}
+        """Store query-time defaults (``probes``, ``min_hits``, ``candidates``, ``rerank``,
+        ``scan``) in the index; settings not named keep their stored values."""
+        new = {**self.settings,
+               **params.validate_options(self.metric.name, settings, query_only=True)}
         with self.writer() as w:
             w._txn.put(b"settings", pack_meta(new), db=w._store.db(b"meta"))
         self.settings = new
+
+    def tune(self, target_recall: float = 0.9, k: int = 10, n_queries: int = 200,
+             seed: int = 0, apply: bool = False, progress: Any = None) -> dict[str, Any]:
+        """Measure the recall/speed frontier of query settings; see :mod:`lshdb.tuner`."""
+        from .tuner import tune
+
+        return tune(self, target_recall, k, n_queries, seed, apply, progress)
 
     def compact(self, timeout: float | None = None, retune: bool = False,
                 progress: Any = None) -> dict[str, Any]:
@@ -469,6 +494,7 @@ class Writer:
         self._store = index._ensure_open()
         self._rows = index._rows
         self._family = index.family
+        self._coder = index.coder
         self._settings = dict(index.settings)
         self._txn = self._store.begin_write()
         state = _get_meta(self._txn, self._store.db(b"meta"), b"state")
@@ -494,6 +520,8 @@ class Writer:
             try:
                 if self._wrote_rows:
                     self._rows.sync()  # rows before postings
+                    if index._codes is not None:
+                        index._codes.sync()
                 state: dict[str, Any] = {"rows": self._n_rows, "live": self._live}
                 if self._retired_to:
                     state["retired_to"] = self._retired_to
@@ -505,6 +533,7 @@ class Writer:
         if index.durability == "full":
             self._store.sync()  # the meta page too: the commit survives a power cut
         index.family = self._family
+        index.coder = self._coder
         index.settings = self._settings
 
     def _regrow(self) -> None:
@@ -619,6 +648,16 @@ class Writer:
                 f"a generation holds at most {MAX_ROWS} rows; compact the index first")
         self._rows.write(first, X)
         self._wrote_rows = True
+        codes_file = self._index._codes
+        if codes_file is not None:
+            if self._coder is None:  # fixed with the first batch (its mean is the l2 centre)
+                centre = X.mean(axis=0) if self._index.metric.name == "l2" else None
+                self._coder = SimHashCoder(self._index.metric.dim,
+                                           self._index.options["codes"],
+                                           self._index.options.get("seed", 0), centre)
+                self._txn.put(b"codes", pack_meta(self._coder.params()),
+                              db=self._store.db(b"meta"))
+            codes_file.write(first, self._coder.encode(X))
         ids = np.arange(first, first + n, dtype=np.int64)
         family = self._family
         post_ids, post_X = ids, X

@@ -23,11 +23,11 @@ DEFAULT_FAMILY = {"cosine": "hyperplane", "l2": "pstable", "l1": "pstable",
                   "hamming": "bitsample", "jaccard": "minhash"}
 _FAMILIES_OF = {"cosine": ("hyperplane",), "l2": ("pstable",), "l1": ("pstable", "unary"),
                 "hamming": ("bitsample",), "jaccard": ("minhash",)}
-_BUILD = {"family", "k", "L", "w", "seed", "max_value"}
+_BUILD = {"family", "k", "L", "w", "seed", "max_value", "codes"}
 _JACCARD = {"family", "seed", "num_perm", "threshold", "bands", "rows", "mode", "scheme",
             "shingle", "store_tokens"}
-_QUERY = {"probes", "candidates", "min_hits"}
-_OTHER = {"durability", "map_size"}
+_QUERY = {"probes", "candidates", "min_hits", "rerank", "scan"}
+_OTHER = {"durability", "map_size", "target_recall"}
 
 
 def _int(name: str, v: Any, lo: int, hi: int) -> int:
@@ -71,6 +71,16 @@ def validate_options(metric: str, options: dict[str, Any], query_only: bool = Fa
             out[name] = _int("candidates", v, 0, 2**32)
         elif name == "min_hits":
             out[name] = _int("min_hits", v, 1, 1_000_000)
+        elif name == "rerank":
+            out[name] = _int("rerank", v, 0, 2**32)
+        elif name == "scan":
+            out[name] = bool(v)
+        elif name == "codes":
+            out[name] = _int("codes", v, 0, 4096)
+            if out[name] % 64 or (out[name] and metric not in ("cosine", "l2")):
+                raise InvalidParameterError(
+                    "codes are SimHash bits for cosine or l2 indexes, a multiple of 64 "
+                    f"(e.g. 256); found {v!r} for metric {metric!r}")
         elif name == "map_size":
             out[name] = _int("map_size", v, 1 << 16, 1 << 50)
         elif name == "w":
@@ -102,6 +112,10 @@ def validate_options(metric: str, options: dict[str, Any], query_only: bool = Fa
             out[name] = f"{kind}:{n}"
         elif name == "store_tokens":
             out[name] = bool(v)
+        elif name == "target_recall":
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+                raise InvalidParameterError(f"target_recall must be in (0, 1); found {v!r}")
+            out[name] = float(v)
         elif name == "durability":
             if v not in ("full", "fast"):
                 raise InvalidParameterError(f"durability must be 'full' or 'fast'; found {v!r}")
@@ -129,7 +143,8 @@ def default_L(metric: str, options: dict[str, Any]) -> int:
 def query_settings(options: dict[str, Any]) -> dict[str, Any]:
     """The query-time defaults stored in the index."""
     return {"probes": options.get("probes"), "candidates": options.get("candidates"),
-            "min_hits": options.get("min_hits")}
+            "min_hits": options.get("min_hits"), "rerank": options.get("rerank"),
+            "scan": options.get("scan")}
 
 
 def family_if_complete(metric: Metric, options: dict[str, Any]) -> Family | None:
@@ -172,7 +187,7 @@ def choose_family(metric: Metric, options: dict[str, Any],
     from .tuning import calibrate
 
     name = options.get("family", DEFAULT_FAMILY[metric.name])
-    plan = calibrate(metric, name, options, X)
+    plan = calibrate(metric, name, options, X, target=options.get("target_recall", 0.9))
     settings = query_settings(options)
     if settings["probes"] is None:
         settings["probes"] = plan.probes

@@ -134,21 +134,12 @@ def append(txn: Any, db: Any, buckets: np.ndarray, ids: np.ndarray) -> None:
     cursor.putmulti(items)
 
 
-def _chunk_for(cursor: Any, bucket: bytes, i: int) -> bytes | None:
-    """Key of the sealed chunk of ``bucket`` whose id range covers id ``i``."""
-    if cursor.set_range(bucket + _U32.pack(i + 1)):
-        if not cursor.prev():
-            return None
-    elif not cursor.last():
-        return None
-    key: bytes = cursor.key()
-    if key[:8] != bucket or key[8:] == TAIL:
-        return None
-    return key
-
-
 def remove(txn: Any, db: Any, buckets: np.ndarray, ids: np.ndarray) -> int:
-    """Remove each ``ids[j]`` from bucket ``buckets[j]``. Returns how many were not found."""
+    """Remove each ``ids[j]`` from bucket ``buckets[j]``. Returns how many were not found.
+
+    Per bucket: the chunk keys are listed (keys only, no values), each id is assigned to
+    the chunk whose range covers it, and only those chunks are decoded and rewritten.
+    """
     ub, bounds, payload = group_by_bucket(buckets, ids)
     all_ids = np.frombuffer(payload, dtype=ID_DTYPE)
     cursor = txn.cursor(db)
@@ -156,30 +147,42 @@ def remove(txn: Any, db: Any, buckets: np.ndarray, ids: np.ndarray) -> int:
     for j in range(len(bounds) - 1):
         bucket = ub[8 * j : 8 * j + 8]
         todo = all_ids[bounds[j] : bounds[j + 1]]
-        edits: dict[bytes, np.ndarray] = {}
-        tail_value = cursor.get(bucket + TAIL)
-        if tail_value is not None:
-            edits[bucket + TAIL] = decode_postings(tail_value)
-        for i in todo.tolist():
-            tail = edits.get(bucket + TAIL)
-            if tail is not None and len(tail) and tail[0] <= i:
-                key: bytes | None = bucket + TAIL
-            else:
-                key = _chunk_for(cursor, bucket, i)
-                if key is not None and key not in edits:
-                    edits[key] = decode_postings(cursor.value())
-            if key is None:
-                missing += 1
+        sealed: list[int] = []
+        has_tail = False
+        if cursor.set_range(bucket + _ZERO):
+            for key in cursor.iternext(values=False):
+                if key[:8] != bucket:
+                    break
+                if key[8:] == TAIL:
+                    has_tail = True
+                else:
+                    sealed.append(_U32.unpack_from(key, 8)[0])
+        targets: dict[bytes, np.ndarray] = {}
+        rest = todo
+        if has_tail:
+            tail_key = bucket + TAIL
+            tail = decode_postings(cursor.get(tail_key))
+            in_tail = todo >= tail[0] if len(tail) else np.zeros(len(todo), dtype=bool)
+            if in_tail.any():
+                targets[tail_key] = todo[in_tail]
+            rest = todo[~in_tail]
+        if len(rest):
+            which = np.searchsorted(np.asarray(sealed, dtype=np.int64), rest, "right") - 1
+            missing += int((which < 0).sum())
+            for c in np.unique(which[which >= 0]).tolist():
+                targets[bucket + _U32.pack(sealed[c])] = rest[which == c]
+        for key, gone in targets.items():
+            arr = decode_postings(cursor.get(key))
+            pos = np.minimum(np.searchsorted(arr, gone), len(arr) - 1)
+            hit = arr[pos] == gone  # both sorted: each id is found where it would go
+            n_hit = int(hit.sum())
+            missing += len(gone) - n_hit
+            if n_hit == 0:
                 continue
-            arr = edits[key]
-            pos = int(np.searchsorted(arr, i))
-            if pos < len(arr) and arr[pos] == i:
-                edits[key] = np.delete(arr, pos)
-            else:
-                missing += 1
-        for key, arr in edits.items():
-            if len(arr):
-                txn.put(key, encode_postings(arr, compact=key[8:] != TAIL), db=db)
+            if n_hit < len(arr):
+                keep = np.ones(len(arr), dtype=bool)
+                keep[pos[hit]] = False
+                txn.put(key, encode_postings(arr[keep], compact=key[8:] != TAIL), db=db)
             else:
                 txn.delete(key, db=db)
     return missing

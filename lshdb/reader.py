@@ -24,6 +24,7 @@ from .codec import (
     unpack_key,
     unpack_meta,
 )
+from .codes import hamming
 from .errors import CorruptIndexError, InvalidParameterError, KeyNotFoundError
 from .families import Family, family_from_params
 from .store import table_name
@@ -187,14 +188,15 @@ class Reader:
     # -- queries ---------------------------------------------------------------------
     def query(self, vector: Any, k: int | None = 10, probes: int | None = None,
               candidates: int | None = None, min_hits: int | None = None,
-              threshold: float | None = None,
-              exact: bool | None = None) -> list[tuple[Key, float]]:
+              threshold: float | None = None, exact: bool | None = None,
+              rerank: int | None = None, scan: bool | None = None) -> list[tuple[Key, float]]:
         """The ``k`` nearest items among the candidates, best first.
 
         Dense metrics return ``[(key, distance)]``; ``probes`` buckets are visited (default:
         the stored setting), ``min_hits`` keeps only items met in at least that many of
         them, ``candidates`` caps how many are re-ranked exactly (those met most often
-        first). Under ``jaccard`` the item is a document, a token set or a signature and the
+        first); with hash codes, ``rerank`` candidates nearest in Hamming distance are
+        re-ranked exactly (default: the stored setting, else 100). Under ``jaccard`` the item is a document, a token set or a signature and the
         result is ``[(key, jaccard)]``, highest first: every candidate with Jaccard >=
         ``threshold`` (``k=None`` for all of them), scored exactly from stored token hashes
         when the index keeps them (``exact=False`` to use the signature estimate).
@@ -202,18 +204,21 @@ class Reader:
         if k is not None or self.metric.name != "jaccard":
             _check_k(k)
         x, extra = self.metric.prepare_query(vector)
+        if self._scan(scan):
+            return self._rank_scan(x, k, rerank)  # type: ignore[arg-type]
         p, c, h = self._settings(probes, candidates, min_hits)
         ids = self._gather(x, p, c, h)
         if self.metric.name == "jaccard":
             return self._rank_sets(x, extra, ids, k, threshold, exact)
         if threshold is not None or exact is not None:
             raise InvalidParameterError("threshold and exact apply to metric jaccard only")
-        return self._rank(x, ids, k)  # type: ignore[arg-type]
+        return self._rank(x, ids, k, rerank)  # type: ignore[arg-type]
 
     def query_batch(self, vectors: Any, k: int | None = 10, probes: int | None = None,
                     candidates: int | None = None, min_hits: int | None = None,
-                    threshold: float | None = None,
-                    exact: bool | None = None) -> list[list[tuple[Key, float]]]:
+                    threshold: float | None = None, exact: bool | None = None,
+                    rerank: int | None = None,
+                    scan: bool | None = None) -> list[list[tuple[Key, float]]]:
         """:meth:`query` for each row of a 2-D array (under jaccard: each item of a list)."""
         if self.metric.name == "jaccard":
             if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
@@ -224,8 +229,11 @@ class Reader:
                     for v in items]
         _check_k(k)
         X = self.metric.prepare(vectors, "queries")
+        if self._scan(scan):
+            return [self._rank_scan(x, k, rerank) for x in X]  # type: ignore[arg-type]
         p, c, h = self._settings(probes, candidates, min_hits)
-        return [self._rank(x, self._gather(x, p, c, h), k) for x in X]  # type: ignore[arg-type]
+        return [self._rank(x, self._gather(x, p, c, h), k, rerank)  # type: ignore[arg-type]
+                for x in X]
 
     def _rank_sets(self, x: np.ndarray, q_tokens: np.ndarray | None, ids: np.ndarray,
                    k: int | None, threshold: float | None,
@@ -264,9 +272,40 @@ class Reader:
             out[j] = inter / (len(t) + len(q) - inter)
         return out
 
-    def _rank(self, x: np.ndarray, ids: np.ndarray, k: int) -> list[tuple[Key, float]]:
+    def _scan(self, scan: bool | None) -> bool:
+        s = scan if scan is not None else self.settings.get("scan")
+        if s and self._index.coder is None:
+            raise InvalidParameterError("scan ranks every stored hash code: create the index "
+                                        "with codes=B (e.g. 256) to use it")
+        return bool(s)
+
+    def _rank_scan(self, x: np.ndarray, k: int, rerank: int | None) -> list[tuple[Key, float]]:
+        """Rank every stored code by Hamming distance, re-rank the best exactly."""
+        coder, code_file = self._index.coder, self._index._codes
+        if coder is None or code_file is None or self.n_rows == 0:
+            return []
+        R = rerank if rerank is not None else self.settings.get("rerank")
+        R = max(k, 100 if R is None else R)
+        R_all = min(self.n_rows, R + (self.n_rows - self.live))  # room for deleted rows
+        codes = code_file._records(self.n_rows)[: self.n_rows, : coder.nbytes]
+        h = hamming(codes, coder.encode(x[None])[0])
+        best = np.argpartition(h, R_all - 1)[:R_all] if R_all < self.n_rows else np.arange(self.n_rows)
+        db = self._store.db(b"id2key")
+        live = np.array([i for i in np.sort(best).tolist()
+                         if self._txn.get(pack_id(i), db=db) is not None], dtype=np.int64)
+        return self._rank(x, live, k, rerank=len(live))
+
+    def _rank(self, x: np.ndarray, ids: np.ndarray, k: int,
+              rerank: int | None = None) -> list[tuple[Key, float]]:
         if len(ids) == 0:
             return []
+        coder, code_file = self._index.coder, self._index._codes
+        if coder is not None and code_file is not None:
+            R = rerank if rerank is not None else self.settings.get("rerank")
+            R = max(k, 100 if R is None else R)
+            if R and len(ids) > R:  # rank by Hamming distance of the codes, keep the best R
+                h = hamming(code_file.read(ids, self.n_rows), coder.encode(x[None])[0])
+                ids = np.sort(ids[np.argpartition(h, R - 1)[:R]])
         rows = self._rows.read(ids, self.n_rows)
         d = self.metric.distances(rows, x)
         if len(ids) > k:
