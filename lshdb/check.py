@@ -196,6 +196,7 @@ def _check_snapshot(index: Any, r: Any, rep: _Report, counts: dict[str, Any],
             rep.problem(f"the index holds {len(live_ids)} items but no hash family")
         return
     ids = np.asarray(sorted(i for i in live_ids if i < n_rows), dtype=np.int64)
+    _check_codes(index, ids, n_rows, rep)
     expected = np.empty((len(ids), fam.L), dtype=np.uint64)
     for s in range(0, len(ids), step):
         try:
@@ -208,6 +209,33 @@ def _check_snapshot(index: Any, r: Any, rep: _Report, counts: dict[str, Any],
         if progress:
             progress("tables", t + 1, fam.L)
     counts["tables"] = fam.L
+
+
+def _check_codes(index: Any, ids: np.ndarray, n_rows: int, rep: _Report) -> None:
+    """Every live item's hash code passes its checksum and equals the code of its row."""
+    codes, coder = index._codes, index.coder
+    if codes is None:
+        return
+    if coder is None:
+        if len(ids):
+            rep.problem("the index keeps hash codes but has no codes record")
+        return
+    if codes.file_rows() < n_rows:
+        rep.problem(f"codes.bin holds {codes.file_rows()} rows; {n_rows} are committed (truncated)")
+        return
+    for s in range(0, len(ids), 65536):
+        block = ids[s : s + 65536]
+        try:
+            stored = codes.read(block, n_rows)
+            expect = coder.encode(index._rows.read(block, n_rows))
+        except LshdbError as exc:
+            rep.problem(str(exc))
+            return
+        wrong = np.flatnonzero((stored != expect).any(axis=1))
+        if len(wrong):
+            rep.problem(f"{len(wrong)} hash codes differ from their rows' codes "
+                        f"(first: id {int(block[wrong[0]])})")
+            return
 
 
 def _check_table(txn: Any, db: Any, t: int, ids: np.ndarray, expected: np.ndarray,

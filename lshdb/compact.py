@@ -34,6 +34,7 @@ import numpy as np
 
 from . import layout, params, postings
 from .codec import pack_ids, pack_meta, unpack_id
+from .codes import CODES_NAME
 from .errors import ReadOnlyError
 from .rows import ROWS_NAME, RowFile
 from .store import Store, table_name
@@ -137,6 +138,17 @@ def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
     finally:
         new_rows.close()
     _fsync_file(os.path.join(tmp, ROWS_NAME))
+    codes = index._codes
+    if codes is not None:
+        new_codes = RowFile(os.path.join(tmp, CODES_NAME), codes.dim, codes.dtype,
+                            writable=True, create=True)
+        try:
+            for s in range(0, live, _BLOCK):
+                new_codes.write(s, codes.read(ids[s : s + _BLOCK], n_rows))
+            new_codes.sync()
+        finally:
+            new_codes.close()
+        _fsync_file(os.path.join(tmp, CODES_NAME))
     if retune and live >= params.CALIBRATE_MIN and not _fixed(index, family):
         sample = _sample_rows(rows, ids, n_rows)
         family, chosen, summary = params.choose_family(metric, index.options, sample)
@@ -153,6 +165,9 @@ def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
             ntx.put(b"settings", pack_meta(settings), db=meta)
             if calibration is not None:
                 ntx.put(b"calibration", calibration, db=meta)
+            codes_meta = txn.get(b"codes", db=meta_db)
+            if codes_meta is not None:
+                ntx.put(b"codes", codes_meta, db=meta)
             ntx.put(b"state", pack_meta({"rows": live, "live": live}), db=meta)
             new_ids = np.arange(live, dtype=np.int64)
             if family is not None:

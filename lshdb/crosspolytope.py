@@ -25,8 +25,8 @@ padded with zeros to ``d'`` = the next power of two >= ``dim``: three rounds of 
 +-1 diagonal then a fast Walsh-Hadamard transform (``O(d' log d')`` per function instead of
 ``O(d'^2)``). The transform is a reshape butterfly over a whole batch (every row and every
 function at once), always in the same order (block widths 1, 2, 4, ...), with plain IEEE
-additions and subtractions in float32 - no BLAS, no reductions - so a vector hashes to the
-same bucket on every platform. Rows are first scaled by an exact power of two (so large
+additions and subtractions in float32 - no BLAS, no summation order that could vary - so a
+vector hashes to the same bucket on every platform. Rows are first scaled by an exact power of two (so large
 inputs cannot overflow); the Hadamard normalisation ``d'^-1.5`` is left out of hashing
 (it cannot change an argmax) and applied only where a score needs unit length.
 
@@ -57,6 +57,7 @@ called from many threads at once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -450,7 +451,7 @@ class CrossPolytope(Family):
 
 
 
-def collision_probability(cos_sim: float | np.ndarray, dim: int, samples: int = 20_000,
+def collision_probability(cos_sim: float | Sequence[float] | np.ndarray, dim: int, samples: int = 20_000,
                           seed: int = 0, rotation: str = "hadamard") -> float | np.ndarray:
     """Monte Carlo estimate of one cross-polytope function's collision probability.
 

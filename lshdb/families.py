@@ -399,6 +399,8 @@ FAMILIES: dict[str, Any] = {
 
 def family_from_params(dim: int, p: dict[str, Any]) -> Family:
     """Rebuild a stored family, turning a malformed record into :class:`CorruptIndexError`."""
+    from . import crosspolytope, sets  # noqa: F401  (they register their families)
+
     cls = FAMILIES.get(p.get("family", ""))
     if cls is None:
         raise CorruptIndexError(f"unknown stored hash family {p.get('family')!r}")

@@ -21,7 +21,8 @@ __all__ = ["validate_options", "family_if_complete", "choose_family", "default_L
 
 DEFAULT_FAMILY = {"cosine": "hyperplane", "l2": "pstable", "l1": "pstable",
                   "hamming": "bitsample", "jaccard": "minhash"}
-_FAMILIES_OF = {"cosine": ("hyperplane",), "l2": ("pstable",), "l1": ("pstable", "unary"),
+_FAMILIES_OF = {"cosine": ("hyperplane", "crosspolytope"), "l2": ("pstable",),
+                "l1": ("pstable", "unary"),
                 "hamming": ("bitsample",), "jaccard": ("minhash",)}
 _BUILD = {"family", "k", "L", "w", "seed", "max_value", "codes"}
 _JACCARD = {"family", "seed", "num_perm", "threshold", "bands", "rows", "mode", "scheme",
@@ -169,6 +170,10 @@ def _build(metric: Metric, name: str, options: dict[str, Any], k: int, w: float 
     seed = options.get("seed", 0)
     if name == "hyperplane":
         return Hyperplane(metric.dim, k, L, seed)
+    if name == "crosspolytope":
+        from .crosspolytope import CrossPolytope
+
+        return CrossPolytope(metric.dim, k, L, seed)
     if name == "bitsample":
         return BitSample(metric.dim, k, L, seed)
     if name == "unary":

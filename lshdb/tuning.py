@@ -103,6 +103,8 @@ def _grid(family: str, options: dict[str, Any], n: int, nn_dist: float) -> list[
     log_n = math.log2(max(n, 2))
     if "k" in options:
         ks = [options["k"]]
+    elif family == "crosspolytope":
+        ks = [6, 5, 4, 3, 2, 1]  # each function is log2(2d') bits
     elif family == "pstable":
         ks = [24, 20, 16, 12, 10, 8, 6, 4, 3, 2]
     else:
@@ -119,6 +121,10 @@ def _base(metric: Metric, family: str, k_max: int, L: int, seed: int,
     """The family with the most functions; smaller k take its first functions per table."""
     if family == "hyperplane":
         return Hyperplane(metric.dim, k_max, L, seed)
+    if family == "crosspolytope":
+        from .crosspolytope import CrossPolytope
+
+        return CrossPolytope(metric.dim, k_max, L, seed)
     if family == "bitsample":
         return BitSample(metric.dim, k_max, L, seed)
     if family == "unary":
@@ -137,6 +143,10 @@ def _sub(base: Family, k: int, w: float | None) -> Family:
 
     if isinstance(base, Hyperplane):
         return Hyperplane(base.dim, k, L, base.seed, A=cols(base.A))
+    if base.name == "crosspolytope":
+        signs = base.signs  # type: ignore[attr-defined]
+        sub_signs = signs.reshape(L, K, *signs.shape[1:])[:, :k].reshape(L * k, *signs.shape[1:])
+        return type(base)(base.dim, k, L, base.seed, signs=sub_signs)  # type: ignore[call-arg]
     if isinstance(base, BitSample):
         return BitSample(base.dim, k, L, base.seed, positions=cols(base.positions))
     if isinstance(base, Unary):
@@ -263,6 +273,7 @@ def calibrate(metric: Metric, family: str, options: dict[str, Any], X: np.ndarra
     best: tuple[float, Family, int, int, float, float] | None = None
     fallback: tuple[float, Family, int, int, float, float] | None = None
     state: dict[float, tuple[bool, float, int]] = {}
+    smallest_k = min(c["k"] for c in grid)
     for cfg in grid:
         w = cfg.get("w", 0.0)
         stopped, last_cost, rises = state.get(w, (False, math.inf, 0))
@@ -270,9 +281,10 @@ def calibrate(metric: Metric, family: str, options: dict[str, Any], X: np.ndarra
             continue
         fam = _sub(base, cfg["k"], cfg.get("w"))
         HS = fam.hash(S)
-        occupancy = mean_bucket(HS, n, cfg["k"], family != "pstable")
-        if occupancy < min(MIN_BUCKET, n / 64) and "k" not in options:
-            continue  # buckets too small: a smaller k comes next
+        occupancy = mean_bucket(HS, n, cfg["k"], family not in ("pstable", "crosspolytope"))
+        small = occupancy < min(MIN_BUCKET, n / 64) and "k" not in options
+        if small and not (fallback is None and cfg["k"] == smallest_k):
+            continue  # buckets too small: a smaller k comes next (the coarsest is kept)
         sim = _simulate(fam, X, qidx, nn, HS, scale, checkpoints)
         cfg_best = math.inf
         for hits in (1, 2):

@@ -1,0 +1,116 @@
+"""The tuner, hash codes and scans, measured on real indexes against brute force."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import lshdb
+from lshdb.check import check
+from lshdb.cli import cli
+from lshdb.codes import SimHashCoder, hamming
+from lshdb.datasets import clustered, exact_knn
+
+
+@pytest.fixture(scope="module")
+def data3():
+    return clustered(6000, 32, seed=11, cluster_size=60, n_queries=100)
+
+
+def recall(index, X, Q, keys=None, **kw):
+    truth = exact_knn(X, Q, 10, index.metric.name)
+    if keys is not None:
+        truth = np.asarray(keys)[truth]
+    got = index.query_batch(Q, k=10, **kw)
+    return float(np.mean([len({k for k, _ in g} & set(truth[i])) / 10 for i, g in enumerate(got)]))
+
+
+def test_tuner_meets_target_on_held_out_queries_and_applies(tmp_path, data3):
+    X, Q = data3
+    path = str(tmp_path / "t.lshdb")
+    with lshdb.create(path, metric="cosine", dim=32) as index:
+        index.add(range(len(X)), X)
+        result = lshdb.tune(index, target_recall=0.9, n_queries=160, apply=True)
+        chosen = result["chosen"]
+        assert chosen is not None and chosen["recall"] >= 0.9
+        assert chosen["held_out_recall"] >= 0.9 - 0.03
+        front = result["frontier"]  # faster first, each point better in recall than the last
+        assert all(a["median_ms"] <= b["median_ms"] and a["recall"] < b["recall"]
+                   for a, b in zip(front, front[1:]))
+        assert index.settings["probes"] == chosen["probes"]
+    with lshdb.open(path, readonly=True) as index:  # stored: new handles use it
+        assert index.settings["min_hits"] == chosen["min_hits"]
+        assert recall(index, X, Q) >= 0.85
+
+
+def test_tune_cli_prints_the_frontier(tmp_path, data3):
+    X, _ = data3
+    np.save(tmp_path / "x.npy", X[:3000])
+    out = CliRunner().invoke(cli, ["tune", "--input", str(tmp_path / "x.npy"), "--metric", "l2",
+                                   "--queries", "60", "--format", "table"])
+    assert out.exit_code == 0, out.output
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("build parameters: {") and "frontier" in lines[1]
+    assert lines[2].split()[:3] == ["scan", "probes", "min_hits"]
+    assert lines[-1].startswith("chosen: ")
+    bad = CliRunner().invoke(cli, ["tune"])
+    assert bad.exit_code == 1 and "give an index PATH" in bad.stderr
+
+
+def test_simhash_hamming_estimates_the_angle():
+    rng = np.random.default_rng(0)
+    coder = SimHashCoder(16, 1024, seed=3)
+    x = rng.standard_normal(16)
+    for cos in (0.9, 0.5, 0.0):
+        u = rng.standard_normal(16)
+        u -= u @ x / (x @ x) * x
+        y = cos * x / np.linalg.norm(x) + np.sqrt(1 - cos**2) * u / np.linalg.norm(u)
+        h = hamming(coder.encode(y[None]), coder.encode(x[None])[0])[0]
+        assert abs(h / 1024 - np.arccos(cos) / np.pi) < 0.05
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_codes_rank_candidates_and_scan(tmp_path, data3, metric):
+    X, Q = data3
+    path = str(tmp_path / "c.lshdb")
+    with lshdb.create(path, metric=metric, dim=32, codes=256) as index:
+        index.add(range(len(X)), X)
+        assert index.coder is not None and index.coder.bits == 256
+        full = recall(index, X, Q, rerank=10**6)  # every candidate re-ranked exactly
+        ranked = recall(index, X, Q, rerank=200)
+        scanned = recall(index, X, Q, scan=True, rerank=400)
+        assert ranked >= full - 0.05 and scanned >= 0.85
+        index.delete(range(0, 6000, 2))  # a scan never returns a deleted key
+        for q in Q[:20]:
+            assert all(k % 2 for k, _ in index.query(q, k=10, scan=True))
+        index.compact()
+        assert recall(index, X[1::2], Q, keys=range(1, 6000, 2), scan=True, rerank=400) >= 0.8
+    report = check(path)
+    assert report["ok"], report["problems"]
+
+
+def test_scan_needs_codes(path, data):
+    X, Q = data
+    with lshdb.create(path, metric="cosine", dim=32) as index:
+        index.add(range(100), X[:100])
+        with pytest.raises(lshdb.InvalidParameterError, match="codes=B"):
+            index.query(Q[0], scan=True)
+    with pytest.raises(lshdb.InvalidParameterError, match="multiple of 64"):
+        lshdb.create(path + "2", metric="cosine", dim=32, codes=100)
+    with pytest.raises(lshdb.InvalidParameterError, match="cosine or l2"):
+        lshdb.create(path + "3", metric="l1", dim=32, codes=128)
+
+
+def test_json_tune_output(tmp_path, data3):
+    X, _ = data3
+    path = str(tmp_path / "j.lshdb")
+    with lshdb.create(path, metric="cosine", dim=32, codes=128) as index:
+        index.add(range(3000), X[:3000])
+    out = CliRunner().invoke(cli, ["tune", path, "--queries", "40"])
+    assert out.exit_code == 0, out.output
+    res = json.loads(out.stdout)
+    assert res["build"]["family"] == "hyperplane" and res["queries"] == 40
+    assert any(row["scan"] for row in res["frontier"]) or res["chosen"] is not None
