@@ -397,19 +397,37 @@ def delete_cmd(path: str, keys_file: str, missing_ok: bool, fmt: str) -> None:
 @cli.command("stats", context_settings=CONTEXT)
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 @click.option("--no-buckets", is_flag=True, help="Skip the per-table bucket scan.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Also draw the S-curve and bucket sizes to a PNG (needs matplotlib).")
 @_fmt_option
-def stats_cmd(path: str, no_buckets: bool, fmt: str) -> None:
-    """Parameters, counts, bucket sizes per table and bytes on disk by part."""
+def stats_cmd(path: str, no_buckets: bool, plot_path: str | None, fmt: str) -> None:
+    """Parameters, counts, bytes on disk by part, bucket sizes and the S-curve."""
+    from . import report
+
     with open_index(path, readonly=True) as index:
         st = index.stats(buckets=not no_buckets)
     tables = st.pop("tables", [])
+    histogram = st.pop("bucket_histogram", [])
+    curve = report.s_curve(st)
+    if plot_path:
+        report.plot(plot_path, curve, histogram)
     if fmt == "json":
-        emit([{**st, "tables": tables}], fmt)
+        emit([{**st, "tables": tables, "bucket_histogram": histogram, "s_curve": curve}], fmt)
         return
     emit([{"field": k, "value": v} for k, v in _flatten(st).items()], fmt)
     if tables:
         click.echo("")
         emit([{"table": t, **row} for t, row in enumerate(tables)], fmt)
+    if curve:
+        click.echo(f"\nS-curve: probability of becoming a candidate by {curve['axis']} "
+                   f"(home buckets only)")
+        for line in report.bars([f"{x:.2f}" for x in curve["x"]], curve["p_candidate"]):
+            click.echo(line)
+    if histogram:
+        click.echo("\nbucket sizes (ids per bucket: buckets, all tables)")
+        for line in report.bars([h["ids"] for h in histogram],
+                                [float(h["buckets"]) for h in histogram], fmt="{:.0f}"):
+            click.echo(line)
 
 
 @cli.command("check", context_settings=CONTEXT)

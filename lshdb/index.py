@@ -121,7 +121,7 @@ def create(path: str | os.PathLike[str], metric: str, dim: int | None = None,
             store.close()
         RowFile(os.path.join(tmp, gen, ROWS_NAME), m.row_dim(), m.row_dtype,
                 writable=True, create=True).close()
-        if opts.get("codes"):
+        if opts.get("codes") and opts.get("store") != "codes":
             RowFile(os.path.join(tmp, gen, CODES_NAME), opts["codes"] // 8, np.dtype(np.uint8),
                     writable=True, create=True).close()
         layout.write_current(tmp, gen)
@@ -231,7 +231,7 @@ class Index:
                 codes_raw = txn.get(b"codes", db=meta)
             opts = config.get("options", {})
             metric = get_metric(config["metric"], config["dim"], opts)
-            family = (family_from_params(metric.dim, unpack_meta(bytes(fam_raw), "family"))
+            family = (family_from_params(metric.hash_dim(), unpack_meta(bytes(fam_raw), "family"))
                       if fam_raw is not None else None)
             n_tables = family.L if family else opts.get("L") or params.default_L(metric.name, opts)
             store.open_dbs([table_name(t) for t in range(n_tables)])
@@ -240,7 +240,7 @@ class Index:
                                metric.row_dtype, writable=not self.readonly)
                 codes = RowFile(os.path.join(gen_dir, CODES_NAME), opts["codes"] // 8,
                                 np.dtype(np.uint8), writable=not self.readonly) \
-                    if opts.get("codes") else None
+                    if opts.get("codes") and opts.get("store") != "codes" else None
             except FileNotFoundError as exc:
                 raise CorruptIndexError(f"{gen_dir} lacks a row file ({exc.filename}); the "
                                         "index is damaged") from exc

@@ -64,6 +64,17 @@ def read_current(path: str) -> str:
         if os.path.exists(path):
             raise NotAnIndexError(f"{path} is a file, not an lshdb index directory")
         raise NotAnIndexError(f"{path} does not exist; create an index with lshdb.create()")
+    for _ in range(20):  # a compaction may replace CURRENT and remove the old folder meanwhile
+        name = _read_current_once(path)
+        if os.path.isdir(os.path.join(path, name)):
+            return name
+        if _read_current_once(path) == name:
+            break
+    raise CorruptIndexError(f"{os.path.join(path, CURRENT)} names {name}, which does not "
+                            f"exist in {path}")
+
+
+def _read_current_once(path: str) -> str:
     cur = os.path.join(path, CURRENT)
     if not os.path.isfile(cur):
         raise NotAnIndexError(
@@ -81,8 +92,6 @@ def read_current(path: str) -> str:
         raise CorruptIndexError(
             f"{cur} is garbled ({raw[:20]!r}); it should hold one generation name such as "
             "g000001 followed by a newline")
-    if not os.path.isdir(os.path.join(path, name)):
-        raise CorruptIndexError(f"{cur} names {name}, which does not exist in {path}")
     return name
 
 

@@ -34,6 +34,10 @@ class Metric:
         """Values stored per row."""
         return self.dim
 
+    def hash_dim(self) -> int:
+        """The dimension the hash family works on (the vector's; the code's bits)."""
+        return self.dim
+
     # -- validation ------------------------------------------------------------------
     def prepare(self, X: Any, what: str = "vectors") -> np.ndarray:
         """Validate a 2-D batch and return it as stored rows (a new array)."""
@@ -157,6 +161,43 @@ class Hamming(Metric):
         return np.bitwise_count(rows ^ q).sum(axis=1, dtype=np.int64).astype(np.float32)
 
 
+class CosineCodes(Cosine):
+    """Cosine with only a SimHash code stored per item (``store="codes"``, memory-light).
+
+    The stored row is the item's ``bits``-bit code; distances are estimated from the
+    Hamming distance ``h`` between codes as ``1 - cos(pi * h / bits)`` (the code of a
+    vector is the sign pattern of ``bits`` random projections, so ``h / bits`` estimates
+    the angle over pi). The original vectors are not kept: ``get`` returns the code.
+    """
+
+    row_dtype = np.dtype(np.uint8)
+
+    def __init__(self, dim: int, bits: int, seed: int = 0) -> None:
+        from .codes import SimHashCoder
+
+        super().__init__(dim)
+        self.coder = SimHashCoder(dim, bits, seed)
+        self.bits = bits
+
+    def row_dim(self) -> int:
+        return self.bits // 8
+
+    def hash_dim(self) -> int:
+        return self.bits
+
+    def prepare(self, X: Any, what: str = "vectors") -> np.ndarray:
+        return self.coder.encode(super().prepare(X, what))
+
+    def prepare_one(self, x: Any, what: str = "query") -> np.ndarray:
+        return self.coder.encode(super().prepare_one(x, what)[None])[0]
+
+    def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+        from .codes import hamming
+
+        h = hamming(rows, q).astype(np.float64)
+        return (1.0 - np.cos(np.pi * h / self.bits)).astype(np.float32)
+
+
 METRICS: dict[str, type[Metric]] = {"cosine": Cosine, "l2": L2, "l1": L1, "hamming": Hamming}
 METRIC_NAMES = sorted([*METRICS, "jaccard"])
 
@@ -178,6 +219,12 @@ def get_metric(name: str, dim: int | None, options: dict[str, Any] | None = None
             f"unknown metric {name!r}; choose one of {', '.join(METRIC_NAMES)}")
     if dim is None:
         raise InvalidParameterError(f"metric {name!r} needs dim")
+    if options and options.get("store") == "codes":
+        if name != "cosine":
+            raise InvalidParameterError("store='codes' keeps SimHash codes: metric cosine only")
+        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or not 1 <= dim <= 65536:
+            raise InvalidParameterError(f"dim must be an int in 1..65536; found {dim!r}")
+        return CosineCodes(int(dim), int(options.get("codes") or 256), int(options.get("seed", 0)))
     if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or not 1 <= dim <= 65536:
         raise InvalidParameterError(f"dim must be an int in 1..65536; found {dim!r}")
     return cls(int(dim))

@@ -28,7 +28,7 @@ _BUILD = {"family", "k", "L", "w", "seed", "max_value", "codes"}
 _JACCARD = {"family", "seed", "num_perm", "threshold", "bands", "rows", "mode", "scheme",
             "shingle", "store_tokens"}
 _QUERY = {"probes", "candidates", "min_hits", "rerank", "scan"}
-_OTHER = {"durability", "map_size", "target_recall"}
+_OTHER = {"durability", "map_size", "target_recall", "store"}
 
 
 def _int(name: str, v: Any, lo: int, hi: int) -> int:
@@ -113,6 +113,10 @@ def validate_options(metric: str, options: dict[str, Any], query_only: bool = Fa
             out[name] = f"{kind}:{n}"
         elif name == "store_tokens":
             out[name] = bool(v)
+        elif name == "store":
+            if v not in ("vectors", "codes"):
+                raise InvalidParameterError(f"store must be 'vectors' or 'codes'; found {v!r}")
+            out[name] = v
         elif name == "target_recall":
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
                 raise InvalidParameterError(f"target_recall must be in (0, 1); found {v!r}")
@@ -121,6 +125,14 @@ def validate_options(metric: str, options: dict[str, Any], query_only: bool = Fa
             if v not in ("full", "fast"):
                 raise InvalidParameterError(f"durability must be 'full' or 'fast'; found {v!r}")
             out[name] = v
+    if out.get("store") == "codes":
+        if metric != "cosine":
+            raise InvalidParameterError("store='codes' keeps SimHash codes: metric cosine only")
+        out.setdefault("codes", 256)
+        if out.get("family", "bitsample") != "bitsample":
+            raise InvalidParameterError("an index of codes hashes them by bit sampling; "
+                                        "leave family unset")
+        out["family"] = "bitsample"
     if "w" in out and metric not in ("l2", "l1"):
         raise InvalidParameterError(f"w is the p-stable width; metric {metric!r} has no width")
     family = out.get("family", DEFAULT_FAMILY[metric])
@@ -169,16 +181,16 @@ def _build(metric: Metric, name: str, options: dict[str, Any], k: int, w: float 
     L = default_L(metric.name, options)
     seed = options.get("seed", 0)
     if name == "hyperplane":
-        return Hyperplane(metric.dim, k, L, seed)
+        return Hyperplane(metric.hash_dim(), k, L, seed)
     if name == "crosspolytope":
         from .crosspolytope import CrossPolytope
 
-        return CrossPolytope(metric.dim, k, L, seed)
+        return CrossPolytope(metric.hash_dim(), k, L, seed)
     if name == "bitsample":
-        return BitSample(metric.dim, k, L, seed)
+        return BitSample(metric.hash_dim(), k, L, seed)
     if name == "unary":
-        return Unary(metric.dim, k, L, options["max_value"], seed)
-    return PStable(metric.dim, k, L, float(w), seed,  # type: ignore[arg-type]
+        return Unary(metric.hash_dim(), k, L, options["max_value"], seed)
+    return PStable(metric.hash_dim(), k, L, float(w), seed,  # type: ignore[arg-type]
                    "gaussian" if metric.name == "l2" else "cauchy")
 
 

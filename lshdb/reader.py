@@ -57,7 +57,7 @@ class Reader:
         if family is None:  # calibrated since this handle opened? (another process)
             fam_raw = txn.get(b"family", db=store.db(b"meta"))
             if fam_raw is not None:
-                family = family_from_params(self.metric.dim, unpack_meta(fam_raw, "family"))
+                family = family_from_params(self.metric.hash_dim(), unpack_meta(fam_raw, "family"))
                 index.settings = unpack_meta(txn.get(b"settings", db=store.db(b"meta")),
                                              "settings")
                 index.family = family
@@ -339,9 +339,14 @@ class Reader:
             sizes[name.decode()] = st["psize"] * (st["branch_pages"] + st["leaf_pages"]
                                                   + st["overflow_pages"])
         n_tables = fam.L if fam else 0
+        histogram = np.zeros(33, dtype=np.int64)
         if buckets and fam is not None:
             for t in range(n_tables):
-                tables.append(_bucket_stats(txn, store.db(table_name(t))))
+                row, bucket_sizes = _bucket_stats(txn, store.db(table_name(t)))
+                tables.append(row)
+                if len(bucket_sizes):
+                    histogram += np.bincount(np.log2(bucket_sizes).astype(np.int64),
+                                             minlength=33)[:33]
         posting_bytes = sum(v for k, v in sizes.items() if k.startswith("t"))
         out["bytes"] = {
             "rows": self._rows.size_bytes(),
@@ -355,10 +360,13 @@ class Reader:
                 (posting_bytes + out["bytes"]["key_maps"]) / self.live / max(n_tables, 1))
         if tables:
             out["tables"] = tables
+            top = int(np.flatnonzero(histogram).max()) + 1 if histogram.any() else 0
+            out["bucket_histogram"] = [{"ids": f"{2**b}-{2 ** (b + 1) - 1}",
+                                        "buckets": int(histogram[b])} for b in range(top)]
         return out
 
 
-def _bucket_stats(txn: Any, db: Any) -> dict[str, Any]:
+def _bucket_stats(txn: Any, db: Any) -> tuple[dict[str, Any], np.ndarray]:
     sizes: list[int] = []
     chunks = 0
     last = b""
@@ -371,9 +379,9 @@ def _bucket_stats(txn: Any, db: Any) -> dict[str, Any]:
             last = bucket
     a = np.asarray(sizes) if sizes else np.zeros(1, dtype=np.int64)
     q = np.percentile(a, [50, 90, 99]) if sizes else [0, 0, 0]
-    return {"buckets": len(sizes), "chunks": chunks, "ids": int(a.sum()),
-            "mean": float(a.mean()), "p50": float(q[0]), "p90": float(q[1]),
-            "p99": float(q[2]), "max": int(a.max())}
+    return ({"buckets": len(sizes), "chunks": chunks, "ids": int(a.sum()),
+             "mean": float(a.mean()), "p50": float(q[0]), "p90": float(q[1]),
+             "p99": float(q[2]), "max": int(a.max())}, np.asarray(sizes))
 
 
 def union(ids: np.ndarray, n_rows: int, with_counts: bool = False

@@ -180,6 +180,12 @@ class Store:
 
     def __init__(self, gen_dir: str, create: bool = False, n_tables: int = 0,
                  map_size: int | None = None) -> None:
+        try:
+            self._init(gen_dir, create, n_tables, map_size)
+        except FileNotFoundError as exc:  # the generation was removed while we opened it
+            raise NotAnIndexError(f"{gen_dir} vanished while opening it ({exc})") from exc
+
+    def _init(self, gen_dir: str, create: bool, n_tables: int, map_size: int | None) -> None:
         self.gen_dir = gen_dir
         self.refs = 0
         self.gate = Gate()
@@ -234,7 +240,9 @@ class Store:
             raise CorruptIndexError(f"{data} is corrupted: {exc}") from exc
         except lmdb.ReadonlyError as exc:
             raise LshdbError(f"cannot open {data} for writing: {exc}") from exc
-        except lmdb.Error as exc:
+        except (lmdb.Error, FileNotFoundError) as exc:
+            if not os.path.isfile(data):  # removed meanwhile (a compaction elsewhere)
+                raise NotAnIndexError(f"{self.gen_dir} vanished while opening it") from exc
             raise LshdbError(f"cannot open {data}: {exc}") from exc
 
     def ensure_writable(self) -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "p_hyperplane", "p_gaussian", "p_cauchy", "p_minhash", "p_bitsample", "p_unary",
     "and_", "or_", "s_curve", "compose", "sensitivity", "band_threshold",
     "false_positive_area", "false_negative_area", "optimal_bands", "collision",
+    "family_curve",
 ]
 
 ArrayLike = float | np.ndarray | Sequence[float]
@@ -192,3 +193,43 @@ def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5,
             if err < best_err:
                 best, best_err = (b, r), err
     return best
+
+
+# -- the S-curve of an index's parameters ------------------------------------------------
+
+
+def family_curve(params: dict[str, object], dim: int, points: int = 11
+                 ) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """The S-curve of a family's stored parameters (``Family.describe()``).
+
+    Returns ``(axis, x, p, s)``: what ``x`` measures (cosine similarity, distance in units of
+    w, Hamming or l1 distance, Jaccard similarity), the per-function collision probability
+    ``p`` at each ``x`` and the probability ``s = 1 - (1 - p^k)^L`` of becoming a candidate
+    through the home buckets (multi-probe raises it further).
+    """
+    name = params["family"]
+    k, L = int(params["k"]), int(params["L"])  # type: ignore[call-overload]
+    if name == "hyperplane":
+        axis, x = "cosine similarity", np.linspace(0.0, 1.0, points)
+        p = _arr(p_hyperplane(x))
+    elif name == "crosspolytope":
+        from .crosspolytope import collision_probability
+
+        axis, x = "cosine similarity", np.linspace(0.0, 1.0, points)
+        p = np.asarray(collision_probability(x, dim, samples=4000), dtype=np.float64)
+    elif name == "pstable":
+        axis, x = "distance / w", np.linspace(0.0, 2.0, points)
+        f = p_gaussian if params.get("distribution") == "gaussian" else p_cauchy
+        p = _arr(f(np.maximum(x, 1e-9)))
+    elif name == "bitsample":
+        axis, x = "Hamming distance / bits", np.linspace(0.0, 1.0, points)
+        p = 1.0 - x
+    elif name == "unary":
+        axis, x = "l1 distance / (dim * max_value)", np.linspace(0.0, 1.0, points)
+        p = 1.0 - x
+    elif name == "minhash":
+        axis, x = "Jaccard similarity", np.linspace(0.0, 1.0, points)
+        p = x.copy()
+    else:
+        raise InvalidParameterError(f"no S-curve for family {name!r}")
+    return axis, x, p, _arr(s_curve(p, k, L))

@@ -72,7 +72,9 @@ def exact_neighbours(metric: Metric, X: np.ndarray, qidx: np.ndarray, k: int,
     for s in range(0, len(qidx), 32):
         qi = qidx[s : s + 32]
         Q = X[qi]
-        if metric.name == "cosine":
+        if metric.row_dtype == np.uint8:  # packed codes (hamming, or cosine kept as codes)
+            d = np.stack([np.bitwise_count(B ^ q).sum(1, dtype=np.int64) for q in Q]).astype(np.float64)
+        elif metric.name == "cosine":
             d = -(Q @ B.T)
         elif metric.name == "l2":
             d = sq[None, :] - 2.0 * (Q @ B.T)  # type: ignore[index]
@@ -120,18 +122,18 @@ def _base(metric: Metric, family: str, k_max: int, L: int, seed: int,
           options: dict[str, Any], X: np.ndarray) -> Family:
     """The family with the most functions; smaller k take its first functions per table."""
     if family == "hyperplane":
-        return Hyperplane(metric.dim, k_max, L, seed)
+        return Hyperplane(metric.hash_dim(), k_max, L, seed)
     if family == "crosspolytope":
         from .crosspolytope import CrossPolytope
 
-        return CrossPolytope(metric.dim, k_max, L, seed)
+        return CrossPolytope(metric.hash_dim(), k_max, L, seed)
     if family == "bitsample":
-        return BitSample(metric.dim, k_max, L, seed)
+        return BitSample(metric.hash_dim(), k_max, L, seed)
     if family == "unary":
         mv = options.get("max_value") or max(1, int(np.ceil(X.max())))
-        return Unary(metric.dim, k_max, L, mv, seed)
+        return Unary(metric.hash_dim(), k_max, L, mv, seed)
     dist = "gaussian" if metric.name == "l2" else "cauchy"
-    return PStable(metric.dim, k_max, L, 1.0, seed, dist)
+    return PStable(metric.hash_dim(), k_max, L, 1.0, seed, dist)
 
 
 def _sub(base: Family, k: int, w: float | None) -> Family:

@@ -114,3 +114,48 @@ def test_json_tune_output(tmp_path, data3):
     res = json.loads(out.stdout)
     assert res["build"]["family"] == "hyperplane" and res["queries"] == 40
     assert any(row["scan"] for row in res["frontier"]) or res["chosen"] is not None
+
+
+def test_codes_only_index_ranks_by_hamming(tmp_path, data3):
+    X, Q = data3
+    path = str(tmp_path / "m.lshdb")
+    with lshdb.create(path, metric="cosine", dim=32, store="codes", codes=512) as index:
+        index.add(range(len(X)), X)
+        assert index.family.describe()["family"] == "bitsample"
+        assert index.get(0).dtype == np.uint8 and index.get(0).shape == (64,)
+        hits = index.query(X[5], k=3)
+        assert hits[0] == (5, 0.0)  # its own code: Hamming 0, estimated distance 0
+        # distances are the cosine estimate of the Hamming distance between codes
+        coder = index.metric.coder
+        q = Q[0] / np.linalg.norm(Q[0])
+        for key, dist in index.query(Q[0], k=5):
+            h = hamming(coder.encode(q[None].astype(np.float32)),
+                        coder.encode((X[key] / np.linalg.norm(X[key]))[None]))[0]
+            assert dist == pytest.approx(1 - np.cos(np.pi * h / 512), abs=1e-6)
+        assert recall(index, X, Q, probes=64) > 0.5  # honest: codes alone, no exact re-rank
+        index.delete([5])
+        index.compact()
+    assert check(path)["ok"]
+    with pytest.raises(lshdb.InvalidParameterError, match="metric cosine only"):
+        lshdb.create(path + "2", metric="l2", dim=32, store="codes")
+
+
+def test_stats_shows_the_s_curve_and_bucket_sizes(tmp_path, data3):
+    X, _ = data3
+    path = str(tmp_path / "s.lshdb")
+    with lshdb.create(path, metric="cosine", dim=32, k=6, L=4) as index:
+        index.add(range(2000), X[:2000])
+    out = CliRunner().invoke(cli, ["stats", path, "--format", "table"])
+    assert out.exit_code == 0, out.output
+    text = out.stdout
+    assert "S-curve: probability of becoming a candidate by cosine similarity" in text
+    assert "1.00 | ########################################" in text
+    assert "bucket sizes (ids per bucket: buckets, all tables)" in text
+    st = json.loads(CliRunner().invoke(cli, ["stats", path]).stdout)
+    curve = st["s_curve"]
+    assert curve["p_candidate"][-1] == 1.0 and curve["p_candidate"] == sorted(curve["p_candidate"])
+    assert sum(h["buckets"] for h in st["bucket_histogram"]) == sum(t["buckets"] for t in st["tables"])
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "s.png"
+    assert CliRunner().invoke(cli, ["stats", path, "--plot", str(png)]).exit_code == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
