@@ -48,8 +48,10 @@ def plan(seed: int, batch: int, keys: list[str]) -> dict[str, Any]:
     kind = rng.choice(["add", "add", "upsert", "delete", "mixed"])
     n_new = int(rng.integers(1, 300))
     new = [f"k{batch}-{i}" for i in range(n_new)]
-    old = list(rng.choice(keys, min(len(keys), int(rng.integers(1, 60))), replace=False)) \
-        if keys else []
+    n_old = int(rng.integers(1, 60))
+    if len(keys) > 4000 and rng.random() < 0.5:  # keep the index (and each check) small
+        kind, n_old = "delete", int(rng.integers(200, 600))
+    old = list(rng.choice(keys, min(len(keys), n_old), replace=False)) if keys else []
     vec = rng.standard_normal((n_new + len(old), DIM)).astype(np.float32)
     if kind == "add" or not keys:
         return {"kind": "add", "add": (new, vec[:n_new])}
