@@ -150,3 +150,19 @@ def test_create_prints_summary(tmp_path):
     out = lines(run("create", tmp_path / "c", "--metric", "cosine", "--dim", 16, "--bits", 8))
     assert out == [{"path": str(tmp_path / "c"), "metric": "cosine", "dim": 16,
                     "family": {"family": "hyperplane", "k": 8, "L": 16, "seed": 0}, "items": 0}]
+
+
+def test_build_with_target_recall_and_compact(tmp_path, data):
+    X, _ = data
+    np.save(tmp_path / "x.npy", X)
+    out = lines(run("build", tmp_path / "t", "--input", tmp_path / "x.npy", "--metric", "cosine",
+                    "--target-recall", "0.97"))
+    assert out[0]["added"] == len(X)
+    with lshdb.open(str(tmp_path / "t")) as index:
+        assert index.options["target_recall"] == 0.97
+        index.delete(range(0, len(X), 2))
+    rep = lines(run("compact", tmp_path / "t"))[0]
+    assert rep["reclaimed_rows"] == len(X) // 2 and rep["generation"] == "g000002"
+    bad = run("build", tmp_path / "u", "--input", tmp_path / "x.npy", "--metric", "cosine",
+              "--target-recall", "1.5", ok=False)
+    assert bad.exit_code == 1 and "target_recall must be in (0, 1)" in bad.stderr

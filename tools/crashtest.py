@@ -78,6 +78,8 @@ def writer(path: str, seed: int, start: int, log: str, durability: str) -> None:
     """Run batches start, start+1, ... forever (until killed)."""
     index = lshdb.open(path, durability=durability)
     keys = sorted(index.keys())
+    with open(log + ".ready", "w") as f:  # the harness times its kill from here
+        f.write("ready\n")
     batch = start
     with open(log, "a") as ack:
         while True:
@@ -125,10 +127,16 @@ def run(kills: int, seed: int, durability: str, min_run: float, max_run: float,
     stats = {"kills": 0, "batches_acked": 0, "unacked_committed": 0, "compactions": 0,
              "max_items": 0, "check_failures": 0, "mismatches": 0}
     for _ in range(kills):
+        ready = log + ".ready"
+        if os.path.exists(ready):
+            os.unlink(ready)
         proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--writer", path, "--seed", str(seed),
              "--start", str(acked), "--log", log, "--durability", durability],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while not os.path.exists(ready) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)  # kill only once the writer is at work, not during start-up
         time.sleep(rng.uniform(min_run, max_run))
         if proc.poll() is not None:
             raise RuntimeError(f"the writer exited by itself: {proc.stderr.read().decode()[-2000:]}")
@@ -169,6 +177,7 @@ def run(kills: int, seed: int, durability: str, min_run: float, max_run: float,
             stats["unacked_committed"] += 1
         stats["max_items"] = max(stats["max_items"], len(model))
     stats["batches_acked"] = acked
+    stats["batches_per_kill"] = round(acked / max(stats["kills"], 1), 2)
     return stats
 
 
