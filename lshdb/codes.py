@@ -26,12 +26,21 @@ CODES_NAME = "codes.bin"
 
 
 def hamming(codes: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Hamming distance from each packed code row to the packed code ``q``."""
-    a = np.ascontiguousarray(codes)
-    if a.shape[1] % 8 == 0:
-        w = a.view("<u8")
-        return np.bitwise_count(w ^ np.ascontiguousarray(q).view("<u8")).sum(axis=1, dtype=np.int64)
-    return np.bitwise_count(a ^ q).sum(axis=1, dtype=np.int64)
+    """Hamming distance from each packed code row to the packed code ``q``.
+
+    ``codes`` may be a strided view (rows of a row file): only its last axis must be
+    contiguous. Words are XOR-ed and popcounted 64 bits at a time and the per-word counts
+    summed column by column (numpy's reductions over a short last axis are slow).
+    """
+    if codes.shape[1] % 8 == 0 and codes.strides[1] == 1:
+        words = codes.view("<u8")
+        counts = np.bitwise_count(words ^ np.ascontiguousarray(q).view("<u8"))
+    else:
+        counts = np.bitwise_count(np.ascontiguousarray(codes) ^ q)
+    total = counts[:, 0].astype(np.int64)
+    for j in range(1, counts.shape[1]):
+        total += counts[:, j]
+    return total
 
 
 class SimHashCoder:

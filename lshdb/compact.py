@@ -141,7 +141,7 @@ def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
     codes = index._codes
     if codes is not None:
         new_codes = RowFile(os.path.join(tmp, CODES_NAME), codes.dim, codes.dtype,
-                            writable=True, create=True)
+                            writable=True, create=True, checked=False)
         try:
             for s in range(0, live, _BLOCK):
                 new_codes.write(s, codes.read(ids[s : s + _BLOCK], n_rows))

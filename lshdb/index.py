@@ -123,7 +123,7 @@ def create(path: str | os.PathLike[str], metric: str, dim: int | None = None,
                 writable=True, create=True).close()
         if opts.get("codes") and opts.get("store") != "codes":
             RowFile(os.path.join(tmp, gen, CODES_NAME), opts["codes"] // 8, np.dtype(np.uint8),
-                    writable=True, create=True).close()
+                    writable=True, create=True, checked=False).close()
         layout.write_current(tmp, gen)
         if os.path.isdir(path):
             os.rmdir(path)
@@ -239,7 +239,7 @@ class Index:
                 rows = RowFile(os.path.join(gen_dir, ROWS_NAME), metric.row_dim(),
                                metric.row_dtype, writable=not self.readonly)
                 codes = RowFile(os.path.join(gen_dir, CODES_NAME), opts["codes"] // 8,
-                                np.dtype(np.uint8), writable=not self.readonly) \
+                                np.dtype(np.uint8), writable=not self.readonly, checked=False) \
                     if opts.get("codes") and opts.get("store") != "codes" else None
             except FileNotFoundError as exc:
                 raise CorruptIndexError(f"{gen_dir} lacks a row file ({exc.filename}); the "

@@ -287,7 +287,7 @@ class Reader:
         R = rerank if rerank is not None else self.settings.get("rerank")
         R = max(k, 100 if R is None else R)
         R_all = min(self.n_rows, R + (self.n_rows - self.live))  # room for deleted rows
-        codes = code_file._records(self.n_rows)[: self.n_rows, : coder.nbytes]
+        codes = code_file.matrix(self.n_rows)
         h = hamming(codes, coder.encode(x[None])[0])
         best = np.argpartition(h, R_all - 1)[:R_all] if R_all < self.n_rows else np.arange(self.n_rows)
         db = self._store.db(b"id2key")

@@ -52,14 +52,15 @@ class RowFile:
     """
 
     def __init__(self, path: str, dim: int, dtype: np.dtype, writable: bool,
-                 create: bool = False) -> None:
+                 create: bool = False, checked: bool = True) -> None:
         self.path = path
         self.dim = int(dim)
         self.dtype = np.dtype(dtype).newbyteorder("<") if np.dtype(dtype).itemsize > 1 else np.dtype(dtype)
         raw = self.dim * self.dtype.itemsize
         self.payload_bytes = raw
         self.padded_bytes = (raw + 7) // 8 * 8
-        self.row_bytes = self.padded_bytes + 8
+        self.checked = checked  # without checksums rows are contiguous (for scans)
+        self.row_bytes = self.padded_bytes + (8 if checked else 0)
         self._n_words = self.padded_bytes // 8
         self._W, self._W0 = _multipliers(self._n_words)
         self.writable = writable
@@ -139,8 +140,9 @@ class RowFile:
             payload = self.encode(values[s : s + step])
             rec = np.empty((len(payload), self.row_bytes), dtype=np.uint8)
             rec[:, : self.padded_bytes] = payload
-            rec[:, self.padded_bytes :] = self.checksums(payload, first_id + s).astype(
-                "<u8").view(np.uint8).reshape(-1, 8)
+            if self.checked:
+                rec[:, self.padded_bytes :] = self.checksums(payload, first_id + s).astype(
+                    "<u8").view(np.uint8).reshape(-1, 8)
             os.pwrite(self._fd, rec.tobytes(), _HEADER_BYTES + (first_id + s) * self.row_bytes)
 
     def sync(self) -> None:
@@ -169,7 +171,7 @@ class RowFile:
         if n_rows == 0 or len(ids) == 0:
             return np.empty((0, self.dim), dtype=self.dtype)
         raw = self._records(n_rows)[ids]  # (len, row_bytes) uint8: a copy
-        if verify:
+        if verify and self.checked:
             words = raw.view("<u8")
             with np.errstate(over="ignore"):
                 expect = words[:, : self._n_words] @ self._W + \
@@ -181,6 +183,12 @@ class RowFile:
                     f"({len(bad)} bad rows among {len(ids)} read); run `lshdb check` and "
                     "restore the index from a backup")
         return raw[:, : self.payload_bytes].view(self.dtype)
+
+    def matrix(self, n_rows: int) -> np.ndarray:
+        """The first ``n_rows`` payloads as one read-only view (unchecked files only)."""
+        if self.checked:
+            raise CorruptIndexError("only a row file without checksums is read as a matrix")
+        return self._records(n_rows)[:n_rows, : self.payload_bytes]
 
     def read_range(self, start: int, stop: int, n_rows: int, verify: bool = True) -> np.ndarray:
         return self.read(np.arange(start, stop), n_rows, verify)
