@@ -29,11 +29,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import lshdb  # noqa: E402
+from benchmarks.common import ROOT, SHARED, table, write_result  # noqa: E402
+from benchmarks.minhash import ensure_corpora, load  # noqa: E402
 from lshdb.minhash import text_signatures  # noqa: E402
 from lshdb.text import word_shingles  # noqa: E402
-
-from benchmarks.common import SHARED, ROOT, table, write_result  # noqa: E402
-from benchmarks.minhash import ensure_corpora, load  # noqa: E402
 
 
 def main() -> None:

@@ -28,9 +28,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import lshdb  # noqa: E402
-from lshdb.datasets import clustered, exact_knn  # noqa: E402
-
 from benchmarks.common import minilm, table, write_result  # noqa: E402
+from lshdb.datasets import clustered, exact_knn  # noqa: E402
 
 
 def recall(results: list[list[Any]], truth: np.ndarray) -> float:
@@ -150,8 +149,8 @@ def peers(X: np.ndarray, Q: np.ndarray, truth: np.ndarray) -> list[dict[str, Any
             build = time.perf_counter() - t0
             for topn in (50, 100, 200, 400):
                 def f(q: np.ndarray, ix: Any = ix, topn: int = topn) -> list[int]:
-                    _, I = ix.search(q[None], topn)
-                    c = I[0]
+                    _, found = ix.search(q[None], topn)
+                    c = found[0]
                     return c[np.argsort(-(Xn[c] @ q))[:10]].tolist()
                 res, qps = run_queries(f, Qn)
                 rows.append({"system": "faiss IndexLSH", "setting": f"{nbits} bits, top-{topn}"
