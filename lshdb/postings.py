@@ -107,13 +107,27 @@ def bulk_load(cursor: Any, buckets: np.ndarray, ids: np.ndarray) -> int:
     return len(items)
 
 
+_TAIL_HEADERS = [_header(4 * m) for m in range(TAIL_MAX + 1)]
+
+
 def append(txn: Any, db: Any, buckets: np.ndarray, ids: np.ndarray) -> None:
     """Add ``ids`` (all larger than any id in the table) to their ``buckets``."""
     ub, bounds, payload = group_by_bucket(buckets, ids)
     n = len(bounds) - 1
-    tails = [ub[8 * j : 8 * j + 8] + TAIL for j in range(n)]
+    keys = np.empty(n, dtype=[("b", ">u8"), ("t", ">u4")])
+    keys["b"] = np.frombuffer(ub, dtype=">u8")
+    keys["t"] = 0xFFFFFFFF
+    kbuf = keys.tobytes()
+    tails = [kbuf[12 * j : 12 * j + 12] for j in range(n)]
     cursor = txn.cursor(db)
     found = dict(cursor.getmulti(tails))
+    counts = np.diff(bounds)
+    if not found and (n == 0 or int(counts.max()) <= TAIL_MAX):
+        # the common case: every touched bucket starts a fresh tail
+        heads, cl, b4 = _TAIL_HEADERS, counts.tolist(), (bounds * 4).tolist()
+        cursor.putmulti([(tails[j], heads[cl[j]] + payload[b4[j] : b4[j + 1]])
+                         for j in range(n)])
+        return
     items: list[tuple[bytes, bytes]] = []
     stale: list[bytes] = []
     b4 = bounds * 4
