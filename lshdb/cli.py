@@ -62,6 +62,11 @@ def emit(records: Iterable[dict[str, Any]], fmt: str) -> None:
     rows = [{k: _cell(v) for k, v in r.items()} for r in records]
     if not rows:
         return
+    if len(rows) == 1 and len(rows[0]) > 6:  # one wide record reads better as field: value
+        width = max(len(k) for k in rows[0])
+        for k, v in rows[0].items():
+            click.echo(f"{k.ljust(width)}  {v}")
+        return
     cols = list(dict.fromkeys(k for r in rows for k in r))
     width = {c: max(len(c), *(len(r.get(c, "")) for r in rows)) for c in cols}
     click.echo("  ".join(c.ljust(width[c]) for c in cols).rstrip())
