@@ -19,6 +19,7 @@ import numpy as np
 
 from .codec import decode_array, encode_array
 from .errors import CorruptIndexError, InvalidParameterError
+from .families import Projection
 
 __all__ = ["SimHashCoder", "CODES_NAME", "hamming"]
 
@@ -58,6 +59,7 @@ class SimHashCoder:
         if P.shape != (dim, bits):
             raise CorruptIndexError(f"code directions have shape {P.shape}; expected {(dim, bits)}")
         self.P = np.ascontiguousarray(P, dtype=np.float32)
+        self._project = Projection(self.P)
         self.centre = np.zeros(dim, dtype=np.float32) if centre is None else \
             np.asarray(centre, dtype=np.float32)
         if self.centre.shape != (dim,):
@@ -72,7 +74,7 @@ class SimHashCoder:
         out = np.empty((len(X), self.nbytes), dtype=np.uint8)
         for s in range(0, len(X), 32768):
             block = np.asarray(X[s : s + 32768], dtype=np.float32) - self.centre
-            out[s : s + 32768] = np.packbits(block @ self.P > 0, axis=1)
+            out[s : s + 32768] = np.packbits(self._project(block) > 0, axis=1)
         return out
 
     def params(self) -> dict[str, Any]:
