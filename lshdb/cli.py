@@ -63,9 +63,9 @@ def emit(records: Iterable[dict[str, Any]], fmt: str) -> None:
     if not rows:
         return
     if len(rows) == 1 and len(rows[0]) > 6:  # one wide record reads better as field: value
-        width = max(len(k) for k in rows[0])
+        field_width = max(len(k) for k in rows[0])
         for k, v in rows[0].items():
-            click.echo(f"{k.ljust(width)}  {v}")
+            click.echo(f"{k.ljust(field_width)}  {v}")
         return
     cols = list(dict.fromkeys(k for r in rows for k in r))
     width = {c: max(len(c), *(len(r.get(c, "")) for r in rows)) for c in cols}
