@@ -76,7 +76,7 @@ def _reader(path: str, seconds: float, seed: int, start: Any, out: Any) -> None:
     out.put(n / (time.perf_counter() - t0))
 
 
-def _writer(path: str, stop: Any, start: Any, out: Any) -> None:
+def _writer(path: str, tag: str, stop: Any, start: Any, out: Any) -> None:
     X, _ = clustered(200_000, DIM, seed=77)
     index = lshdb.open(path)
     start.wait()
@@ -84,7 +84,7 @@ def _writer(path: str, stop: Any, start: Any, out: Any) -> None:
     t0 = time.perf_counter()
     while not stop.is_set():
         s = n % 190_000
-        index.add([f"w{n + i}" for i in range(1000)], X[s : s + 1000])
+        index.add([f"{tag}-{n + i}" for i in range(1000)], X[s : s + 1000])
         n += 1000
     out.put(n / (time.perf_counter() - t0))
     index.close()
@@ -104,7 +104,7 @@ def readers_with_writer(workdir: str, seconds: float, seed: int) -> list[dict[st
             start, stop, out, wout = ctx.Event(), ctx.Event(), ctx.Queue(), ctx.Queue()
             procs = [ctx.Process(target=_reader, args=(path, seconds, i, start, out))
                      for i in range(n_readers)]
-            w = ctx.Process(target=_writer, args=(path, stop, start, wout)) if with_writer else None
+            w = ctx.Process(target=_writer, args=(path, f"w{n_readers}", stop, start, wout)) if with_writer else None
             for p in procs + ([w] if w else []):
                 p.start()
             time.sleep(3)  # let every process open the index and warm up

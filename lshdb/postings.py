@@ -132,13 +132,19 @@ def append(txn: Any, db: Any, buckets: np.ndarray, ids: np.ndarray) -> None:
     stale: list[bytes] = []
     b4 = bounds * 4
     limit = 4 * TAIL_MAX
+    get = found.get
     for j in range(n):
         key = tails[j]
         new = payload[b4[j] : b4[j + 1]]
-        old = found.get(key)
-        data = new if old is None else _payload(old) + new
+        old = get(key)
+        if old is None:
+            data = new
+        elif old[0] == 0xC4 and old[1] == len(old) - 2 and not old[1] & 3:
+            data = old[2:] + new  # a plain tail (the usual form): bytes, no decoding
+        else:
+            data = _payload(old) + new
         if len(data) <= limit:
-            items.append((key, _header(len(data)) + data))
+            items.append((key, _TAIL_HEADERS[len(data) >> 2] + data))
         else:
             _sealed_items(key[:8], data, items)
             if old is not None:
