@@ -128,30 +128,31 @@ def append(txn: Any, db: Any, buckets: np.ndarray, ids: np.ndarray) -> None:
         cursor.putmulti([(tails[j], heads[cl[j]] + payload[b4[j] : b4[j + 1]])
                          for j in range(n)])
         return
-    items: list[tuple[bytes, bytes]] = []
-    stale: list[bytes] = []
-    b4 = bounds * 4
+    b4 = (bounds * 4).tolist()
     limit = 4 * TAIL_MAX
-    get = found.get
-    for j in range(n):
-        key = tails[j]
-        new = payload[b4[j] : b4[j + 1]]
-        old = get(key)
-        if old is None:
-            data = new
-        elif old[0] == 0xC4 and old[1] == len(old) - 2 and not old[1] & 3:
-            data = old[2:] + new  # a plain tail (the usual form): bytes, no decoding
-        else:
-            data = _payload(old) + new
-        if len(data) <= limit:
-            items.append((key, _TAIL_HEADERS[len(data) >> 2] + data))
-        else:
-            _sealed_items(key[:8], data, items)
-            if old is not None:
-                stale.append(key)
-    for key in stale:
-        txn.delete(key, db=db)
+    heads = _TAIL_HEADERS
+    olds = [found.get(key) for key in tails]
+    datas = [payload[b4[j] : b4[j + 1]] if old is None
+             else _tail_payload(old) + payload[b4[j] : b4[j + 1]] for j, old in enumerate(olds)]
+    items = [(tails[j], heads[len(d) >> 2] + d) for j, d in enumerate(datas) if len(d) <= limit]
+    if len(items) < n:  # some tails overflow: seal them
+        for j, d in enumerate(datas):
+            if len(d) > limit:
+                _sealed_items(tails[j][:8], d, items)
+                if olds[j] is not None:
+                    txn.delete(tails[j], db=db)
     cursor.putmulti(items)
+
+
+def _tail_payload(value: bytes) -> bytes:
+    """The ids of a tail as little-endian uint32 bytes; a plain tail (the form every tail
+    is written in) is sliced without decoding, anything else is decoded and validated."""
+    tag = value[0]
+    if tag == 0xC4 and value[1] == len(value) - 2 and not value[1] & 3:
+        return value[2:]
+    if tag == 0xC5 and (value[1] << 8 | value[2]) == len(value) - 3 and not value[2] & 3:
+        return value[3:]
+    return _payload(value)
 
 
 def remove(txn: Any, db: Any, buckets: np.ndarray, ids: np.ndarray) -> int:
