@@ -84,6 +84,19 @@ def summarise_tables(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append({"variant": label, "tables for recall 0.9": fewest, "probes": best["probes"],
                     "recall@10": best["recall@10"], "queries/s": best["queries/s"],
                     "postings MB": best["postings MB"]})
+    plain = [r for r in rows if r["probes"] == r["L"] and r["recall@10"] >= 0.9]
+    if plain:  # the target's form: fewest tables that match the unprobed speed at 0.9
+        base = min(plain, key=lambda r: r["L"])
+        fast = [r for r in rows if r["recall@10"] >= 0.9 and r["queries/s"] >= base["queries/s"]]
+        label = "with multi-probe, at >= the speed without it"
+        if fast:
+            fewest = min(r["L"] for r in fast)
+            best = max((r for r in fast if r["L"] == fewest), key=lambda r: r["queries/s"])
+            out.append({"variant": label, "tables for recall 0.9": fewest,
+                        "probes": best["probes"], "recall@10": best["recall@10"],
+                        "queries/s": best["queries/s"], "postings MB": best["postings MB"]})
+        else:
+            out.append({"variant": label, "tables for recall 0.9": "none as fast"})
     return out
 
 
