@@ -197,6 +197,7 @@ def main() -> None:
         writer(args.writer, args.seed, args.start, args.log, args.durability)
         return
     workdir = args.dir or tempfile.mkdtemp(prefix="lshdb-crash-")
+    os.makedirs(workdir, exist_ok=True)
     t0 = time.time()
     try:
         stats = run(args.kills, args.seed, args.durability, args.min_run, args.max_run, workdir)

@@ -171,6 +171,7 @@ def main() -> None:
     ap.add_argument("--dir")
     args = ap.parse_args()
     workdir = args.dir or tempfile.mkdtemp(prefix="lshdb-readers-")
+    os.makedirs(workdir, exist_ok=True)
     try:
         result = run(args.readers, args.seconds, args.map_size, workdir)
     finally:
