@@ -18,6 +18,7 @@ parameters (so an answer is exact), and check:
 times while readers in other processes read (they must adopt the new size).
 
 usage: python tools/readertest.py [--readers 4] [--seconds 10] [--map-size BYTES]
+                                  [--queries-per-snapshot 20]
 Prints one JSON line: answers checked, inconsistencies, queries/s. Exit status 1 on any
 inconsistency.
 """
@@ -81,12 +82,13 @@ def _write(path: str, stop: Any, counter: Any, map_size: int | None, batches: in
     index.close()
 
 
-def reader(path: str, stop: Any, seed: int, map_size: int | None, out: Any) -> None:
+def reader(path: str, stop: Any, seed: int, map_size: int | None, per_snapshot: int,
+           out: Any) -> None:
     answers = bad = 0
     notes: list[str] = []
     t0 = time.perf_counter()
     try:
-        answers, bad = _read(path, stop, seed, map_size, notes)
+        answers, bad = _read(path, stop, seed, map_size, per_snapshot, notes)
     except BaseException as exc:  # report, so the harness never waits for a dead reader
         import traceback
 
@@ -96,7 +98,7 @@ def reader(path: str, stop: Any, seed: int, map_size: int | None, out: Any) -> N
              "notes": notes[:5]})
 
 
-def _read(path: str, stop: Any, seed: int, map_size: int | None,
+def _read(path: str, stop: Any, seed: int, map_size: int | None, per_snapshot: int,
           notes: list[str]) -> tuple[int, int]:
     rng = np.random.default_rng(seed)
     index = lshdb.open(path, readonly=True, map_size=map_size)
@@ -115,7 +117,7 @@ def _read(path: str, stop: Any, seed: int, map_size: int | None,
             if set(seen) != live(J) or any(c != B for c in seen.values()) or len(r) != len(keys):
                 bad += 1
                 notes.append(f"snapshot of {len(keys)} keys is not live({J})")
-            for _ in range(20):
+            for _ in range(per_snapshot):
                 j = int(rng.integers(0, J + 1))
                 hits = {k for k, _ in r.query(centre(j), k=B, probes=4)}
                 want = set(batch_keys(j))
@@ -129,7 +131,7 @@ def _read(path: str, stop: Any, seed: int, map_size: int | None,
 
 
 def run(readers: int, seconds: float, map_size: int | None, workdir: str,
-        writer_batches: int = 0) -> dict[str, Any]:
+        writer_batches: int = 0, per_snapshot: int = 20) -> dict[str, Any]:
     path = os.path.join(workdir, "readers.lshdb")
     shutil.rmtree(path, ignore_errors=True)
     opts: dict[str, Any] = {"k": 1, "L": 2, "w": 1e9}  # exhaustive: every query scans all
@@ -140,7 +142,7 @@ def run(readers: int, seconds: float, map_size: int | None, workdir: str,
     stop, counter, out = ctx.Event(), ctx.Value("i", 0), ctx.Queue()
     w = ctx.Process(target=writer, args=(path, stop, counter, map_size, writer_batches))
     w.start()
-    rs = [ctx.Process(target=reader, args=(path, stop, i, map_size, out)) for i in range(readers)]
+    rs = [ctx.Process(target=reader, args=(path, stop, i, map_size, per_snapshot, out)) for i in range(readers)]
     for p in rs:
         p.start()
     time.sleep(seconds)
@@ -168,12 +170,15 @@ def main() -> None:
     ap.add_argument("--readers", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--map-size", type=int, default=None)
+    ap.add_argument("--queries-per-snapshot", type=int, default=20,
+                    help="queries checked in each snapshot (each snapshot also lists every key)")
     ap.add_argument("--dir")
     args = ap.parse_args()
     workdir = args.dir or tempfile.mkdtemp(prefix="lshdb-readers-")
     os.makedirs(workdir, exist_ok=True)
     try:
-        result = run(args.readers, args.seconds, args.map_size, workdir)
+        result = run(args.readers, args.seconds, args.map_size, workdir,
+                     per_snapshot=args.queries_per_snapshot)
     finally:
         if not args.dir:
             shutil.rmtree(workdir, ignore_errors=True)
