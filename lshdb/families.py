@@ -42,15 +42,21 @@ __all__ = [
 _BLOCK = 1 << 15  # rows hashed per block: bounds the temporary (block, L*k) matrix
 
 
+_S27, _S30, _S31 = np.uint64(27), np.uint64(30), np.uint64(31)
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
 def mix64(z: np.ndarray) -> np.ndarray:
-    """The splitmix64 finaliser, vectorised over a uint64 array (wraps modulo 2**64)."""
-    z = np.asarray(z, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        z = z ^ (z >> np.uint64(30))
-        z = z * np.uint64(0xBF58476D1CE4E5B9)
-        z = z ^ (z >> np.uint64(27))
-        z = z * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
+    """The splitmix64 finaliser, vectorised over a uint64 array (wraps modulo 2**64).
+
+    Works on a copy in place; array arithmetic wraps silently, so no ``errstate`` (whose
+    set-up cost dominated the small arrays of a single query)."""
+    z = np.array(z, dtype=np.uint64)
+    z ^= z >> _S30
+    z *= _MIX1
+    z ^= z >> _S27
+    z *= _MIX2
+    z ^= z >> _S31
     return z
 
 

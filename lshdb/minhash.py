@@ -485,9 +485,40 @@ def band_keys(signatures: np.ndarray, b: int, r: int, seed: int = 0) -> np.ndarr
     if b * r > sig.shape[1]:
         raise InvalidParameterError(
             f"b * r = {b * r} exceeds the signature's {sig.shape[1]} columns")
+    salt = _band_salts(b, seed)
+    if len(sig) <= 2:  # a query: Python integers beat 6 r numpy calls on tiny arrays
+        out = np.empty((len(sig), b), dtype=_U64)
+        for i, row in enumerate(sig[:, :b * r].astype(_U64).tolist()):
+            for j in range(b):
+                k = salt[j]
+                for v in row[j * r : j * r + r]:
+                    k = _mix_int(k ^ v)
+                out[i, j] = k
+        return out
     cols = sig[:, :b * r].reshape(len(sig), b, r).astype(_U64)
-    salt = mix64(np.arange(b, dtype=_U64) + _key(seed, _BAND_SALT))
-    keys = np.broadcast_to(salt, (len(sig), b)).copy()
+    keys = np.broadcast_to(np.array(salt, dtype=_U64), (len(sig), b)).copy()
     for t in range(r):
         keys = mix64(keys ^ cols[:, :, t])
     return keys
+
+
+_MASK64 = 0xFFFFFFFFFFFFFFFF
+_salt_cache: dict[tuple[int, int], list[int]] = {}
+
+
+def _band_salts(b: int, seed: int) -> list[int]:
+    """Each band's first chain value (cached: a query needs them every time)."""
+    key = (int(b), int(seed))
+    salts = _salt_cache.get(key)
+    if salts is None:
+        salts = _salt_cache[key] = mix64(np.arange(b, dtype=_U64) + _key(seed, _BAND_SALT)).tolist()
+    return salts
+
+
+def _mix_int(z: int) -> int:
+    """:func:`mix64` on one Python integer."""
+    z ^= z >> 30
+    z = (z * 0xBF58476D1CE4E5B9) & _MASK64
+    z ^= z >> 27
+    z = (z * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)

@@ -228,3 +228,15 @@ def test_signatures_are_stable_golden_values():
                              119448776, 119678269, 354359466, 935897673]]
     assert band_keys(sig, 4, 4).tolist() == [[14052261474057876842, 18206412465283350297,
                                               12647550231823200460, 13322608534250280801]]
+
+
+def test_band_keys_of_one_query_equal_the_batch_path():
+    # a query (one row) takes a Python-integer path; it must give the batch path's keys
+    from lshdb.minhash import band_keys
+
+    rng = np.random.default_rng(8)
+    for dtype in (np.uint32, np.uint64):
+        S = rng.integers(0, 2**31, (40, 128)).astype(dtype)
+        batch = band_keys(S, 9, 13, seed=3)
+        one = np.concatenate([band_keys(S[i : i + 1], 9, 13, seed=3) for i in range(40)])
+        np.testing.assert_array_equal(batch, one)
