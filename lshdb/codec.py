@@ -202,6 +202,46 @@ def decode_postings(value: bytes) -> np.ndarray:
     return np.frombuffer(value, dtype=ID_DTYPE, offset=start)
 
 
+def decode_many(values: list[bytes]) -> np.ndarray:
+    """The ids of many chunk values, concatenated (int64; ids of different chunks in no
+    particular order): :func:`decode_postings` for a whole query at once. The gap-encoded chunks share one cumulative sum instead of one
+    each; anything not in a well-formed common form goes through
+    :func:`decode_postings`, which validates it (and raises on a garbled chunk).
+    """
+    pieces: list[np.ndarray] = []
+    firsts: list[int] = []
+    gaps: list[bytes] = []
+    for v in values:
+        tag, size = v[0], len(v)
+        if tag == 0xC7 and v[2] == DELTA_EXT and v[1] == size - 3 and v[1] >= 4 and not v[1] & 1:
+            firsts.append(int.from_bytes(v[3:7], "little"))
+            gaps.append(v[7:])
+        elif tag == 0xC8 and v[3] == DELTA_EXT and (v[1] << 8 | v[2]) == size - 4 \
+                and size >= 8 and not size & 1:
+            firsts.append(int.from_bytes(v[4:8], "little"))
+            gaps.append(v[8:])
+        elif (tag == 0xC4 and v[1] == size - 2 and not v[1] & 3) or \
+                (tag == 0xC5 and (v[1] << 8 | v[2]) == size - 3 and not v[2] & 3):
+            pieces.append(np.frombuffer(v, dtype=ID_DTYPE, offset=2 if tag == 0xC4 else 3))
+        else:
+            pieces.append(decode_postings(v))
+    if firsts:
+        lengths = np.fromiter((len(g) >> 1 for g in gaps), dtype=np.int64, count=len(gaps)) + 1
+        starts = np.cumsum(lengths) - lengths
+        d = np.zeros(int(lengths.sum()), dtype=np.int64)
+        mask = np.ones(len(d), dtype=bool)
+        mask[starts] = False
+        d[mask] = np.frombuffer(b"".join(gaps), dtype="<u2")
+        c = np.cumsum(d)
+        c += np.repeat(np.asarray(firsts, dtype=np.int64) - c[starts], lengths)
+        pieces.append(c)
+    if not pieces:
+        return np.empty(0, dtype=np.int64)
+    if len(pieces) == 1:
+        return pieces[0].astype(np.int64)
+    return np.concatenate([p.astype(np.int64, copy=False) for p in pieces])
+
+
 # -- meta -----------------------------------------------------------------------------
 
 

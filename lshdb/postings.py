@@ -24,7 +24,7 @@ import numpy as np
 from .codec import ID_DTYPE, _ext_header, decode_postings, encode_postings
 
 __all__ = ["TAIL", "TAIL_MAX", "SEALED_MAX", "bulk_load", "append", "remove",
-           "read_bucket", "iter_table", "group_by_bucket"]
+           "read_bucket", "read_values", "iter_table", "group_by_bucket"]
 
 TAIL = b"\xff\xff\xff\xff"
 TAIL_MAX = 480
@@ -223,6 +223,19 @@ def read_bucket(cursor: Any, bucket: bytes, out: list[np.ndarray]) -> int:
         found += len(arr)
         if not cursor.next():
             return found
+
+
+def read_values(cursor: Any, bucket: bytes, out: list[bytes]) -> None:
+    """Append the raw chunk values of ``bucket`` to ``out`` (decode with ``decode_many``)."""
+    if not cursor.set_range(bucket + _ZERO):
+        return
+    while True:
+        key = cursor.key()
+        if key[:8] != bucket:
+            return
+        out.append(cursor.value())
+        if not cursor.next():
+            return
 
 
 def iter_table(txn: Any, db: Any) -> Iterator[tuple[bytes, bytes, np.ndarray]]:

@@ -17,6 +17,7 @@ from . import postings
 from .codec import (
     Key,
     bucket_bytes,
+    decode_many,
     normalize_key,
     pack_id,
     pack_key,
@@ -147,16 +148,16 @@ class Reader:
             return np.array([unpack_id(k) for k in c.iternext(values=False)], dtype=np.int64)
         tables, keys = fam.probe(x, probes)
         kb = bucket_bytes(keys)
-        parts: list[np.ndarray] = []
-        found = 0
+        values: list[bytes] = []
         for j, t in enumerate(tables.tolist()):
-            found += postings.read_bucket(self._cursor(t), kb[8 * j : 8 * j + 8], parts)
+            postings.read_values(self._cursor(t), kb[8 * j : 8 * j + 8], values)
+        allids = decode_many(values)
+        found = len(allids)
         if stats is not None:
             stats["buckets"] = len(tables)
             stats["postings"] = found
-        if not parts:
+        if not found:
             return np.empty(0, dtype=np.int64)
-        allids = np.concatenate(parts) if len(parts) > 1 else parts[0]
         top = int(allids.max())
         if top >= self.n_rows:
             raise CorruptIndexError(

@@ -132,7 +132,7 @@ def test_random_appends_match_a_model(table):
             model.setdefault(b, []).append(i)
     for b, expect in model.items():
         np.testing.assert_array_equal(bucket_ids(env, db, b), expect)
-    for bucket, suffix, size in chunks(env, db):
+    for _bucket, suffix, size in chunks(env, db):
         assert size <= (postings.TAIL_MAX if suffix == postings.TAIL else postings.SEALED_MAX)
     with env.begin() as txn:  # every tail is written plain, the form appends slice
         for key, value in txn.cursor(db):
@@ -146,3 +146,22 @@ def test_appending_to_a_garbled_tail_is_reported(table):
         txn.put((5).to_bytes(8, "big") + postings.TAIL, b"\xc4\x05abcde", db=db)
     with env.begin(write=True) as txn, pytest.raises(CorruptIndexError):
         postings.append(txn, db, np.array([5], np.uint64), np.array([9]))
+
+
+def test_decode_many_equals_decoding_chunk_by_chunk():
+    from lshdb.codec import decode_many
+
+    rng = np.random.default_rng(2)
+    values = []
+    for n in (1, 2, 3, 5, 60, 200, 480, 3000, 20000):
+        for compact in (False, True):
+            top = 10**8 if n == 20000 else 10**6  # wide gaps: the plain form
+            a = np.sort(rng.choice(top, n, replace=False)).astype(np.uint32)
+            values.append(encode_postings(a, compact))
+    assert {v[0] for v in values} >= {0xC4, 0xC5, 0xC6, 0xC7, 0xC8}
+    one_by_one = np.concatenate([decode_postings(v) for v in values]).astype(np.int64)
+    np.testing.assert_array_equal(np.sort(decode_many(values)), np.sort(one_by_one))
+    assert len(decode_many([])) == 0
+    for bad in (b"\xc4\x05abcde", b"\xc7\x03\x01abc", b"\xc8\x00\x07\x01" + b"\0" * 6):
+        with pytest.raises(CorruptIndexError):
+            decode_many([values[0], bad])
