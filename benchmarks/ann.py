@@ -26,8 +26,16 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import lshdb  # noqa: E402
-from benchmarks.common import in_subprocess, median, minilm, percentiles, table, timed, write_result  # noqa: E402
-from lshdb.datasets import clustered, exact_knn  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    dense_set,
+    in_subprocess,
+    median,
+    percentiles,
+    table,
+    timed,
+    write_result,
+)
+from lshdb.datasets import exact_knn  # noqa: E402
 
 
 def recall_at_10(results: list[list[tuple[object, float]]], truth: np.ndarray) -> float:
@@ -165,18 +173,12 @@ def main() -> None:
     rows = []
     try:
         for name in args.sets.split(","):
-            if name == "minilm":
-                real = minilm()
-                if real is None:
-                    print("minilm: ../shared/data/debian_minilm_dev.npz not found; skipped")
-                    continue
-                X, Q, gt = real
-                rows.append(run_set(name, X, Q[: args.queries], "cosine", None, workdir))
-            else:
-                n = {"clustered-100k": 100_000, "clustered-1m": 1_000_000}[name]
-                X, Q = clustered(n, 128, seed=args.seed, n_queries=args.queries)
-                for metric in args.metrics.split(","):
-                    rows.append(run_set(name, X, Q, metric, None, workdir))
+            data = dense_set(name, args.queries, args.seed)
+            if data is None:
+                continue
+            X, Q, _ = data  # run_set finds each metric's exact neighbours itself
+            for metric in ["cosine"] if name == "minilm" else args.metrics.split(","):
+                rows.append(run_set(name, X, Q, metric, None, workdir))
             print(json.dumps(rows[-1], default=str), flush=True)
         bucket = [] if args.no_bucket else big_bucket(workdir)
     finally:

@@ -105,3 +105,26 @@ def minilm() -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         return None
     d = np.load(path)
     return d["base"].astype(np.float32), d["queries"].astype(np.float32), d["gt_cos"]
+
+
+CLUSTERED = {"clustered-100k": 100_000, "clustered-200k": 200_000, "clustered-1m": 1_000_000}
+
+
+def dense_set(name: str, n_queries: int, seed: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """A benchmark set by name: (base, queries, exact neighbours or None to compute).
+
+    ``minilm`` is the real embeddings (None, with a message, when they are absent);
+    ``clustered-100k`` / ``-200k`` / ``-1m`` are generated 128-d clustered vectors.
+    """
+    if name == "minilm":
+        real = minilm()
+        if real is None:
+            print("minilm: ../shared/data/debian_minilm_dev.npz not found; skipped")
+            return None
+        X, Q, gt = real
+        return X, Q[:n_queries], gt[:n_queries]
+    from lshdb.datasets import clustered
+
+    X, Q = clustered(CLUSTERED[name], 128, seed=seed, n_queries=n_queries)
+    return X, Q, None

@@ -28,8 +28,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import lshdb  # noqa: E402
-from benchmarks.common import minilm, table, write_result  # noqa: E402
-from lshdb.datasets import clustered, exact_knn  # noqa: E402
+from benchmarks.common import dense_set, table, write_result  # noqa: E402
+from lshdb.datasets import exact_knn  # noqa: E402
 
 
 def recall(results: list[list[Any]], truth: np.ndarray) -> float:
@@ -198,17 +198,11 @@ def main() -> None:
     body = []
     try:
         for name in args.sets.split(","):
-            if name == "minilm":
-                real = minilm()
-                if real is None:
-                    print("minilm data not found; skipped")
-                    continue
-                X, Q, gt = real
-                Q, truth = Q[: args.queries], gt[: args.queries]
-            else:
-                n = {"clustered-200k": 200_000, "clustered-1m": 1_000_000}[name]
-                X, Q = clustered(n, 128, seed=args.seed, n_queries=args.queries)
-                truth = exact_knn(X, Q, 10, "cosine")
+            data = dense_set(name, args.queries, args.seed)
+            if data is None:
+                continue
+            X, Q, gt = data
+            truth = gt if gt is not None else exact_knn(X, Q, 10, "cosine")
             print(f"[{name}] {len(X):,} x {X.shape[1]}", flush=True)
             with lshdb.create(os.path.join(workdir, "probe.lshdb"), metric="cosine",
                               dim=X.shape[1]) as probe:

@@ -204,9 +204,10 @@ def decode_postings(value: bytes) -> np.ndarray:
 
 def decode_many(values: list[bytes]) -> np.ndarray:
     """The ids of many chunk values, concatenated (int64; ids of different chunks in no
-    particular order): :func:`decode_postings` for a whole query at once. The gap-encoded chunks share one cumulative sum instead of one
-    each; anything not in a well-formed common form goes through
-    :func:`decode_postings`, which validates it (and raises on a garbled chunk).
+    particular order): :func:`decode_postings` for a whole query at once. The gap-encoded
+    chunks share one cumulative sum instead of one each; anything not in a well-formed
+    common form goes through :func:`decode_postings`, which validates it (and raises on a
+    garbled chunk).
     """
     pieces: list[np.ndarray] = []
     firsts: list[int] = []
@@ -220,11 +221,10 @@ def decode_many(values: list[bytes]) -> np.ndarray:
                 and size >= 8 and not size & 1:
             firsts.append(int.from_bytes(v[4:8], "little"))
             gaps.append(v[8:])
-        elif (tag == 0xC4 and v[1] == size - 2 and not v[1] & 3) or \
-                (tag == 0xC5 and (v[1] << 8 | v[2]) == size - 3 and not v[2] & 3):
-            pieces.append(np.frombuffer(v, dtype=ID_DTYPE, offset=2 if tag == 0xC4 else 3))
         else:
-            pieces.append(decode_postings(v))
+            start = plain_start(v)
+            pieces.append(np.frombuffer(v, dtype=ID_DTYPE, offset=start) if start
+                          else decode_postings(v))
     if firsts:
         lengths = np.fromiter((len(g) >> 1 for g in gaps), dtype=np.int64, count=len(gaps)) + 1
         starts = np.cumsum(lengths) - lengths
@@ -240,6 +240,19 @@ def decode_many(values: list[bytes]) -> np.ndarray:
     if len(pieces) == 1:
         return pieces[0].astype(np.int64)
     return np.concatenate([p.astype(np.int64, copy=False) for p in pieces])
+
+
+def plain_start(value: bytes) -> int:
+    """Where the ids of a well-formed plain (bin8/bin16) chunk start, else 0: the cheap
+    test that lets hot paths slice the common form and leave the rest to the validating
+    :func:`decode_postings`."""
+    size = len(value)
+    if size >= 2 and value[0] == 0xC4 and value[1] == size - 2 and not value[1] & 3:
+        return 2
+    if size >= 3 and value[0] == 0xC5 and (value[1] << 8 | value[2]) == size - 3 \
+            and not value[2] & 3:
+        return 3
+    return 0
 
 
 # -- meta -----------------------------------------------------------------------------

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidParameterError, InvalidVectorError
-from .families import mix64
+from .families import mix64, mix64_int
 from .text import parse_shingle, shingle_hashes, shingle_token_hashes
 
 __all__ = [
@@ -492,7 +492,7 @@ def band_keys(signatures: np.ndarray, b: int, r: int, seed: int = 0) -> np.ndarr
             for j in range(b):
                 k = salt[j]
                 for v in row[j * r : j * r + r]:
-                    k = _mix_int(k ^ v)
+                    k = mix64_int(k ^ v)
                 out[i, j] = k
         return out
     cols = sig[:, :b * r].reshape(len(sig), b, r).astype(_U64)
@@ -502,7 +502,6 @@ def band_keys(signatures: np.ndarray, b: int, r: int, seed: int = 0) -> np.ndarr
     return keys
 
 
-_MASK64 = 0xFFFFFFFFFFFFFFFF
 _salt_cache: dict[tuple[int, int], list[int]] = {}
 
 
@@ -513,12 +512,3 @@ def _band_salts(b: int, seed: int) -> list[int]:
     if salts is None:
         salts = _salt_cache[key] = mix64(np.arange(b, dtype=_U64) + _key(seed, _BAND_SALT)).tolist()
     return salts
-
-
-def _mix_int(z: int) -> int:
-    """:func:`mix64` on one Python integer."""
-    z ^= z >> 30
-    z = (z * 0xBF58476D1CE4E5B9) & _MASK64
-    z ^= z >> 27
-    z = (z * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)

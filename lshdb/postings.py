@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from .codec import ID_DTYPE, _ext_header, decode_postings, encode_postings
+from .codec import ID_DTYPE, _ext_header, decode_postings, encode_postings, plain_start
 
 __all__ = ["TAIL", "TAIL_MAX", "SEALED_MAX", "bulk_load", "append", "remove",
-           "read_bucket", "read_values", "iter_table", "group_by_bucket"]
+           "read_values", "iter_table", "group_by_bucket"]
 
 TAIL = b"\xff\xff\xff\xff"
 TAIL_MAX = 480
@@ -39,11 +39,6 @@ def _header(n_bytes: int) -> bytes:
     if n_bytes < 65536:
         return b"\xc5" + n_bytes.to_bytes(2, "big")
     return b"\xc6" + n_bytes.to_bytes(4, "big")
-
-
-def _payload(value: bytes) -> bytes:
-    """The ids of a chunk value as little-endian uint32 bytes."""
-    return decode_postings(value).tobytes()
 
 
 def group_by_bucket(buckets: np.ndarray, ids: np.ndarray) -> tuple[bytes, np.ndarray, bytes]:
@@ -147,12 +142,8 @@ def append(txn: Any, db: Any, buckets: np.ndarray, ids: np.ndarray) -> None:
 def _tail_payload(value: bytes) -> bytes:
     """The ids of a tail as little-endian uint32 bytes; a plain tail (the form every tail
     is written in) is sliced without decoding, anything else is decoded and validated."""
-    tag = value[0]
-    if tag == 0xC4 and value[1] == len(value) - 2 and not value[1] & 3:
-        return value[2:]
-    if tag == 0xC5 and (value[1] << 8 | value[2]) == len(value) - 3 and not value[2] & 3:
-        return value[3:]
-    return _payload(value)
+    start = plain_start(value)
+    return value[start:] if start else decode_postings(value).tobytes()
 
 
 def remove(txn: Any, db: Any, buckets: np.ndarray, ids: np.ndarray) -> int:
@@ -207,22 +198,6 @@ def remove(txn: Any, db: Any, buckets: np.ndarray, ids: np.ndarray) -> int:
             else:
                 txn.delete(key, db=db)
     return missing
-
-
-def read_bucket(cursor: Any, bucket: bytes, out: list[np.ndarray]) -> int:
-    """Append the id arrays of ``bucket``'s chunks to ``out``; returns ids found."""
-    found = 0
-    if not cursor.set_range(bucket + _ZERO):
-        return 0
-    while True:
-        key = cursor.key()
-        if key[:8] != bucket:
-            return found
-        arr = decode_postings(cursor.value())
-        out.append(arr)
-        found += len(arr)
-        if not cursor.next():
-            return found
 
 
 def read_values(cursor: Any, bucket: bytes, out: list[bytes]) -> None:
