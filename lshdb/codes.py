@@ -74,7 +74,7 @@ class SimHashCoder:
         out = np.empty((len(X), self.nbytes), dtype=np.uint8)
         for s in range(0, len(X), 32768):
             block = np.asarray(X[s : s + 32768], dtype=np.float32) - self.centre
-            out[s : s + 32768] = np.packbits(self._project(block) > 0, axis=1)
+            out[s : s + 32768] = np.packbits(self._project.signs(block), axis=1)
         return out
 
     def params(self) -> dict[str, Any]:

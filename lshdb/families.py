@@ -140,27 +140,95 @@ def best_perturbations(scores: np.ndarray, n_extra: int,
 
 
 class Projection:
-    """``X @ A + b`` in float64, so that a row's buckets do not depend on its batch.
+    """``X @ A + b`` whose bucket decisions do not depend on the batch a row is in.
 
     BLAS picks kernels, and so summation orders, by the shape of a product: the same row
     projected alone and inside a large batch can differ in the last bits. In float32 that
-    moves a value across a bucket boundary (an integer for p-stable slots, 0 for hyperplane
-    signs) about once in 10^5 hashes at 128 dims (measured), so an item would land in a
-    different bucket than a query for the same vector, and the deep check would see an id
-    "in the wrong bucket". In float64 the wobble is ~1e-16 of the value, some 10^9 times
-    rarer (estimated from the precision, not measured). It costs ~0.8 us per 128-dim
-    vector at 256 functions.
+    moved a value across a bucket boundary (0 for hyperplane signs, an integer for p-stable
+    slots) about once in 10^5 hashes at 128 dims (measured), so an item landed in a
+    different bucket than a query for the same vector, and the deep check saw an id "in the
+    wrong bucket".
+
+    :meth:`signs` and :meth:`floors` therefore compute in float32 (fast BLAS) and keep each
+    value that its float32 error bound cannot move across a boundary: twice the textbook
+    bound of the product, ``2 * dim * 2**-24 * |x| * |a|``, plus the roundings of ``A``,
+    ``b`` and the sum. Only the values inside that band (about one in 10^4) are recomputed,
+    one by one, in float64 with a fixed summation order, the same for a row alone or in
+    any batch. ``__call__`` gives float64 values (probing margins, where the last bits only
+    order the probes).
     """
 
     def __init__(self, A: np.ndarray, b: np.ndarray | None = None) -> None:
         self.A = np.ascontiguousarray(A, dtype=np.float64)
         self.b = None if b is None else np.ascontiguousarray(b, dtype=np.float64)
+        self._A32 = self.A.astype(np.float32)
+        self._b32 = None if b is None else self.b.astype(np.float32)  # type: ignore[union-attr]
+        self._AT = np.ascontiguousarray(self.A.T)  # columns as rows, for the recheck
+        cols = np.sqrt((self.A * self.A).sum(axis=0))
+        # product error per unit |x|, including A's own rounding to float32
+        self._tol = (2.0 * self.A.shape[0] * 2.0**-24 + 2.0**-23) * cols
+        self._tol_max = float(self._tol.max()) if cols.size else 0.0
+        self._col_max = float(cols.max()) if cols.size else 0.0
+        self._b_max = 0.0 if b is None else float(np.abs(self.b).max(initial=0.0))  # type: ignore[union-attr]
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         p = np.asarray(X, dtype=np.float64) @ self.A
         if self.b is not None:
             p += self.b
         return p
+
+    def _exact(self, X: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """float64 ``X[r] . A[:, c]`` (+ b[c]), elementwise, batch-independent."""
+        v = (X[r].astype(np.float64) * self._AT[c]).sum(axis=1)
+        if self.b is not None:
+            v += self.b[c]
+        return v
+
+    def _suspects(self, X: np.ndarray, dist: np.ndarray, mag: np.ndarray | None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, columns) whose distance to a boundary is within the float32 error band.
+
+        ``mag`` bounds ``|value|`` per element (the rounding of ``+ b`` scales with it).
+        Rows are screened first by their nearest value against a band that holds for the
+        whole row, so only a few rows are examined element by element."""
+        norms = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))
+        row_band = norms * self._tol_max
+        if mag is not None:
+            row_band += 2.0**-23 * (norms * self._col_max + self._b_max + 2.0)
+        rows = np.flatnonzero(dist.min(axis=1) <= row_band)
+        if not len(rows):
+            return rows, rows
+        band = np.multiply.outer(norms[rows], self._tol)
+        if mag is not None:
+            band += 2.0**-23 * (np.abs(mag[rows]) + 2.0)
+        r, c = np.nonzero(dist[rows] <= band)
+        return rows[r], c
+
+    def signs(self, X: np.ndarray) -> np.ndarray:
+        """``X @ A + b > 0`` as a bool matrix."""
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        p = X @ self._A32
+        if self._b32 is not None:
+            p += self._b32
+        out = p > 0
+        r, c = self._suspects(X, np.abs(p, out=p), None if self._b32 is None else p)
+        if len(r):
+            out[r, c] = self._exact(X, r, c) > 0
+        return out
+
+    def floors(self, X: np.ndarray) -> np.ndarray:
+        """``floor(X @ A + b)``: a float32 matrix of integers (exact below 2**24, and
+        beyond that every float32 is an integer)."""
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        p = X @ self._A32
+        if self._b32 is not None:
+            p += self._b32
+        out = np.floor(p)
+        p -= out  # the fraction, in [0, 1]; the nearer boundary is min(p, 1 - p) away
+        r, c = self._suspects(X, np.minimum(p, 1.0 - p, out=p), out)
+        if len(r):
+            out[r, c] = np.floor(self._exact(X, r, c))
+        return out
 
 
 class Family:
@@ -221,12 +289,29 @@ class _BitFamily(Family):
     """Families whose k functions are bits packed into the key (k <= 64)."""
 
     def _keys_from_bits(self, bits: np.ndarray) -> np.ndarray:
-        """Bit j of table t's key is function j of table t (packbits, little-endian)."""
+        """Bit j of table t's key is function j of table t (little-endian).
+
+        Up to 24 bits per key (52 in float64) the keys are one BLAS product of the bits
+        with a block-diagonal matrix of powers of two, exact because every sum of distinct
+        powers of two below 2**24 is a float32; wider keys use ``packbits``.
+        """
         n = bits.shape[0]
+        if self.k <= 52:
+            W = self._powers()
+            return (bits.view(np.uint8).astype(W.dtype) @ W).astype(np.uint64)
         packed = np.packbits(bits.reshape(n, self.L, self.k), axis=2, bitorder="little")
         out = np.zeros((n, self.L, 8), dtype=np.uint8)
         out[:, :, : packed.shape[2]] = packed
         return out.view("<u8").reshape(n, self.L).astype(np.uint64, copy=False)
+
+    def _powers(self) -> np.ndarray:
+        W: np.ndarray | None = getattr(self, "_W", None)
+        if W is None:
+            W = np.zeros((self.L * self.k, self.L), dtype=np.float32 if self.k <= 24 else np.float64)
+            for t in range(self.L):
+                W[t * self.k : (t + 1) * self.k, t] = 2.0 ** np.arange(self.k)
+            self._W = W
+        return W
 
     def _margins(self, x: np.ndarray) -> np.ndarray:
         """(L, k) margins: how far each bit is from flipping (smaller flips first)."""
@@ -261,7 +346,7 @@ class Hyperplane(_BitFamily):
         self._project = Projection(self.A)
 
     def _hash_block(self, X: np.ndarray) -> np.ndarray:
-        return self._keys_from_bits(self._project(X) > 0)
+        return self._keys_from_bits(self._project.signs(X))
 
     def _margins(self, x: np.ndarray) -> np.ndarray:
         p = self._project(x[None, :])[0]
@@ -315,24 +400,27 @@ class PStable(Family):
         return self._project(X)
 
     def _combine(self, slots: np.ndarray) -> np.ndarray:
-        n = slots.shape[0]
-        s = slots.reshape(n, self.L, self.k).astype(np.uint64)
-        with np.errstate(over="ignore"):
-            return (s * self.R).sum(axis=2, dtype=np.uint64)
+        """Per table, ``sum_j slot_j * R_j`` modulo 2**64 (int64 arithmetic wraps the same
+        bits); ``slots`` may hold the integers as floats."""
+        s = slots.reshape(slots.shape[0], self.L, self.k)
+        R = self.R.view(np.int64)
+        acc = s[:, :, 0].astype(np.int64) * R[0]
+        for j in range(1, self.k):
+            acc += s[:, :, j].astype(np.int64) * R[j]
+        return acc.view(np.uint64)
 
     def _hash_block(self, X: np.ndarray) -> np.ndarray:
-        slots = np.floor(self._fractional(X)).astype(np.int64)
-        return mix64(self._combine(slots))
+        return mix64(self._combine(self._project.floors(X)))
 
     def probe(self, x: np.ndarray, n_probes: int) -> tuple[np.ndarray, np.ndarray]:
         f = self._fractional(x[None, :])[0]
-        slots = np.floor(f).astype(np.int64)
+        slots = self._project.floors(x[None, :])[0]  # the home buckets exactly as items hash
         base = self._combine(slots[None, :])[0]
         home = mix64(base)
         tables = np.arange(self.L)
         if n_probes <= self.L:
             return tables, home
-        frac = (f - slots).reshape(self.L, self.k)
+        frac = np.clip(f - slots, 0.0, 1.0).reshape(self.L, self.k)
         # 2k actions per table: (coordinate j, -1) at distance frac, (j, +1) at 1 - frac
         dist = np.concatenate([frac, 1.0 - frac], axis=1)
         coords = np.tile(np.arange(2 * self.k) % self.k, (self.L, 1))

@@ -21,6 +21,14 @@ from .errors import DimensionMismatchError, InvalidParameterError, InvalidVector
 __all__ = ["METRICS", "Metric", "get_metric"]
 
 
+def _check_finite(X: np.ndarray, what: str) -> None:
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        raise InvalidVectorError(
+            f"{what}: row {int(np.flatnonzero(bad)[0])} holds NaN or inf "
+            f"({int(bad.sum())} such rows); clean the input first")
+
+
 class Metric:
     """Validation, storage dtype and exact distances of one metric."""
 
@@ -71,11 +79,7 @@ class Metric:
             raise DimensionMismatchError(
                 f"{what} have dimension {A.shape[1]}; this index expects {self.dim}")
         out = np.array(A, dtype=np.float32, order="C")
-        bad = ~np.isfinite(out).all(axis=1)
-        if bad.any():
-            raise InvalidVectorError(
-                f"{what}: row {int(np.flatnonzero(bad)[0])} holds NaN or inf "
-                f"({int(bad.sum())} such rows); clean the input first")
+        _check_finite(out, what)
         return out
 
     # -- distances -------------------------------------------------------------------
@@ -91,14 +95,27 @@ class Cosine(Metric):
     name = "cosine"
 
     def _prepare(self, A: np.ndarray, what: str) -> np.ndarray:
-        out = super()._prepare(A, what)
-        norms = np.sqrt(np.einsum("ij,ij->i", out, out))
+        if A.dtype != np.float32 or not A.flags.c_contiguous:
+            A = super()._prepare(A, what)  # converted (and checked) into a new array
+        else:
+            super()._prepare(A[:0], what)  # dtype and dimension checks only
+        # one pass for the norms (a NaN or inf makes its row's norm non-finite, and is
+        # found by the full check), one pass writing the normalised copy
+        norms = np.sqrt(np.einsum("ij,ij->i", A, A, dtype=np.float64))
+        if not np.isfinite(norms).all():
+            _check_finite(A, what)
         zero = norms == 0
         if zero.any():
             raise InvalidVectorError(
                 f"{what}: row {int(np.flatnonzero(zero)[0])} is the zero vector, which has no "
                 "direction under cosine; drop it or use metric='l2'")
-        out /= norms[:, None]
+        huge = np.flatnonzero(norms > 3e38)  # past float32's range: divide those in float64
+        if len(huge):
+            norms[huge] = 1.0
+        out = A / norms.astype(np.float32)[:, None]
+        if len(huge):
+            out[huge] = A[huge] / np.sqrt(np.einsum("ij,ij->i", A[huge], A[huge],
+                                                    dtype=np.float64))[:, None]
         return out
 
     def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:

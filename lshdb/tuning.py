@@ -68,7 +68,7 @@ def exact_neighbours(metric: Metric, X: np.ndarray, qidx: np.ndarray, k: int,
     B = X if base_idx is None else X[base_idx]
     ids = np.arange(len(X)) if base_idx is None else base_idx
     out = np.empty((len(qidx), k), dtype=np.int64)
-    sq = (B * B).sum(1) if metric.name == "l2" else None
+    sq = np.einsum("ij,ij->i", B, B) if metric.name == "l2" else None
     for s in range(0, len(qidx), 32):
         qi = qidx[s : s + 32]
         Q = X[qi]
@@ -82,8 +82,12 @@ def exact_neighbours(metric: Metric, X: np.ndarray, qidx: np.ndarray, k: int,
             d = np.stack([np.bitwise_count(B ^ q).sum(1, dtype=np.int64) for q in Q]).astype(np.float64)
         else:
             d = np.stack([np.abs(B - q).sum(1) for q in Q])
-        d = d.astype(np.float64)
-        d[ids[None, :] == qi[:, None]] = np.inf
+        if base_idx is None:
+            d[np.arange(len(qi)), qi] = np.inf
+        else:
+            pos = np.minimum(np.searchsorted(base_idx, qi), len(base_idx) - 1)
+            mine = base_idx[pos] == qi
+            d[np.flatnonzero(mine), pos[mine]] = np.inf
         part = np.argpartition(d, k - 1, axis=1)[:, :k]
         order = np.argsort(np.take_along_axis(d, part, 1), axis=1, kind="stable")
         out[s : s + 32] = ids[np.take_along_axis(part, order, 1)]

@@ -163,3 +163,37 @@ def test_decode_many_equals_decoding_chunk_by_chunk():
     for bad in (b"\xc4\x05abcde", b"\xc7\x03\x01abc", b"\xc8\x00\x07\x01" + b"\0" * 6):
         with pytest.raises(CorruptIndexError):
             decode_many([values[0], bad])
+
+
+@pytest.mark.parametrize("case", ["small", "hashed", "shared-high-bits", "wide-but-few-bits"])
+def test_stable_bucket_order_equals_a_stable_argsort(case):
+    rng = np.random.default_rng(11)
+    n = 50_000
+    if case == "small":
+        b = rng.integers(0, 4096, n).astype(np.uint64)
+    elif case == "hashed":
+        b = rng.integers(0, 2**64, 3000, dtype=np.uint64)[rng.integers(0, 3000, n)]
+    elif case == "shared-high-bits":  # buckets equal above the low 16 bits: must fall back
+        base = rng.integers(0, 2**64, 40, dtype=np.uint64) & ~np.uint64(0xFFFF)
+        b = base[rng.integers(0, 40, n)] | rng.integers(0, 4, n).astype(np.uint64)
+    else:
+        b = rng.integers(0, 2**24, n).astype(np.uint64)
+    assert np.array_equal(postings.stable_bucket_order(b), np.argsort(b, kind="stable"))
+
+
+def test_append_handles_tails_of_every_size_across_batches(table):
+    # plain tails parsed in bulk: fresh, growing, crossing bin8 -> bin16, sealing
+    env, db = table
+    rng = np.random.default_rng(12)
+    truth: dict[int, list[int]] = {}
+    nxt = 0
+    for size in (50, 700, 3000, 5000, 20):
+        b = rng.integers(0, 9, size).astype(np.uint64) * np.uint64(2**40 + 3)
+        ids = np.arange(nxt, nxt + size)
+        nxt += size
+        with env.begin(write=True) as txn:
+            postings.append(txn, db, b, ids)
+        for bk, i in zip(b.tolist(), ids.tolist()):
+            truth.setdefault(bk, []).append(i)
+        for bk, want in truth.items():
+            assert bucket_ids(env, db, bk).tolist() == want

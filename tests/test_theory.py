@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lshdb import theory
-from lshdb.families import BitSample, Hyperplane, PStable, Unary
+from lshdb.families import BitSample, Hyperplane, Projection, PStable, Unary
 
 
 def test_or_then_and_figures():
@@ -124,3 +124,37 @@ def test_a_rows_buckets_do_not_depend_on_its_batch(make):
     assert np.array_equal(whole, alone)
     assert np.array_equal(whole, odd)
 
+
+
+def _near_boundaries(A: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Rows each within ~1e-6 of a boundary of one column of ``X @ A + b``: 0 when b is 0,
+    else an integer."""
+    X = rng.standard_normal((4000, 128)).astype(np.float32)
+    for i in range(len(X)):
+        c = i % A.shape[1]
+        a = A[:, c].astype(np.float64)
+        edge = 0.0 if not b.any() else round(float(X[i] @ a + b[c]))
+        target = edge - b[c] + rng.uniform(-1e-6, 1e-6)
+        X[i] = (X[i] + (target - X[i] @ a) * a / (a @ a)).astype(np.float32)
+    return X
+
+
+@pytest.mark.parametrize("offset", [False, True], ids=["signs", "floors"])
+def test_float32_projection_decides_like_float64_next_to_the_boundary(offset):
+    # the float32 product puts many of these rows on the wrong side; the rechecked
+    # decision must match float64 wherever float64 itself is clear of the boundary
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((128, 64)).astype(np.float32)
+    b = rng.uniform(0.0, 1.0, 64) if offset else np.zeros(64)
+    X = _near_boundaries(A, b, rng)
+    ref = X.astype(np.float64) @ A.astype(np.float64) + b
+    clear = np.abs(ref - np.round(ref) if offset else ref) > 1e-12
+    P = Projection(A, b if offset else None)
+    if offset:
+        want, got = np.floor(ref), P.floors(X)
+        fast = np.floor((X @ A).astype(np.float64) + b)
+    else:
+        want, got = ref > 0, P.signs(X)
+        fast = (X @ A) > 0
+    assert (fast != want)[clear].sum() > 10  # float32 alone is not enough here
+    assert np.array_equal(got[clear], want[clear])
