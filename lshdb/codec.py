@@ -212,9 +212,13 @@ def decode_many(values: list[bytes]) -> np.ndarray:
     pieces: list[np.ndarray] = []
     firsts: list[int] = []
     gaps: list[bytes] = []
+    plain: list[bytes] = []
     for v in values:
         tag, size = v[0], len(v)
-        if tag == 0xC7 and v[2] == DELTA_EXT and v[1] == size - 3 and v[1] >= 4 and not v[1] & 1:
+        if tag == 0xC4 and v[1] == size - 2 and not v[1] & 3:
+            plain.append(v[2:])
+        elif tag == 0xC7 and v[2] == DELTA_EXT and v[1] == size - 3 and v[1] >= 4 \
+                and not v[1] & 1:
             firsts.append(int.from_bytes(v[3:7], "little"))
             gaps.append(v[7:])
         elif tag == 0xC8 and v[3] == DELTA_EXT and (v[1] << 8 | v[2]) == size - 4 \
@@ -223,8 +227,12 @@ def decode_many(values: list[bytes]) -> np.ndarray:
             gaps.append(v[8:])
         else:
             start = plain_start(v)
-            pieces.append(np.frombuffer(v, dtype=ID_DTYPE, offset=start) if start
-                          else decode_postings(v))
+            if start:
+                plain.append(v[start:])
+            else:
+                pieces.append(decode_postings(v))
+    if plain:  # every plain chunk in one buffer
+        pieces.append(np.frombuffer(b"".join(plain), dtype=ID_DTYPE))
     if firsts:
         lengths = np.fromiter((len(g) >> 1 for g in gaps), dtype=np.int64, count=len(gaps)) + 1
         starts = np.cumsum(lengths) - lengths

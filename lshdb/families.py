@@ -160,16 +160,17 @@ class Projection:
 
     def __init__(self, A: np.ndarray, b: np.ndarray | None = None) -> None:
         self.A = np.ascontiguousarray(A, dtype=np.float64)
-        self.b = None if b is None else np.ascontiguousarray(b, dtype=np.float64)
+        b64 = None if b is None else np.ascontiguousarray(b, dtype=np.float64)
+        self.b = b64
         self._A32 = self.A.astype(np.float32)
-        self._b32 = None if b is None else self.b.astype(np.float32)  # type: ignore[union-attr]
+        self._b32 = None if b64 is None else b64.astype(np.float32)
         self._AT = np.ascontiguousarray(self.A.T)  # columns as rows, for the recheck
         cols = np.sqrt((self.A * self.A).sum(axis=0))
         # product error per unit |x|, including A's own rounding to float32
         self._tol = (2.0 * self.A.shape[0] * 2.0**-24 + 2.0**-23) * cols
         self._tol_max = float(self._tol.max()) if cols.size else 0.0
         self._col_max = float(cols.max()) if cols.size else 0.0
-        self._b_max = 0.0 if b is None else float(np.abs(self.b).max(initial=0.0))  # type: ignore[union-attr]
+        self._b_max = 0.0 if b64 is None else float(np.abs(b64).max(initial=0.0))
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         p = np.asarray(X, dtype=np.float64) @ self.A

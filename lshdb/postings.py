@@ -24,7 +24,7 @@ import numpy as np
 from .codec import ID_DTYPE, _ext_header, decode_postings, encode_postings, plain_start
 
 __all__ = ["TAIL", "TAIL_MAX", "SEALED_MAX", "bulk_load", "append", "remove",
-           "read_values", "iter_table", "group_by_bucket", "stable_bucket_order"]
+           "read_buckets", "iter_table", "group_by_bucket", "stable_bucket_order"]
 
 TAIL = b"\xff\xff\xff\xff"
 TAIL_MAX = 480
@@ -282,17 +282,24 @@ def remove(txn: Any, db: Any, buckets: np.ndarray, ids: np.ndarray) -> int:
     return missing
 
 
-def read_values(cursor: Any, bucket: bytes, out: list[bytes]) -> None:
-    """Append the raw chunk values of ``bucket`` to ``out`` (decode with ``decode_many``)."""
-    if not cursor.set_range(bucket + _ZERO):
-        return
-    while True:
-        key = cursor.key()
-        if key[:8] != bucket:
-            return
-        out.append(cursor.value())
-        if not cursor.next():
-            return
+def read_buckets(cursors: list[Any], tables: list[int], buckets: bytes) -> list[bytes]:
+    """The raw chunk values of bucket ``j`` (8 bytes at ``8 * j`` of ``buckets``) of table
+    ``tables[j]``, for every ``j``, read through ``cursors[table]``; decode them with
+    ``codec.decode_many``. This loop runs once per probe of every query."""
+    values: list[bytes] = []
+    add = values.append
+    for j, t in enumerate(tables):
+        bucket = buckets[8 * j : 8 * j + 8]
+        c = cursors[t]
+        if not c.set_range(bucket + _ZERO):
+            continue
+        key, value = c.item()
+        while key[:8] == bucket:
+            add(value)
+            if not c.next():
+                break
+            key, value = c.item()
+    return values
 
 
 def iter_table(txn: Any, db: Any) -> Iterator[tuple[bytes, bytes, np.ndarray]]:

@@ -147,11 +147,8 @@ class Reader:
             c = self._txn.cursor(self._store.db(b"id2key"))
             return np.array([unpack_id(k) for k in c.iternext(values=False)], dtype=np.int64)
         tables, keys = fam.probe(x, probes)
-        kb = bucket_bytes(keys)
-        values: list[bytes] = []
-        for j, t in enumerate(tables.tolist()):
-            postings.read_values(self._cursor(t), kb[8 * j : 8 * j + 8], values)
-        allids = decode_many(values)
+        cursors = [self._cursor(t) for t in range(fam.L)]
+        allids = decode_many(postings.read_buckets(cursors, tables.tolist(), bucket_bytes(keys)))
         found = len(allids)
         if stats is not None:
             stats["buckets"] = len(tables)

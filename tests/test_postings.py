@@ -21,8 +21,7 @@ def table(tmp_path):
 
 def bucket_ids(env, db, bucket: int) -> np.ndarray:
     with env.begin() as txn:
-        values: list[bytes] = []
-        postings.read_values(txn.cursor(db), int(bucket).to_bytes(8, "big"), values)
+        values = postings.read_buckets([txn.cursor(db)], [0], int(bucket).to_bytes(8, "big"))
     return np.sort(decode_many(values))
 
 
