@@ -203,11 +203,11 @@ def decode_postings(value: bytes) -> np.ndarray:
 
 
 def decode_many(values: list[bytes]) -> np.ndarray:
-    """The ids of many chunk values, concatenated (int64; ids of different chunks in no
-    particular order): :func:`decode_postings` for a whole query at once. The gap-encoded
-    chunks share one cumulative sum instead of one each; anything not in a well-formed
-    common form goes through :func:`decode_postings`, which validates it (and raises on a
-    garbled chunk).
+    """The ids of many chunk values, concatenated (uint32, which sorts faster than int64;
+    ids of different chunks in no particular order): :func:`decode_postings` for a whole
+    query at once. The gap-encoded chunks share one cumulative sum instead of one each;
+    anything not in a well-formed common form goes through :func:`decode_postings`, which
+    validates it (and raises on a garbled chunk).
     """
     pieces: list[np.ndarray] = []
     firsts: list[int] = []
@@ -236,18 +236,19 @@ def decode_many(values: list[bytes]) -> np.ndarray:
     if firsts:
         lengths = np.fromiter((len(g) >> 1 for g in gaps), dtype=np.int64, count=len(gaps)) + 1
         starts = np.cumsum(lengths) - lengths
-        d = np.zeros(int(lengths.sum()), dtype=np.int64)
+        # uint32 arithmetic wraps modulo 2**32, and every true id is below that: exact
+        d = np.zeros(int(lengths.sum()), dtype=np.uint32)
         mask = np.ones(len(d), dtype=bool)
         mask[starts] = False
         d[mask] = np.frombuffer(b"".join(gaps), dtype="<u2")
-        c = np.cumsum(d)
-        c += np.repeat(np.asarray(firsts, dtype=np.int64) - c[starts], lengths)
+        c = np.cumsum(d, dtype=np.uint32)
+        c += np.repeat(np.asarray(firsts, dtype=np.uint32) - c[starts], lengths)
         pieces.append(c)
     if not pieces:
-        return np.empty(0, dtype=np.int64)
+        return np.empty(0, dtype=np.uint32)
     if len(pieces) == 1:
-        return pieces[0].astype(np.int64)
-    return np.concatenate([p.astype(np.int64, copy=False) for p in pieces])
+        return pieces[0].astype(np.uint32)
+    return np.concatenate([p.astype(np.uint32, copy=False) for p in pieces])
 
 
 def plain_start(value: bytes) -> int:

@@ -32,10 +32,13 @@ from .metrics import Metric
 
 __all__ = ["Plan", "calibrate", "exact_neighbours", "PROBE_US", "candidate_us"]
 
-PROBE_US = 5.0  # one probe: perturbation + LMDB range read + decode (measured, 2 cores)
-POSTING_US = 0.004  # one id read from a posting list: decode, concatenate, count
-MIN_BUCKET = 24  # mean ids per bucket: LMDB spends ~24 bytes per entry, so this keeps
-#                  postings near 5 bytes per id and bulk builds fast
+PROBE_US = 4.0  # one probe: perturbation + LMDB range read (measured, 2 cores)
+POSTING_US = 0.025  # one id read from a posting list: decode, sort, count (measured)
+MIN_BUCKET = 8  # mean ids per bucket as ``mean_bucket`` predicts it (its power-law
+#                 extrapolation from a 2% sample predicted 26 where 53 were measured at 1M):
+#                 a bucket costs ~27 bytes of LMDB key, node and header plus ~2 bytes per
+#                 id, so postings stay under ~5 bytes per id
+HITS = (1, 2, 3)  # min_hits values the calibration considers
 
 
 def candidate_us(row_bytes: int) -> float:
@@ -112,7 +115,7 @@ def _grid(family: str, options: dict[str, Any], n: int, nn_dist: float) -> list[
     elif family == "crosspolytope":
         ks = [6, 5, 4, 3, 2, 1]  # each function is log2(2d') bits
     elif family == "pstable":
-        ks = [24, 20, 16, 12, 10, 8, 6, 4, 3, 2]
+        ks = [24, 20, 16, 14, 12, 10, 9, 8, 7, 6, 5, 4, 3, 2]
     else:
         top = int(min(40, max(6, round(log_n) + 2)))
         ks = list(range(top, 1, -2))
@@ -192,9 +195,10 @@ def _simulate(fam: Family, X: np.ndarray, qidx: np.ndarray, nn: np.ndarray,
               HS: np.ndarray, scale: float, checkpoints: list[int]) -> dict[str, np.ndarray]:
     """Predicted recall, candidates and postings read at each number of probes.
 
-    ``recall1``/``cands1`` count every item met; ``recall2``/``cands2`` only items met in
-    at least two probed buckets (the ``min_hits=2`` filter); ``postings`` is the number of
-    ids read from posting lists. All are scaled to the full data from the sample keys ``HS``.
+    ``recall1``/``cands1`` count every item met; ``recall{h}``/``cands{h}`` only items met
+    in at least ``h`` probed buckets (the ``min_hits=h`` filter, for each h of ``HITS``);
+    ``postings`` is the number of ids read from posting lists. All are scaled to the full
+    data from the sample keys ``HS``.
     """
     order = np.argsort(HS, axis=0, kind="stable")
     sorted_keys = np.take_along_axis(HS, order, 0)
@@ -203,8 +207,8 @@ def _simulate(fam: Family, X: np.ndarray, qidx: np.ndarray, nn: np.ndarray,
     Hnn = fam.hash(X[nn.ravel()]).reshape(nq, knn, fam.L)
     pmax = checkpoints[-1]
     cps = np.asarray(checkpoints)
-    out = {name: np.zeros(len(cps)) for name in ("recall1", "recall2", "cands1", "cands2",
-                                                  "postings")}
+    out = {name: np.zeros(len(cps))
+           for name in [*(f"recall{h}" for h in HITS), *(f"cands{h}" for h in HITS), "postings"]}
     big = np.iinfo(np.int64).max
     for qi in range(nq):
         tables, keys = fam.probe(X[qidx[qi]], pmax)
@@ -212,10 +216,9 @@ def _simulate(fam: Family, X: np.ndarray, qidx: np.ndarray, nn: np.ndarray,
         # recall: the probes that land in each neighbour's bucket
         hit = Hnn[qi][:, tables] == keys[None, :]
         seen = np.cumsum(hit, axis=1)
-        first = np.where(seen[:, -1] >= 1, (seen >= 1).argmax(1), big)
-        second = np.where(seen[:, -1] >= 2, (seen >= 2).argmax(1), big)
-        out["recall1"] += (first[None, :] < cps[:, None]).sum(1)
-        out["recall2"] += (second[None, :] < cps[:, None]).sum(1)
+        for h in HITS:  # the probe at which each neighbour is met for the h-th time
+            at = np.where(seen[:, -1] >= h, (seen >= h).argmax(1), big)
+            out[f"recall{h}"] += (at[None, :] < cps[:, None]).sum(1)
         # candidates: sample points met by the first p probes
         lo = np.empty(P, dtype=np.int64)
         hi = np.empty(P, dtype=np.int64)
@@ -230,29 +233,30 @@ def _simulate(fam: Family, X: np.ndarray, qidx: np.ndarray, nn: np.ndarray,
         if total == 0:
             continue
         if total > 8 * m:  # a coarse configuration: bound candidates by the postings read
-            out["cands1"] += np.minimum(read, m)
-            out["cands2"] += np.minimum(read, m)
+            for h in HITS:
+                out[f"cands{h}"] += np.minimum(read, m)
             continue
         pos = np.repeat(np.arange(P), lengths)
         offs = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         rows = order[np.repeat(lo, lengths) + offs, np.repeat(tables, lengths)]
-        srt = np.argsort(rows, kind="stable")
+        srt = np.argsort(rows, kind="stable")  # probe order kept within a row
         r_sorted, p_sorted = rows[srt], pos[srt]
         new = np.concatenate(([True], r_sorted[1:] != r_sorted[:-1]))
-        again = np.concatenate(([False], new[:-1] & ~new[1:]))  # 2nd occurrence of a row
-        out["cands1"] += np.searchsorted(np.sort(p_sorted[new]), cps, "left")
-        out["cands2"] += np.searchsorted(np.sort(p_sorted[again]), cps, "left")
-    for name in ("recall1", "recall2"):
-        out[name] /= nq * knn
-    for name in ("cands1", "cands2", "postings"):
-        out[name] *= scale / nq
+        run_start = np.flatnonzero(new)
+        rank = np.arange(total) - run_start[np.cumsum(new) - 1]  # 0 for a row's 1st meeting
+        for h in HITS:  # candidates under min_hits=h: rows met for the h-th time by probe p
+            out[f"cands{h}"] += np.searchsorted(np.sort(p_sorted[rank == h - 1]), cps, "left")
+    for h in HITS:
+        out[f"recall{h}"] /= nq * knn
+        out[f"cands{h}"] *= scale / nq
+    out["postings"] *= scale / nq
     return out
 
 
 def calibrate(metric: Metric, family: str, options: dict[str, Any], X: np.ndarray,
               target: float = 0.9, k_nn: int = 10, n_queries: int = 50,
               margin: float = 0.03, seed: int = 0, sample: int = 20000,
-              budget_s: float = 4.0) -> Plan:
+              budget_s: float = 2.0) -> Plan:
     """Choose k (and w) and the number of probes for ``X``; see the module docstring."""
     n = len(X)
     rng = np.random.default_rng(seed)
@@ -273,7 +277,7 @@ def calibrate(metric: Metric, family: str, options: dict[str, Any], X: np.ndarra
     if "probes" in options:
         checkpoints = [max(options["probes"], 1)]
     else:
-        checkpoints = [L * m for m in (1, 2, 4, 8, 16)]
+        checkpoints = [L * m for m in (1, 2, 4, 8, 16, 32)]
     row_cost = candidate_us(metric.row_dim() * metric.row_dtype.itemsize)
     explored: list[dict[str, Any]] = []
     best: tuple[float, Family, int, int, float, float] | None = None
@@ -293,7 +297,7 @@ def calibrate(metric: Metric, family: str, options: dict[str, Any], X: np.ndarra
             continue  # buckets too small: a smaller k comes next (the coarsest is kept)
         sim = _simulate(fam, X, qidx, nn, HS, scale, checkpoints)
         cfg_best = math.inf
-        for hits in (1, 2):
+        for hits in HITS:
             for j, p in enumerate(checkpoints):
                 r = float(sim[f"recall{hits}"][j])
                 c = float(sim[f"cands{hits}"][j])
