@@ -47,12 +47,13 @@ _S27, _S30, _S31 = np.uint64(27), np.uint64(30), np.uint64(31)
 _MIX1, _MIX2 = np.uint64(_M1), np.uint64(_M2)
 
 
-def mix64(z: np.ndarray) -> np.ndarray:
+def mix64(z: np.ndarray, copy: bool = True) -> np.ndarray:
     """The splitmix64 finaliser, vectorised over a uint64 array (wraps modulo 2**64).
 
-    Works on a copy in place; array arithmetic wraps silently, so no ``errstate`` (whose
-    set-up cost dominated the small arrays of a single query)."""
-    z = np.array(z, dtype=np.uint64)
+    Works on a copy in place (on ``z`` itself, a uint64 array, when ``copy`` is False);
+    array arithmetic wraps silently, so no ``errstate`` (whose set-up cost dominated the
+    small arrays of a single query)."""
+    z = np.array(z, dtype=np.uint64, copy=copy)
     z ^= z >> _S30
     z *= _MIX1
     z ^= z >> _S27
@@ -411,7 +412,7 @@ class PStable(Family):
         return acc.view(np.uint64)
 
     def _hash_block(self, X: np.ndarray) -> np.ndarray:
-        return mix64(self._combine(self._project.floors(X)))
+        return mix64(self._combine(self._project.floors(X)), copy=False)
 
     def probe(self, x: np.ndarray, n_probes: int) -> tuple[np.ndarray, np.ndarray]:
         f = self._fractional(x[None, :])[0]

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .codec import ID_DTYPE, _ext_header, decode_postings, encode_postings, plain_start
+from .codec import (ID_DTYPE, _bin_header, _ext_header, decode_postings, encode_postings,
+                    plain_start)
 
 __all__ = ["TAIL", "TAIL_MAX", "SEALED_MAX", "bulk_load", "append", "remove",
            "read_buckets", "iter_table", "group_by_bucket", "stable_bucket_order"]
@@ -31,14 +32,6 @@ TAIL_MAX = 480
 SEALED_MAX = 16384
 _ZERO = b"\x00\x00\x00\x00"
 _U32 = struct.Struct(">I")
-
-
-def _header(n_bytes: int) -> bytes:
-    if n_bytes < 256:
-        return b"\xc4" + bytes((n_bytes,))
-    if n_bytes < 65536:
-        return b"\xc5" + n_bytes.to_bytes(2, "big")
-    return b"\xc6" + n_bytes.to_bytes(4, "big")
 
 
 def group_by_bucket(buckets: np.ndarray, ids: np.ndarray) -> tuple[bytes, np.ndarray, bytes]:
@@ -124,15 +117,29 @@ def bulk_load(cursor: Any, buckets: np.ndarray, ids: np.ndarray) -> int:
         if len(starts) else np.zeros(0, dtype=bool)
     plain = sid.tobytes()
     small_gaps = np.where(gaps < 65536, gaps, 0).astype("<u2").tobytes()
+    gap_heads, plain_heads = _chunk_headers()
     items = [(kbuf[12 * j : 12 * j + 12],
-              _ext_header(2 * (e - s) + 2) + plain[4 * s : 4 * s + 4] + small_gaps[2 * s + 2 : 2 * e]
-              if c else _header(4 * (e - s)) + plain[4 * s : 4 * e])
-             for j, (s, e, c) in enumerate(zip(starts.tolist(), ends.tolist(), compact.tolist()))]
+              gap_heads[e - s] + plain[4 * s : 4 * s + 4] + small_gaps[2 * s + 2 : 2 * e]
+              if c else plain_heads[e - s] + plain[4 * s : 4 * e])
+             for j, s, e, c in zip(range(len(starts)), starts.tolist(), ends.tolist(),
+                                   compact.tolist())]
     cursor.putmulti(items, append=True)
     return len(items)
 
 
-_TAIL_HEADERS = [_header(4 * m) for m in range(TAIL_MAX + 1)]
+_HEADERS: list[list[bytes]] = []
+
+
+def _chunk_headers() -> tuple[list[bytes], list[bytes]]:
+    """Headers of a sealed chunk of m ids, indexed by m: gap-encoded and plain (built on
+    first use: a bulk load writes a chunk per bucket, so a lookup beats a call)."""
+    if not _HEADERS:
+        _HEADERS.append([_ext_header(2 * m + 2) for m in range(SEALED_MAX + 1)])
+        _HEADERS.append([_bin_header(4 * m) for m in range(SEALED_MAX + 1)])
+    return _HEADERS[0], _HEADERS[1]
+
+
+_TAIL_HEADERS = [_bin_header(4 * m) for m in range(TAIL_MAX + 1)]
 _TAIL_KEY = np.dtype([("b", ">u8"), ("t", ">u4")])
 
 
