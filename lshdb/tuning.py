@@ -256,7 +256,7 @@ def _simulate(fam: Family, X: np.ndarray, qidx: np.ndarray, nn: np.ndarray,
 def calibrate(metric: Metric, family: str, options: dict[str, Any], X: np.ndarray,
               target: float = 0.9, k_nn: int = 10, n_queries: int = 50,
               margin: float = 0.03, seed: int = 0, sample: int = 20000,
-              budget_s: float = 2.0) -> Plan:
+              budget_s: float = 1.5) -> Plan:
     """Choose k (and w) and the number of probes for ``X``; see the module docstring."""
     n = len(X)
     rng = np.random.default_rng(seed)
