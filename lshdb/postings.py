@@ -161,6 +161,13 @@ def append(txn: Any, db: Any, buckets: np.ndarray, ids: np.ndarray) -> None:
     tails = [kbuf[12 * j : 12 * j + 12] for j in range(n)]
     cursor = txn.cursor(db)
     found = cursor.getmulti(tails)
+    counts = np.diff(bounds)
+    heads = _TAIL_HEADERS
+    b4 = (bounds * 4).tolist()
+    if not found and int(counts.max()) <= TAIL_MAX:  # every touched bucket starts a tail
+        cursor.putmulti([(t, heads[c] + payload[a:b])
+                         for t, c, a, b in zip(tails, counts.tolist(), b4[:-1], b4[1:])])
+        return
     old_s = np.zeros(n, dtype=np.int64)
     old_e = np.zeros(n, dtype=np.int64)
     joined = b""
@@ -173,10 +180,8 @@ def append(txn: Any, db: Any, buckets: np.ndarray, ids: np.ndarray) -> None:
         pos = np.searchsorted(keys["b"], fb)
         old_s[pos] = old_s_f
         old_e[pos] = old_e_f
-    total = (old_e - old_s) // 4 + np.diff(bounds)
+    total = (old_e - old_s) // 4 + counts
     fits = total <= TAIL_MAX
-    heads = _TAIL_HEADERS
-    b4 = (bounds * 4).tolist()
     cols = (total.tolist(), old_s.tolist(), old_e.tolist(), b4[:-1], b4[1:])
     if fits.all():
         items = [(t, heads[c] + joined[s:e] + payload[a:b])
