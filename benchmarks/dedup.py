@@ -1,14 +1,16 @@
-"""Near-duplicate detection benchmark: the chunks corpus end to end, against exact pairs.
+"""Near-duplicate detection benchmark: a text collection end to end, against exact pairs.
 
-``lshdb.dedup.dedup_jsonl`` on the ~44,000 twenty-line chunks of the standard library
-(read, shingle word 5-grams, sign, band, verify exactly, cluster, write pairs and clusters)
-at thresholds 0.5, 0.7 and 0.8: wall time (median of the repeats) with its phases, and
+``lshdb.dedup.dedup_jsonl`` on the standard library corpora of ``build_corpora.py`` (by
+default all three in one collection: 43,772 twenty-line chunks, 10,203 docstrings and
+1,790 whole files; ``--corpus chunks`` for the chunks alone): read, shingle word 5-grams,
+sign, band, verify exactly, cluster, write pairs and clusters, at thresholds 0.5, 0.7 and 0.8: wall time (median of the repeats) with its phases, and
 recall and precision against the exact all-pairs ground truth of ``exact_pairs.py``. At 0.8
 also: estimate-only verification, the datasketch-compatible ``classic`` signatures, and a
 datasketch ``MinHashLSH`` baseline (same shingles fed as bytes, candidates verified exactly
 with Python sets) measured in the same run.
 
-usage: python benchmarks/dedup.py [--data benchmarks/data] [--repeats 3] [--no-baseline]
+usage: python benchmarks/dedup.py [--data benchmarks/data] [--corpus all|chunks] [--repeats 3]
+                                  [--no-baseline]
 The corpus is built with ``build_corpora.py`` if missing (``--build-corpora`` or
 ``$LSHDB_BUILD_CORPORA``), the ground truth with ``exact_pairs.py`` (``--exact-pairs`` or
 ``$LSHDB_EXACT_PAIRS``); both default to ``../shared/data/`` beside the repo.
@@ -31,16 +33,26 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import ROOT, SHARED, median, table, write_result  # noqa: E402
 from lshdb.dedup import dedup_jsonl  # noqa: E402
 
-CORPUS = "stdlib_chunks.jsonl"
+PARTS = ("chunks", "docstrings", "files")  # the three corpora of build_corpora.py
 N = 5
 
 
-def ensure_inputs(data: str, build_script: str, exact_script: str) -> tuple[str, str]:
-    corpus = os.path.join(data, CORPUS)
-    if not os.path.exists(corpus):
+def ensure_inputs(data: str, build_script: str, exact_script: str,
+                  which: str) -> tuple[str, str]:
+    """The corpus (``chunks``, or ``all``: chunks, docstrings and files in one collection of
+    ~56,000 documents) and its exact ground truth, built when missing."""
+    parts = [os.path.join(data, f"stdlib_{p}.jsonl") for p in PARTS]
+    if not all(os.path.exists(p) for p in parts):
         print(f"building corpora into {data}", flush=True)
         subprocess.run([sys.executable, build_script, data], check=True)
-    truth = os.path.join(data, f"chunks_pairs_n{N}_t0.5.tsv")
+    corpus = os.path.join(data, f"stdlib_{which}.jsonl")
+    if which == "all" and not os.path.exists(corpus):
+        with open(corpus + ".tmp", "wb") as out:
+            for p in parts:
+                with open(p, "rb") as f:
+                    out.write(f.read())
+        os.replace(corpus + ".tmp", corpus)
+    truth = os.path.join(data, f"{which}_pairs_n{N}_t0.5.tsv")
     if not os.path.exists(truth):
         print("exact pairs (>= 0.5)", flush=True)
         subprocess.run([sys.executable, exact_script, corpus, truth, "0.5", str(N)], check=True)
@@ -117,10 +129,13 @@ def main() -> None:
         "LSHDB_BUILD_CORPORA", os.path.join(SHARED, "data", "build_corpora.py")))
     ap.add_argument("--exact-pairs", default=os.environ.get(
         "LSHDB_EXACT_PAIRS", os.path.join(SHARED, "data", "exact_pairs.py")))
+    ap.add_argument("--corpus", choices=("all", "chunks"), default="all",
+                    help="all: chunks + docstrings + files (~56,000 documents)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-baseline", action="store_true")
     args = ap.parse_args()
-    corpus, truth_path = ensure_inputs(args.data, args.build_corpora, args.exact_pairs)
+    corpus, truth_path = ensure_inputs(args.data, args.build_corpora, args.exact_pairs,
+                                       args.corpus)
     truth = load_truth(truth_path)
     runs = [(0.5, {}), (0.7, {}), (0.8, {}), (0.8, {"verify": "estimate"}),
             (0.8, {"mode": "classic"})]
@@ -154,7 +169,7 @@ def main() -> None:
                          "pairs found": len(found), "true pairs": n_true, "recall": recall,
                          "precision": precision, "clusters": ""})
     n_docs = len(result.keys)
-    body = (f"Corpus: `{CORPUS}` ({n_docs:,} documents), word 5-gram shingles, 128 "
+    body = (f"Corpus: `{os.path.basename(corpus)}` ({n_docs:,} documents), word 5-gram shingles, 128 "
             "permutations, end to end: read the JSON lines, shingle, sign, band, verify, "
             "cluster, write the pairs and clusters files (median of the repeats; classic and "
             "datasketch once). Recall and precision against every pair at or above the "
