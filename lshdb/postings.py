@@ -21,8 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .codec import (ID_DTYPE, _bin_header, _ext_header, decode_postings, encode_postings,
-                    plain_start)
+from .codec import ID_DTYPE, _bin_header, _ext_header, decode_postings, encode_postings, plain_start
 
 __all__ = ["TAIL", "TAIL_MAX", "SEALED_MAX", "bulk_load", "append", "remove",
            "read_buckets", "iter_table", "group_by_bucket", "stable_bucket_order"]
