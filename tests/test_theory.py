@@ -158,3 +158,18 @@ def test_float32_projection_decides_like_float64_next_to_the_boundary(offset):
         fast = (X @ A) > 0
     assert (fast != want)[clear].sum() > 10  # float32 alone is not enough here
     assert np.array_equal(got[clear], want[clear])
+
+
+@pytest.mark.parametrize("k", [1, 7, 24, 25, 52, 53, 64])
+def test_bit_keys_equal_packed_bits_at_every_width(k):
+    # keys up to 24 bits come from a float32 product, up to 52 from float64, wider ones
+    # from packbits: all three must give bit j of table t's key = function j of table t
+    L, n = 3, 500
+    bits = np.random.default_rng(k).random((n, L * k)) < 0.5
+    fam = BitSample(8 * 64, k, L, seed=1)
+    got = fam._keys_from_bits(bits)
+    want = np.zeros((n, L), dtype=np.uint64)
+    for t in range(L):
+        for j in range(k):
+            want[:, t] |= bits[:, t * k + j].astype(np.uint64) << np.uint64(j)
+    assert np.array_equal(got, want)
