@@ -155,11 +155,16 @@ class Reader:
             stats["postings"] = found
         if not found:
             return np.empty(0, dtype=np.int64)
-        top = int(allids.max())
+        sparse = min_hits > 1 and not (cap and found > cap) and found * 4 < self.n_rows
+        if sparse:  # sorted once: the largest id is last, repeats are adjacent
+            allids = np.sort(allids)
+        top = int(allids[-1] if sparse else allids.max())
         if top >= self.n_rows:
             raise CorruptIndexError(
                 f"a posting list holds id {top} beyond the {self.n_rows} committed rows; "
                 "run `lshdb check`")
+        if sparse:
+            return repeated(allids, min_hits).astype(np.int64)
         ids, counts = union(allids, self.n_rows,
                             with_counts=bool(cap and found > cap) or min_hits > 1)
         if min_hits > 1 and counts is not None:
@@ -402,6 +407,18 @@ def union(ids: np.ndarray, n_rows: int, with_counts: bool = False
         return u, None
     starts = np.flatnonzero(first)
     return u, np.diff(np.append(starts, len(s)))
+
+
+def repeated(s: np.ndarray, h: int) -> np.ndarray:
+    """The distinct values that occur at least ``h`` times in the sorted array ``s``."""
+    if len(s) < h:
+        return s[:0]
+    at = s[: len(s) - h + 1]
+    cand = at[at == s[h - 1 :]]  # s[i] == s[i + h - 1]: s[i] starts a run of >= h
+    keep = np.empty(len(cand), dtype=np.bool_)
+    keep[:1] = True
+    np.not_equal(cand[1:], cand[:-1], out=keep[1:])
+    return cand[keep]
 
 
 def _check_k(k: int | None) -> None:
