@@ -18,7 +18,7 @@ parameters (so an answer is exact), and check:
 times while readers in other processes read (they must adopt the new size).
 
 usage: python tools/readertest.py [--readers 4] [--seconds 10] [--map-size BYTES]
-                                  [--queries-per-snapshot 20]
+                                  [--queries-per-snapshot 20] [--writer-pause 0]
 Prints one JSON line: answers checked, inconsistencies, queries/s. Exit status 1 on any
 inconsistency.
 """
@@ -57,14 +57,16 @@ def batch_keys(j: int) -> list[str]:
     return [f"b{j}-{i}" for i in range(B)]
 
 
-def writer(path: str, stop: Any, counter: Any, map_size: int | None, batches: int) -> None:
+def writer(path: str, stop: Any, counter: Any, map_size: int | None, batches: int,
+           pause: float = 0.0) -> None:
     try:
-        _write(path, stop, counter, map_size, batches)
+        _write(path, stop, counter, map_size, batches, pause)
     finally:
         stop.set()  # a failed writer stops the run (its exit status tells)
 
 
-def _write(path: str, stop: Any, counter: Any, map_size: int | None, batches: int) -> None:
+def _write(path: str, stop: Any, counter: Any, map_size: int | None, batches: int,
+           pause: float) -> None:
     index = lshdb.open(path, map_size=map_size)
     rng = np.random.default_rng(12345)
     j = 0
@@ -79,6 +81,8 @@ def _write(path: str, stop: Any, counter: Any, map_size: int | None, batches: in
         if j % 25 == 24:
             index.compact()
         j += 1
+        if pause:
+            stop.wait(pause)
     index.close()
 
 
@@ -131,7 +135,8 @@ def _read(path: str, stop: Any, seed: int, map_size: int | None, per_snapshot: i
 
 
 def run(readers: int, seconds: float, map_size: int | None, workdir: str,
-        writer_batches: int = 0, per_snapshot: int = 20) -> dict[str, Any]:
+        writer_batches: int = 0, per_snapshot: int = 20,
+        writer_pause: float = 0.0) -> dict[str, Any]:
     path = os.path.join(workdir, "readers.lshdb")
     shutil.rmtree(path, ignore_errors=True)
     opts: dict[str, Any] = {"k": 1, "L": 2, "w": 1e9}  # exhaustive: every query scans all
@@ -140,7 +145,8 @@ def run(readers: int, seconds: float, map_size: int | None, workdir: str,
     lshdb.create(path, metric="l2", dim=DIM, **opts).close()
     ctx = mp.get_context("spawn")
     stop, counter, out = ctx.Event(), ctx.Value("i", 0), ctx.Queue()
-    w = ctx.Process(target=writer, args=(path, stop, counter, map_size, writer_batches))
+    w = ctx.Process(target=writer,
+                    args=(path, stop, counter, map_size, writer_batches, writer_pause))
     w.start()
     rs = [ctx.Process(target=reader, args=(path, stop, i, map_size, per_snapshot, out)) for i in range(readers)]
     for p in rs:
@@ -172,13 +178,17 @@ def main() -> None:
     ap.add_argument("--map-size", type=int, default=None)
     ap.add_argument("--queries-per-snapshot", type=int, default=20,
                     help="queries checked in each snapshot (each snapshot also lists every key)")
+    ap.add_argument("--writer-pause", type=float, default=0.0,
+                    help="seconds the writer waits after each batch: the index (which every "
+                         "exhaustive query scans) then grows slowly, so long runs check more "
+                         "answers while the writer still commits and compacts throughout")
     ap.add_argument("--dir")
     args = ap.parse_args()
     workdir = args.dir or tempfile.mkdtemp(prefix="lshdb-readers-")
     os.makedirs(workdir, exist_ok=True)
     try:
         result = run(args.readers, args.seconds, args.map_size, workdir,
-                     per_snapshot=args.queries_per_snapshot)
+                     per_snapshot=args.queries_per_snapshot, writer_pause=args.writer_pause)
     finally:
         if not args.dir:
             shutil.rmtree(workdir, ignore_errors=True)
