@@ -215,9 +215,7 @@ def decode_many(values: list[bytes]) -> np.ndarray:
     plain: list[bytes] = []
     for v in values:
         tag, size = v[0], len(v)
-        if tag == 0xC4 and v[1] == size - 2 and not v[1] & 3:
-            plain.append(v[2:])
-        elif tag == 0xC7 and v[2] == DELTA_EXT and v[1] == size - 3 and v[1] >= 4 \
+        if tag == 0xC7 and v[2] == DELTA_EXT and v[1] == size - 3 and v[1] >= 4 \
                 and not v[1] & 1:
             firsts.append(int.from_bytes(v[3:7], "little"))
             gaps.append(v[7:])

@@ -181,18 +181,14 @@ def append(txn: Any, db: Any, buckets: np.ndarray, ids: np.ndarray) -> None:
         old_e[pos] = old_e_f
     total = (old_e - old_s) // 4 + counts
     fits = total <= TAIL_MAX
-    cols = (total.tolist(), old_s.tolist(), old_e.tolist(), b4[:-1], b4[1:])
-    if fits.all():
-        items = [(t, heads[c] + joined[s:e] + payload[a:b])
-                 for t, c, s, e, a, b in zip(tails, *cols)]
-    else:
-        c, s, e, a, b = cols
-        items = [(tails[j], heads[c[j]] + joined[s[j]:e[j]] + payload[a[j]:b[j]])
-                 for j in np.flatnonzero(fits).tolist()]
-        for j in np.flatnonzero(~fits).tolist():
-            _sealed_items(tails[j][:8], joined[s[j]:e[j]] + payload[a[j]:b[j]], items)
-            if e[j] > s[j]:
-                txn.delete(tails[j], db=db)
+    s, e = old_s.tolist(), old_e.tolist()
+    items = [(t, heads[c] + joined[s0:e0] + payload[a:b])
+             for t, c, s0, e0, a, b, ok in zip(tails, total.tolist(), s, e, b4[:-1], b4[1:],
+                                               fits.tolist()) if ok]
+    for j in np.flatnonzero(~fits).tolist():  # tails that would overflow: seal them
+        _sealed_items(tails[j][:8], joined[s[j]:e[j]] + payload[b4[j]:b4[j + 1]], items)
+        if e[j] > s[j]:
+            txn.delete(tails[j], db=db)
     cursor.putmulti(items)
 
 

@@ -399,9 +399,7 @@ def union(ids: np.ndarray, n_rows: int, with_counts: bool = False
         m[ids] = True
         return np.flatnonzero(m), None
     s = np.sort(ids)
-    first = np.empty(len(s), dtype=np.bool_)
-    first[:1] = True
-    np.not_equal(s[1:], s[:-1], out=first[1:])
+    first = _run_starts(s)
     u = s[first]
     if not with_counts:
         return u, None
@@ -415,10 +413,15 @@ def repeated(s: np.ndarray, h: int) -> np.ndarray:
         return s[:0]
     at = s[: len(s) - h + 1]
     cand = at[at == s[h - 1 :]]  # s[i] == s[i + h - 1]: s[i] starts a run of >= h
-    keep = np.empty(len(cand), dtype=np.bool_)
-    keep[:1] = True
-    np.not_equal(cand[1:], cand[:-1], out=keep[1:])
-    return cand[keep]
+    return cand[_run_starts(cand)]
+
+
+def _run_starts(s: np.ndarray) -> np.ndarray:
+    """True where a sorted array's value differs from the one before (and at 0)."""
+    first = np.empty(len(s), dtype=np.bool_)
+    first[:1] = True
+    np.not_equal(s[1:], s[:-1], out=first[1:])
+    return first
 
 
 def _check_k(k: int | None) -> None:

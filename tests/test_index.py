@@ -81,6 +81,11 @@ def test_cosine_stores_unit_vectors(path, data):
         np.testing.assert_allclose(np.linalg.norm(index.get(0)), 1.0, rtol=1e-6)
         (key, dist), = index.query(X[0], k=1)
         assert key == 0 and abs(dist) < 1e-6
+        # a norm past float32's range (squares summed in float64) still normalises
+        huge = np.zeros((1, 32), np.float32)
+        huge[0, :2] = 3e38
+        index.add([1], huge)
+        np.testing.assert_allclose(index.get(1)[:2], [2**-0.5, 2**-0.5], rtol=1e-6)
 
 
 def test_exception_inside_writer_commits_nothing(path, data):
