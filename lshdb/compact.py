@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import layout, params, postings
+from .blas import for_rows
 from .codec import pack_ids, pack_meta, unpack_id
 from .codes import CODES_NAME
 from .errors import ReadOnlyError
@@ -151,7 +152,8 @@ def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
         _fsync_file(os.path.join(tmp, CODES_NAME))
     if retune and live >= params.CALIBRATE_MIN and not _fixed(index, family):
         sample = _sample_rows(rows, ids, n_rows)
-        family, chosen, summary = params.choose_family(metric, index.options, sample)
+        with for_rows(len(sample)):
+            family, chosen, summary = params.choose_family(metric, index.options, sample)
         settings = {**settings, "probes": chosen["probes"], "min_hits": chosen["min_hits"]}
         calibration = pack_meta(summary)
     n_tables = family.L if family else index.n_tables
@@ -173,8 +175,9 @@ def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
             if family is not None:
                 ntx.put(b"family", pack_meta(family.params()), db=meta)
                 H = np.empty((live, family.L), dtype=np.uint64)
-                for s in range(0, live, _BLOCK):
-                    H[s : s + _BLOCK] = family.hash(rows.read(ids[s : s + _BLOCK], n_rows))
+                with for_rows(live):
+                    for s in range(0, live, _BLOCK):
+                        H[s : s + _BLOCK] = family.hash(rows.read(ids[s : s + _BLOCK], n_rows))
                 for t in range(family.L):
                     postings.bulk_load(ntx.cursor(new_store.db(table_name(t))), H[:, t], new_ids)
                     if progress:

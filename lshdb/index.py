@@ -26,6 +26,7 @@ import numpy as np
 
 from . import layout, params, postings
 from . import store as store_mod
+from .blas import for_rows, single_threaded
 from .codec import MAX_ROWS, Key, pack_ids, pack_keys, pack_meta, unpack_meta
 from .codes import CODES_NAME, SimHashCoder
 from .errors import (
@@ -439,6 +440,15 @@ class _ReaderContext(AbstractContextManager):  # type: ignore[type-arg]
         self._cm: Any = None
 
     def __enter__(self) -> Reader:
+        self._blas = single_threaded()
+        self._blas.__enter__()
+        try:
+            return self._enter()
+        except BaseException:
+            self._blas.__exit__(None, None, None)
+            raise
+
+    def _enter(self) -> Reader:
         index = self.index
         for _ in range(5):
             if index._current_changed():
@@ -460,7 +470,10 @@ class _ReaderContext(AbstractContextManager):  # type: ignore[type-arg]
         raise LshdbError(f"{index.path} kept changing generation; retry")
 
     def __exit__(self, *exc: Any) -> None:
-        self._cm.__exit__(*exc)
+        try:
+            self._cm.__exit__(*exc)
+        finally:
+            self._blas.__exit__(None, None, None)
 
 
 class Writer:
@@ -481,10 +494,13 @@ class Writer:
     def __enter__(self) -> Writer:
         index = self._index
         index._lock.acquire(self._timeout)
+        self._blas = single_threaded()
+        self._blas.__enter__()
         try:
             index._check_current()
             self._begin()
         except BaseException:
+            self._blas.__exit__(None, None, None)
             index._lock.release()
             raise
         return self
@@ -512,6 +528,7 @@ class Writer:
             self._commit()
         finally:
             self._txn = None
+            self._blas.__exit__(None, None, None)
             index._lock.release()
 
     def _commit(self) -> None:
@@ -667,10 +684,12 @@ class Writer:
             if len(old_ids):
                 post_X = np.concatenate([self._rows.read(old_ids, first), X])
                 post_ids = np.concatenate([old_ids, ids])
-            family = self._calibrate(post_X)
+            with for_rows(len(post_X)):
+                family = self._calibrate(post_X)
         txn, store = self._txn, self._store
         if family is not None:
-            H = family.hash(post_X)
+            with for_rows(len(post_X)):
+                H = family.hash(post_X)
             for t in range(family.L):
                 db = store.db(table_name(t))
                 if txn.stat(db)["entries"] == 0:
