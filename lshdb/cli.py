@@ -285,6 +285,21 @@ _input_options = [
 ]
 
 
+def _apply_nice(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if value:
+        if not hasattr(os, "nice"):
+            raise click.BadParameter("this platform has no process priorities", ctx, param)
+        os.nice(value)
+    return value
+
+
+_nice_option = click.option(
+    "--nice", type=click.IntRange(0, 19), default=0, show_default=True, expose_value=False,
+    callback=_apply_nice,
+    help="Lower this process's CPU priority by N first (like nice(1)), so reader processes "
+         "keep their speed while it writes.")
+
+
 def _with_inputs(f: Any) -> Any:
     for o in reversed(_input_options):
         f = o(f)
@@ -296,6 +311,7 @@ def _with_inputs(f: Any) -> Any:
 @_with_inputs
 @click.option("--upsert", is_flag=True, help="Replace the vectors of keys that exist.")
 @click.option("--shingle", help="jaccard: must match the index's shingles (a check).")
+@_nice_option
 @_fmt_option
 def add_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
             vector_field: str, batch_size: int | None, text_field: str | None,
@@ -390,6 +406,7 @@ def get_cmd(path: str, key: str, int_key: bool) -> None:
 @click.option("--keys", "keys_file", required=True, type=click.Path(dir_okay=False),
               help="One key per line.")
 @click.option("--missing-ok", is_flag=True, help="Skip keys that are not in the index.")
+@_nice_option
 @_fmt_option
 def delete_cmd(path: str, keys_file: str, missing_ok: bool, fmt: str) -> None:
     """Delete the keys listed in a file (one transaction)."""
@@ -459,6 +476,7 @@ def check_cmd(path: str, fix: bool, fmt: str) -> None:
 @click.option("--retune", is_flag=True,
               help="Also re-choose the unset build parameters from the live rows.")
 @click.option("--timeout", type=float, help="Seconds to wait for the write lock.")
+@_nice_option
 @_fmt_option
 def compact_cmd(path: str, retune: bool, timeout: float | None, fmt: str) -> None:
     """Rewrite the live items into a new generation (reclaims deleted space)."""

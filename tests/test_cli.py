@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -88,6 +90,24 @@ def test_add_with_keys_file_get_and_delete(built, tmp_path, data):
     bad = run("delete", ix, "--keys", tmp_path / "del.txt", ok=False)
     assert bad.exit_code == 1 and bad.stderr.startswith("Error: 2 of 2 keys are not in the index")
     assert lines(run("delete", ix, "--keys", tmp_path / "del.txt", "--missing-ok"))[0]["deleted"] == 0
+
+
+def test_nice_lowers_the_writing_process_priority(built, tmp_path, data):
+    # in a child process: --nice changes the priority of the process that runs the command
+    ix, X, _ = built
+    np.save(tmp_path / "more.npy", X[:3] + 100)
+    (tmp_path / "keys.txt").write_text("a\nb\nc\n")
+    code = ("import os, sys; from lshdb.cli import cli; "
+            "cli.main(sys.argv[1:], standalone_mode=False); print('nice', os.nice(0))")
+    out = subprocess.run([sys.executable, "-c", code, "add", str(ix), "--input",
+                          str(tmp_path / "more.npy"), "--keys", str(tmp_path / "keys.txt"),
+                          "--nice", "7"],
+                         capture_output=True, text=True, check=True, cwd=ROOT).stdout.splitlines()
+    assert json.loads(out[0])["added"] == 3
+    assert out[-1] == f"nice {min(os.nice(0) + 7, 19)}"
+    bad = run("compact", ix, "--nice", "20", ok=False)
+    assert bad.exit_code == 1
+    assert "Invalid value for '--nice': 20 is not in the range 0<=x<=19." in bad.stderr
 
 
 def test_fvecs_and_jsonl_inputs(tmp_path, data):
