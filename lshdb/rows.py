@@ -45,6 +45,12 @@ def _multipliers(n_words: int) -> tuple[np.ndarray, np.uint64]:
     return w[1:], w[0]
 
 
+def _dot(words: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``words @ w`` in wrapping u64 arithmetic; einsum's loop is about twice as fast as
+    matmul's for integers (the result is the same)."""
+    return np.einsum("ij,j->i", words, w)
+
+
 class RowFile:
     """One generation's ``rows.bin``.
 
@@ -116,7 +122,7 @@ class RowFile:
         words = payload.view("<u8").reshape(len(payload), self._n_words)
         ids = np.arange(first_id + 1, first_id + 1 + len(payload), dtype=np.uint64)
         with np.errstate(over="ignore"):
-            return (words @ self._W) + ids * self._W0
+            return _dot(words, self._W) + ids * self._W0
 
     def encode(self, values: np.ndarray) -> np.ndarray:
         """Rows of ``values`` as padded little-endian payload bytes, shape (n, padded)."""
@@ -170,11 +176,11 @@ class RowFile:
                 "run `lshdb check`")
         if n_rows == 0 or len(ids) == 0:
             return np.empty((0, self.dim), dtype=self.dtype)
-        raw = self._records(n_rows)[ids]  # (len, row_bytes) uint8: a copy
+        raw = np.take(self._records(n_rows), ids, axis=0)  # (len, row_bytes) uint8: a copy
         if verify and self.checked:
             words = raw.view("<u8")
             with np.errstate(over="ignore"):
-                expect = words[:, : self._n_words] @ self._W + \
+                expect = _dot(words[:, : self._n_words], self._W) + \
                     (ids.astype(np.uint64) + np.uint64(1)) * self._W0
             bad = np.flatnonzero(expect != words[:, self._n_words])
             if len(bad):

@@ -108,6 +108,20 @@ def test_flipped_row_bytes(built, where):
     assert any(f"row {ROW} of" in p and "fails its checksum" in p for p in problems(built))
 
 
+def test_row_checksums_follow_the_documented_formula(built):
+    """sum(words * W) + (i + 1) * W0 mod 2**64, recomputed with Python integers: the
+    on-disk format does not depend on how numpy evaluates it."""
+    from lshdb.rows import _multipliers
+    n_words = DIM * 4 // 8
+    W, W0 = _multipliers(n_words)
+    raw = open(gen_file(built, "rows.bin"), "rb").read()
+    for i in (0, 1, 999, N - 1):
+        rec = raw[HEADER + i * ROW_BYTES : HEADER + (i + 1) * ROW_BYTES]
+        words = [int.from_bytes(rec[8 * j : 8 * j + 8], "little") for j in range(n_words)]
+        want = (sum(a * int(b) for a, b in zip(words, W)) + (i + 1) * int(W0)) % 2**64
+        assert int.from_bytes(rec[-8:], "little") == want
+
+
 def test_flipped_padding_byte(path):
     """Padding bytes (dim 15: 60 payload bytes padded to 64) are covered by the checksum."""
     X = vectors(300, 15)
