@@ -146,8 +146,9 @@ def append(txn: Any, db: Any, buckets: np.ndarray, ids: np.ndarray) -> None:
     """Add ``ids`` (all larger than any id in the table) to their ``buckets``.
 
     One ``getmulti`` reads the touched tails; their headers are checked for the whole
-    batch at once, and each new tail is ``header + old ids + new ids`` by byte slicing.
-    A tail that would pass ``TAIL_MAX`` ids is sealed instead.
+    batch at once. A bucket without a tail gets ``header + new ids`` (built in numpy, see
+    :func:`_new_tail_items`); an existing tail becomes ``header + old ids + new ids`` by
+    byte slicing. A tail that would pass ``TAIL_MAX`` ids is sealed instead.
     """
     ub, bounds, payload = group_by_bucket(buckets, ids)
     n = len(bounds) - 1
@@ -156,16 +157,14 @@ def append(txn: Any, db: Any, buckets: np.ndarray, ids: np.ndarray) -> None:
     keys = np.empty(n, dtype=_TAIL_KEY)
     keys["b"] = np.frombuffer(ub, dtype=">u8")
     keys["t"] = 0xFFFFFFFF
-    kbuf = keys.tobytes()
-    tails = [kbuf[12 * j : 12 * j + 12] for j in range(n)]
+    # fixed-width bytes; a tail key ends in 0xFF, so numpy's "S" type strips nothing
+    tail_keys = keys.view("S12")
+    tails = tail_keys.tolist()
     cursor = txn.cursor(db)
     found = cursor.getmulti(tails)
     counts = np.diff(bounds)
-    heads = _TAIL_HEADERS
-    b4 = (bounds * 4).tolist()
     if not found and int(counts.max()) <= TAIL_MAX:  # every touched bucket starts a tail
-        cursor.putmulti([(t, heads[c] + payload[a:b])
-                         for t, c, a, b in zip(tails, counts.tolist(), b4[:-1], b4[1:])])
+        cursor.putmulti(_new_tail_items(tail_keys, np.arange(n), counts, bounds, payload))
         return
     old_s = np.zeros(n, dtype=np.int64)
     old_e = np.zeros(n, dtype=np.int64)
@@ -181,15 +180,60 @@ def append(txn: Any, db: Any, buckets: np.ndarray, ids: np.ndarray) -> None:
         old_e[pos] = old_e_f
     total = (old_e - old_s) // 4 + counts
     fits = total <= TAIL_MAX
+    fresh = fits & (old_e == old_s)
+    items = _new_tail_items(tail_keys, np.flatnonzero(fresh), counts, bounds, payload)
+    heads = _TAIL_HEADERS
+    b4 = (bounds * 4).tolist()
     s, e = old_s.tolist(), old_e.tolist()
-    items = [(t, heads[c] + joined[s0:e0] + payload[a:b])
-             for t, c, s0, e0, a, b, ok in zip(tails, total.tolist(), s, e, b4[:-1], b4[1:],
-                                               fits.tolist()) if ok]
+    items += [(tails[j], heads[c] + joined[s[j]:e[j]] + payload[b4[j]:b4[j + 1]])
+              for j, c in zip(np.flatnonzero(fits & ~fresh).tolist(),
+                              total[fits & ~fresh].tolist())]
     for j in np.flatnonzero(~fits).tolist():  # tails that would overflow: seal them
         _sealed_items(tails[j][:8], joined[s[j]:e[j]] + payload[b4[j]:b4[j + 1]], items)
         if e[j] > s[j]:
             txn.delete(tails[j], db=db)
     cursor.putmulti(items)
+
+
+_GROUP_MIN = 16  # buckets with the same id count built as one numpy block from this many
+
+
+def _new_tail_items(tail_keys: np.ndarray, which: np.ndarray, counts: np.ndarray,
+                    bounds: np.ndarray, payload: bytes) -> list[tuple[bytes, bytes]]:
+    """``(tail key, header + ids)`` for the buckets ``which``, none of which has a tail.
+
+    Buckets with the same number of new ids share a header and a value width: each such
+    group of at least ``_GROUP_MIN`` is written as rows of one uint8 block and handed to
+    LMDB as fixed-width byte strings (numpy's "V" type), with no Python work per bucket;
+    the rest are joined one by one. With one id per bucket (near-duplicate detection,
+    fresh buckets) this is most of the write's Python cost.
+    """
+    if len(which) == 0:
+        return []
+    heads = _TAIL_HEADERS
+    c_of = counts[which]
+    if len(which) < _GROUP_MIN:
+        b4 = bounds * 4
+        return [(k, heads[c] + payload[a:a + 4 * c]) for k, c, a in
+                zip(tail_keys[which].tolist(), c_of.tolist(), b4[which].tolist())]
+    ids = np.frombuffer(payload, dtype=np.uint8).reshape(-1, 4)
+    order = np.argsort(c_of, kind="stable")
+    which, c_of = which[order], c_of[order]
+    edges = np.flatnonzero(np.diff(c_of)) + 1
+    items: list[tuple[bytes, bytes]] = []
+    for lo, hi in zip([0, *edges.tolist()], [*edges.tolist(), len(which)]):
+        group, c = which[lo:hi], int(c_of[lo])
+        if hi - lo < _GROUP_MIN:
+            items += [(k, heads[c] + payload[4 * a:4 * (a + c)]) for k, a in
+                      zip(tail_keys[group].tolist(), bounds[group].tolist())]
+            continue
+        head = np.frombuffer(heads[c], dtype=np.uint8)
+        rows = np.empty((len(group), len(head) + 4 * c), dtype=np.uint8)
+        rows[:, : len(head)] = head
+        rows[:, len(head):] = ids[bounds[group][:, None] + np.arange(c)].reshape(len(group), -1)
+        values = rows.view(f"V{rows.shape[1]}").ravel().tolist()
+        items += zip(tail_keys[group].tolist(), values)
+    return items
 
 
 def _plain_tails(found: list[tuple[bytes, bytes]]

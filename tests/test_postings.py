@@ -113,18 +113,20 @@ def test_empty_chunks_are_deleted(table):
     assert [(b, size) for b, _, size in chunks(env, db)] == [((6).to_bytes(8, "big"), 1)]
 
 
+@pytest.mark.parametrize("n_buckets", [4, 2000], ids=["few-buckets", "many-buckets"])
 @pytest.mark.parametrize("spread", [1, 2**40 + 3], ids=["small-keys", "hashed-keys"])
-def test_random_appends_match_a_model(table, spread):
+def test_random_appends_match_a_model(table, spread, n_buckets):
     # batch sizes that walk tails across the bin8/bin16 header boundary (64 ids) and past
     # TAIL_MAX (sealing), into buckets with and without existing tails; hashed (wide) keys
-    # take the value-sort path of stable_bucket_order
+    # take the value-sort path of stable_bucket_order; many buckets give batches with many
+    # new tails of equal counts (built as numpy blocks) beside existing ones
     env, db = table
     rng = np.random.default_rng(11)
     model: dict[int, list[int]] = {}
     next_id = 0
     for _ in range(60):
         size = int(rng.choice([1, 3, 40, 63, 64, 65, 200, 479, 481, 3000]))
-        buckets = rng.integers(0, 4, size).astype(np.uint64) * np.uint64(spread)
+        buckets = rng.integers(0, n_buckets, size).astype(np.uint64) * np.uint64(spread)
         ids = np.arange(next_id, next_id + size)
         next_id += size
         with env.begin(write=True) as txn:
