@@ -16,7 +16,7 @@ order. Appends for a whole batch are one ``getmulti`` of the touched tails and o
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -109,7 +109,6 @@ def bulk_load(cursor: Any, buckets: np.ndarray, ids: np.ndarray) -> int:
     keys = np.empty(len(starts), dtype=[("b", ">u8"), ("f", ">u4")])
     keys["b"] = b[starts]
     keys["f"] = sid[starts]
-    kbuf = keys.tobytes()
     gaps = np.diff(sid.astype(np.int64), prepend=0)
     gaps[starts] = 0
     compact = (np.maximum.reduceat(gaps, starts) < 65536) & (ends - starts > 2) \
@@ -117,11 +116,25 @@ def bulk_load(cursor: Any, buckets: np.ndarray, ids: np.ndarray) -> int:
     plain = sid.tobytes()
     small_gaps = np.where(gaps < 65536, gaps, 0).astype("<u2").tobytes()
     gap_heads, plain_heads = _chunk_headers()
-    items = [(kbuf[12 * j : 12 * j + 12],
-              gap_heads[e - s] + plain[4 * s : 4 * s + 4] + small_gaps[2 * s + 2 : 2 * e]
-              if c else plain_heads[e - s] + plain[4 * s : 4 * e])
-             for j, s, e, c in zip(range(len(starts)), starts.tolist(), ends.tolist(),
-                                   compact.tolist())]
+    sizes = ends - starts
+    id_bytes = sid.view(np.uint8).reshape(-1, 4)
+    gap_bytes = np.frombuffer(small_gaps, dtype=np.uint8).reshape(-1, 2)
+
+    def one(j: int) -> bytes:
+        s, e = int(starts[j]), int(ends[j])
+        if compact[j]:
+            return gap_heads[e - s] + plain[4 * s : 4 * s + 4] + small_gaps[2 * s + 2 : 2 * e]
+        return plain_heads[e - s] + plain[4 * s : 4 * e]
+
+    def block(group: np.ndarray) -> np.ndarray:
+        c, first = int(sizes[group[0]]), starts[group]
+        if compact[group[0]]:  # header, first id, 16-bit gaps
+            return _rows(gap_heads[c], id_bytes[first],
+                         gap_bytes[first[:, None] + np.arange(1, c)].reshape(len(group), -1))
+        return _rows(plain_heads[c], id_bytes[first[:, None] + np.arange(c)].reshape(len(group), -1))
+
+    values = _values_in_order(sizes + compact * (SEALED_MAX + 1), block, one)
+    items = list(zip(keys.view("V12").tolist(), values))
     cursor.putmulti(items, append=True)
     return len(items)
 
@@ -157,8 +170,7 @@ def append(txn: Any, db: Any, buckets: np.ndarray, ids: np.ndarray) -> None:
     keys = np.empty(n, dtype=_TAIL_KEY)
     keys["b"] = np.frombuffer(ub, dtype=">u8")
     keys["t"] = 0xFFFFFFFF
-    # fixed-width bytes; a tail key ends in 0xFF, so numpy's "S" type strips nothing
-    tail_keys = keys.view("S12")
+    tail_keys = keys.view("V12")  # fixed-width bytes
     tails = tail_keys.tolist()
     cursor = txn.cursor(db)
     found = cursor.getmulti(tails)
@@ -195,45 +207,66 @@ def append(txn: Any, db: Any, buckets: np.ndarray, ids: np.ndarray) -> None:
     cursor.putmulti(items)
 
 
-_GROUP_MIN = 16  # buckets with the same id count built as one numpy block from this many
+_GROUP_MIN = 16  # values of one width built as one numpy block from this many
+
+
+def _values_in_order(kinds: np.ndarray, block: Callable[[np.ndarray], np.ndarray],
+                     one: Callable[[int], bytes]) -> list[bytes]:
+    """Value ``j`` for every ``j``, in order, where values of equal ``kinds[j]`` have one
+    layout and width.
+
+    Each kind met at least ``_GROUP_MIN`` times is built at once: ``block(indices)``
+    returns its values as the rows of a uint8 matrix, handed on as fixed-width byte
+    strings (numpy's "V" type keeps every byte), with no Python work per value. Rarer
+    kinds are built one by one with ``one(j)``.
+    """
+    n = len(kinds)
+    if n < _GROUP_MIN:
+        return [one(j) for j in range(n)]
+    out = np.empty(n, dtype=object)
+    order = np.argsort(kinds, kind="stable")
+    edges = (np.flatnonzero(np.diff(kinds[order])) + 1).tolist()
+    for lo, hi in zip([0, *edges], [*edges, n]):
+        group = order[lo:hi]
+        if hi - lo < _GROUP_MIN:
+            out[group] = [one(j) for j in group.tolist()]
+        else:
+            rows = block(group)
+            out[group] = rows.view(f"V{rows.shape[1]}").ravel().astype(object)
+    return out.tolist()  # type: ignore[no-any-return]
+
+
+def _rows(head: bytes, *parts: np.ndarray) -> np.ndarray:
+    """``head`` followed by ``parts`` (uint8 matrices with one row per value)."""
+    h = np.frombuffer(head, dtype=np.uint8)
+    out = np.empty((len(parts[0]), len(h) + sum(p.shape[1] for p in parts)), dtype=np.uint8)
+    out[:, : len(h)] = h
+    col = len(h)
+    for p in parts:
+        out[:, col : col + p.shape[1]] = p
+        col += p.shape[1]
+    return out
 
 
 def _new_tail_items(tail_keys: np.ndarray, which: np.ndarray, counts: np.ndarray,
                     bounds: np.ndarray, payload: bytes) -> list[tuple[bytes, bytes]]:
-    """``(tail key, header + ids)`` for the buckets ``which``, none of which has a tail.
-
-    Buckets with the same number of new ids share a header and a value width: each such
-    group of at least ``_GROUP_MIN`` is written as rows of one uint8 block and handed to
-    LMDB as fixed-width byte strings (numpy's "V" type), with no Python work per bucket;
-    the rest are joined one by one. With one id per bucket (near-duplicate detection,
-    fresh buckets) this is most of the write's Python cost.
-    """
-    if len(which) == 0:
-        return []
+    """``(tail key, header + new ids)`` for the buckets ``which``, none of which has a
+    tail; the values of buckets with equal id counts are built together
+    (:func:`_values_in_order`). With one id per bucket (near-duplicate detection, fresh
+    buckets) this is most of a write's Python cost."""
     heads = _TAIL_HEADERS
-    c_of = counts[which]
-    if len(which) < _GROUP_MIN:
-        b4 = bounds * 4
-        return [(k, heads[c] + payload[a:a + 4 * c]) for k, c, a in
-                zip(tail_keys[which].tolist(), c_of.tolist(), b4[which].tolist())]
+    c_of, first = counts[which], bounds[which]
     ids = np.frombuffer(payload, dtype=np.uint8).reshape(-1, 4)
-    order = np.argsort(c_of, kind="stable")
-    which, c_of = which[order], c_of[order]
-    edges = np.flatnonzero(np.diff(c_of)) + 1
-    items: list[tuple[bytes, bytes]] = []
-    for lo, hi in zip([0, *edges.tolist()], [*edges.tolist(), len(which)]):
-        group, c = which[lo:hi], int(c_of[lo])
-        if hi - lo < _GROUP_MIN:
-            items += [(k, heads[c] + payload[4 * a:4 * (a + c)]) for k, a in
-                      zip(tail_keys[group].tolist(), bounds[group].tolist())]
-            continue
-        head = np.frombuffer(heads[c], dtype=np.uint8)
-        rows = np.empty((len(group), len(head) + 4 * c), dtype=np.uint8)
-        rows[:, : len(head)] = head
-        rows[:, len(head):] = ids[bounds[group][:, None] + np.arange(c)].reshape(len(group), -1)
-        values = rows.view(f"V{rows.shape[1]}").ravel().tolist()
-        items += zip(tail_keys[group].tolist(), values)
-    return items
+
+    def one(j: int) -> bytes:
+        c, a = int(c_of[j]), 4 * int(first[j])
+        return heads[c] + payload[a : a + 4 * c]
+
+    def block(group: np.ndarray) -> np.ndarray:
+        c = int(c_of[group[0]])
+        return _rows(heads[c], ids[first[group][:, None] + np.arange(c)].reshape(len(group), -1))
+
+    return list(zip(tail_keys[which].tolist(), _values_in_order(c_of, block, one)))
 
 
 def _plain_tails(found: list[tuple[bytes, bytes]]

@@ -61,6 +61,28 @@ def test_bulk_load_groups_and_seals(table):
                                            int((buckets == 9).sum()) - 2 * postings.SEALED_MAX]
 
 
+@pytest.mark.parametrize("spread", [1, 2**40 + 3], ids=["small-keys", "hashed-keys"])
+def test_bulk_load_of_many_buckets_matches_a_model(table, spread):
+    # thousands of buckets: many share a size, so their chunks are built as numpy blocks,
+    # gap-encoded (more than 2 ids, gaps below 2**16) and plain (1-2 ids, or a large gap)
+    env, db = table
+    rng = np.random.default_rng(5)
+    sizes = rng.choice([1, 2, 3, 4, 7, 30], 3000)
+    buckets = np.repeat(np.arange(3000, dtype=np.uint64) * np.uint64(spread), sizes)
+    buckets = buckets[rng.permutation(len(buckets))]
+    # a bucket's ids lie ~3,000 positions apart: gaps of ~6,000, and a few past 2**16
+    steps = np.where(rng.random(len(buckets)) < 1e-4, 70_000, rng.integers(1, 4, len(buckets)))
+    ids = np.cumsum(steps)
+    with env.begin(write=True) as txn:
+        assert postings.bulk_load(txn.cursor(db), buckets, ids) == 3000
+    for b in rng.choice(3000, 300, replace=False).tolist():
+        bucket = np.uint64(b) * np.uint64(spread)
+        np.testing.assert_array_equal(bucket_ids(env, db, int(bucket)), ids[buckets == bucket])
+    with env.begin() as txn:  # both encodings occur
+        heads = {value[0] for _, value in txn.cursor(db)}
+    assert heads == {0xC4, 0xC7}
+
+
 def test_appends_touch_only_the_tail(table):
     env, db = table
     n = 50_000
