@@ -45,7 +45,6 @@ only ever replaced whole; concurrent calls are safe.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -76,9 +75,12 @@ _BLOCK_BYTES = 1 << 17  # texts are processed in blocks of about 128 kB of UTF-8
 _BLOCK_DOCS = 1 << 16  # ... and at most 65,536 texts (block-local doc ids fit in 16 bits)
 _CACHED_POWERS = 1 << 20  # power tables up to 8 MB each are kept between calls
 
-# Non-ASCII code points for which str.isspace() is true (tests check this list is complete).
-_UNICODE_SPACES = "\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-_UNICODE_SPACE_RE = re.compile(f"[{_UNICODE_SPACES}]")
+# Non-ASCII code points for which str.isspace() is true (tests check this list is complete),
+# as the big-endian integers of their 2- and 3-byte UTF-8 encodings.
+_UNICODE_SPACES = "\x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) \
+    + "\u2028\u2029\u202f\u205f\u3000"
+_SPACE_KEYS = {w: np.array([int.from_bytes(c.encode(), "big") for c in _UNICODE_SPACES
+                            if len(c.encode()) == w], dtype=np.uint32) for w in (2, 3)}
 
 _U64 = np.uint64
 _BASE = 0x9E3779B97F4A7C15  # odd, so invertible modulo 2**64
@@ -180,17 +182,51 @@ def _is_space(raw: np.ndarray) -> np.ndarray:
     return ((raw - np.uint8(9)) <= np.uint8(4)) | ((raw - np.uint8(28)) <= np.uint8(4))
 
 
+def _mark_unicode_spaces(raw: np.ndarray, sp: np.ndarray) -> None:
+    """Mark every byte of the UTF-8 encodings of ``_UNICODE_SPACES`` as whitespace, in place.
+
+    A run of marked bytes splits words and collapses to one space exactly as the code
+    point would (UTF-8 is self-synchronising: no match can start inside another character).
+    """
+    lead = np.flatnonzero(raw[:-2] >= 0xC2)  # lead bytes of multi-byte characters
+    key2 = (raw[lead].astype(np.uint32) << np.uint32(8)) | raw[lead + 1]
+    key3 = (key2 << np.uint32(8)) | raw[lead + 2]
+    for width, key in ((2, key2), (3, key3)):
+        at = lead[np.isin(key, _SPACE_KEYS[width])]
+        for j in range(width):
+            sp[at + j] = True
+
+
 def _encode(texts: Sequence[str]) -> list[bytes]:
+    """Each text as UTF-8 (lone surrogates passed through), lowered if it is not ASCII.
+
+    ASCII texts are left as they are: :func:`_block_bytes` lowers their letters in bulk.
+    """
     out = []
-    sub = _UNICODE_SPACE_RE.sub
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise InvalidVectorError(f"text {i} must be a str; found {type(t).__name__}")
-        low = t.lower()
-        if not low.isascii():
-            low = sub(" ", low)
-        out.append(low.encode("utf-8", "surrogatepass"))
+        if t.isascii():
+            out.append(t.encode("ascii"))
+        else:
+            out.append(t.lower().encode("utf-8", "surrogatepass"))
     return out
+
+
+def _block_bytes(encoded: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """One block's buffer ``"\\n" + "\\n".join(texts) + "\\n"`` and its whitespace mask.
+
+    The buffer is a writable copy with ASCII letters lowered (``str.lower()`` of an ASCII
+    text; a non-ASCII text is already lowered and UTF-8 has no ASCII bytes inside other
+    characters). The mask holds ASCII whitespace and the bytes of the Unicode spaces.
+    """
+    raw = np.frombuffer(b"\n" + b"\n".join(encoded) + b"\n", dtype=np.uint8).copy()
+    upper = (raw - np.uint8(65)) < np.uint8(26)  # A-Z
+    raw |= upper.view(np.uint8) << np.uint8(5)
+    sp = _is_space(raw)
+    if raw.max() >= 0x80:
+        _mark_unicode_spaces(raw, sp)
+    return raw, sp
 
 
 def _blocks(lengths: np.ndarray) -> list[tuple[int, int]]:
@@ -208,10 +244,9 @@ def _blocks(lengths: np.ndarray) -> list[tuple[int, int]]:
 def _block_spans(encoded: list[bytes], kind: str, n: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Collapsed buffer and every shingle's (doc, start, end) span in it, for one block."""
-    raw = np.frombuffer(b"\n".join(encoded) + b"\n", dtype=np.uint8)
+    raw, sp = _block_bytes(encoded)
     lens = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    doc_start = np.concatenate(([0], np.cumsum(lens + 1)[:-1]))
-    sp = _is_space(raw)
+    doc_start = np.cumsum(lens + 1) - lens  # the byte after each separator
     keep = ~sp
     keep[1:] |= ~sp[:-1]  # a whitespace byte is kept if the byte before it is not one
     kept_at = np.flatnonzero(keep)
@@ -285,30 +320,28 @@ def _word_block_hashes(encoded: list[bytes], n: int, seed: int
                        ) -> tuple[np.ndarray, np.ndarray]:
     """(doc, hash) of every word n-gram of one block, without building the n-gram strings.
 
-    Word boundaries are the edges of the whitespace mask; each word's polynomial is a
-    segmented sum (``np.add.reduceat``) of ``b_k * BASE**k`` rebased to the word's start.
-    The words are then laid out virtually one space apart and a prefix sum over words gives
-    the polynomial of ``"w_a w_a+1 ... w_z"`` in O(1), equal to :func:`hash_strings` of it.
+    Word boundaries are the edges of the whitespace mask; each word's polynomial is read off
+    the prefix sums of ``b_k * BASE**k`` over the block's bytes. The words are then laid out
+    virtually one space apart and a prefix sum over words gives the polynomial of
+    ``"w_a w_a+1 ... w_z"`` in O(1), equal to :func:`hash_strings` of it.
     """
-    raw = np.frombuffer(b"\n" + b"\n".join(encoded) + b"\n", dtype=np.uint8)
+    raw, sp = _block_bytes(encoded)  # the buffer starts and ends with whitespace ...
     lens = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
     doc_start = np.cumsum(lens + 1) - lens  # the byte after each separator
-    sp = _is_space(raw)  # the buffer starts and ends with whitespace ...
     edges = np.flatnonzero(sp[1:] != sp[:-1]) + 1  # ... so edges alternate start, end
     if len(edges) == 0:
         return np.zeros(0, np.int64), np.zeros(0, _U64)
     word_start, word_end = edges[0::2], edges[1::2]
-    pw, ipw = _power_tables(len(raw) + 1)
-    vals = np.empty(len(raw), dtype=_U64)
-    vals[:] = raw
-    vals *= pw[:len(raw)]
-    word_poly = np.add.reduceat(vals, edges)[0::2] * ipw[word_start]
+    prefix, pw, ipw = _byte_prefix(raw)
+    at_edges = prefix[edges]
     length = word_end - word_start
     vpos = np.cumsum(length + 1) - (length + 1)  # virtual positions, one space apart
+    # the word's bytes moved from word_start to vpos: times BASE**(vpos - word_start)
+    word_poly = (at_edges[1::2] - at_edges[0::2]) * ipw[word_start - vpos]
     tail = _U64(32) * pw[vpos + length]  # the space after each word
     wprefix = np.empty(len(word_start) + 1, dtype=_U64)
     wprefix[0] = 0
-    np.cumsum(word_poly * pw[vpos] + tail, out=wprefix[1:])
+    np.cumsum(word_poly + tail, out=wprefix[1:])
     first = np.searchsorted(word_start, doc_start)  # each text's first word
     counts = np.diff(np.append(first, len(word_start)))
     long = counts >= n
