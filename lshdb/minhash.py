@@ -192,25 +192,37 @@ def _sketch_block(hashes: np.ndarray, sizes: np.ndarray, k: int, seed: int, roun
     sig = np.full(n * k, _EMPTY, dtype=_U32)
     owner = np.repeat(np.arange(n, dtype=np.int64), sizes)
     base = owner * k
-    v0 = mix64(hashes.astype(_U64, copy=False) ^ _key(seed, _TOKEN_SALT))
+    v0 = mix64(hashes.astype(_U64, copy=False) ^ _key(seed, _TOKEN_SALT), copy=False)
     mul, add = _round_constants(seed, rounds)
+    # a set is checked for completeness once it has placed 2 k tokens (it needs at least k);
+    # its tokens are dropped when a quarter of those left belong to complete sets. Neither
+    # changes the result: a complete set keeps its values.
+    live = np.ones(n, dtype=bool)
+    dead_tokens = 0
+    v = np.empty(len(v0), dtype=_U64)
+    value = np.empty(len(v0), dtype=_U32)
     for r in range(rounds):
-        v = v0 * mul[r] + add[r]  # round r's placement: an affine map of the mixed hash
-        cell = _reduce(v, k)
+        m = len(v0)
+        np.multiply(v0, mul[r], out=v[:m])  # round r's placement: an affine map of the mixed hash
+        v[:m] += add[r]
+        cell = _reduce(v[:m], k)
         cell += base
         # the round number in the top 5 bits: a bin keeps its earliest round's minimum
-        value = v.astype(_U32)
-        value &= _U32(_VALUE_MASK)
-        value |= _U32(r << _VALUE_BITS)
-        np.minimum.at(sig, cell, value)
-        if r + 1 < rounds and r % 2:  # every other round: drop the sets now complete
-            full = np.asarray((sig.reshape(n, k) != _EMPTY).all(axis=1))
-            if full.all():
+        value[:m] = v[:m]  # the low 32 bits
+        value[:m] &= _U32(_VALUE_MASK)
+        value[:m] |= _U32(r << _VALUE_BITS)
+        np.minimum.at(sig, cell, value[:m])
+        if r + 1 < rounds and r % 2:
+            check = np.flatnonzero(live & (sizes * (r + 1) >= 2 * k))
+            full = check[(sig.reshape(n, k)[check] != _EMPTY).all(axis=1)]
+            live[full] = False
+            if not live.any():
                 break
-            done = full[owner]
-            if np.count_nonzero(done) * 4 > len(done):
-                keep = np.flatnonzero(~done)
+            dead_tokens += int(sizes[full].sum())
+            if dead_tokens * 4 > m:
+                keep = np.flatnonzero(live[owner])
                 v0, owner, base = v0[keep], owner[keep], base[keep]
+                dead_tokens = 0
     _densify(sig, sig != _EMPTY, k, seed)
     return sig.reshape(n, k)
 

@@ -296,7 +296,12 @@ def _seed_key(seed: int) -> np.uint64:
 
 
 def _finalise(poly: np.ndarray, length: np.ndarray, seed: int) -> np.ndarray:
-    return mix64(poly + length.astype(_U64) * _LENGTH_SALT + _seed_key(seed))
+    """splitmix64 of the polynomial, the length and the seed (``poly`` is overwritten)."""
+    salted = length.astype(_U64)
+    salted *= _LENGTH_SALT
+    salted += _seed_key(seed)
+    poly += salted
+    return mix64(poly, copy=False)
 
 
 def _byte_prefix(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -338,10 +343,12 @@ def _word_block_hashes(encoded: list[bytes], n: int, seed: int
     vpos = np.cumsum(length + 1) - (length + 1)  # virtual positions, one space apart
     # the word's bytes moved from word_start to vpos: times BASE**(vpos - word_start)
     word_poly = (at_edges[1::2] - at_edges[0::2]) * ipw[word_start - vpos]
-    tail = _U64(32) * pw[vpos + length]  # the space after each word
+    vend = vpos + length
+    tail = _U64(32) * pw[vend]  # the space after each word
     wprefix = np.empty(len(word_start) + 1, dtype=_U64)
     wprefix[0] = 0
     np.cumsum(word_poly + tail, out=wprefix[1:])
+    upto = wprefix[1:] - tail  # through each word, without its space
     first = np.searchsorted(word_start, doc_start)  # each text's first word
     counts = np.diff(np.append(first, len(word_start)))
     long = counts >= n
@@ -349,9 +356,12 @@ def _word_block_hashes(encoded: list[bytes], n: int, seed: int
     total = int(per_doc.sum())
     a = np.arange(total) + np.repeat(first - (np.cumsum(per_doc) - per_doc), per_doc)
     z = a + np.repeat(np.where(long, n - 1, 0), per_doc)
-    poly = (wprefix[z + 1] - wprefix[a] - tail[z]) * ipw[vpos[a]]
+    start = vpos[a]
+    poly = upto[z]
+    poly -= wprefix[a]
+    poly *= ipw[start]
     doc = np.repeat(np.arange(len(encoded), dtype=np.int64), per_doc)
-    return doc, _finalise(poly, vpos[z] + length[z] - vpos[a], seed)
+    return doc, _finalise(poly, vend[z] - start, seed)
 
 
 def _distinct_per_doc(doc: np.ndarray, h: np.ndarray, n_docs: int
