@@ -86,6 +86,17 @@ def test_unicode_whitespace_list_is_complete():
     assert np.array_equal(np.sort(hashes), np.unique(hash_strings(joined.split())))
 
 
+def test_unicode_whitespace_collapses_in_both_kinds():
+    # runs of multi-byte spaces next to ASCII ones and letters (upper case, ASCII or not)
+    spaces = [chr(c) for c in range(0x80, 0x110000) if chr(c).isspace()]
+    texts = [f"Ab{s}\t{t}Éx{s}{s}Q " for s in spaces for t in spaces[:3]] + ["ASCII Only TEXT"]
+    for kind, ref in (("word", word_shingles), ("char", char_shingles)):
+        offsets, hashes = shingle_hashes(texts, kind, 2)
+        want_offsets, want = expected_csr(texts, ref, 2)
+        assert np.array_equal(offsets, want_offsets)
+        assert np.array_equal(hashes, np.concatenate(want))
+
+
 def test_blocks_do_not_change_the_result(monkeypatch):
     texts = random_texts(300, seed=11, max_pieces=120)
     whole = shingle_hashes(texts, "word", 3)
