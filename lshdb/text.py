@@ -222,9 +222,10 @@ def _block_bytes(encoded: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     text; a non-ASCII text is already lowered and UTF-8 has no ASCII bytes inside other
     characters). The mask holds ASCII whitespace and the bytes of the Unicode spaces.
     """
-    raw = np.frombuffer(b"\n" + b"\n".join(encoded) + b"\n", dtype=np.uint8).copy()
-    upper = (raw - np.uint8(65)) < np.uint8(26)  # A-Z
-    raw |= upper.view(np.uint8) << np.uint8(5)
+    joined = np.frombuffer(b"\n" + b"\n".join(encoded) + b"\n", dtype=np.uint8)
+    upper = ((joined - np.uint8(65)) < np.uint8(26)).view(np.uint8)  # A-Z
+    upper *= np.uint8(32)  # (a uint8 multiply is vectorised, a shift is not)
+    raw = joined | upper
     sp = _is_space(raw)
     if raw.max() >= 0x80:
         _mark_unicode_spaces(raw, sp)
@@ -335,7 +336,10 @@ def _word_block_hashes(encoded: list[bytes], n: int, seed: int
     raw, sp = _block_bytes(encoded)  # the buffer starts and ends with whitespace ...
     lens = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
     doc_start = np.cumsum(lens + 1) - lens  # the byte after each separator
-    edges = np.flatnonzero(sp[1:] != sp[:-1]) + 1  # ... so edges alternate start, end
+    change = np.empty(len(sp), dtype=bool)  # ... so edges alternate start, end
+    change[0] = False
+    np.not_equal(sp[1:], sp[:-1], out=change[1:])
+    edges = np.flatnonzero(change)
     if len(edges) == 0:
         return np.zeros(0, np.int64), np.zeros(0, _U64)
     word_start, word_end = edges[0::2], edges[1::2]
