@@ -136,32 +136,34 @@ def _probes(k: int, seed: int, attempts: np.ndarray | int, bins: np.ndarray) -> 
     return _reduce(mix64(v ^ _key(seed, _PROBE_SALT)), k)
 
 
-def _probe_table(k: int, seed: int) -> np.ndarray:
-    """``table[t, i] = p(i, t + 1)`` for the first attempts (cached; replaced whole)."""
-    table = _probe_cache.get((k, seed))
-    if table is None:
+def _probe_steps(k: int, seed: int) -> np.ndarray:
+    """``steps[t, i] = p(i, t + 1) - i`` for the first attempts (cached; replaced whole):
+    the offset from an empty bin's cell to the cell its attempt ``t + 1`` reads."""
+    steps = _probe_cache.get((k, seed))
+    if steps is None:
         t = np.arange(1, _PROBE_COLUMNS + 1, dtype=np.int64)[:, None]
-        table = _probes(k, seed, t, np.arange(k)[None, :])
+        bins = np.arange(k)
+        steps = _probes(k, seed, t, bins[None, :]) - bins
         if len(_probe_cache) > 64:
             _probe_cache.clear()
-        _probe_cache[(k, seed)] = table
-    return table
+        _probe_cache[(k, seed)] = steps
+    return steps
 
 
 def _densify(sig: np.ndarray, filled: np.ndarray, k: int, seed: int) -> None:
     """Optimal densification, in place: each empty bin takes the value of the first
     non-empty bin of its set along the probe sequence ``p(i, 1), p(i, 2), ...``."""
-    todo = np.flatnonzero(~filled)
+    todo = np.flatnonzero(~filled)  # intp: narrower index arrays are converted on every use
     if len(todo) == 0:
         return
-    table = _probe_table(k, seed)
+    steps = _probe_steps(k, seed)
     col = todo % k
-    base = todo - col  # the set's first cell
     attempt, few = 0, max(len(todo) >> 6, 256)
     while len(todo):
         if attempt < _PROBE_COLUMNS and len(todo) > few:
             # one attempt for many bins at a time while most bins still need one
-            src = base + table[attempt][col]
+            src = steps[attempt][col]
+            src += todo
             attempt += 1
             hit = filled[src]
             got = np.flatnonzero(hit)
@@ -171,13 +173,14 @@ def _densify(sig: np.ndarray, filled: np.ndarray, k: int, seed: int) -> None:
             # the few bins left (sets with few non-empty bins): 64 attempts per round
             tries = np.arange(attempt + 1, attempt + 1 + _PROBE_COLUMNS)
             attempt += _PROBE_COLUMNS
+            base = todo - col  # the set's first cell
             src = base[:, None] + _probes(k, seed, tries[None, :], col[:, None])
             hit = filled[src]
             first = hit.argmax(axis=1)
             got = np.flatnonzero(hit[np.arange(len(first)), first])
             sig[todo[got]] = sig[src[got, first[got]]]
             miss = np.flatnonzero(~hit.any(axis=1))
-        todo, col, base = todo[miss], col[miss], base[miss]
+        todo, col = todo[miss], col[miss]
 
 
 def _round_constants(seed: int, rounds: int) -> tuple[np.ndarray, np.ndarray]:
