@@ -197,9 +197,10 @@ def _sketch_block(hashes: np.ndarray, sizes: np.ndarray, k: int, seed: int, roun
     base = owner * k
     v0 = mix64(hashes.astype(_U64, copy=False) ^ _key(seed, _TOKEN_SALT), copy=False)
     mul, add = _round_constants(seed, rounds)
-    # a set is checked for completeness once it has placed 2 k tokens (it needs at least k);
-    # its tokens are dropped when a quarter of those left belong to complete sets. Neither
-    # changes the result: a complete set keeps its values.
+    # a set is checked for completeness once it has placed 4 k tokens (it needs at least k,
+    # and is seldom complete before ~k ln k); its tokens are dropped when a quarter of those
+    # left belong to complete sets. Neither changes the result: a complete set keeps its
+    # values.
     live = np.ones(n, dtype=bool)
     dead_tokens = 0
     v = np.empty(len(v0), dtype=_U64)
@@ -216,8 +217,8 @@ def _sketch_block(hashes: np.ndarray, sizes: np.ndarray, k: int, seed: int, roun
         value[:m] |= _U32(r << _VALUE_BITS)
         np.minimum.at(sig, cell, value[:m])
         if r + 1 < rounds and r % 2:
-            check = np.flatnonzero(live & (sizes * (r + 1) >= 2 * k))
-            full = check[(sig.reshape(n, k)[check] != _EMPTY).all(axis=1)]
+            check = np.flatnonzero(live & (sizes * (r + 1) >= 4 * k))
+            full = check[sig.reshape(n, k)[check].max(axis=1) != _EMPTY]
             live[full] = False
             if not live.any():
                 break
