@@ -204,15 +204,14 @@ def _encode(texts: Sequence[str]) -> list[bytes]:
 
     ASCII texts are left as they are: :func:`_block_bytes` lowers their letters in bulk.
     """
-    out = []
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise InvalidVectorError(f"text {i} must be a str; found {type(t).__name__}")
-        if t.isascii():
-            out.append(t.encode("ascii"))
-        else:
-            out.append(t.lower().encode("utf-8", "surrogatepass"))
-    return out
+    try:
+        ascii_ = list(map(str.isascii, texts))
+    except TypeError:  # str.isascii rejects anything that is not a str
+        i = next(i for i, t in enumerate(texts) if not isinstance(t, str))
+        raise InvalidVectorError(
+            f"text {i} must be a str; found {type(texts[i]).__name__}") from None
+    return [t.encode() if a else t.lower().encode("utf-8", "surrogatepass")
+            for t, a in zip(texts, ascii_)]
 
 
 def _block_bytes(encoded: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
