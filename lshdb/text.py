@@ -74,6 +74,7 @@ _KINDS = {"word": 5, "char": 4}  # kind -> default n
 _BLOCK_BYTES = 1 << 17  # texts are processed in blocks of about 128 kB of UTF-8 (cache-sized)
 _BLOCK_DOCS = 1 << 16  # ... and at most 65,536 texts (block-local doc ids fit in 16 bits)
 _CACHED_POWERS = 1 << 20  # power tables up to 8 MB each are kept between calls
+_LOWER_CHECK_BYTES = 1 << 14  # longer non-ASCII texts skip str.lower() when it is a no-op
 
 # Non-ASCII code points for which str.isspace() is true (tests check this list is complete),
 # as the big-endian integers of their 2- and 3-byte UTF-8 encodings (sorted).
@@ -87,6 +88,7 @@ _BASE = 0x9E3779B97F4A7C15  # odd, so invertible modulo 2**64
 _BASE_INV = pow(_BASE, -1, 1 << 64)
 _LENGTH_SALT = _U64(0xD6E8FEB86659FD93)
 _powers: tuple[np.ndarray, np.ndarray] = (np.ones(1, _U64), np.ones(1, _U64))
+_cased: np.ndarray | None = None
 
 
 # -- the reference definition ----------------------------------------------------------
@@ -210,8 +212,36 @@ def _encode(texts: Sequence[str]) -> list[bytes]:
         i = next(i for i, t in enumerate(texts) if not isinstance(t, str))
         raise InvalidVectorError(
             f"text {i} must be a str; found {type(texts[i]).__name__}") from None
-    return [t.encode() if a else t.lower().encode("utf-8", "surrogatepass")
-            for t, a in zip(texts, ascii_)]
+    return [t.encode() if a else _encode_non_ascii(t) for t, a in zip(texts, ascii_)]
+
+
+def _encode_non_ascii(text: str) -> bytes:
+    """UTF-8 of ``text.lower()``, or of ``text`` when only its ASCII letters have a lower
+    case (those are lowered in bulk): ``str.lower()`` costs ~5 ns a character on
+    non-ASCII strings, far more than finding out in numpy whether it is needed."""
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) < _LOWER_CHECK_BYTES:
+        return text.lower().encode("utf-8", "surrogatepass")
+    b = np.frombuffer(data, dtype=np.uint8)
+    lead = np.flatnonzero(b >= 0xC0)  # the first byte of each non-ASCII character
+    b0 = b[lead].astype(np.int64)
+    if b0.max() >= 0xF0:  # a character beyond the BMP: not in the table, lower the text
+        return text.lower().encode("utf-8", "surrogatepass")
+    b1 = b[lead + 1] & 0x3F
+    b2 = b[np.minimum(lead + 2, len(b) - 1)] & 0x3F
+    code = np.where(b0 >= 0xE0, ((b0 & 0x0F) << 12) | (b1 << 6) | b2, ((b0 & 0x1F) << 6) | b1)
+    if _cased_bmp()[code].any():
+        return text.lower().encode("utf-8", "surrogatepass")
+    return data
+
+
+def _cased_bmp() -> np.ndarray:
+    """``table[c]``: ``str.lower()`` changes ``chr(c)`` (BMP code points; built once)."""
+    global _cased
+    if _cased is None:
+        _cased = np.fromiter((chr(c).lower() != chr(c) for c in range(0x10000)), dtype=bool,
+                             count=0x10000)
+    return _cased
 
 
 def _block_bytes(encoded: list[bytes]) -> tuple[np.ndarray, np.ndarray]:

@@ -97,6 +97,18 @@ def test_unicode_whitespace_collapses_in_both_kinds():
         assert np.array_equal(hashes, np.concatenate(want))
 
 
+def test_long_non_ascii_texts_skip_lower_only_when_it_is_a_no_op(monkeypatch):
+    # below the size threshold every non-ASCII text is lowered; at 0 each one is checked
+    monkeypatch.setattr(text_mod, "_LOWER_CHECK_BYTES", 0)
+    texts = random_texts(300, seed=5) + ["Ab \u00e9t\u00e9 \u65e5\u672c X", "Ab \u00c9t\u00e9 X",
+                                          "Q \U0001d400 \U00010400 z", "A \ud800 \u0130 B"]
+    for kind, ref in (("word", word_shingles), ("char", char_shingles)):
+        offsets, hashes = shingle_hashes(texts, kind, 2)
+        want_offsets, want = expected_csr(texts, ref, 2)
+        assert np.array_equal(offsets, want_offsets)
+        assert np.array_equal(hashes, np.concatenate(want))
+
+
 def test_blocks_do_not_change_the_result(monkeypatch):
     texts = random_texts(300, seed=11, max_pieces=120)
     whole = shingle_hashes(texts, "word", 3)
