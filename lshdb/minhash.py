@@ -80,7 +80,8 @@ _VALUE_BITS = 27  # oph values: 5 bits of round number, then 27 bits of hash
 _VALUE_MASK = (1 << _VALUE_BITS) - 1
 _MAX_ROUNDS = 31  # so that no value equals the empty marker
 _EMPTY = np.uint32(0xFFFFFFFF)
-_DOC_BLOCK = 1 << 11  # oph: sets per block (keeps the densification loop in cache)
+_DOC_BLOCK = 1 << 11  # oph: sets per block (keeps the densification loop in cache) ...
+_OPH_TOKENS = 1 << 17  # ... and tokens per block (keeps each round's arrays near the cache)
 
 
 def _check_num_perm(num_perm: int) -> int:
@@ -269,10 +270,14 @@ def oph_signatures(offsets: np.ndarray, hashes: np.ndarray, num_perm: int = 128,
     n = len(offsets) - 1
     out = np.empty((n, k), dtype=_U32)
     sizes = np.diff(offsets)
-    for lo in range(0, n, _DOC_BLOCK):
-        hi = min(n, lo + _DOC_BLOCK)
+    # blocks of at most _DOC_BLOCK sets and, past the first set, _OPH_TOKENS tokens
+    ends = np.searchsorted(offsets, offsets + _OPH_TOKENS, side="right") - 1
+    lo = 0
+    while lo < n:
+        hi = min(n, lo + _DOC_BLOCK, max(lo + 1, int(ends[lo])))
         out[lo:hi] = _sketch_block(hashes[offsets[lo]:offsets[hi]], sizes[lo:hi], k, seed,
                                    int(rounds))
+        lo = hi
     return out
 
 

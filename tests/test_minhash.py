@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 
+import lshdb.minhash as minhash_mod
 from lshdb.errors import InvalidParameterError, InvalidVectorError
 from lshdb.minhash import (
     band_keys,
@@ -123,6 +124,21 @@ def test_oph_shape_dtype_determinism_and_set_semantics():
         oph_signatures(np.array([0, 1, 1]), np.array([5], dtype=np.uint64))
     with pytest.raises(InvalidParameterError):
         oph_signatures(off, h, 96, rounds=0)
+
+
+def test_oph_blocks_do_not_change_the_signatures(monkeypatch):
+    # sets of 1..3000 tokens: some complete early, some never; blocks split them differently
+    rng = np.random.default_rng(7)
+    sets = [rng.integers(0, 2**63, int(m), dtype=np.uint64)
+            for m in rng.integers(1, 3000, 40)]
+    off, h = csr(sets)
+    whole = oph_signatures(off, h, 64, seed=2)
+    monkeypatch.setattr(minhash_mod, "_DOC_BLOCK", 3)
+    monkeypatch.setattr(minhash_mod, "_OPH_TOKENS", 500)
+    assert np.array_equal(oph_signatures(off, h, 64, seed=2), whole)
+    one_each = [oph_signatures(off[i:i + 2] - off[i], h[off[i]:off[i + 1]], 64, seed=2)
+                for i in range(len(sets))]
+    assert np.array_equal(np.concatenate(one_each), whole)
 
 
 @pytest.mark.parametrize("union, inter", [(6, 3), (40, 28), (150, 120), (1500, 600)])
