@@ -111,7 +111,7 @@ def _check_csr(offsets: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def _key(seed: int, salt: int) -> np.uint64:
-    return mix64(np.array([(seed ^ salt) & 0xFFFFFFFFFFFFFFFF], dtype=_U64))[0]
+    return _U64(mix64_int((seed ^ salt) & 0xFFFFFFFFFFFFFFFF))  # (numpy costs ~15 us here)
 
 
 def _reduce(v: np.ndarray, k: int) -> np.ndarray:
@@ -203,30 +203,30 @@ def _sketch_block(hashes: np.ndarray, sizes: np.ndarray, k: int, seed: int, roun
     # left belong to complete sets. Neither changes the result: a complete set keeps its
     # values.
     live = np.ones(n, dtype=bool)
-    dead_tokens = 0
-    v = np.empty(len(v0), dtype=_U64)
+    biggest, dead_tokens = int(sizes.max()), 0
+    v = np.empty(len(v0), dtype=_U64)  # the round's buffers, shortened with the tokens
     value = np.empty(len(v0), dtype=_U32)
     for r in range(rounds):
-        m = len(v0)
-        np.multiply(v0, mul[r], out=v[:m])  # round r's placement: an affine map of the mixed hash
-        v[:m] += add[r]
-        cell = _reduce(v[:m], k)
+        np.multiply(v0, mul[r], out=v)  # round r's placement: an affine map of the mixed hash
+        v += add[r]
+        cell = _reduce(v, k)
         cell += base
         # the round number in the top 5 bits: a bin keeps its earliest round's minimum
-        value[:m] = v[:m]  # the low 32 bits
-        value[:m] &= _U32(_VALUE_MASK)
-        value[:m] |= _U32(r << _VALUE_BITS)
-        np.minimum.at(sig, cell, value[:m])
-        if r + 1 < rounds and r % 2:
+        value[:] = v  # the low 32 bits
+        value &= _U32(_VALUE_MASK)
+        value |= _U32(r << _VALUE_BITS)
+        np.minimum.at(sig, cell, value)
+        if r + 1 < rounds and r % 2 and biggest * (r + 1) >= 4 * k:
             check = np.flatnonzero(live & (sizes * (r + 1) >= 4 * k))
             full = check[sig.reshape(n, k)[check].max(axis=1) != _EMPTY]
             live[full] = False
             if not live.any():
                 break
             dead_tokens += int(sizes[full].sum())
-            if dead_tokens * 4 > m:
+            if dead_tokens * 4 > len(v0):
                 keep = np.flatnonzero(live[owner])
                 v0, owner, base = v0[keep], owner[keep], base[keep]
+                v, value = v[:len(keep)], value[:len(keep)]
                 dead_tokens = 0
     _densify(sig, sig != _EMPTY, k, seed)
     return sig.reshape(n, k)
