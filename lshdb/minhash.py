@@ -158,7 +158,7 @@ def _densify(sig: np.ndarray, filled: np.ndarray, k: int, seed: int) -> None:
     if len(todo) == 0:
         return
     steps = _probe_steps(k, seed)
-    col = todo % k
+    col = todo & (k - 1) if k & (k - 1) == 0 else todo % k  # (a division is slow)
     attempt, few = 0, max(len(todo) >> 6, 256)
     while len(todo):
         if attempt < _PROBE_COLUMNS and len(todo) > few:
@@ -171,11 +171,16 @@ def _densify(sig: np.ndarray, filled: np.ndarray, k: int, seed: int) -> None:
             sig[todo[got]] = sig[src[got]]
             miss = np.flatnonzero(~hit)
         else:
-            # the few bins left (sets with few non-empty bins): 64 attempts per round
-            tries = np.arange(attempt + 1, attempt + 1 + _PROBE_COLUMNS)
-            attempt += _PROBE_COLUMNS
-            base = todo - col  # the set's first cell
-            src = base[:, None] + _probes(k, seed, tries[None, :], col[:, None])
+            # the few bins left (sets with few non-empty bins): many attempts per round,
+            # from the table while it lasts
+            if attempt < _PROBE_COLUMNS:
+                src = todo[:, None] + steps[attempt:, col].T
+                attempt = _PROBE_COLUMNS
+            else:
+                tries = np.arange(attempt + 1, attempt + 1 + _PROBE_COLUMNS)
+                attempt += _PROBE_COLUMNS
+                base = todo - col  # the set's first cell
+                src = base[:, None] + _probes(k, seed, tries[None, :], col[:, None])
             hit = filled[src]
             first = hit.argmax(axis=1)
             got = np.flatnonzero(hit[np.arange(len(first)), first])
