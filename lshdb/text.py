@@ -353,9 +353,10 @@ def _span_hashes(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, seed: in
     return _finalise((prefix[ends] - prefix[starts]) * ipw[starts], ends - starts, seed)
 
 
-def _word_block_hashes(encoded: list[bytes], n: int, seed: int
+def _word_block_hashes(encoded: list[bytes], lengths: np.ndarray, n: int, seed: int
                        ) -> tuple[np.ndarray, np.ndarray]:
-    """(doc, hash) of every word n-gram of one block, without building the n-gram strings.
+    """(n-grams per text, hashes in text order) of one block's texts (their UTF-8 lengths
+    given), without building the n-gram strings.
 
     Word boundaries are the edges of the whitespace mask; each word's polynomial is read off
     the prefix sums of ``b_k * BASE**k`` over the block's bytes. The words are then laid out
@@ -365,14 +366,14 @@ def _word_block_hashes(encoded: list[bytes], n: int, seed: int
     raw, sp = _block_bytes(encoded)  # the buffer starts and ends with whitespace ...
     bounds = np.empty(len(encoded) + 1, dtype=np.int64)  # where each text starts, then the end
     bounds[0] = 1
-    np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=bounds[1:])
+    np.cumsum(lengths, out=bounds[1:])
     bounds[1:] += np.arange(2, len(encoded) + 2)  # the first separator, one after each text
     change = np.empty(len(sp), dtype=bool)  # ... so edges alternate start, end
     change[0] = False
     np.not_equal(sp[1:], sp[:-1], out=change[1:])
     edges = np.flatnonzero(change)
     if len(edges) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, _U64)
+        return np.zeros(len(encoded), np.int64), np.zeros(0, _U64)
     word_start, word_end = edges[0::2], edges[1::2]
     prefix, pw, ipw = _byte_prefix(raw)
     at_edges = prefix[edges]
@@ -393,13 +394,14 @@ def _word_block_hashes(encoded: list[bytes], n: int, seed: int
     per_doc = np.where(long, counts - (n - 1), counts)  # fewer than n words: single words
     total = int(per_doc.sum())
     a = np.arange(total) + np.repeat(first - (np.cumsum(per_doc) - per_doc), per_doc)
-    z = a + np.repeat(np.where(long, n - 1, 0), per_doc)
+    z = a + (n - 1)  # the n-gram's first and last words
+    if n > 1 and not long[counts > 0].all():
+        z -= np.repeat(np.where(long, 0, n - 1), per_doc)
     start = vpos[a]
     poly = upto[z]
     poly -= wprefix[a]
     poly *= ipw[start]
-    doc = np.repeat(np.arange(len(encoded), dtype=np.int64), per_doc)
-    return doc, _finalise(poly, vend[z] - start, seed)
+    return per_doc, _finalise(poly, vend[z] - start, seed)
 
 
 def _distinct_per_doc(doc: np.ndarray, h: np.ndarray, n_docs: int
@@ -479,14 +481,16 @@ def shingle_hashes(texts: Iterable[str], kind: str = "word", n: int = 5, seed: i
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
     for lo, hi in _blocks(lengths):
         if kind == "word":
-            doc, h = _word_block_hashes(encoded[lo:hi], n, seed)
+            c, h = _word_block_hashes(encoded[lo:hi], lengths[lo:hi], n, seed)
+            if distinct:
+                c, h = _distinct_per_doc(np.repeat(np.arange(hi - lo), c), h, hi - lo)
         else:
             buf, doc, starts, ends = _block_spans(encoded[lo:hi], kind, n)
             h = _span_hashes(buf, starts, ends, seed)
-        if distinct:
-            c, h = _distinct_per_doc(doc, h, hi - lo)
-        else:
-            c = np.bincount(doc, minlength=hi - lo)
+            if distinct:
+                c, h = _distinct_per_doc(doc, h, hi - lo)
+            else:
+                c = np.bincount(doc, minlength=hi - lo)
         counts.append(c)
         parts.append(h)
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
