@@ -22,13 +22,15 @@ The hashes
 ----------
 :func:`shingle_hashes` computes, for many texts at once, the distinct 64-bit hashes of each
 text's shingles in CSR form (``hashes[offsets[i]:offsets[i + 1]]``, sorted ascending), with
-numpy over the raw bytes and no Python object per shingle. The texts are lowered and encoded
-(UTF-8, lone surrogates passed through) and joined; word boundaries are found with vectorised
-byte tests, and a shingle's hash is that of its string as defined above (UTF-8 bytes): a
-polynomial ``sum(b_k * B**k)`` modulo 2**64 with a fixed odd 64-bit ``B``, finalised with
-splitmix64 together with the string's length and the seed. The polynomial of any span is read
-off prefix sums in O(1): over the bytes for a character n-gram (of a buffer whose whitespace
-runs are collapsed), and over the words for a word n-gram (each word's polynomial shifted to
+numpy over the raw bytes and no Python object per shingle. The texts are encoded (UTF-8, lone
+surrogates passed through) and joined in blocks of about 128 kB; ``str.lower()`` runs only on
+the non-ASCII texts that need it, ASCII letters are lowered in the joined bytes. Word
+boundaries are found with vectorised byte tests (the Unicode spaces as UTF-8 sequences), and a
+shingle's hash is that of its string as defined above (UTF-8 bytes): a polynomial
+``sum(b_k * B**k)`` modulo 2**64 with a fixed odd 64-bit ``B``, finalised with splitmix64
+together with the string's length and the seed. The polynomial of any span is read off prefix sums in O(1): over
+the bytes for a character n-gram (of a buffer whose whitespace runs are collapsed), and over
+the words for a word n-gram (each word's polynomial, read off the byte prefix sums, shifted to
 where it sits in ``" ".join(words)``, so the joined string is never built). Each text's hashes
 are then sorted and deduplicated with one sort per block of texts.
 
