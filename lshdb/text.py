@@ -40,8 +40,9 @@ of two hash sets equals that of the shingle sets unless two distinct shingles co
 ``m**2 / 2**65`` for ``m`` distinct shingles; polynomial hashing modulo 2**64 is not
 collision-resistant against crafted inputs, only against ordinary text).
 
-Thread safety: every function is pure apart from a module cache of power tables, which is
-only ever replaced whole; concurrent calls are safe.
+Thread safety: every function is pure apart from module caches (the power tables, and the
+table of characters that ``str.lower()`` changes), each only ever replaced whole; concurrent
+calls are safe.
 """
 
 from __future__ import annotations
