@@ -5,8 +5,9 @@ compaction of a large index with deletions.
    10,000 vectors (one commit each), with durability "full" and "fast";
 2. queries/s of 1, 2 and 4 reader processes, with no writer and while one writer process
    inserts batches of 1,000 continuously (full durability), the writer at normal priority
-   and at nice 10 (a background loader); the index grows while the writer runs, so the
-   reader-only rate is measured before and after and the ratio uses their mean;
+   and at nice 10 (a background loader, ``lshdb add --nice 10``); the index grows while
+   the writer runs, so each writer's run is bracketed by reader-only runs and its ratio
+   uses their mean;
 3. compaction of an index of N rows (default 1,000,000) after deleting 30% of them: time,
    and bytes on disk before and after.
 
@@ -115,9 +116,10 @@ def _serve(path: str, n_readers: int, seconds: float, writer: str | None,
 
 
 def readers_with_writer(workdir: str, seconds: float, seed: int) -> list[dict[str, Any]]:
-    """Readers alone, beside a writer at normal priority, beside a writer at nice 10, and
-    alone again. The index grows while a writer runs (queries get slower as it grows), so
-    a writer's run is compared with the mean of the reader-only runs before and after."""
+    """Readers alone, beside a writer at normal priority, alone, beside a writer at nice 10
+    (what ``lshdb add --nice 10`` does), and alone again. The index grows while a writer
+    runs (queries get slower as it grows), so each writer's run is compared with the mean
+    of the reader-only runs just before and just after it."""
     path = os.path.join(workdir, "serve.lshdb")
     shutil.rmtree(path, ignore_errors=True)
     X, _ = clustered(200_000, DIM, seed=seed)
@@ -125,18 +127,20 @@ def readers_with_writer(workdir: str, seconds: float, seed: int) -> list[dict[st
         index.add(range(len(X)), X)
     rows = []
     for n_readers in (1, 2, 4):
-        before, _ = _serve(path, n_readers, seconds, None)
+        first, _ = _serve(path, n_readers, seconds, None)
         normal, w_normal = _serve(path, n_readers, seconds, f"w{n_readers}")
+        middle, _ = _serve(path, n_readers, seconds, None)
         niced, w_niced = _serve(path, n_readers, seconds, f"n{n_readers}", nice=10)
-        after, _ = _serve(path, n_readers, seconds, None)
-        alone = (before + after) / 2
+        last, _ = _serve(path, n_readers, seconds, None)
         with lshdb.open(path, readonly=True) as index:
             size = len(index)
-        rows.append({"readers": n_readers, "queries/s alone (before, after)":
-                     f"{before:,.0f}, {after:,.0f}",
-                     "with writer": normal, "ratio": normal / alone,
+        rows.append({"readers": n_readers,
+                     "queries/s alone (before, between, after)":
+                     f"{first:,.0f}, {middle:,.0f}, {last:,.0f}",
+                     "with writer": normal, "ratio": normal / ((first + middle) / 2),
                      "writer vectors/s": w_normal,
-                     "with writer at nice 10": niced, "ratio (nice 10)": niced / alone,
+                     "with writer at nice 10": niced,
+                     "ratio (nice 10)": niced / ((middle + last) / 2),
                      "writer vectors/s (nice 10)": w_niced, "index rows after": size})
     return rows
 
