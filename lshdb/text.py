@@ -416,14 +416,24 @@ def _word_block_hashes(encoded: list[str | bytes], lengths: np.ndarray, n: int, 
     per_doc = np.where(long, counts - (n - 1), counts)  # fewer than n words: single words
     total = int(per_doc.sum())
     a = np.arange(total) + np.repeat(first - (np.cumsum(per_doc) - per_doc), per_doc)
-    z = a + (n - 1)  # the n-gram's first and last words
-    if n > 1 and not long[counts > 0].all():
-        z -= np.repeat(np.where(long, 0, n - 1), per_doc)
-    start = vpos[a]
-    poly = upto[z]
-    poly -= wprefix[a]
-    poly *= ipw[start]
-    return per_doc, _finalise(poly, vend[z] - start, seed)
+    # every run of n consecutive words in the block, by slices (cheap, contiguous), then one
+    # gather of the runs that start an n-gram: fewer gathers than per n-gram
+    runs = len(word_start) - (n - 1)
+    if runs > 0:
+        run_poly = upto[n - 1:] - wprefix[:runs]
+        run_poly *= ipw[vpos[:runs]]
+        run_len = vend[n - 1:] - vpos[:runs]
+    else:  # fewer than n words in the whole block: all its texts are short
+        runs, run_poly, run_len = 1, np.zeros(1, _U64), np.zeros(1, np.int64)
+    short = n > 1 and not long[counts > 0].all()
+    pick = np.minimum(a, runs - 1) if short else a
+    poly, length = run_poly[pick], run_len[pick]
+    if short:  # texts of fewer than n words: their single words
+        at = np.flatnonzero(np.repeat(~long, per_doc))
+        w = a[at]
+        poly[at] = (upto[w] - wprefix[w]) * ipw[vpos[w]]
+        length[at] = vend[w] - vpos[w]
+    return per_doc, _finalise(poly, length, seed)
 
 
 def _distinct_per_doc(doc: np.ndarray, h: np.ndarray, n_docs: int
