@@ -203,7 +203,7 @@ def _sketch_block(hashes: np.ndarray, sizes: np.ndarray, k: int, seed: int, roun
     base = owner * k
     v0 = mix64(hashes.astype(_U64, copy=False) ^ _key(seed, _TOKEN_SALT), copy=False)
     mul, add = _round_constants(seed, rounds)
-    # after rounds 0, 1, 3, 5, ..., a set is checked for completeness once it has placed 4 k
+    # after rounds 0, 2, 5, 8, ..., a set is checked for completeness once it has placed 5 k
     # tokens (it needs at least k, and is seldom complete before ~k ln k); its tokens are
     # dropped when a quarter of those left belong to complete sets. Neither changes the
     # result: a complete set keeps its values.
@@ -221,8 +221,8 @@ def _sketch_block(hashes: np.ndarray, sizes: np.ndarray, k: int, seed: int, roun
         value &= _U32(_VALUE_MASK)
         value |= _U32(r << _VALUE_BITS)
         np.minimum.at(sig, cell, value)
-        if r + 1 < rounds and (r % 2 or r == 0) and biggest * (r + 1) >= 4 * k:
-            check = np.flatnonzero(live & (sizes * (r + 1) >= 4 * k))
+        if r + 1 < rounds and (r % 3 == 2 or r == 0) and biggest * (r + 1) >= 5 * k:
+            check = np.flatnonzero(live & (sizes * (r + 1) >= 5 * k))
             full = check[sig.reshape(n, k)[check].max(axis=1) != _EMPTY]
             live[full] = False
             if not live.any():
