@@ -9,16 +9,18 @@ one, in the same wall time, and readers beside it lost that CPU. Splitting these
 gains nothing measurable (10,000-vector batches insert at the same rate either way).
 
 :func:`single_threaded` sets OpenBLAS to one thread for the duration of a read or write block
-and restores the previous setting when the last block in the process ends. It finds OpenBLAS
-among the libraries loaded in this process (numpy's wheels bundle it under several symbol
-names); with another BLAS, or where the library cannot be found, it does nothing. The setting
-is process-wide: numpy products run by other threads while an lshdb block is open also run on
-one thread.
+and restores the previous setting when the last block in the process ends. It sets every
+OpenBLAS loaded in this process (numpy's wheels bundle one, scipy's another, under several
+symbol names), found through ``/proc/self/maps``; where none is found (another BLAS, another
+operating system) it does nothing. The setting is process-wide: numpy products run by other
+threads while an lshdb block is open also run on one thread. A child forked while a block is
+open starts with no block open and the saved thread count.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -39,8 +41,8 @@ PARALLEL_ROWS = 50_000
 _lock = threading.Lock()
 _single = 0  # open single_threaded() blocks
 _parallel = 0  # open parallel() blocks
-_saved = 1  # the thread count before the first block opened
-_api: tuple[Any, Any] | None = None
+_saved: list[int] = []  # each library's thread count before the first block opened
+_libs: list[tuple[Any, Any]] = []  # (set, get) of every OpenBLAS found, numpy's first
 _searched = False
 
 
@@ -55,10 +57,12 @@ def _loaded_openblas() -> list[str]:
     return sorted(p for p in paths if p.startswith("/"))
 
 
-def _find() -> tuple[Any, Any] | None:
+def _find() -> list[tuple[Any, Any]]:
     import numpy  # noqa: F401  (loads numpy's BLAS before the search)
 
-    for path in _loaded_openblas():
+    found = []
+    paths = sorted(_loaded_openblas(), key=lambda p: "numpy" not in p)  # numpy's first
+    for path in paths:
         try:
             lib = ctypes.CDLL(path)
         except OSError:
@@ -68,82 +72,82 @@ def _find() -> tuple[Any, Any] | None:
             if setter is not None and getter is not None:
                 setter.argtypes, setter.restype = [ctypes.c_int], None
                 getter.argtypes, getter.restype = [], ctypes.c_int
-                return setter, getter
-    return None
+                found.append((setter, getter))
+                break
+    return found
 
 
 def threads() -> int | None:
-    """OpenBLAS's current thread count, or None when OpenBLAS was not found."""
-    api = _get_api()
-    return None if api is None else int(api[1]())
+    """The thread count of numpy's OpenBLAS (the first found), or None without one."""
+    libs = _get_libs()
+    return int(libs[0][1]()) if libs else None
 
 
-def _get_api() -> tuple[Any, Any] | None:
-    global _api, _searched
+def _get_libs() -> list[tuple[Any, Any]]:
+    global _libs, _searched
     if not _searched:
         with _lock:
             if not _searched:
-                _api = _find()
+                _libs = _find()
                 _searched = True
-    return _api
+    return _libs
 
 
-def _enter(kind: str) -> Any:
+def _change(kind: str, step: int) -> None:
+    """Open (+1) or close (-1) a block of ``kind`` and set the count the open blocks call
+    for: one while only single-threaded blocks are open, the saved count otherwise."""
     global _single, _parallel, _saved
-    api = _get_api()
-    if api is None:
-        return None
-    setter, getter = api
-    with _lock:
-        if _single == 0 and _parallel == 0:
-            _saved = int(getter())
-        if kind == "single":
-            _single += 1
-        else:
-            _parallel += 1
-        _apply(setter, getter)
-    return api
-
-
-def _exit(api: Any, kind: str) -> None:
-    global _single, _parallel
-    if api is None:
+    libs = _get_libs()
+    if not libs:
         return
     with _lock:
+        if step > 0 and _single == 0 and _parallel == 0:
+            _saved = [int(get()) for _, get in libs]
+        # (at 0 already: a block opened before a fork, closed in the child, is ignored)
         if kind == "single":
-            _single -= 1
+            _single = max(0, _single + step)
         else:
-            _parallel -= 1
-        _apply(*api)
+            _parallel = max(0, _parallel + step)
+        for (set_, get), saved in zip(libs, _saved):
+            want = 1 if _single and not _parallel else saved
+            if int(get()) != want:
+                set_(want)
 
 
-def _apply(setter: Any, getter: Any) -> None:
-    """Set the count the open blocks call for: one while only single-threaded blocks are
-    open, the saved count otherwise (no block open, or a parallel one)."""
-    want = 1 if _single and not _parallel else _saved
-    if int(getter()) != want:
-        setter(want)
+def _after_fork_in_child() -> None:
+    """The blocks open in the parent do not exist in the child: forget them, and give the
+    child the thread counts they saved."""
+    global _lock, _single, _parallel
+    _lock = threading.Lock()
+    if (_single or _parallel) and _libs:
+        for (set_, _), saved in zip(_libs, _saved):
+            set_(saved)
+    _single = _parallel = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @contextmanager
 def single_threaded() -> Iterator[None]:
     """Run the block with OpenBLAS on one thread; nested and concurrent blocks share it."""
-    api = _enter("single")
+    _change("single", +1)
     try:
         yield
     finally:
-        _exit(api, "single")
+        _change("single", -1)
 
 
 @contextmanager
 def parallel() -> Iterator[None]:
     """Give OpenBLAS its usual threads back for one large piece of work (a bulk load's
     hashing, a calibration), even inside a single-threaded block."""
-    api = _enter("parallel")
+    _change("parallel", +1)
     try:
         yield
     finally:
-        _exit(api, "parallel")
+        _change("parallel", -1)
 
 
 def for_rows(n: int) -> AbstractContextManager[None]:

@@ -289,7 +289,15 @@ def _apply_nice(ctx: click.Context, param: click.Parameter, value: int) -> int:
     if value:
         if not hasattr(os, "nice"):
             raise click.BadParameter("this platform has no process priorities", ctx, param)
-        os.nice(value)
+        new = os.nice(value)
+        # Linux gives each thread its own priority and os.nice() sets the caller's only;
+        # threads started before (OpenBLAS's workers, created when numpy loads) get it here
+        tasks = "/proc/self/task"
+        for tid in os.listdir(tasks) if os.path.isdir(tasks) else []:
+            try:
+                os.setpriority(os.PRIO_PROCESS, int(tid), new)
+            except OSError:  # the thread has ended
+                pass
     return value
 
 

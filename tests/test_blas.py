@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.skipif(blas.threads() is None,
 @pytest.fixture
 def two_threads():
     """OpenBLAS set to 2 threads for the test (whatever the machine), then put back."""
-    setter, getter = blas._get_api()
+    setter, getter = blas._get_libs()[0]  # numpy's
     before = getter()
     setter(2)
     yield
@@ -105,3 +106,19 @@ def test_small_writes_hash_on_one_thread_bulk_loads_on_all(two_threads, path, da
         index.add(range(1500, 1600), X[1500:1600])  # a small batch
         index.query(X[0], k=3)  # a query
     assert seen == [(1500, 2), (100, 1), (1, 1)]
+
+
+def test_a_forked_child_starts_with_no_block_open(two_threads):
+    # a block open in the parent (say a reader thread's) must not pin the child to 1 thread
+    with blas.single_threaded():
+        pid = os.fork()
+        if pid == 0:  # the child: no block of its own is open
+            ok = blas.threads() == 2 and blas._single == 0
+            with blas.single_threaded():
+                ok = ok and blas.threads() == 1
+            ok = ok and blas.threads() == 2
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert blas.threads() == 1
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert blas.threads() == 2
