@@ -122,3 +122,23 @@ def test_a_forked_child_starts_with_no_block_open(two_threads):
         assert blas.threads() == 1
     assert os.waitstatus_to_exitcode(status) == 0
     assert blas.threads() == 2
+
+
+def test_every_loaded_openblas_is_set(monkeypatch):
+    # scipy's wheels bring a second OpenBLAS; numpy's alone being set would leave scipy's
+    pytest.importorskip("scipy.linalg")
+    monkeypatch.setattr(blas, "_searched", False)  # search again with scipy's copy loaded
+    monkeypatch.setattr(blas, "_libs", [])
+    libs = blas._get_libs()
+    if len(libs) < 2:
+        pytest.skip("only one OpenBLAS is loaded here")
+    before = [get() for _, get in libs]
+    try:
+        for set_, _ in libs:
+            set_(2)
+        with blas.single_threaded():
+            assert [get() for _, get in libs] == [1] * len(libs)
+        assert [get() for _, get in libs] == [2] * len(libs)
+    finally:
+        for (set_, _), n in zip(libs, before):
+            set_(n)
