@@ -1,13 +1,14 @@
 """Near-duplicate detection benchmark: a text collection end to end, against exact pairs.
 
 ``lshdb.dedup.dedup_jsonl`` on the standard library corpora of ``build_corpora.py`` (by
-default all three in one collection: 43,772 twenty-line chunks, 10,203 docstrings and
-1,790 whole files; ``--corpus chunks`` for the chunks alone): read, shingle word 5-grams,
-sign, band, verify exactly, cluster, write pairs and clusters, at thresholds 0.5, 0.7 and 0.8: wall time (median of the repeats) with its phases, and
-recall and precision against the exact all-pairs ground truth of ``exact_pairs.py``. At 0.8
-also: estimate-only verification, the datasketch-compatible ``classic`` signatures, and a
-datasketch ``MinHashLSH`` baseline (same shingles fed as bytes, candidates verified exactly
-with Python sets) measured in the same run.
+default all three in one collection: 43,772 twenty-line chunks, 10,203 docstrings and 1,790
+whole files; ``--corpus chunks`` for the chunks alone): read, shingle word 5-grams, sign,
+band, verify exactly, cluster, write pairs and clusters, at thresholds 0.5, 0.7 and 0.8:
+wall time (median of the repeats) with its phases, and recall and precision against the
+exact all-pairs ground truth of ``exact_pairs.py``. At 0.8 also: estimate-only verification,
+the datasketch-compatible ``classic`` signatures, and a datasketch ``MinHashLSH`` baseline
+(same shingles fed as bytes, candidates verified exactly with Python sets) measured in the
+same run.
 
 usage: python benchmarks/dedup.py [--data benchmarks/data] [--corpus all|chunks] [--repeats 3]
                                   [--no-baseline]
@@ -169,10 +170,10 @@ def main() -> None:
                          "pairs found": len(found), "true pairs": n_true, "recall": recall,
                          "precision": precision, "clusters": ""})
     n_docs = len(result.keys)
-    body = (f"Corpus: `{os.path.basename(corpus)}` ({n_docs:,} documents), word 5-gram shingles, 128 "
-            "permutations, end to end: read the JSON lines, shingle, sign, band, verify, "
-            "cluster, write the pairs and clusters files (median of the repeats; classic and "
-            "datasketch once). Recall and precision against every pair at or above the "
+    body = (f"Corpus: `{os.path.basename(corpus)}` ({n_docs:,} documents), word 5-gram "
+            "shingles, 128 permutations, end to end: read the JSON lines, shingle, sign, band, "
+            "verify, cluster, write the pairs and clusters files (median of the repeats; "
+            "classic and datasketch once). Recall and precision against every pair at or above the "
             "threshold in the exact ground truth (`exact_pairs.py`).\n\n" + table(rows) +
             "\n\n### Seconds per phase (lshdb)\n\n" + table(phases))
     write_result("dedup", "Near-duplicate detection (similarity self-join)", body,

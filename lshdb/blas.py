@@ -94,13 +94,15 @@ def _get_libs() -> list[tuple[Any, Any]]:
 
 
 def _change(kind: str, step: int) -> None:
-    """Open (+1) or close (-1) a block of ``kind`` and set the count the open blocks call
-    for: one while only single-threaded blocks are open, the saved count otherwise."""
+    """Open (+1) or close (-1) a block of ``kind``; when that changes what the open blocks
+    call for (one thread while only single-threaded blocks are open, the saved counts
+    otherwise), set every library."""
     global _single, _parallel, _saved
     libs = _get_libs()
     if not libs:
         return
     with _lock:
+        one_before = bool(_single and not _parallel)
         if step > 0 and _single == 0 and _parallel == 0:
             _saved = [int(get()) for _, get in libs]
         # (at 0 already: a block opened before a fork, closed in the child, is ignored)
@@ -108,10 +110,20 @@ def _change(kind: str, step: int) -> None:
             _single = max(0, _single + step)
         else:
             _parallel = max(0, _parallel + step)
-        for (set_, get), saved in zip(libs, _saved):
-            want = 1 if _single and not _parallel else saved
-            if int(get()) != want:
-                set_(want)
+        one = bool(_single and not _parallel)
+        if one != one_before:
+            for (set_, _), saved in zip(libs, _saved):
+                set_(1 if one else saved)
+
+
+def enter_single() -> None:
+    """Open a single-threaded block (:func:`single_threaded` without ``with``); close it
+    with :func:`exit_single`."""
+    _change("single", +1)
+
+
+def exit_single() -> None:
+    _change("single", -1)
 
 
 def _after_fork_in_child() -> None:
@@ -132,11 +144,11 @@ if hasattr(os, "register_at_fork"):
 @contextmanager
 def single_threaded() -> Iterator[None]:
     """Run the block with OpenBLAS on one thread; nested and concurrent blocks share it."""
-    _change("single", +1)
+    enter_single()
     try:
         yield
     finally:
-        _change("single", -1)
+        exit_single()
 
 
 @contextmanager

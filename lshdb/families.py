@@ -156,8 +156,8 @@ class Projection:
     bound of the product, ``2 * dim * 2**-24 * |x| * |a|``, plus the roundings of ``A``,
     ``b`` and the sum. Only the values inside that band (1-2 in 10^4, measured on clustered
     128-d data) are recomputed, one by one, in float64 with a fixed summation order, the
-    same for a row alone or in any batch. ``__call__`` gives float64 values (probing margins, where the last bits only
-    order the probes).
+    same for a row alone or in any batch. ``__call__`` gives float64 values (probing
+    margins, where the last bits only order the probes).
     """
 
     def __init__(self, A: np.ndarray, b: np.ndarray | None = None) -> None:
@@ -207,12 +207,17 @@ class Projection:
         r, c = np.nonzero(dist[rows] <= band)
         return rows[r], c
 
-    def signs(self, X: np.ndarray) -> np.ndarray:
-        """``X @ A + b > 0`` as a bool matrix."""
+    def _float32(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``X`` as float32 and its float32 ``X @ A + b``."""
         X = np.ascontiguousarray(X, dtype=np.float32)
         p = X @ self._A32
         if self._b32 is not None:
             p += self._b32
+        return X, p
+
+    def signs(self, X: np.ndarray) -> np.ndarray:
+        """``X @ A + b > 0`` as a bool matrix."""
+        X, p = self._float32(X)
         out = p > 0
         r, c = self._suspects(X, np.abs(p, out=p), None if self._b32 is None else p)
         if len(r):
@@ -222,10 +227,7 @@ class Projection:
     def floors(self, X: np.ndarray) -> np.ndarray:
         """``floor(X @ A + b)``: a float32 matrix of integers (exact below 2**24, and
         beyond that every float32 is an integer)."""
-        X = np.ascontiguousarray(X, dtype=np.float32)
-        p = X @ self._A32
-        if self._b32 is not None:
-            p += self._b32
+        X, p = self._float32(X)
         out = np.floor(p)
         p -= out  # the fraction, in [0, 1]; the nearer boundary is min(p, 1 - p) away
         r, c = self._suspects(X, np.minimum(p, 1.0 - p, out=p), out)

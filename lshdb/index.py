@@ -26,7 +26,7 @@ import numpy as np
 
 from . import layout, params, postings
 from . import store as store_mod
-from .blas import for_rows, single_threaded
+from .blas import enter_single, exit_single, for_rows
 from .codec import MAX_ROWS, Key, pack_ids, pack_keys, pack_meta, unpack_meta
 from .codes import CODES_NAME, SimHashCoder
 from .errors import (
@@ -440,12 +440,11 @@ class _ReaderContext(AbstractContextManager):  # type: ignore[type-arg]
         self._cm: Any = None
 
     def __enter__(self) -> Reader:
-        self._blas = single_threaded()
-        self._blas.__enter__()
+        enter_single()  # OpenBLAS on one thread while the snapshot is open (lshdb.blas)
         try:
             return self._enter()
         except BaseException:
-            self._blas.__exit__(None, None, None)
+            exit_single()
             raise
 
     def _enter(self) -> Reader:
@@ -473,7 +472,7 @@ class _ReaderContext(AbstractContextManager):  # type: ignore[type-arg]
         try:
             self._cm.__exit__(*exc)
         finally:
-            self._blas.__exit__(None, None, None)
+            exit_single()
 
 
 class Writer:
@@ -494,13 +493,12 @@ class Writer:
     def __enter__(self) -> Writer:
         index = self._index
         index._lock.acquire(self._timeout)
-        self._blas = single_threaded()
-        self._blas.__enter__()
+        enter_single()  # OpenBLAS on one thread while the block is open (lshdb.blas)
         try:
             index._check_current()
             self._begin()
         except BaseException:
-            self._blas.__exit__(None, None, None)
+            exit_single()
             index._lock.release()
             raise
         return self
@@ -528,7 +526,7 @@ class Writer:
             self._commit()
         finally:
             self._txn = None
-            self._blas.__exit__(None, None, None)
+            exit_single()
             index._lock.release()
 
     def _commit(self) -> None:

@@ -45,10 +45,12 @@ def _multipliers(n_words: int) -> tuple[np.ndarray, np.uint64]:
     return w[1:], w[0]
 
 
-def _dot(words: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``words @ w`` in wrapping u64 arithmetic; einsum's loop is about twice as fast as
-    matmul's for integers (the result is the same)."""
-    return np.einsum("ij,j->i", words, w)
+def _checksums(words: np.ndarray, ids: np.ndarray, W: np.ndarray, W0: np.uint64
+               ) -> np.ndarray:
+    """``words @ W + (ids + 1) * W0`` modulo 2**64 for payload words ``(n, n_words)``;
+    einsum's loop is about twice as fast as matmul's for integers (same result)."""
+    with np.errstate(over="ignore"):
+        return np.einsum("ij,j->i", words, W) + (ids.astype(np.uint64) + np.uint64(1)) * W0
 
 
 class RowFile:
@@ -120,9 +122,8 @@ class RowFile:
     # -- writing ---------------------------------------------------------------------
     def checksums(self, payload: np.ndarray, first_id: int) -> np.ndarray:
         words = payload.view("<u8").reshape(len(payload), self._n_words)
-        ids = np.arange(first_id + 1, first_id + 1 + len(payload), dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            return _dot(words, self._W) + ids * self._W0
+        ids = np.arange(first_id, first_id + len(payload), dtype=np.uint64)
+        return _checksums(words, ids, self._W, self._W0)
 
     def encode(self, values: np.ndarray) -> np.ndarray:
         """Rows of ``values`` as padded little-endian payload bytes, shape (n, padded)."""
@@ -179,9 +180,7 @@ class RowFile:
         raw = np.take(self._records(n_rows), ids, axis=0)  # (len, row_bytes) uint8: a copy
         if verify and self.checked:
             words = raw.view("<u8")
-            with np.errstate(over="ignore"):
-                expect = _dot(words[:, : self._n_words], self._W) + \
-                    (ids.astype(np.uint64) + np.uint64(1)) * self._W0
+            expect = _checksums(words[:, : self._n_words], ids, self._W, self._W0)
             bad = np.flatnonzero(expect != words[:, self._n_words])
             if len(bad):
                 raise CorruptIndexError(

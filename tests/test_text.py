@@ -45,6 +45,15 @@ def expected_csr(texts: list[str], ref, n: int) -> tuple[np.ndarray, list[np.nda
     return offsets, sets
 
 
+def assert_like_reference(texts: list[str], kind: str, n: int) -> None:
+    """shingle_hashes of ``texts`` equal the hashes of the reference shingles."""
+    ref = word_shingles if kind == "word" else char_shingles
+    offsets, hashes = shingle_hashes(texts, kind, n)
+    want_offsets, want = expected_csr(texts, ref, n)
+    assert np.array_equal(offsets, want_offsets)
+    assert np.array_equal(hashes, np.concatenate(want))
+
+
 @pytest.mark.parametrize("kind, ref", [("word", word_shingles), ("char", char_shingles)])
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 9])
 def test_bulk_hashes_are_the_hashes_of_the_reference_shingles(kind, ref, n):
@@ -61,11 +70,7 @@ def test_bulk_hashes_are_the_hashes_of_the_reference_shingles(kind, ref, n):
                 min_size=1, max_size=8),
        st.sampled_from(["word", "char"]), st.integers(1, 6))
 def test_bulk_matches_reference_hypothesis(texts, kind, n):
-    ref = word_shingles if kind == "word" else char_shingles
-    offsets, hashes = shingle_hashes(texts, kind, n)
-    want_offsets, want = expected_csr(texts, ref, n)
-    assert np.array_equal(offsets, want_offsets)
-    assert np.array_equal(hashes, np.concatenate(want))
+    assert_like_reference(texts, kind, n)
 
 
 def test_reference_definition():
@@ -90,11 +95,8 @@ def test_unicode_whitespace_collapses_in_both_kinds():
     # runs of multi-byte spaces next to ASCII ones and letters (upper case, ASCII or not)
     spaces = [chr(c) for c in range(0x80, 0x110000) if chr(c).isspace()]
     texts = [f"Ab{s}\t{t}Éx{s}{s}Q " for s in spaces for t in spaces[:3]] + ["ASCII Only TEXT"]
-    for kind, ref in (("word", word_shingles), ("char", char_shingles)):
-        offsets, hashes = shingle_hashes(texts, kind, 2)
-        want_offsets, want = expected_csr(texts, ref, 2)
-        assert np.array_equal(offsets, want_offsets)
-        assert np.array_equal(hashes, np.concatenate(want))
+    for kind in ("word", "char"):
+        assert_like_reference(texts, kind, 2)
 
 
 def test_long_non_ascii_texts_skip_lower_only_when_it_is_a_no_op(monkeypatch):
@@ -102,11 +104,8 @@ def test_long_non_ascii_texts_skip_lower_only_when_it_is_a_no_op(monkeypatch):
     monkeypatch.setattr(text_mod, "_LOWER_CHECK_BYTES", 0)
     texts = random_texts(300, seed=5) + ["Ab \u00e9t\u00e9 \u65e5\u672c X", "Ab \u00c9t\u00e9 X",
                                           "Q \U0001d400 \U00010400 z", "A \ud800 \u0130 B"]
-    for kind, ref in (("word", word_shingles), ("char", char_shingles)):
-        offsets, hashes = shingle_hashes(texts, kind, 2)
-        want_offsets, want = expected_csr(texts, ref, 2)
-        assert np.array_equal(offsets, want_offsets)
-        assert np.array_equal(hashes, np.concatenate(want))
+    for kind in ("word", "char"):
+        assert_like_reference(texts, kind, 2)
 
 
 def test_blocks_do_not_change_the_result(monkeypatch):
