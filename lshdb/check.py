@@ -7,8 +7,10 @@
 * ``rows.bin`` has its header, holds every committed row, and every row passes its checksum;
 * ``key2id`` and ``id2key`` are mutual inverses, hold only ids below the committed count,
   and have as many entries as the live counter says;
-* every chunk of every table is well formed (sorted ids, suffix rules), and every live id is
-  in every table exactly once, in the bucket recomputed from its stored row.
+* every chunk of every table is well formed (sorted ids, suffix rules), every run waiting
+  to be merged (:mod:`lshdb.runs`) passes its checksum and is in key order, the state
+  counts the runs stored, and every live id is in every table (chunks and runs together)
+  exactly once, in the bucket recomputed from its stored row.
 
 ``fix=True`` repairs what is safe: stale temporary folders and retired generations no process
 uses are removed, and stale LMDB reader slots of dead processes are cleared.
@@ -23,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from . import layout, params, postings
+from . import layout, params, postings, runs
 from .codec import unpack_id, unpack_key
 from .errors import LshdbError
 from .store import table_name
@@ -204,8 +206,11 @@ def _check_snapshot(index: Any, r: Any, rep: _Report, counts: dict[str, Any],
         except LshdbError as exc:
             rep.problem(str(exc))
             return
+    waiting = _check_runs(txn, store, r, fam.L, n_rows, rep)
+    counts["runs"] = len(waiting)
     for t in range(fam.L):
-        _check_table(txn, store.db(table_name(t)), t, ids, expected[:, t], n_rows, rep)
+        _check_table(txn, store.db(table_name(t)), t, ids, expected[:, t], n_rows, rep,
+                     [run.table(t) for run in waiting])
         if progress:
             progress("tables", t + 1, fam.L)
     counts["tables"] = fam.L
@@ -238,10 +243,30 @@ def _check_codes(index: Any, ids: np.ndarray, n_rows: int, rep: _Report) -> None
             return
 
 
+def _check_runs(txn: Any, store: Any, r: Any, L: int, n_rows: int,
+                rep: _Report) -> list[runs.Run]:
+    """The waiting runs, decoded and verified (checksum, order, tables, ids, count)."""
+    try:
+        waiting = runs.snapshot_runs(txn, store.db(b"meta"), {})
+    except LshdbError as exc:
+        rep.problem(str(exc))
+        return []
+    stated = int(r.state.get("runs", 0))
+    if len(waiting) != stated:
+        rep.problem(f"the state counts {stated} runs but {len(waiting)} are stored")
+    for run in waiting:
+        if len(run) and int(run.tables.max()) >= L:
+            rep.problem(f"a run holds table {int(run.tables.max())} of an index of {L} tables")
+    return waiting
+
+
 def _check_table(txn: Any, db: Any, t: int, ids: np.ndarray, expected: np.ndarray,
-                 n_rows: int, rep: _Report) -> None:
-    got_ids: list[np.ndarray] = []
-    got_buckets: list[np.ndarray] = []
+                 n_rows: int, rep: _Report,
+                 waiting: list[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+    """One table's chunks, and its share of the waiting runs, against the live ids and
+    their recomputed buckets."""
+    got_ids: list[np.ndarray] = [i.astype(np.int64) for _, i in waiting or []]
+    got_buckets: list[np.ndarray] = [b.astype(np.uint64) for b, _ in waiting or []]
     prev_bucket, prev_last = b"", -1
     try:
         for bucket, suffix, arr in postings.iter_table(txn, db):

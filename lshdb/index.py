@@ -24,7 +24,7 @@ from typing import Any
 import lmdb
 import numpy as np
 
-from . import layout, params, postings
+from . import layout, params, postings, runs
 from . import store as store_mod
 from .blas import enter_single, exit_single, for_rows
 from .codec import MAX_ROWS, Key, pack_ids, pack_keys, pack_meta, unpack_meta
@@ -51,7 +51,8 @@ from .store import Store, WriterLock, table_name
 
 __all__ = ["create", "open", "Index", "Writer", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)  # format 1: no runs (lshdb.runs)
 DURABILITY = ("full", "fast")
 _open = open  # the builtin, shadowed by lshdb.open below
 
@@ -222,10 +223,10 @@ class Index:
                 meta = store.db(b"meta")
                 fmt = _get_meta(txn, meta, b"format")
                 version = fmt.get("format_version") if isinstance(fmt, dict) else None
-                if version != FORMAT_VERSION:
+                if version not in READABLE_FORMATS or isinstance(version, bool):
                     raise FormatVersionError(
-                        f"{self.path} has format version {version!r}; this lshdb reads version "
-                        f"{FORMAT_VERSION}. Upgrade lshdb to open it.")
+                        f"{self.path} has format version {version!r}; this lshdb reads versions "
+                        f"{', '.join(map(str, READABLE_FORMATS))}. Upgrade lshdb to open it.")
                 config = _get_meta(txn, meta, b"config")
                 settings = _get_meta(txn, meta, b"settings")
                 fam_raw = txn.get(b"family", db=meta)
@@ -515,6 +516,8 @@ class Writer:
         self._committed_rows = int(state["rows"])
         self._n_rows = self._committed_rows
         self._live = int(state["live"])
+        self._runs = int(state.get("runs", 0))
+        self._run_seq = int(state.get("run_seq", 0))
         self._wrote_rows = False
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -538,6 +541,10 @@ class Writer:
                     if index._codes is not None:
                         index._codes.sync()
                 state: dict[str, Any] = {"rows": self._n_rows, "live": self._live}
+                if self._runs:
+                    state["runs"] = self._runs
+                if self._run_seq:
+                    state["run_seq"] = self._run_seq
                 if self._retired_to:
                     state["retired_to"] = self._retired_to
                 self._txn.put(b"state", pack_meta(state), db=self._store.db(b"meta"))
@@ -688,12 +695,7 @@ class Writer:
         if family is not None:
             with for_rows(len(post_X)):
                 H = family.hash(post_X)
-            for t in range(family.L):
-                db = store.db(table_name(t))
-                if txn.stat(db)["entries"] == 0:
-                    postings.bulk_load(txn.cursor(db), H[:, t], post_ids)
-                else:
-                    postings.append(txn, db, H[:, t], post_ids)
+            self._post(family.L, H, post_ids)
         id_bytes = pack_ids(ids)
         order = sorted(range(n), key=packed.__getitem__)
         txn.cursor(store.db(b"key2id")).putmulti(
@@ -708,16 +710,97 @@ class Writer:
         self._n_rows += n
         self._live += n
 
+    def _post(self, L: int, H: np.ndarray, ids: np.ndarray) -> None:
+        """Post ``ids`` (hashes ``H``, one column per table): a small batch into a new
+        run, anything else (and the runs waiting) into the tables (:mod:`lshdb.runs`)."""
+        txn, store = self._txn, self._store
+        dbs = [store.db(table_name(t)) for t in range(L)]
+        empty = [txn.stat(db)["entries"] == 0 for db in dbs]
+        if not any(empty) and len(ids) * L < runs.DIRECT_PAIRS and self._runs < runs.RUN_MAX:
+            self._put_run(np.repeat(np.arange(L), len(ids)), H.T.ravel(), np.tile(ids, L))
+            return
+        waiting = self._take_runs()
+        for t, db in enumerate(dbs):
+            buckets, post = H[:, t], ids
+            if waiting:
+                parts = [r.table(t) for r in waiting]
+                buckets = np.concatenate([buckets] + [b for b, _ in parts])
+                post = np.concatenate([post] + [i for _, i in parts])
+            if empty[t]:
+                postings.bulk_load(txn.cursor(db), buckets, post)
+            else:
+                postings.append(txn, db, buckets, post)
+
+    def _put_run(self, tables: np.ndarray, buckets: np.ndarray, ids: np.ndarray) -> None:
+        """Write a new run under the next sequence number (never reused in a generation:
+        readers keep decoded runs by name)."""
+        meta = self._store.db(b"meta")
+        fmt = _get_meta(self._txn, meta, b"format")
+        if fmt.get("format_version") != FORMAT_VERSION:  # format 1 has no runs: mark it
+            self._txn.put(b"format", pack_meta({"format_version": FORMAT_VERSION}), db=meta)
+        self._txn.put(runs.run_key(self._run_seq), runs.encode_run(tables, buckets, ids),
+                      db=meta)
+        self._run_seq += 1
+        self._runs += 1
+
+    def _waiting_runs(self) -> list[tuple[bytes, runs.Run]]:
+        """The runs of this transaction, decoded privately (an uncommitted run must not
+        reach the cache readers share)."""
+        if not self._runs:
+            return []
+        found = runs.list_runs(self._txn, self._store.db(b"meta"))
+        if len(found) != self._runs:
+            raise CorruptIndexError(f"the state counts {self._runs} runs but {len(found)} "
+                                    "are stored; run `lshdb check`")
+        return found
+
+    def _take_runs(self) -> list[runs.Run]:
+        """Remove the waiting runs from the snapshot and return them decoded."""
+        found = self._waiting_runs()
+        meta = self._store.db(b"meta")
+        for name, _ in found:
+            self._txn.delete(name, db=meta)
+        self._runs = 0
+        return [run for _, run in found]
+
+    def _remove_from_runs(self, ids: np.ndarray, L: int) -> np.ndarray:
+        """Remove ``ids`` (sorted) from the runs that hold them (each such run is replaced
+        by a new one without them); returns the ids the runs did not hold."""
+        found = self._waiting_runs()
+        if not found:
+            return ids
+        meta = self._store.db(b"meta")
+        held = np.zeros(len(ids), dtype=bool)
+        for name, run in found:
+            gone = np.isin(run.ids, ids)
+            n_gone = int(gone.sum())
+            if not n_gone:
+                continue
+            where = np.searchsorted(ids, np.unique(run.ids[gone]))
+            held[where] = True
+            if n_gone != L * len(where):
+                raise CorruptIndexError(
+                    f"run {name.decode()} holds {n_gone} entries of {len(where)} deleted ids "
+                    f"in {L} tables; run `lshdb check`")
+            self._txn.delete(name, db=meta)
+            self._runs -= 1
+            keep = ~gone
+            if keep.any():
+                self._put_run(run.tables[keep], run.buckets[keep], run.ids[keep])
+        return ids[~held]
+
     def _remove_ids(self, ids: np.ndarray, packed: list[bytes]) -> None:
         family = self._family
         txn, store = self._txn, self._store
         if family is not None:  # before calibration there are no postings
-            H = family.hash(self._rows.read(ids, self._n_rows))
-            for t in range(family.L):
-                missing = postings.remove(txn, store.db(table_name(t)), H[:, t], ids)
-                if missing:
-                    raise CorruptIndexError(
-                        f"{missing} ids were missing from table {t}; run `lshdb check`")
+            rest = self._remove_from_runs(ids, family.L)
+            if len(rest):
+                H = family.hash(self._rows.read(rest, self._n_rows))
+                for t in range(family.L):
+                    missing = postings.remove(txn, store.db(table_name(t)), H[:, t], rest)
+                    if missing:
+                        raise CorruptIndexError(
+                            f"{missing} ids were missing from table {t}; run `lshdb check`")
         k2i, i2k, tok = store.db(b"key2id"), store.db(b"id2key"), store.db(b"tokens")
         for p, b in zip(packed, pack_ids(ids)):
             txn.delete(p, db=k2i)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import postings
+from . import postings, runs
 from .codec import (
     Key,
     bucket_bytes,
@@ -50,9 +50,12 @@ class Reader:
         if raw is None:
             raise CorruptIndexError("meta record 'state' is missing; the index is damaged")
         state = unpack_meta(raw, "state")
+        self.state: dict[str, Any] = state
         self.n_rows: int = int(state["rows"])
         self.live: int = int(state["live"])
         self.retired_to: str | None = state.get("retired_to")
+        self._runs = runs.snapshot_runs(txn, store.db(b"meta"), store.runs_cache) \
+            if state.get("runs") else []
         self.metric = index.metric
         family = index.family
         if family is None:  # calibrated since this handle opened? (another process)
@@ -149,6 +152,8 @@ class Reader:
         tables, keys = fam.probe(x, probes)
         cursors = [self._cursor(t) for t in range(fam.L)]
         allids = decode_many(postings.read_buckets(cursors, tables.tolist(), bucket_bytes(keys)))
+        if self._runs:
+            allids = np.concatenate([allids, runs.lookup(self._runs, tables, keys)])
         found = len(allids)
         if stats is not None:
             stats["buckets"] = len(tables)

@@ -189,6 +189,7 @@ class Store:
         self.gen_dir = gen_dir
         self.refs = 0
         self.gate = Gate()
+        self.runs_cache: dict[bytes, Any] = {}  # decoded runs of this generation (lshdb.runs)
         self.pid = os.getpid()
         self._data = os.path.join(gen_dir, "data.mdb")
         if not create and not os.path.isfile(self._data):
