@@ -2,16 +2,20 @@
 compaction of a large index with deletions.
 
 1. inserts/s into a 128-d index that already holds 100,000 rows, for batches of 1, 100 and
-   10,000 vectors (one commit each), with durability "full" and "fast";
+   10,000 vectors (one commit each), with durability "full" and "fast"; vectors/s over
+   all the commits, so the commits that merge the waiting runs (lshdb.runs) count;
 2. queries/s of 1, 2 and 4 reader processes, with no writer and while one writer process
-   inserts batches of 1,000 continuously (full durability), the writer at normal priority
-   and at nice 10 (a background loader, ``lshdb add --nice 10``); the index grows while
-   the writer runs, so each writer's run is bracketed by reader-only runs and its ratio
-   uses their mean;
+   inserts batches of 1,000 (full durability): as fast as it can at normal priority, as
+   fast as it can at nice 10 (a background loader, ``lshdb add --nice 10``), and at a
+   steady 10,000 vectors/s at normal priority, into an index of 1,000,000 rows to begin
+   with (``--serve-rows``); the index grows while the writer runs, so
+   each writer's run is bracketed by reader-only runs and its ratio uses their mean; the
+   readers' and the writer's CPU time are reported beside the rates;
 3. compaction of an index of N rows (default 1,000,000) after deleting 30% of them: time,
    and bytes on disk before and after.
 
-usage: python benchmarks/guarantees.py [--rows 1000000] [--seconds 8] [--seed 0]
+usage: python benchmarks/guarantees.py [--rows 1000000] [--serve-rows 1000000] [--seconds 8]
+                                      [--seed 0]
 Writes benchmarks/results/guarantees.md.
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -49,19 +54,28 @@ def insert_rates(workdir: str, seed: int) -> list[dict[str, Any]]:
             index.add(range(100_000), X[:100_000])
         with lshdb.open(path, durability=durability) as index:
             nxt = 100_000
-            for batch, commits in ((1, 300), (100, 60), (10_000, 2)):
+            for batch, commits in ((1, 360), (100, 70), (10_000, 2)):
                 times = []
                 for _ in range(commits):
                     keys = range(nxt, nxt + batch)
-                    vecs = X[nxt : nxt + batch]  # new vectors (26,300 of the 30,000 spare)
+                    vecs = X[nxt : nxt + batch]  # new vectors (27,360 of the 30,000 spare)
                     t0 = time.perf_counter()
                     index.add(keys, vecs)
                     times.append(time.perf_counter() - t0)
                     nxt += batch
-                t = median(times)
+                # vectors/s over all commits: small batches wait in runs and every
+                # (RUN_MAX + 1)-th commit merges them (whole cycles here), so a median
+                # commit would leave the merges out
                 rows.append({"durability": durability, "batch": batch, "commits": commits,
-                             "median commit ms": t * 1e3, "vectors/s": batch / t})
+                             "median commit ms": median(times) * 1e3,
+                             "slowest commit ms": max(times) * 1e3,
+                             "vectors/s": batch * commits / sum(times)})
     return rows
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def _reader(path: str, seconds: float, seed: int, start: Any, out: Any) -> None:
@@ -71,77 +85,98 @@ def _reader(path: str, seconds: float, seed: int, start: Any, out: Any) -> None:
     index.query(Q[0])
     start.wait()
     n = 0
-    t0 = time.perf_counter()
+    c0, t0 = _cpu(), time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         index.query(Q[int(rng.integers(len(Q)))], k=10)
         n += 1
-    out.put(n / (time.perf_counter() - t0))
+    out.put((n, _cpu() - c0, time.perf_counter() - t0))
 
 
-def _writer(path: str, tag: str, nice: int, stop: Any, start: Any, out: Any) -> None:
+def _writer(path: str, tag: str, nice: int, pace: float, stop: Any, start: Any,
+            out: Any) -> None:
+    """Add batches of 1,000 until stopped: as fast as it can, or ``pace`` vectors/s."""
     if nice:
         os.nice(nice)
     X, _ = clustered(200_000, DIM, seed=77)
     index = lshdb.open(path)
     start.wait()
     n = 0
-    t0 = time.perf_counter()
+    c0, t0 = _cpu(), time.perf_counter()
     while not stop.is_set():
+        if pace:
+            wait = t0 + n / pace - time.perf_counter()
+            if wait > 0:
+                stop.wait(wait)
+                continue
         s = n % 190_000
         index.add([f"{tag}-{n + i}" for i in range(1000)], X[s : s + 1000])
         n += 1000
-    out.put(n / (time.perf_counter() - t0))
+    out.put((n, _cpu() - c0, time.perf_counter() - t0))
     index.close()
 
 
-def _serve(path: str, n_readers: int, seconds: float, writer: str | None,
-           nice: int = 0) -> tuple[float, float]:
-    """Total reader queries/s over ``seconds``, and the writer's vectors/s (if any)."""
+def _serve(path: str, n_readers: int, seconds: float, writer: str | None = None,
+           nice: int = 0, pace: float = 0.0) -> dict[str, float]:
+    """Readers' total queries/s over ``seconds``, their CPU (cores in use, CPU time per
+    query), and the writer's vectors/s and CPU cores (if there is a writer)."""
     ctx = mp.get_context("spawn")
     start, stop, out, wout = ctx.Event(), ctx.Event(), ctx.Queue(), ctx.Queue()
     procs = [ctx.Process(target=_reader, args=(path, seconds, i, start, out))
              for i in range(n_readers)]
-    w = ctx.Process(target=_writer, args=(path, writer, nice, stop, start, wout)) \
+    w = ctx.Process(target=_writer, args=(path, writer, nice, pace, stop, start, wout)) \
         if writer else None
     for p in procs + ([w] if w else []):
         p.start()
     time.sleep(3)  # let every process open the index and warm up
     start.set()
-    total = sum(out.get(timeout=seconds * 10) for _ in procs)
+    got = [out.get(timeout=seconds * 10) for _ in procs]
     stop.set()
-    wrate = wout.get(timeout=120) if w else 0.0
+    wn, wcpu, wsec = wout.get(timeout=120) if w else (0, 0.0, 1.0)
     for p in procs + ([w] if w else []):
         p.join(120)
-    return total, wrate
+    queries, cpu = sum(g[0] for g in got), sum(g[1] for g in got)
+    secs = max(g[2] for g in got)
+    return {"qps": sum(g[0] / g[2] for g in got), "cores": cpu / secs,
+            "us_per_query": 1e6 * cpu / max(queries, 1),
+            "writer_vps": wn / wsec, "writer_cores": wcpu / wsec}
 
 
-def readers_with_writer(workdir: str, seconds: float, seed: int) -> list[dict[str, Any]]:
-    """Readers alone, beside a writer at normal priority, alone, beside a writer at nice 10
-    (what ``lshdb add --nice 10`` does), and alone again. The index grows while a writer
-    runs (queries get slower as it grows), so each writer's run is compared with the mean
-    of the reader-only runs just before and just after it."""
+WRITERS = (("as fast as it can", 0, 0.0), ("as fast as it can, nice 10", 10, 0.0),
+           ("10,000 vectors/s", 0, 10_000.0))
+
+
+def readers_with_writer(workdir: str, seconds: float, seed: int,
+                        base: int) -> list[dict[str, Any]]:
+    """For 1, 2 and 4 readers: readers alone, then beside each writer of ``WRITERS`` in
+    turn, with a reader-only run after each. The index grows while a writer runs (queries
+    get slower as it grows), so each writer's run is compared with the mean of the
+    reader-only runs just before and just after it. The CPU columns say where the time
+    went: the readers' CPU time per query (the same with and without a writer means the
+    writer does not slow a query down, only takes CPU) and the cores each side used."""
     path = os.path.join(workdir, "serve.lshdb")
     shutil.rmtree(path, ignore_errors=True)
-    X, _ = clustered(200_000, DIM, seed=seed)
+    X, _ = clustered(base, DIM, seed=seed)
     with lshdb.create(path, metric="cosine", dim=DIM) as index:  # calibrated defaults
         index.add(range(len(X)), X)
     rows = []
     for n_readers in (1, 2, 4):
-        first, _ = _serve(path, n_readers, seconds, None)
-        normal, w_normal = _serve(path, n_readers, seconds, f"w{n_readers}")
-        middle, _ = _serve(path, n_readers, seconds, None)
-        niced, w_niced = _serve(path, n_readers, seconds, f"n{n_readers}", nice=10)
-        last, _ = _serve(path, n_readers, seconds, None)
-        with lshdb.open(path, readonly=True) as index:
-            size = len(index)
-        rows.append({"readers": n_readers,
-                     "queries/s alone (before, between, after)":
-                     f"{first:,.0f}, {middle:,.0f}, {last:,.0f}",
-                     "with writer": normal, "ratio": normal / ((first + middle) / 2),
-                     "writer vectors/s": w_normal,
-                     "with writer at nice 10": niced,
-                     "ratio (nice 10)": niced / ((middle + last) / 2),
-                     "writer vectors/s (nice 10)": w_niced, "index rows after": size})
+        before = _serve(path, n_readers, seconds)
+        for j, (label, nice, pace) in enumerate(WRITERS):
+            run = _serve(path, n_readers, seconds, f"w{j}r{n_readers}", nice, pace)
+            after = _serve(path, n_readers, seconds)
+            alone = (before["qps"] + after["qps"]) / 2
+            alone_us = (before["us_per_query"] + after["us_per_query"]) / 2
+            rows.append({"readers": n_readers, "writer": label,
+                         "queries/s alone (before, after)":
+                         f"{before['qps']:,.0f}, {after['qps']:,.0f}",
+                         "queries/s with writer": run["qps"], "ratio": run["qps"] / alone,
+                         "reader CPU us/query (alone, with)":
+                         f"{alone_us:,.0f}, {run['us_per_query']:,.0f}",
+                         "reader cores (alone, with)":
+                         f"{before['cores']:.2f}, {run['cores']:.2f}",
+                         "writer vectors/s": run["writer_vps"],
+                         "writer cores": run["writer_cores"]})
+            before = after
     return rows
 
 
@@ -173,6 +208,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--serve-rows", type=int, default=1_000_000,
+                    help="rows of the index the readers query before any writer runs")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip", default="", help="comma list of: inserts,readers,compaction")
     args = ap.parse_args()
@@ -186,10 +223,10 @@ def main() -> None:
                         + table(rows))
             print(body[-1], flush=True)
         if "readers" not in skip:
-            rows = readers_with_writer(workdir, args.seconds, args.seed)
+            rows = readers_with_writer(workdir, args.seconds, args.seed, args.serve_rows)
             body.append("### Reader processes with and without a writer inserting "
-                        "(200,000 x 128, cosine, default parameters; 2 cores shared by all "
-                        "processes)\n\n" + table(rows))
+                        f"({args.serve_rows:,} x 128 to begin with, cosine, default "
+                        "parameters; 2 cores shared by all processes)\n\n" + table(rows))
             print(body[-1], flush=True)
         if "compaction" not in skip:
             rows = compaction(workdir, args.rows, args.seed)

@@ -247,7 +247,7 @@ def _check_runs(txn: Any, store: Any, r: Any, L: int, n_rows: int,
                 rep: _Report) -> list[runs.Run]:
     """The waiting runs, decoded and verified (checksum, order, tables, ids, count)."""
     try:
-        waiting = runs.snapshot_runs(txn, store.db(b"meta"), {})
+        waiting = runs.snapshot_runs(txn, store.db(b"meta"))
     except LshdbError as exc:
         rep.problem(str(exc))
         return []

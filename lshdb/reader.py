@@ -54,8 +54,8 @@ class Reader:
         self.n_rows: int = int(state["rows"])
         self.live: int = int(state["live"])
         self.retired_to: str | None = state.get("retired_to")
-        self._runs = runs.snapshot_runs(txn, store.db(b"meta"), store.runs_cache) \
-            if state.get("runs") else []
+        self._runs: runs.RunSet | None = \
+            store.runs_cache.snapshot(txn, store.db(b"meta")) if state.get("runs") else None
         self.metric = index.metric
         family = index.family
         if family is None:  # calibrated since this handle opened? (another process)
@@ -152,8 +152,8 @@ class Reader:
         tables, keys = fam.probe(x, probes)
         cursors = [self._cursor(t) for t in range(fam.L)]
         allids = decode_many(postings.read_buckets(cursors, tables.tolist(), bucket_bytes(keys)))
-        if self._runs:
-            allids = np.concatenate([allids, runs.lookup(self._runs, tables, keys)])
+        if self._runs is not None:
+            allids = np.concatenate([allids, self._runs.lookup(tables, keys)])
         found = len(allids)
         if stats is not None:
             stats["buckets"] = len(tables)

@@ -19,6 +19,7 @@ from typing import Any
 import lmdb
 
 from .errors import CorruptIndexError, LockTimeoutError, LshdbError, NotAnIndexError
+from .runs import RunCache
 
 __all__ = ["Store", "WriterLock", "Gate", "INITIAL_MAP_SIZE", "acquire", "release"]
 
@@ -189,7 +190,7 @@ class Store:
         self.gen_dir = gen_dir
         self.refs = 0
         self.gate = Gate()
-        self.runs_cache: dict[bytes, Any] = {}  # decoded runs of this generation (lshdb.runs)
+        self.runs_cache = RunCache()  # decoded runs of this generation (lshdb.runs)
         self.pid = os.getpid()
         self._data = os.path.join(gen_dir, "data.mdb")
         if not create and not os.path.isfile(self._data):

@@ -31,35 +31,66 @@ def brute(tables, buckets, ids, pt, pb) -> np.ndarray:
     return np.sort(np.concatenate(out)) if out else np.empty(0)
 
 
+def run_set(*runs_) -> runs.RunSet:
+    rs = runs.RunSet()
+    for i, run in enumerate(runs_):
+        rs = rs.extended(b"run-%d" % i, run)
+    return rs
+
+
 @pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 500, 5000])
 @pytest.mark.parametrize("distinct", [8, 1 << 40])
 def test_lookup_equals_brute_force(n, distinct):
     rng = np.random.default_rng([n, distinct])
     tables = rng.integers(0, 5, n)
     buckets = rng.integers(0, distinct, n).astype(np.uint64)
-    buckets[: n // 7] = np.uint64(2**64 - 1)  # the top key, next to the padding
+    buckets[: n // 7] = np.uint64(2**64 - 1)
     ids = rng.permutation(10 * n + 1)[:n]
     run = runs.decode_run(runs.encode_run(tables, buckets, ids))
     assert len(run) == n
-    assert (np.diff(run.keys.astype(object)) >= 0).all() if n > 1 else True
+    assert n < 2 or (run.keys[1:] >= run.keys[:-1]).all()
+    other = runs.decode_run(runs.encode_run(tables[:3], buckets[:3], ids[:3] + 7))
     pt = np.concatenate([tables[:20], rng.integers(0, 5, 20), [0, 4]])
     pb = np.concatenate([buckets[:20], rng.integers(0, distinct, 20).astype(np.uint64),
                          np.array([2**64 - 1, 0], dtype=np.uint64)])
-    got = np.sort(runs.lookup([run, run], pt, pb))
     want = brute(tables, buckets, ids, pt, pb)
-    np.testing.assert_array_equal(got, np.sort(np.concatenate([want, want])))
+    want3 = brute(tables[:3], buckets[:3], ids[:3] + 7, pt, pb)
+    np.testing.assert_array_equal(np.sort(run_set(run).lookup(pt, pb)), want)
+    np.testing.assert_array_equal(np.sort(run_set(run, other, run).lookup(pt, pb)),
+                                  np.sort(np.concatenate([want, want3, want])))
     for t in range(5):
         b, i = run.table(t)
         assert sorted(zip(b.tolist(), i.tolist())) == \
             sorted(zip(buckets[tables == t].tolist(), ids[tables == t].tolist()))
 
 
-def test_another_tables_entry_with_an_equal_derived_key_is_not_returned(monkeypatch):
-    # force every derived key equal: only the table (and the bucket) may decide
+def test_a_run_set_grows_in_place_and_its_prefixes_stay_whole():
+    rng = np.random.default_rng(5)
+    made = []
+    for i in range(12):
+        n = int(rng.integers(1, 400))
+        made.append((rng.integers(0, 3, n), rng.integers(0, 50, n).astype(np.uint64),
+                     np.arange(1000 * i, 1000 * i + n)))
+    sets = [runs.RunSet()]
+    for i, (t, b, ids) in enumerate(made):
+        sets.append(sets[-1].extended(b"r%d" % i, runs.decode_run(runs.encode_run(t, b, ids))))
+    pt, pb = np.array([0, 1, 2, 0]), np.array([3, 3, 7, 49], dtype=np.uint64)
+    for k, rs in enumerate(sets):  # each older set still sees exactly its own runs
+        want = [brute(t, b, ids, pt, pb) for t, b, ids in made[:k]]
+        np.testing.assert_array_equal(np.sort(rs.lookup(pt, pb)),
+                                      np.sort(np.concatenate(want)) if want else [])
+        np.testing.assert_array_equal(np.sort(sets[-1].prefix(k).lookup(pt, pb)),
+                                      np.sort(np.concatenate(want)) if want else [])
+
+
+def test_entries_with_an_equal_derived_key_are_told_apart(monkeypatch):
+    # every derived key equal: only the table and the bucket may decide
     monkeypatch.setattr(runs, "derived_keys", lambda t, b: np.zeros(len(t), dtype=np.uint64))
-    run = runs.Run(np.array([5, 5, 6], dtype=np.uint64), np.array([1, 2, 3], dtype=np.uint32),
-                   np.array([0, 1, 1]))
-    assert runs.lookup([run], np.array([1]), np.array([5], dtype=np.uint64)).tolist() == [2, 3]
+    run = runs.Run(np.array([5, 5, 6, 7], dtype=np.uint64),
+                   np.array([1, 2, 3, 4], dtype=np.uint32), np.array([0, 1, 1, 1]))
+    rs = run_set(run)
+    assert sorted(rs.lookup(np.array([1]), np.array([5], dtype=np.uint64)).tolist()) == [2]
+    assert sorted(rs.lookup(np.array([1, 0]), np.array([6, 5], dtype=np.uint64))) == [1, 3]
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "magic", "order"])
