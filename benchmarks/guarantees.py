@@ -11,7 +11,10 @@ compaction of a large index with deletions.
    with (``--serve-rows``); the index grows while the writer runs, so
    each writer's run is bracketed by reader-only runs and its ratio uses their mean; the
    readers' and the writer's CPU time are reported beside the rates;
-3. compaction of an index of N rows (default 1,000,000) after deleting 30% of them: time,
+3. 1,000-vector batches into a 200,000-row index with the runs (lshdb.runs) and with each
+   batch appended to the tables (the layout before runs), in the same process: time, CPU
+   and bytes written per batch, and query latency with 0 to 4 runs waiting;
+4. compaction of an index of N rows (default 1,000,000) after deleting 30% of them: time,
    and bytes on disk before and after.
 
 usage: python benchmarks/guarantees.py [--rows 1000000] [--serve-rows 1000000] [--seconds 8]
@@ -180,6 +183,60 @@ def readers_with_writer(workdir: str, seconds: float, seed: int,
     return rows
 
 
+def _written() -> int:
+    """Bytes this process has caused to be written to storage so far (Linux)."""
+    with open("/proc/self/io") as f:
+        return int(next(line for line in f if line.startswith("write_bytes")).split()[1])
+
+
+def small_batches(workdir: str, seed: int, base: int = 200_000,
+                  batches: int = 50) -> list[dict[str, Any]]:
+    """1,000-vector batches into an index of ``base`` rows with the runs (lshdb.runs) and
+    with every batch appended to the tables (``RUN_MAX = 0``, the layout before runs), in
+    the same process: wall time, CPU time and bytes written per batch over whole merge
+    cycles; then query latency by the number of runs waiting."""
+    from lshdb import runs
+
+    X, _ = clustered(base + (batches + runs.RUN_MAX + 1) * 1000, DIM, seed=seed)
+    Q, _ = clustered(500, DIM, seed=seed + 1)
+    keep = runs.RUN_MAX
+    rows = []
+    try:
+        for label, run_max in (("appended to the tables", 0), ("runs", keep)):
+            runs.RUN_MAX = run_max
+            path = os.path.join(workdir, f"small-{run_max}.lshdb")
+            shutil.rmtree(path, ignore_errors=True)
+            with lshdb.create(path, metric="cosine", dim=DIM) as index:
+                index.add(range(base), X[:base])
+            with lshdb.open(path) as index:
+                n = batches // (keep + 1) * (keep + 1)  # whole merge cycles
+                w0, c0, t0 = _written(), _cpu(), time.perf_counter()
+                for b in range(n):
+                    s = base + 1000 * b
+                    index.add(range(s, s + 1000), X[s : s + 1000])
+                wall, cpu, wrote = time.perf_counter() - t0, _cpu() - c0, _written() - w0
+                row = {"1,000-vector batches": label, "batches": n,
+                       "ms per batch": 1e3 * wall / n, "CPU ms per batch": 1e3 * cpu / n,
+                       "MB written per batch": wrote / n / 1e6}
+                if run_max:  # query p50 with 0 .. RUN_MAX runs waiting
+                    lat = []
+                    for b in range(run_max + 1):
+                        ts = []
+                        for q in Q:
+                            t = time.perf_counter()
+                            index.query(q, k=10)
+                            ts.append(time.perf_counter() - t)
+                        lat.append(f"{1e3 * median(ts):.2f}")
+                        s = base + 1000 * (n + b)
+                        index.add(range(s, s + 1000), X[s : s + 1000])
+                    row["query p50 ms with 0..4 runs waiting"] = ", ".join(lat)
+                rows.append(row)
+            shutil.rmtree(path, ignore_errors=True)
+    finally:
+        runs.RUN_MAX = keep
+    return rows
+
+
 def compaction(workdir: str, n: int, seed: int) -> list[dict[str, Any]]:
     path = os.path.join(workdir, "compact.lshdb")
     shutil.rmtree(path, ignore_errors=True)
@@ -211,7 +268,8 @@ def main() -> None:
     ap.add_argument("--serve-rows", type=int, default=1_000_000,
                     help="rows of the index the readers query before any writer runs")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--skip", default="", help="comma list of: inserts,readers,compaction")
+    ap.add_argument("--skip", default="",
+                    help="comma list of: inserts,readers,small,compaction")
     args = ap.parse_args()
     skip = set(args.skip.split(",")) - {""}
     workdir = tempfile.mkdtemp(prefix="lshdb-guar-")
@@ -227,6 +285,11 @@ def main() -> None:
             body.append("### Reader processes with and without a writer inserting "
                         f"({args.serve_rows:,} x 128 to begin with, cosine, default "
                         "parameters; 2 cores shared by all processes)\n\n" + table(rows))
+            print(body[-1], flush=True)
+        if "small" not in skip:
+            rows = small_batches(workdir, args.seed)
+            body.append("### Small batches: runs against appends to the tables (200,000 x "
+                        "128, cosine, default parameters; same process)\n\n" + table(rows))
             print(body[-1], flush=True)
         if "compaction" not in skip:
             rows = compaction(workdir, args.rows, args.seed)

@@ -338,6 +338,9 @@ class Reader:
             "rows": self.n_rows,
             "live": self.live,
             "deleted": self.n_rows - self.live,
+            # small batches waiting to be merged into the tables (lshdb.runs); the bucket
+            # statistics below count the tables only
+            "runs": int(self.state.get("runs", 0)),
         }
         sizes: dict[str, int] = {}
         tables: list[dict[str, Any]] = []
