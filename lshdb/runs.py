@@ -41,7 +41,7 @@ from .families import mix64
 __all__ = ["RUN_MAX", "DIRECT_PAIRS", "PREFIX", "Run", "RunSet", "RunCache", "run_key",
            "encode_run", "decode_run", "list_runs", "snapshot_runs", "derived_keys"]
 
-RUN_MAX = 4  # runs waiting at most; the next small batch merges them all (at most 16)
+RUN_MAX = 4  # runs waiting at most; the next small batch merges them all
 DIRECT_PAIRS = 1 << 16  # (table, bucket, id) triples from which a batch skips the runs
 PREFIX = b"run-"
 _MAGIC = b"LSHRUN1\0"
@@ -54,9 +54,7 @@ def run_key(seq: int) -> bytes:
 
 
 _SALTS = mix64(np.arange(1 << 12, dtype=np.uint64) + _SALT_BASE)  # tables below 4,096
-_KEY_BITS = np.uint64(60)  # derived keys; a run's place in a RunSet takes the top 4 bits
 _BLOCK = 16  # keys per block of the two-level search (two cache lines; _counts needs 16)
-_LOW = np.uint64((1 << 60) - 1)
 
 
 _ODD = np.uint64(0x9E3779B97F4A7C15)
@@ -99,69 +97,47 @@ class Run:
 
 
 class RunSet:
-    """The runs of a snapshot as one sorted sequence, searched in one pass for all runs.
+    """The entries of a snapshot's runs merged into one sequence sorted by derived key, so a
+    query searches it once whatever the number of runs.
 
-    Run ``r`` (its place in the snapshot) puts ``r`` in the top 4 bits of its keys and is
-    padded to whole blocks of :data:`_BLOCK` keys, so the runs' keys laid end to end are
-    sorted. A two-level search finds a probe: a binary search of the whole sequence would
-    miss the cache at nearly every step; the fence (the first key of each block) stays in
-    it, and each probe then reads one block. The arrays have spare capacity, so the next
-    snapshot (the same runs and a new one) appends the new run in place: an older set's
-    views end before it.
+    A two-level search finds a probe: a binary search of the whole sequence would miss
+    the cache at nearly every step; the fence (the first key of each block of
+    :data:`_BLOCK`) stays in it, and each probe then reads one block. A set is immutable;
+    :meth:`extended` merges one more run into a new set (linear in the set's size, once per
+    run and process).
     """
 
-    __slots__ = ("names", "ends", "n", "_keys", "_ids", "_tables", "_buckets", "_fence")
+    __slots__ = ("names", "n", "_keys", "_ids", "_tables", "_buckets", "_fence")
 
-    def __init__(self) -> None:
-        self.names: list[bytes] = []
-        self.ends: list[int] = []
-        self.n = 0
-        self._keys = np.empty(0, dtype=np.uint64)
-        self._ids = np.empty(0, dtype=np.uint32)
-        self._tables = np.empty(0, dtype=np.int64)
-        self._buckets = np.empty(0, dtype=np.uint64)
-        self._fence = np.empty(0, dtype=np.uint64)
-
-    def _view(self, names: list[bytes], ends: list[int]) -> RunSet:
-        out = RunSet()
-        out.names, out.ends, out.n = names, ends, ends[-1] if ends else 0
-        out._keys, out._ids, out._tables = self._keys, self._ids, self._tables
-        out._buckets, out._fence = self._buckets, self._fence
-        return out
-
-    def prefix(self, k: int) -> RunSet:
-        """The set of this set's first ``k`` runs (sharing its arrays)."""
-        return self._view(self.names[:k], self.ends[:k])
+    def __init__(self, names: list[bytes] | None = None,
+                 arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+                 ) -> None:
+        self.names: list[bytes] = names or []
+        keys, ids, tables, buckets = arrays or (
+            np.empty(0, np.uint64), np.empty(0, np.uint32), np.empty(0, np.int64),
+            np.empty(0, np.uint64))
+        self.n = len(keys)
+        pad = -self.n % _BLOCK  # the padding's key is above every derived key (60 bits)
+        self._keys = np.concatenate([keys, np.full(pad, _TOP, dtype=np.uint64)])
+        self._ids, self._tables, self._buckets = ids, tables, buckets
+        self._fence = np.ascontiguousarray(self._keys[::_BLOCK])
 
     def extended(self, name: bytes, run: Run) -> RunSet:
-        """This set and one more run, appended in place after ``self.n`` when the arrays
-        have room (callers serialise this: :class:`RunCache`)."""
-        r = len(self.names)
-        if r >= 16:
-            raise CorruptIndexError(f"a snapshot holds more than 16 runs ({name.decode()})")
-        m = -(-len(run) // _BLOCK) * _BLOCK
-        end = self.n + m
-        if end > len(self._keys):
-            cap = max(end, 2 * len(self._keys), 1024)
-            grown = self._view(self.names, self.ends)
-            for attr in ("_keys", "_ids", "_tables", "_buckets"):
-                old = getattr(self, attr)
-                new = np.empty(cap, dtype=old.dtype)
-                new[: self.n] = old[: self.n]
-                setattr(grown, attr, new)
-            fence = np.empty(cap // _BLOCK, dtype=np.uint64)
-            fence[: self.n // _BLOCK] = self._fence[: self.n // _BLOCK]
-            grown._fence = fence
-            return grown.extended(name, run)
-        top = _TOPS[r]
-        a, z = self.n, self.n + len(run)
-        np.bitwise_or(run.keys, top, out=self._keys[a:z])
-        self._keys[z:end] = top | _LOW  # padding: above the run's keys, below the next run's
-        self._ids[a:z], self._ids[z:end] = run.ids, 0
-        self._tables[a:z], self._tables[z:end] = run.tables, -1  # matches no probe
-        self._buckets[a:z], self._buckets[z:end] = run.buckets, 0
-        self._fence[a // _BLOCK : end // _BLOCK] = self._keys[a:end:_BLOCK]
-        return self._view(self.names + [name], self.ends + [end])
+        """A new set: this one's entries and ``run``'s, merged."""
+        keys = self._keys[: self.n]
+        at = keys.searchsorted(run.keys, "right")  # both sorted: a linear merge
+        at += np.arange(len(run))
+        total = self.n + len(run)
+        old = np.ones(total, dtype=bool)
+        old[at] = False
+        arrays = []
+        for mine, theirs in ((keys, run.keys), (self._ids, run.ids),
+                             (self._tables, run.tables), (self._buckets, run.buckets)):
+            out = np.empty(total, dtype=mine.dtype)
+            out[at] = theirs
+            out[old] = mine
+            arrays.append(out)
+        return RunSet(self.names + [name], (arrays[0], arrays[1], arrays[2], arrays[3]))
 
     def lookup(self, tables: np.ndarray, buckets: np.ndarray) -> np.ndarray:
         """The ids the runs hold for the probes ``(tables[j], buckets[j])``."""
@@ -170,14 +146,11 @@ class RunSet:
         tables = np.asarray(tables, dtype=np.int64)
         buckets = np.asarray(buckets, dtype=np.uint64)
         needles = derived_keys(tables, buckets)
-        if len(self.names) > 1:  # each probe once per run, the run's number on top
-            needles = (_TOPS[: len(self.names), None] | needles[None, :]).ravel()
-        keys = self._keys[: self.n]
-        b = self._fence[: self.n // _BLOCK].searchsorted(needles, "right")
+        b = self._fence.searchsorted(needles, "right")
         b -= 1
         np.maximum(b, 0, out=b)  # the last block whose first key is <= the needle
         col = needles[:, None]
-        blk = keys.reshape(-1, _BLOCK)[b]
+        blk = self._keys.reshape(-1, _BLOCK)[b]
         eq = blk == col
         words = eq.view(np.uint64)  # (needles, 2): nonzero where the block holds the needle
         hit = np.bitwise_or(words[:, 0], words[:, 1]).nonzero()[0]
@@ -193,7 +166,7 @@ class RunSet:
             spill = np.flatnonzero(first.astype(bool) & (b > 0))
             if len(spill):  # a range from an earlier block: search the whole sequence
                 end = lo[spill] + n[spill]
-                lo[spill] = keys.searchsorted(needles[hit[spill]], "left")
+                lo[spill] = self._keys.searchsorted(needles[hit[spill]], "left")
                 n[spill] = end - lo[spill]
         total = int(n.sum())
         if total == len(hit):  # one entry per matched needle (the usual case)
@@ -201,15 +174,13 @@ class RunSet:
         else:  # positions lo[j] .. lo[j] + n[j] - 1 of every needle j that matched
             pos = np.repeat(lo - np.cumsum(n) + n, n) + np.arange(total)
             probe = np.repeat(hit, n)
-        if len(self.names) > 1:
-            probe %= len(tables)
         ok = (self._tables[pos] == tables[probe]) & (self._buckets[pos] == buckets[probe])
         return self._ids[pos[ok]]
 
 
 _NONE = np.empty(0, dtype=np.uint32)
 _NONE.flags.writeable = False
-_TOPS = np.arange(16, dtype=np.uint64) << _KEY_BITS
+_TOP = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def encode_run(tables: np.ndarray, buckets: np.ndarray, ids: np.ndarray) -> bytes:
@@ -272,23 +243,29 @@ def _load(txn: Any, meta: Any, name: bytes) -> Run:
 
 
 class RunCache:
-    """One process's decoded runs of one generation (run names are never reused in one),
-    kept as the :class:`RunSet` of the latest snapshot seen. Only committed runs may
-    enter: readers use it, a writer decodes its own runs afresh."""
+    """One process's merged runs of one generation (run names are never reused in one): the
+    :class:`RunSet` of the latest few snapshots, by their run names. Only committed runs
+    may enter: readers use it, a writer decodes its own runs afresh."""
+
+    _KEEP = 8  # sets kept: snapshots a few commits old still find theirs
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._last = RunSet()
+        self._sets: dict[tuple[bytes, ...], RunSet] = {}
 
     def snapshot(self, txn: Any, meta: Any) -> RunSet:
-        names = _names(txn, meta)
+        names = tuple(_names(txn, meta))
         with self._lock:
-            last = self._last
-            k = len(last.names)
-            if last.names[: len(names)] == names:
-                return last.prefix(len(names))
-            base = last if names[:k] == last.names else RunSet()
-            for name in names[len(base.names):]:
-                base = base.extended(name, _load(txn, meta, name))
-            self._last = base
-            return base
+            found = self._sets.get(names)
+            if found is not None:
+                return found
+            # the longest kept set whose runs begin this snapshot's (usually the last one)
+            base = max((s for k, s in self._sets.items() if names[: len(k)] == k),
+                       key=lambda s: len(s.names), default=RunSet())
+        for name in names[len(base.names):]:  # outside the lock: decode and merge
+            base = base.extended(name, _load(txn, meta, name))
+        with self._lock:
+            self._sets[names] = base
+            while len(self._sets) > self._KEEP:
+                del self._sets[next(iter(self._sets))]  # the oldest
+        return base

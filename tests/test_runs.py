@@ -4,8 +4,10 @@ merges them, deletes edit them, checks and queries see them, damage is detected.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
+import threading
 import zlib
 
 import lmdb
@@ -64,7 +66,7 @@ def test_lookup_equals_brute_force(n, distinct):
             sorted(zip(buckets[tables == t].tolist(), ids[tables == t].tolist()))
 
 
-def test_a_run_set_grows_in_place_and_its_prefixes_stay_whole():
+def test_each_merged_set_holds_exactly_its_runs():
     rng = np.random.default_rng(5)
     made = []
     for i in range(12):
@@ -75,12 +77,33 @@ def test_a_run_set_grows_in_place_and_its_prefixes_stay_whole():
     for i, (t, b, ids) in enumerate(made):
         sets.append(sets[-1].extended(b"r%d" % i, runs.decode_run(runs.encode_run(t, b, ids))))
     pt, pb = np.array([0, 1, 2, 0]), np.array([3, 3, 7, 49], dtype=np.uint64)
-    for k, rs in enumerate(sets):  # each older set still sees exactly its own runs
+    for k, rs in enumerate(sets):  # merging made new sets: the older ones are unchanged
         want = [brute(t, b, ids, pt, pb) for t, b, ids in made[:k]]
+        assert rs.names == [b"r%d" % i for i in range(k)]
         np.testing.assert_array_equal(np.sort(rs.lookup(pt, pb)),
                                       np.sort(np.concatenate(want)) if want else [])
-        np.testing.assert_array_equal(np.sort(sets[-1].prefix(k).lookup(pt, pb)),
-                                      np.sort(np.concatenate(want)) if want else [])
+
+
+def test_the_cache_serves_each_snapshot_its_own_runs(built):
+    X = vectors()
+    with lshdb.open(built) as index, contextlib.ExitStack() as held:
+        def add(b: int) -> None:  # from another thread: this one holds snapshots
+            t = threading.Thread(target=index.add, args=(range(N + 10 * b, N + 10 * b + 10),
+                                                        X[N + 10 * b : N + 10 * b + 10]))
+            t.start()
+            t.join()
+
+        old = held.enter_context(index.reader())  # a snapshot taken before any run
+        seen = []
+        for b in range(3):
+            add(b)
+            seen.append(held.enter_context(index.reader()))
+            assert_finds_itself(index, X, [N + 10 * b])
+        # each held snapshot answers from its own runs, whatever the cache holds now
+        for b, r in enumerate(seen):
+            got = {k for k, _ in r.query(X[N + 20], k=3)}
+            assert (N + 20 in got) == (b == 2)
+        assert N + 5 not in {k for k, _ in old.query(X[N + 5], k=3)}
 
 
 def test_entries_with_an_equal_derived_key_are_told_apart(monkeypatch):
