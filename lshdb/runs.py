@@ -156,18 +156,16 @@ class RunSet:
         hit = np.bitwise_or(words[:, 0], words[:, 1]).nonzero()[0]
         if not len(hit):
             return _NONE
-        # equal keys are adjacent and a range ends in block b (the next block starts
-        # above the needle); it starts there too unless b's first key is the needle
-        eq, blk, col, b = eq[hit], blk[hit], col[hit], b[hit]
-        n = _counts(eq)
-        lo = b * _BLOCK + _counts(blk < col)
-        first = words[hit, 0] & np.uint64(1)  # the block's first key is the needle
-        if first.any():
-            spill = np.flatnonzero(first.astype(bool) & (b > 0))
-            if len(spill):  # a range from an earlier block: search the whole sequence
-                end = lo[spill] + n[spill]
-                lo[spill] = self._keys.searchsorted(needles[hit[spill]], "left")
-                n[spill] = end - lo[spill]
+        # a needle's entries end in block b (the next block starts above it), and start in
+        # the last block whose first key is below it: count the keys before each end
+        want = needles[hit]
+        col = want[:, None]
+        hi = b[hit] * _BLOCK + _counts(blk[hit] <= col)
+        b0 = self._fence.searchsorted(want, "left")
+        b0 -= 1
+        np.maximum(b0, 0, out=b0)
+        lo = b0 * _BLOCK + _counts(self._keys.reshape(-1, _BLOCK)[b0] < col)
+        n = hi - lo
         total = int(n.sum())
         if total == len(hit):  # one entry per matched needle (the usual case)
             pos, probe = lo, hit
