@@ -7,14 +7,15 @@ instead: one value holding the batch's ``(table, bucket, id)`` triples for every
 sorted by a key derived from (table, bucket). Up to :data:`RUN_MAX` runs wait in the
 ``meta`` database under ``run-<sequence number, 16 hex digits>``; the write that would add
 one more merges them all into the tables in one append, so each leaf page is rewritten once
-per :data:`RUN_MAX` small batches instead of once per batch. Batches of
+per :data:`RUN_MAX` + 1 small batches instead of once per batch. Batches of
 :data:`DIRECT_PAIRS` triples or more go to the tables directly. A delete replaces each run
 holding deleted ids by a new run without them. Runs live inside the same write transaction
 as everything else: a crash leaves either the run or nothing.
 
-Readers look a query's buckets up in all runs at once (:meth:`RunSet.lookup`). A run's value never
-changes and its name is never reused in a generation (the state record keeps the next
-sequence number), so each process decodes a run once and keeps it (:class:`RunCache`).
+A run's value never changes and its name is never reused in a generation (the state record
+keeps the next sequence number), so each reader process decodes a run once and merges it
+into the sorted set of its snapshot's runs (:class:`RunCache`, :class:`RunSet`), which a
+query searches once whatever the number of runs (:meth:`RunSet.lookup`).
 
 Value layout (little-endian)::
 
