@@ -206,7 +206,7 @@ def _check_snapshot(index: Any, r: Any, rep: _Report, counts: dict[str, Any],
         except LshdbError as exc:
             rep.problem(str(exc))
             return
-    waiting = _check_runs(txn, store, r, fam.L, n_rows, rep)
+    waiting = _check_runs(txn, store, r, fam.L, rep)
     counts["runs"] = len(waiting)
     for t in range(fam.L):
         _check_table(txn, store.db(table_name(t)), t, ids, expected[:, t], n_rows, rep,
@@ -243,11 +243,11 @@ def _check_codes(index: Any, ids: np.ndarray, n_rows: int, rep: _Report) -> None
             return
 
 
-def _check_runs(txn: Any, store: Any, r: Any, L: int, n_rows: int,
-                rep: _Report) -> list[runs.Run]:
-    """The waiting runs, decoded and verified (checksum, order, tables, ids, count)."""
+def _check_runs(txn: Any, store: Any, r: Any, L: int, rep: _Report) -> list[runs.Run]:
+    """The waiting runs, decoded and verified (checksum, order, tables, count); their ids
+    are checked with each table's (:func:`_check_table`)."""
     try:
-        waiting = runs.snapshot_runs(txn, store.db(b"meta"))
+        waiting = [run for _, run in runs.list_runs(txn, store.db(b"meta"))]
     except LshdbError as exc:
         rep.problem(str(exc))
         return []

@@ -40,7 +40,7 @@ from .errors import CorruptIndexError
 from .families import mix64
 
 __all__ = ["RUN_MAX", "DIRECT_PAIRS", "PREFIX", "Run", "RunSet", "RunCache", "run_key",
-           "encode_run", "decode_run", "list_runs", "snapshot_runs", "derived_keys"]
+           "encode_run", "decode_run", "list_runs", "derived_keys"]
 
 RUN_MAX = 4  # runs waiting at most; the next small batch merges them all
 DIRECT_PAIRS = 1 << 16  # (table, bucket, id) triples from which a batch skips the runs
@@ -115,7 +115,7 @@ class RunSet:
                  ) -> None:
         self.names: list[bytes] = names or []
         keys, ids, tables, buckets = arrays or (
-            np.empty(0, np.uint64), np.empty(0, np.uint32), np.empty(0, np.int64),
+            np.empty(0, np.uint64), np.empty(0, np.uint32), np.empty(0, np.uint16),
             np.empty(0, np.uint64))
         self.n = len(keys)
         pad = -self.n % _BLOCK  # the padding's key is above every derived key (60 bits)
@@ -203,7 +203,7 @@ def decode_run(value: bytes, where: str = "a run") -> Run:
                                 "run `lshdb check` and restore the index from a backup")
     buckets = np.frombuffer(body, dtype="<u8", count=n).astype(np.uint64)
     ids = np.frombuffer(body, dtype=ID_DTYPE, count=n, offset=8 * n).astype(np.uint32)
-    tables = np.frombuffer(body, dtype="<u2", count=n, offset=12 * n).astype(np.int64)
+    tables = np.frombuffer(body, dtype="<u2", count=n, offset=12 * n).astype(np.uint16)
     run = Run(buckets, ids, tables)
     if n > 1 and (run.keys[1:] < run.keys[:-1]).any():
         raise CorruptIndexError(f"{where} is not in key order; run `lshdb check`")
@@ -216,11 +216,6 @@ def list_runs(txn: Any, meta: Any) -> list[tuple[bytes, Run]]:
     for name in _names(txn, meta):
         out.append((name, _load(txn, meta, name)))
     return out
-
-
-def snapshot_runs(txn: Any, meta: Any) -> list[Run]:
-    """:func:`list_runs` without the names."""
-    return [run for _, run in list_runs(txn, meta)]
 
 
 def _names(txn: Any, meta: Any) -> list[bytes]:

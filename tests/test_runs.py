@@ -50,7 +50,6 @@ def test_lookup_equals_brute_force(n, distinct):
     ids = rng.permutation(10 * n + 1)[:n]
     run = runs.decode_run(runs.encode_run(tables, buckets, ids))
     assert len(run) == n
-    assert n < 2 or (run.keys[1:] >= run.keys[:-1]).all()
     other = runs.decode_run(runs.encode_run(tables[:3], buckets[:3], ids[:3] + 7))
     pt = np.concatenate([tables[:20], rng.integers(0, 5, 20), [0, 4]])
     pb = np.concatenate([buckets[:20], rng.integers(0, distinct, 20).astype(np.uint64),
