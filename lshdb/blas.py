@@ -4,7 +4,7 @@ OpenBLAS splits a matrix product over its worker threads once the product is big
 writer's batch of 1,000 vectors times the 128 x 192 projection already is), and its workers
 then spin for a while after every call, waiting for the next one. lshdb makes many small
 products (one per query, one per batch), so the spinning never stops: a process inserting
-batches of 1,000 vectors used 75 us of CPU per vector with the default threads and 27 us with
+batches of 1,000 vectors used 75 us of CPU per vector with the default threads and 26 us with
 one, in the same wall time, and readers beside it lost that CPU. Splitting these products
 gains nothing measurable (10,000-vector batches insert at the same rate either way).
 
