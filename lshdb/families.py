@@ -106,6 +106,32 @@ def _subsets(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return cached
 
 
+def _cheapest_sets(scores: np.ndarray, n_extra: int, actions: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``n_extra`` cheapest perturbation sets, cheapest first, as flat indices into
+    ``(L, n_sets)`` (see :func:`best_perturbations`); with each table's cheapest actions
+    ``order`` (``(L, m)``) and the set x action incidence ``inc`` (``(m, n_sets)``)."""
+    L, a = scores.shape
+    m = min(a, _MAX_ACTIONS)
+    order = np.argsort(scores, axis=1, kind="stable")[:, :m]
+    rows = np.arange(L)[:, None]
+    _, inc, pairs, pair_inc = _subsets(m)
+    cost = scores[rows, order] @ inc  # (L, n_sets)
+    if actions is not None and len(pairs):
+        coord = actions[rows, order]
+        same = (coord[:, pairs[:, 0]] == coord[:, pairs[:, 1]]).astype(np.float64)
+        cost[same @ pair_inc > 0] = np.inf
+    flat = cost.ravel()
+    n = min(n_extra, len(flat))
+    if n <= 0:
+        return np.empty(0, dtype=np.intp), order, inc
+    pick = np.argpartition(flat, n - 1)[:n] if n < len(flat) else np.arange(len(flat))
+    pick = pick[np.argsort(flat[pick], kind="stable")]
+    if actions is not None:  # only invalid sets cost inf
+        pick = pick[np.isfinite(flat[pick])]
+    return pick, order, inc
+
+
 def best_perturbations(scores: np.ndarray, n_extra: int,
                        actions: np.ndarray | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
@@ -118,27 +144,12 @@ def best_perturbations(scores: np.ndarray, n_extra: int,
     coordinate each action moves; sets moving one coordinate twice are invalid. Returns the
     table of each set and its ``(n, 3)`` action indices (padded with -1).
     """
-    L, a = scores.shape
-    m = min(a, _MAX_ACTIONS)
-    order = np.argsort(scores, axis=1, kind="stable")[:, :m]
-    rows = np.arange(L)[:, None]
-    table, inc, pairs, pair_inc = _subsets(m)
-    cost = scores[rows, order] @ inc  # (L, n_sets)
-    if actions is not None and len(pairs):
-        coord = actions[rows, order]
-        same = (coord[:, pairs[:, 0]] == coord[:, pairs[:, 1]]).astype(np.float64)
-        cost[same @ pair_inc > 0] = np.inf
-    flat = cost.ravel()
-    n = min(n_extra, len(flat))
-    if n <= 0:
-        return np.empty(0, dtype=np.int64), np.empty((0, 3), dtype=np.int64)
-    pick = np.argpartition(flat, n - 1)[:n] if n < len(flat) else np.arange(len(flat))
-    pick = pick[np.argsort(flat[pick], kind="stable")]
-    pick = pick[np.isfinite(flat[pick])]
-    tables, sets = np.divmod(pick, table.shape[0])
+    pick, order, inc = _cheapest_sets(scores, n_extra, actions)
+    L, m = order.shape
+    tables, sets = np.divmod(pick, inc.shape[1])
     full = np.full((L, m + 1), -1, dtype=np.int64)
     full[:, :m] = order
-    return tables, full[tables[:, None], table[sets]]
+    return tables, full[tables[:, None], _subsets(m)[0][sets]]
 
 
 class Projection:
@@ -323,6 +334,13 @@ class _BitFamily(Family):
     def _extra_probes(self, x: np.ndarray, home: np.ndarray,
                       n_extra: int) -> tuple[np.ndarray, np.ndarray]:
         m = self._margins(x)
+        if self.k <= 52:
+            # a set's mask is the sum of its actions' powers of two: one small product,
+            # exact in float64 (distinct powers below 2**52)
+            pick, order, inc = _cheapest_sets(m.astype(np.float64) ** 2, n_extra)
+            masks = (np.ldexp(1.0, order) @ inc).ravel()[pick].astype(np.uint64)
+            tables = pick // inc.shape[1]
+            return tables, home[tables] ^ masks
         tables, act = best_perturbations(m.astype(np.float64) ** 2, n_extra)
         bits = np.where(act >= 0, np.left_shift(np.uint64(1), np.maximum(act, 0).astype(np.uint64)),
                         np.uint64(0))

@@ -159,3 +159,32 @@ def test_stats_shows_the_s_curve_and_bucket_sizes(tmp_path, data3):
     png = tmp_path / "s.png"
     assert CliRunner().invoke(cli, ["stats", path, "--plot", str(png)]).exit_code == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("k,L", [(4, 3), (8, 2), (14, 2), (60, 2)])
+def test_hyperplane_probes_are_the_cheapest_flip_sets_in_order(k: int, L: int) -> None:
+    # oracle: every set of 1-3 flips among each table's 10 smallest-margin bits, costed by
+    # its summed squared margins (Lv et al.); k=60 takes the general path (keys past 2**52)
+    from itertools import combinations
+
+    from lshdb.families import Hyperplane
+
+    f = Hyperplane(24, k, L, seed=5)
+    rng = np.random.default_rng(k)
+    for _ in range(3):
+        x = rng.standard_normal(24)
+        margins = f._margins(x) ** 2
+        home = f.hash(x[None])[0]
+        oracle = []
+        for t in range(L):
+            cheap = np.argsort(margins[t], kind="stable")[:10].tolist()
+            for r in (1, 2, 3):
+                for c in combinations(cheap, r):
+                    mask = sum(1 << b for b in c)
+                    oracle.append((float(margins[t, list(c)].sum()), t, int(home[t]) ^ mask))
+        oracle.sort()
+        n = min(len(oracle), 200)
+        tables, keys = f.probe(x, L + n)
+        np.testing.assert_array_equal(keys[:L], home)
+        got = list(zip(tables[L:].tolist(), keys[L:].tolist()))
+        assert got == [(t, key) for _, t, key in oracle[:n]]
