@@ -377,12 +377,10 @@ def read_buckets(cursors: list[Any], tables: list[int], buckets: bytes) -> list[
         c = cursors[t]
         if not c.set_range(bucket + _ZERO):
             continue
-        key, value = c.item()
-        while key[:8] == bucket:
-            add(value)
+        while c.key()[:8] == bucket:  # (the next bucket's value is never copied)
+            add(c.value())
             if not c.next():
                 break
-            key, value = c.item()
     return values
 
 
