@@ -57,10 +57,11 @@ def _order(buckets: np.ndarray, ids: np.ndarray) -> np.ndarray:
 def stable_bucket_order(buckets: np.ndarray) -> np.ndarray:
     """``argsort(buckets, kind="stable")``, faster for wide (hashed) bucket keys.
 
-    Keys below 2**16 take numpy's radix sort. Wider keys replace their low bits by the row
-    position and take one plain value sort (SIMD, several times faster than a stable
-    argsort of uint64); the result is exact unless two buckets share every high bit, which
-    the check catches (then the stable argsort runs).
+    Keys below 2**16 take numpy's radix sort. Keys narrow enough to share a 64-bit word
+    with the row position (``key << bits | position``) take one plain value sort of those
+    words (SIMD, several times faster than a stable argsort of uint64), exact. Wider keys
+    replace their low bits by the row position instead; the result is exact unless two
+    buckets share every high bit, which the check catches (then the stable argsort runs).
     """
     n = len(buckets)
     if n < 2:
@@ -69,9 +70,14 @@ def stable_bucket_order(buckets: np.ndarray) -> np.ndarray:
     if top < 65536:
         return np.argsort(buckets.astype(np.uint16), kind="stable")
     bits = (n - 1).bit_length()
+    low = np.uint64((1 << bits) - 1)
+    if top.bit_length() + bits <= 64:  # e.g. the k-bit keys of hyperplanes
+        packed = buckets.astype(np.uint64) << np.uint64(bits)
+        packed |= np.arange(n, dtype=np.uint64)
+        packed.sort()
+        return (packed & low).astype(np.intp)
     if bits > 40 or top < (1 << (bits + 16)):  # few high bits left: the plain way
         return np.argsort(buckets, kind="stable")
-    low = np.uint64((1 << bits) - 1)
     packed = (buckets.astype(np.uint64) & ~low) | np.arange(n, dtype=np.uint64)
     packed.sort()
     order = (packed & low).astype(np.intp)

@@ -190,7 +190,8 @@ def test_decode_many_equals_decoding_chunk_by_chunk():
             decode_many([values[0], bad])
 
 
-@pytest.mark.parametrize("case", ["small", "hashed", "shared-high-bits", "wide-but-few-bits"])
+@pytest.mark.parametrize("case", ["small", "hashed", "shared-high-bits", "wide-but-few-bits",
+                                  "fills-the-word", "one-bit-too-wide"])
 def test_stable_bucket_order_equals_a_stable_argsort(case):
     rng = np.random.default_rng(11)
     n = 50_000
@@ -201,6 +202,10 @@ def test_stable_bucket_order_equals_a_stable_argsort(case):
     elif case == "shared-high-bits":  # buckets equal above the low 16 bits: must fall back
         base = rng.integers(0, 2**64, 40, dtype=np.uint64) & ~np.uint64(0xFFFF)
         b = base[rng.integers(0, 40, n)] | rng.integers(0, 4, n).astype(np.uint64)
+    elif case == "fills-the-word":  # 48-bit keys and 16-bit positions: exactly 64 bits
+        b = (rng.integers(0, 300, n) | (1 << 47)).astype(np.uint64)
+    elif case == "one-bit-too-wide":  # 49-bit keys from few values: the high-bits path
+        b = (rng.integers(0, 300, n) << 32 | (1 << 48)).astype(np.uint64)
     else:
         b = rng.integers(0, 2**24, n).astype(np.uint64)
     assert np.array_equal(postings.stable_bucket_order(b), np.argsort(b, kind="stable"))
