@@ -188,3 +188,63 @@ def test_hyperplane_probes_are_the_cheapest_flip_sets_in_order(k: int, L: int) -
         np.testing.assert_array_equal(keys[:L], home)
         got = list(zip(tables[L:].tolist(), keys[L:].tolist()))
         assert got == [(t, key) for _, t, key in oracle[:n]]
+
+
+def _distance_matrix(metric: str, X: np.ndarray, q: np.ndarray) -> np.ndarray:
+    A, B = X[q].astype(np.float64), X.astype(np.float64)
+    if metric == "cosine":
+        d = 1.0 - A @ B.T
+    elif metric == "l2":
+        d = np.sqrt(np.maximum((A**2).sum(1)[:, None] + (B**2).sum(1)[None] - 2 * A @ B.T, 0))
+    elif metric == "l1":
+        d = np.abs(A[:, None, :] - B[None]).sum(-1)
+    else:  # hamming over packed bits
+        d = np.unpackbits(X[q][:, None, :] ^ X[None], axis=-1).sum(-1).astype(np.float64)
+    d[np.arange(len(q)), q] = np.inf  # self excluded
+    return d
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2", "l1", "hamming"])
+def test_calibration_neighbours_are_the_k_nearest(metric: str) -> None:
+    from lshdb.metrics import get_metric
+    from lshdb.tuning import exact_neighbours
+
+    rng = np.random.default_rng(3)
+    if metric == "hamming":  # 16-bit codes: many ties at the 10th distance
+        m = get_metric("hamming", 16)
+        X = m.prepare(rng.integers(0, 256, (2000, 2), dtype=np.uint8))
+    else:
+        m = get_metric(metric, 12)
+        X = m.prepare(rng.standard_normal((2000, 12)).astype(np.float32))
+    q = np.sort(rng.choice(len(X), 70, replace=False))
+    got = exact_neighbours(m, X, q, 10)
+    d = _distance_matrix(metric, X, q)
+    kth = np.sort(d, axis=1)[:, 9]
+    got_d = np.take_along_axis(d, got, 1)
+    assert (got != q[:, None]).all()
+    assert all(len(set(r)) == 10 for r in got.tolist())
+    tol = 0.0 if metric == "hamming" else 1e-5  # the index ranks in float32
+    assert (got_d <= kth[:, None] + tol).all()
+    assert (np.diff(got_d, axis=1) >= -tol).all()  # nearest first
+
+
+def test_calibration_shortcuts_equal_the_direct_computation() -> None:
+    # sub-families' keys are the low k bits of the base family's keys, and the sorted
+    # columns are a stable argsort: calibration relies on both
+    from lshdb.families import BitSample, Hyperplane, Unary
+    from lshdb.tuning import _sub, column_order
+
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((3000, 24)).astype(np.float32)
+    codes = rng.integers(0, 256, (3000, 8), dtype=np.uint8)
+    small = rng.integers(0, 5, (3000, 6)).astype(np.float32)
+    for base, data in [(Hyperplane(24, 20, 6, seed=1), X), (BitSample(64, 20, 6, seed=1), codes),
+                       (Unary(6, 20, 6, 4, seed=1), small)]:
+        full = base.hash(data)
+        for k in (20, 13, 6, 2):
+            np.testing.assert_array_equal(_sub(base, k, None).hash(data),
+                                          full & np.uint64((1 << k) - 1))
+        for HS in (full & np.uint64(0xFFF), full, rng.integers(0, 2**64, (3000, 3), dtype=np.uint64)):
+            order, sorted_keys = column_order(HS)
+            np.testing.assert_array_equal(order, np.argsort(HS, axis=0, kind="stable"))
+            np.testing.assert_array_equal(sorted_keys, np.sort(HS, axis=0))
