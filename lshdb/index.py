@@ -699,7 +699,8 @@ class Writer:
         id_bytes = pack_ids(ids)
         order = sorted(range(n), key=packed.__getitem__)
         txn.cursor(store.db(b"key2id")).putmulti(
-            [(packed[j], id_bytes[j]) for j in order], overwrite=False)
+            list(zip(map(packed.__getitem__, order), map(id_bytes.__getitem__, order))),
+            overwrite=False)
         txn.cursor(store.db(b"id2key")).putmulti(list(zip(id_bytes, packed)), append=True)
         if extra is not None and self._index.options.get("store_tokens"):
             offsets, hashes = extra
