@@ -37,6 +37,7 @@ _VERSION = 1
 _HEADER = struct.Struct("<8sIIII8s")
 _HEADER_BYTES = 64
 _GROW_MIN = 1 << 24  # grow the file by at least 16 MiB at a time
+_EARLY_FLUSH = 1 << 24  # a write this large starts flushing at once, in the background
 
 
 def _multipliers(n_words: int) -> tuple[np.ndarray, np.uint64]:
@@ -87,6 +88,7 @@ class RowFile:
         self._map: mmap.mmap | None = None
         self._view: np.ndarray | None = None
         self._mapped_rows = 0
+        self._flusher: threading.Thread | None = None
 
     def _check_header(self) -> None:
         head = os.pread(self._fd, _HEADER_BYTES, 0)
@@ -151,8 +153,26 @@ class RowFile:
                 rec[:, self.padded_bytes :] = self.checksums(payload, first_id + s).astype(
                     "<u8").view(np.uint8).reshape(-1, 8)
             os.pwrite(self._fd, rec.tobytes(), _HEADER_BYTES + (first_id + s) * self.row_bytes)
+        if n * self.row_bytes >= _EARLY_FLUSH and not (self._flusher and self._flusher.is_alive()):
+            # a bulk write: the disk starts on it while the batch is hashed and posted;
+            # :meth:`sync` still waits for it and flushes again before any commit
+            self._flusher = threading.Thread(target=self._flush, name="lshdb-rows-flush",
+                                             daemon=True)
+            self._flusher.start()
+
+    def _flush(self) -> None:
+        try:
+            os.fdatasync(self._fd)
+        except OSError:
+            pass  # the caller's own sync raises it
+
+    def _join_flusher(self) -> None:
+        if self._flusher is not None:
+            self._flusher.join()
+            self._flusher = None
 
     def sync(self) -> None:
+        self._join_flusher()
         os.fdatasync(self._fd)
 
     # -- reading ---------------------------------------------------------------------
@@ -199,6 +219,7 @@ class RowFile:
         return self.read(np.arange(start, stop), n_rows, verify)
 
     def close(self) -> None:
+        self._join_flusher()
         with self._lock:
             self._view = None
             self._map = None  # closed when the last array viewing it goes away

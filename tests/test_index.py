@@ -171,3 +171,34 @@ def test_index_layout_on_disk(path, data):
         index.add(range(10), X[:10])
     assert open(os.path.join(path, "CURRENT")).read() == "g000001\n"
     assert sorted(os.listdir(os.path.join(path, "g000001"))) == ["data.mdb", "lock.mdb", "rows.bin"]
+
+
+def test_a_bulk_write_is_flushed_early_and_the_commit_still_waits_for_it(path, monkeypatch):
+    # rows before postings: the background flush of a large write only starts the disk
+    # early; the commit joins it and flushes again on its own thread before LMDB commits
+    import threading
+    import time
+
+    import lshdb.rows
+
+    events: list[str] = []
+    real = os.fdatasync
+
+    def recorder(fd: int) -> None:
+        name = threading.current_thread().name
+        events.append(f"{name} start")
+        if name == "lshdb-rows-flush":
+            time.sleep(0.3)
+        real(fd)
+        events.append(f"{name} end")
+
+    monkeypatch.setattr(lshdb.rows, "_EARLY_FLUSH", 1 << 16)
+    X = np.random.default_rng(0).standard_normal((2000, 32)).astype(np.float32)  # 280 kB
+    with lshdb.create(path, metric="cosine", dim=32, k=4, L=2) as index:
+        monkeypatch.setattr(os, "fdatasync", recorder)
+        index.add(range(2000), X)
+        monkeypatch.setattr(os, "fdatasync", real)
+        assert index.query(X[5], k=1)[0][0] == 5
+    assert events[:2] == ["lshdb-rows-flush start", "lshdb-rows-flush end"]
+    assert "MainThread start" in events[2:]  # the commit's own flush, after the early one
+    assert not any(t.name == "lshdb-rows-flush" for t in threading.enumerate())
