@@ -186,18 +186,16 @@ def _distinct(sorted_column: np.ndarray) -> int:
     return int(np.count_nonzero(sorted_column[1:] != sorted_column[:-1])) + 1
 
 
-def mean_bucket(HS: np.ndarray, n: int, k: int, bit_family: bool,
-                sorted_keys: np.ndarray | None = None) -> float:
+def mean_bucket(HS: np.ndarray, sorted_keys: np.ndarray, n: int, k: int,
+                bit_family: bool) -> float:
     """Mean ids per non-empty bucket at size ``n``, from the keys ``HS`` of a sample
-    (``sorted_keys``: each column of ``HS`` sorted, when the caller has them).
+    (``sorted_keys``: each column of ``HS`` sorted).
 
     The number of distinct buckets is measured on the sample and on its first quarter and
     extrapolated to ``n`` along the power law through the two (capped at 2**k buckets for
     families whose keys are k bits).
     """
     m = len(HS)
-    if sorted_keys is None:
-        sorted_keys = np.sort(HS, axis=0)
     if m >= n:
         distinct = np.mean([_distinct(sorted_keys[:, t]) for t in range(HS.shape[1])])
         return float(n / distinct)
@@ -215,8 +213,8 @@ def mean_bucket(HS: np.ndarray, n: int, k: int, bit_family: bool,
 
 
 def _simulate(fam: Family, X: np.ndarray, qidx: np.ndarray, nn: np.ndarray,
-              HS: np.ndarray, scale: float, checkpoints: list[int],
-              sorted_hs: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+              HS: np.ndarray, sorted_hs: tuple[np.ndarray, np.ndarray], scale: float,
+              checkpoints: list[int]) -> dict[str, np.ndarray]:
     """Predicted recall, candidates and postings read at each number of probes.
 
     ``recall1``/``cands1`` count every item met; ``recall{h}``/``cands{h}`` only items met
@@ -224,7 +222,7 @@ def _simulate(fam: Family, X: np.ndarray, qidx: np.ndarray, nn: np.ndarray,
     ``postings`` is the number of ids read from posting lists. All are scaled to the full
     data from the sample keys ``HS`` (``sorted_hs``: their :func:`column_order`).
     """
-    order, sorted_keys = sorted_hs if sorted_hs is not None else column_order(HS)
+    order, sorted_keys = sorted_hs
     m = len(HS)
     nq, knn = nn.shape
     Hnn = fam.hash(X[nn.ravel()]).reshape(nq, knn, fam.L)
@@ -332,12 +330,12 @@ def calibrate(metric: Metric, family: str, options: dict[str, Any], X: np.ndarra
         fam = _sub(base, cfg["k"], cfg.get("w"))
         HS = fam.hash(S) if base_hs is None else base_hs & np.uint64((1 << cfg["k"]) - 1)
         sorted_hs = column_order(HS)
-        occupancy = mean_bucket(HS, n, cfg["k"], family not in ("pstable", "crosspolytope"),
-                                sorted_hs[1])
+        occupancy = mean_bucket(HS, sorted_hs[1], n, cfg["k"],
+                                family not in ("pstable", "crosspolytope"))
         small = occupancy < min(MIN_BUCKET, n / 64) and "k" not in options
         if small and not (fallback is None and cfg["k"] == smallest_k):
             continue  # buckets too small: a smaller k comes next (the coarsest is kept)
-        sim = _simulate(fam, X, qidx, nn, HS, scale, checkpoints, sorted_hs)
+        sim = _simulate(fam, X, qidx, nn, HS, sorted_hs, scale, checkpoints)
         cfg_best = math.inf
         for hits in HITS:
             for j, p in enumerate(checkpoints):
