@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .families import BitSample, Family, Hyperplane, PStable, Unary
+from .families import BitSample, Family, Hyperplane, PStable, Unary, mix64
 from .metrics import Metric
 from .postings import stable_bucket_order
 
@@ -186,6 +186,36 @@ def _distinct(sorted_column: np.ndarray) -> int:
     return int(np.count_nonzero(sorted_column[1:] != sorted_column[:-1])) + 1
 
 
+def _sample_keys(base: Family, fam: Family, S: np.ndarray, cache: dict[Any, np.ndarray]
+                 ) -> np.ndarray:
+    """``fam.hash(S)`` for ``fam = _sub(base, k, w)``, from work shared across the grid.
+
+    The keys of a k-bit family are bit fields: a smaller k is the low k bits of the base
+    family's key. A p-stable family's slots at width w are the base's first k slots per
+    table at that width: the sample is projected once per w, and the combinations of its
+    first k slots for every k are prefix sums. Both are exact: the projection decides each
+    value on its own (see ``Projection``). ``cache`` keeps the base keys, or the latest
+    width's prefix sums.
+    """
+    if isinstance(base, (Hyperplane, BitSample, Unary)):
+        if "bits" not in cache:
+            cache["bits"] = base.hash(S)
+        return cache["bits"] & np.uint64((1 << fam.k) - 1)
+    if isinstance(base, PStable) and isinstance(fam, PStable):
+        if fam.w not in cache:
+            cache.clear()  # the grid visits one width at a time
+            full = _sub(base, base.k, fam.w)
+            assert isinstance(full, PStable)
+            slots = full._project.floors(S)
+            # every k's combination at once: prefix sums of slot_j * R_j over j (int64
+            # arithmetic wraps as the family's own does)
+            terms = slots.reshape(len(S), base.L, base.k).astype(np.int64)
+            terms *= base.R.view(np.int64)
+            cache[fam.w] = np.cumsum(terms, axis=2, out=terms)
+        return mix64(cache[fam.w][:, :, fam.k - 1].view(np.uint64))
+    return fam.hash(S)
+
+
 def mean_bucket(HS: np.ndarray, sorted_keys: np.ndarray, n: int, k: int,
                 bit_family: bool) -> float:
     """Mean ids per non-empty bucket at size ``n``, from the keys ``HS`` of a sample
@@ -309,8 +339,7 @@ def calibrate(metric: Metric, family: str, options: dict[str, Any], X: np.ndarra
     scale = n / len(S)
     grid = _grid(family, options, n, nn_dist)
     base = _base(metric, family, max(c["k"] for c in grid), L, fseed, options, X)
-    # keys of k-bit families are bit fields: a smaller k is the low k bits of the base key
-    base_hs = base.hash(S) if isinstance(base, (Hyperplane, BitSample, Unary)) else None
+    shared: dict[Any, np.ndarray] = {}
     deadline = time.monotonic() + budget_s
     if "probes" in options:
         checkpoints = [max(options["probes"], 1)]
@@ -328,14 +357,13 @@ def calibrate(metric: Metric, family: str, options: dict[str, Any], X: np.ndarra
         if stopped or (best is not None and time.monotonic() > deadline):
             continue
         fam = _sub(base, cfg["k"], cfg.get("w"))
-        HS = fam.hash(S) if base_hs is None else base_hs & np.uint64((1 << cfg["k"]) - 1)
-        sorted_hs = column_order(HS)
-        occupancy = mean_bucket(HS, sorted_hs[1], n, cfg["k"],
+        HS = _sample_keys(base, fam, S, shared)
+        occupancy = mean_bucket(HS, np.sort(HS, axis=0), n, cfg["k"],
                                 family not in ("pstable", "crosspolytope"))
         small = occupancy < min(MIN_BUCKET, n / 64) and "k" not in options
         if small and not (fallback is None and cfg["k"] == smallest_k):
             continue  # buckets too small: a smaller k comes next (the coarsest is kept)
-        sim = _simulate(fam, X, qidx, nn, HS, sorted_hs, scale, checkpoints)
+        sim = _simulate(fam, X, qidx, nn, HS, column_order(HS), scale, checkpoints)
         cfg_best = math.inf
         for hits in HITS:
             for j, p in enumerate(checkpoints):

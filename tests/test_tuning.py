@@ -229,22 +229,28 @@ def test_calibration_neighbours_are_the_k_nearest(metric: str) -> None:
 
 
 def test_calibration_shortcuts_equal_the_direct_computation() -> None:
-    # sub-families' keys are the low k bits of the base family's keys, and the sorted
-    # columns are a stable argsort: calibration relies on both
-    from lshdb.families import BitSample, Hyperplane, Unary
-    from lshdb.tuning import _sub, column_order
+    # a smaller k's sample keys come from the base family's work (bit fields; p-stable
+    # slots projected once per width), and the sorted columns are a stable argsort:
+    # calibration relies on both being exact
+    from lshdb.families import BitSample, Hyperplane, PStable, Unary
+    from lshdb.tuning import _sample_keys, _sub, column_order
 
     rng = np.random.default_rng(4)
     X = rng.standard_normal((3000, 24)).astype(np.float32)
     codes = rng.integers(0, 256, (3000, 8), dtype=np.uint8)
     small = rng.integers(0, 5, (3000, 6)).astype(np.float32)
-    for base, data in [(Hyperplane(24, 20, 6, seed=1), X), (BitSample(64, 20, 6, seed=1), codes),
-                       (Unary(6, 20, 6, 4, seed=1), small)]:
-        full = base.hash(data)
-        for k in (20, 13, 6, 2):
-            np.testing.assert_array_equal(_sub(base, k, None).hash(data),
-                                          full & np.uint64((1 << k) - 1))
-        for HS in (full & np.uint64(0xFFF), full, rng.integers(0, 2**64, (3000, 3), dtype=np.uint64)):
-            order, sorted_keys = column_order(HS)
-            np.testing.assert_array_equal(order, np.argsort(HS, axis=0, kind="stable"))
-            np.testing.assert_array_equal(sorted_keys, np.sort(HS, axis=0))
+    for base, data, widths in [
+            (Hyperplane(24, 20, 6, seed=1), X, [None]), (BitSample(64, 20, 6, seed=1), codes, [None]),
+            (Unary(6, 20, 6, 4, seed=1), small, [None]),
+            (PStable(24, 12, 5, 1.0, seed=1), X, [0.7, 2.5]),
+            (PStable(24, 12, 5, 1.0, seed=1, distribution="cauchy"), X, [3.0])]:
+        cache: dict = {}
+        for w in widths:
+            for k in (base.k, 9, 4, 1):
+                fam = _sub(base, k, w)
+                np.testing.assert_array_equal(_sample_keys(base, fam, data, cache), fam.hash(data))
+        HS = _sample_keys(base, _sub(base, 9, widths[0]), data, cache)
+        for keys in (HS, HS & np.uint64(0xFFF), rng.integers(0, 2**64, (3000, 3), dtype=np.uint64)):
+            order, sorted_keys = column_order(keys)
+            np.testing.assert_array_equal(order, np.argsort(keys, axis=0, kind="stable"))
+            np.testing.assert_array_equal(sorted_keys, np.sort(keys, axis=0))
