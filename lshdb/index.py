@@ -552,6 +552,7 @@ class Writer:
                 break
             except lmdb.MapFullError:
                 self._regrow()
+        self._store.cover_pages()
         if index.durability == "full":
             self._store.sync()  # the meta page too: the commit survives a power cut
         index.family = self._family

@@ -25,6 +25,7 @@ __all__ = ["Store", "WriterLock", "Gate", "INITIAL_MAP_SIZE", "acquire", "releas
 
 INITIAL_MAP_SIZE = 1 << 30
 MAX_DBS = 1100
+_FREE_TAIL_MAX = 1 << 20  # free pages an open may find missing at the end (see _check_size)
 _FIXED_DBS = (b"meta", b"key2id", b"id2key", b"tokens")
 
 
@@ -279,12 +280,36 @@ class Store:
                 raise translate(exc, self.gen_dir) from exc
         return []
 
+    def _pages_end(self) -> int:
+        """Where LMDB's last allocated page ends, in bytes."""
+        return int((self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"])
+
+    def cover_pages(self) -> None:
+        """Extend data.mdb to the end of LMDB's last allocated page (the caller holds the
+        write lock, after a commit).
+
+        LMDB does not write a page that its transaction allocated and freed again before
+        committing; when such pages are the newest, the file ends before the last page
+        the meta page counts. They are free and never read, but an open could not tell
+        that file from a truncated one: the hole is filled with zeros (sparse) instead.
+        """
+        end = self._pages_end()
+        if os.path.getsize(self._data) < end:
+            os.truncate(self._data, end)
+
     def _check_size(self, data: str) -> None:
-        """A data.mdb shorter than its last page would fault (SIGBUS) when read."""
-        info = self.env.info()
-        psize = self.env.stat()["psize"]
-        need = (info["last_pgno"] + 1) * psize
+        """A data.mdb shorter than its last page would fault (SIGBUS) when read.
+
+        A writer killed between an LMDB commit and :meth:`cover_pages` can leave a short
+        tail of free pages; with the write lock held (a writable open), a tail of at most
+        ``_FREE_TAIL_MAX`` bytes is filled with zeros (a page that was not free would read
+        as zeros, which LMDB and lshdb's own checks reject). Anything shorter is a
+        truncated file."""
+        need = self._pages_end()
         have = os.path.getsize(data)
+        if have < need and not self.readonly and need - have <= _FREE_TAIL_MAX:
+            os.truncate(data, need)
+            return
         if have < need:
             self.env.close()
             raise CorruptIndexError(
@@ -372,6 +397,7 @@ class Store:
 
     def sync(self) -> None:
         if not self.readonly:
+            self.cover_pages()
             self.env.sync(True)
 
     def close(self) -> None:

@@ -528,3 +528,88 @@ def test_damaged_leaf_page_is_an_error_not_a_crash(built, tmp_path):
     assert not judge(results[0], X, X[first_id : first_id + 1])[0]
     assert calls[f"get {first_id}"][1] == "raised"
     assert calls["check"][1] == "ok" and not calls["check"][2]["ok"]
+
+
+def _short_tail_store(path: str):
+    """A Store whose data.mdb ends before LMDB's last page: a transaction that allocated
+    pages and freed them again before committing leaves them unwritten (they are free).
+    Deterministic for this sequence; returns the open store and the bytes missing."""
+    from lshdb.store import Store
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    st = Store(path, create=True, n_tables=1)
+    db = st.db(b"t000")
+    rng = np.random.default_rng(0)
+    with st.env.begin(write=True) as txn:
+        for _ in range(5000):
+            txn.put(int(rng.integers(0, 2**62)).to_bytes(8, "big"), b"x" * int(rng.integers(1, 40)),
+                    db=db)
+    for _ in range(20):
+        with st.env.begin(write=True) as txn:
+            for _ in range(2000):
+                txn.put(int(rng.integers(0, 2**62)).to_bytes(8, "big"), b"y" * 20, db=db)
+            c = txn.cursor(db)
+            if c.set_range(int(rng.integers(0, 2**62)).to_bytes(8, "big")):
+                for _ in range(4000):
+                    if not c.delete():
+                        break
+        missing = st._pages_end() - os.path.getsize(st._data)
+        if missing > 0:
+            return st, missing
+    raise AssertionError("LMDB left no short tail in this sequence")
+
+
+def test_a_tail_of_free_pages_lmdb_left_unwritten_is_not_truncation(tmp_path, monkeypatch):
+    import fcntl
+
+    from lshdb.store import Store
+
+    # the writer covers the tail after its commit
+    st, missing = _short_tail_store(str(tmp_path / "a" / "g000001"))
+    assert 0 < missing <= 1 << 20
+    st.cover_pages()
+    assert os.path.getsize(st._data) == st._pages_end()
+    st.close()
+    Store(str(tmp_path / "a" / "g000001")).close()
+
+    # a writer killed before covering it: a writable open fills it, the data is intact
+    st, missing = _short_tail_store(str(tmp_path / "b" / "g000001"))
+    with st.env.begin() as txn:
+        entries = txn.stat(st.db(b"t000"))["entries"]
+    st.env.close()
+    lock = os.open(str(tmp_path / "b" / "writer.lock"), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # a writer elsewhere: this open is read-only
+    with pytest.raises(lshdb.CorruptIndexError, match="truncated"):
+        Store(str(tmp_path / "b" / "g000001"))
+    os.close(lock)
+    st = Store(str(tmp_path / "b" / "g000001"))
+    assert os.path.getsize(st._data) == st._pages_end()
+    with st.env.begin() as txn:
+        assert txn.stat(st.db(b"t000"))["entries"] == entries
+        assert sum(1 for _ in txn.cursor(st.db(b"t000"))) == entries
+    st.close()
+
+    # more missing than a free tail can be is a truncated file, writable or not
+    from lshdb import store as store_module
+
+    monkeypatch.setattr(store_module, "_FREE_TAIL_MAX", 4096)
+    st, missing = _short_tail_store(str(tmp_path / "c" / "g000001"))
+    assert missing > 4096
+    st.env.close()
+    with pytest.raises(lshdb.CorruptIndexError, match="truncated"):
+        Store(str(tmp_path / "c" / "g000001"))
+
+
+def test_every_commit_covers_the_pages(path, monkeypatch):
+    from lshdb.store import Store
+
+    calls = []
+    real = Store.cover_pages
+    monkeypatch.setattr(Store, "cover_pages", lambda self: (calls.append(1), real(self)))
+    X = vectors()
+    for durability in ("full", "fast"):
+        shutil.rmtree(path, ignore_errors=True)
+        with lshdb.create(path, metric="cosine", dim=X.shape[1], durability=durability) as ix:
+            calls.clear()
+            ix.add(range(10), X[:10])
+            assert calls, durability
