@@ -41,6 +41,14 @@ def test_crash_harness_fast_durability(tmp_path):
     assert stats["kills"] == 8 and stats["mismatches"] == 0
 
 
+def test_crash_harness_with_rows_flushed_in_the_background(tmp_path):
+    # every batch's rows start flushing on a helper thread; kills land while it runs
+    stats = tool("crashtest.py", "--kills", 10, "--seed", 13, "--early-flush", 1,
+                 "--dir", tmp_path)
+    assert stats["kills"] == 10 and stats["check_failures"] == 0 and stats["mismatches"] == 0
+    assert stats["batches_acked"] > 20
+
+
 def test_readers_see_only_committed_states(tmp_path):
     result = readertest.run(readers=4, seconds=6, map_size=None, workdir=str(tmp_path))
     assert result["inconsistent"] == 0, result["notes"]

@@ -35,6 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import lshdb  # noqa: E402
+import lshdb.rows  # noqa: E402
 from lshdb.check import check  # noqa: E402
 
 DIM = 8
@@ -74,8 +75,11 @@ def apply_model(model: dict[str, np.ndarray], p: dict[str, Any]) -> None:
                 model[k] = v
 
 
-def writer(path: str, seed: int, start: int, log: str, durability: str) -> None:
+def writer(path: str, seed: int, start: int, log: str, durability: str,
+           early_flush: int | None = None) -> None:
     """Run batches start, start+1, ... forever (until killed)."""
+    if early_flush is not None:  # flush rows in the background from this many bytes
+        lshdb.rows._EARLY_FLUSH = early_flush
     index = lshdb.open(path, durability=durability)
     keys = sorted(index.keys())
     with open(log + ".ready", "w") as f:  # the harness times its kill from here
@@ -115,7 +119,7 @@ def same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
 
 
 def run(kills: int, seed: int, durability: str, min_run: float, max_run: float,
-        workdir: str) -> dict[str, Any]:
+        workdir: str, early_flush: int | None = None) -> dict[str, Any]:
     path = os.path.join(workdir, "crash.lshdb")
     log = os.path.join(workdir, "ack.log")
     shutil.rmtree(path, ignore_errors=True)
@@ -132,7 +136,8 @@ def run(kills: int, seed: int, durability: str, min_run: float, max_run: float,
             os.unlink(ready)
         proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--writer", path, "--seed", str(seed),
-             "--start", str(acked), "--log", log, "--durability", durability],
+             "--start", str(acked), "--log", log, "--durability", durability,
+             *(["--early-flush", str(early_flush)] if early_flush is not None else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 120
         while not os.path.exists(ready) and proc.poll() is None and time.monotonic() < deadline:
@@ -189,18 +194,23 @@ def main() -> None:
     ap.add_argument("--min-run", type=float, default=0.05)
     ap.add_argument("--max-run", type=float, default=1.5)
     ap.add_argument("--dir")
+    ap.add_argument("--early-flush", type=int, metavar="BYTES",
+                    help="start the background flush of rows from writes of this many bytes "
+                         "(default: lshdb's own threshold, which the harness's batches stay "
+                         "below)")
     ap.add_argument("--writer", help=argparse.SUPPRESS)
     ap.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--log", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.writer:
-        writer(args.writer, args.seed, args.start, args.log, args.durability)
+        writer(args.writer, args.seed, args.start, args.log, args.durability, args.early_flush)
         return
     workdir = args.dir or tempfile.mkdtemp(prefix="lshdb-crash-")
     os.makedirs(workdir, exist_ok=True)
     t0 = time.time()
     try:
-        stats = run(args.kills, args.seed, args.durability, args.min_run, args.max_run, workdir)
+        stats = run(args.kills, args.seed, args.durability, args.min_run, args.max_run, workdir,
+                    args.early_flush)
     finally:
         if not args.dir:
             shutil.rmtree(workdir, ignore_errors=True)
