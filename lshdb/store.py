@@ -25,7 +25,6 @@ __all__ = ["Store", "WriterLock", "Gate", "INITIAL_MAP_SIZE", "acquire", "releas
 
 INITIAL_MAP_SIZE = 1 << 30
 MAX_DBS = 1100
-_FREE_TAIL_MAX = 1 << 20  # free pages an open may find missing at the end (see _check_size)
 _FIXED_DBS = (b"meta", b"key2id", b"id2key", b"tokens")
 
 
@@ -300,16 +299,12 @@ class Store:
     def _check_size(self, data: str) -> None:
         """A data.mdb shorter than its last page would fault (SIGBUS) when read.
 
-        A writer killed between an LMDB commit and :meth:`cover_pages` can leave a short
-        tail of free pages; with the write lock held (a writable open), a tail of at most
-        ``_FREE_TAIL_MAX`` bytes is filled with zeros (a page that was not free would read
-        as zeros, which LMDB and lshdb's own checks reject). Anything shorter is a
-        truncated file."""
+        Commits keep the file over LMDB's last page (:meth:`cover_pages`); a writer killed
+        between an LMDB commit and that extension can still leave a short tail of free
+        pages, which this check cannot tell from a truncation (filling it with zeros was
+        tried: a truncated file then made LMDB abort in ``lshdb check``)."""
         need = self._pages_end()
         have = os.path.getsize(data)
-        if have < need and not self.readonly and need - have <= _FREE_TAIL_MAX:
-            os.truncate(data, need)
-            return
         if have < need:
             self.env.close()
             raise CorruptIndexError(
