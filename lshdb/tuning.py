@@ -150,12 +150,17 @@ def _base(metric: Metric, family: str, k_max: int, L: int, seed: int,
     return PStable(metric.hash_dim(), k_max, L, 1.0, seed, dist)
 
 
+def _first_k(a: np.ndarray, L: int, K: int, k: int) -> np.ndarray:
+    """Columns of ``a`` (last axis ``L * K``, table-major) of each table's first ``k``."""
+    return a.reshape(*a.shape[:-1], L, K)[..., :k].reshape(*a.shape[:-1], L * k)
+
+
 def _sub(base: Family, k: int, w: float | None) -> Family:
     """``base`` restricted to its first ``k`` functions per table (and width ``w``)."""
     L, K = base.L, base.k
 
     def cols(a: np.ndarray) -> np.ndarray:
-        return a.reshape(*a.shape[:-1], L, K)[..., :k].reshape(*a.shape[:-1], L * k)
+        return _first_k(a, L, K, k)
 
     if isinstance(base, Hyperplane):
         return Hyperplane(base.dim, k, L, base.seed, A=cols(base.A))
@@ -169,17 +174,24 @@ def _sub(base: Family, k: int, w: float | None) -> Family:
         return Unary(base.dim, k, L, base.max_value, base.seed, coords=cols(base.coords),
                      thresholds=cols(base.thresholds))
     if isinstance(base, PStable):
-        return PStable(base.dim, k, L, float(w or base.w), base.seed, base.distribution,
-                       A=cols(base.A), b=cols(base.b), R=base.R[:k].copy())
+        return _pstable_sub(base, k, w)
     raise TypeError(f"cannot restrict {type(base).__name__}")
 
 
-def column_order(HS: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``argsort(HS, axis=0, kind="stable")`` and the sorted keys, column by column."""
+def _pstable_sub(base: PStable, k: int, w: float | None) -> PStable:
+    """:func:`_sub` of a p-stable family."""
+    L, K = base.L, base.k
+    return PStable(base.dim, k, L, float(w or base.w), base.seed, base.distribution,
+                   A=_first_k(base.A, L, K, k), b=_first_k(base.b, L, K, k),
+                   R=base.R[:k].copy())
+
+
+def column_order(HS: np.ndarray) -> np.ndarray:
+    """``argsort(HS, axis=0, kind="stable")``, column by column."""
     order = np.empty(HS.shape, dtype=np.intp)
     for t in range(HS.shape[1]):
         order[:, t] = stable_bucket_order(HS[:, t])
-    return order, np.take_along_axis(HS, order, 0)
+    return order
 
 
 def _distinct(sorted_column: np.ndarray) -> int:
@@ -204,9 +216,7 @@ def _sample_keys(base: Family, fam: Family, S: np.ndarray, cache: dict[Any, np.n
     if isinstance(base, PStable) and isinstance(fam, PStable):
         if fam.w not in cache:
             cache.clear()  # the grid visits one width at a time
-            full = _sub(base, base.k, fam.w)
-            assert isinstance(full, PStable)
-            slots = full._project.floors(S)
+            slots = _pstable_sub(base, base.k, fam.w)._project.floors(S)
             # every k's combination at once: prefix sums of slot_j * R_j over j (int64
             # arithmetic wraps as the family's own does)
             terms = slots.reshape(len(S), base.L, base.k).astype(np.int64)
@@ -243,16 +253,16 @@ def mean_bucket(HS: np.ndarray, sorted_keys: np.ndarray, n: int, k: int,
 
 
 def _simulate(fam: Family, X: np.ndarray, qidx: np.ndarray, nn: np.ndarray,
-              HS: np.ndarray, sorted_hs: tuple[np.ndarray, np.ndarray], scale: float,
+              HS: np.ndarray, order: np.ndarray, sorted_keys: np.ndarray, scale: float,
               checkpoints: list[int]) -> dict[str, np.ndarray]:
     """Predicted recall, candidates and postings read at each number of probes.
 
     ``recall1``/``cands1`` count every item met; ``recall{h}``/``cands{h}`` only items met
     in at least ``h`` probed buckets (the ``min_hits=h`` filter, for each h of ``HITS``);
     ``postings`` is the number of ids read from posting lists. All are scaled to the full
-    data from the sample keys ``HS`` (``sorted_hs``: their :func:`column_order`).
+    data from the sample keys ``HS`` (``order``: their :func:`column_order`, and
+    ``sorted_keys`` each column sorted).
     """
-    order, sorted_keys = sorted_hs
     m = len(HS)
     nq, knn = nn.shape
     Hnn = fam.hash(X[nn.ravel()]).reshape(nq, knn, fam.L)
@@ -358,12 +368,14 @@ def calibrate(metric: Metric, family: str, options: dict[str, Any], X: np.ndarra
             continue
         fam = _sub(base, cfg["k"], cfg.get("w"))
         HS = _sample_keys(base, fam, S, shared)
-        occupancy = mean_bucket(HS, np.sort(HS, axis=0), n, cfg["k"],
+        sorted_keys = np.sort(HS, axis=0)
+        occupancy = mean_bucket(HS, sorted_keys, n, cfg["k"],
                                 family not in ("pstable", "crosspolytope"))
         small = occupancy < min(MIN_BUCKET, n / 64) and "k" not in options
         if small and not (fallback is None and cfg["k"] == smallest_k):
             continue  # buckets too small: a smaller k comes next (the coarsest is kept)
-        sim = _simulate(fam, X, qidx, nn, HS, column_order(HS), scale, checkpoints)
+        sim = _simulate(fam, X, qidx, nn, HS, column_order(HS), sorted_keys, scale,
+                        checkpoints)
         cfg_best = math.inf
         for hits in HITS:
             for j, p in enumerate(checkpoints):
