@@ -120,7 +120,7 @@ def unpack_id(data: bytes) -> int:
 
 
 def pack_ids(ids: np.ndarray) -> list[bytes]:
-    """Encode many ids at once (one buffer, sliced)."""
+    """Encode many ids at once (one big-endian buffer, read as 8-byte strings)."""
     return np.ascontiguousarray(ids, dtype=">u8").view("V8").tolist()  # type: ignore[no-any-return]
 
 

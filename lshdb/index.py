@@ -552,9 +552,10 @@ class Writer:
                 break
             except lmdb.MapFullError:
                 self._regrow()
-        self._store.cover_pages()
         if index.durability == "full":
-            self._store.sync()  # the meta page too: the commit survives a power cut
+            self._store.sync()  # covers the pages, then the meta page too: survives a power cut
+        else:
+            self._store.cover_pages()
         index.family = self._family
         index.coder = self._coder
         index.settings = self._settings

@@ -391,6 +391,7 @@ class Store:
         return int(self.env.info()["map_size"])
 
     def sync(self) -> None:
+        """After a commit: :meth:`cover_pages`, then fsync data and meta pages."""
         if not self.readonly:
             self.cover_pages()
             self.env.sync(True)
