@@ -7,13 +7,21 @@ estimates the angle between the (centred) vectors: ``E[hamming] = B * theta / pi
 Queries rank their candidates by Hamming distance (XOR + popcount over ``B/8`` bytes per
 candidate instead of the whole vector) and re-rank only the best ``rerank`` of them exactly.
 
-Codes live in ``codes.bin``, a row file like ``rows.bin`` (same append protocol, checksums
-and compaction); the directions and the centre are stored in the ``codes`` meta record.
+Codes live in ``codes.bin``, a row file like ``rows.bin`` (same append protocol and
+compaction, no checksums: a code only orders candidates, and their distances come from the
+checked rows); the directions and the centre are stored in the ``codes`` meta record.
+
+A scan (``query(..., scan=True)``) ranks every stored code. Each process keeps a word-major
+copy of the committed codes for it (:class:`CodeColumns`, as many bytes as ``codes.bin``),
+so that XOR and popcount run over long contiguous arrays, one 64-bit word of every code at a
+time: row-major codes are 8 words per row, and numpy's per-row loops over 8 values cost
+more than the arithmetic.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,9 +29,13 @@ from .codec import decode_array, encode_array
 from .errors import CorruptIndexError, InvalidParameterError
 from .families import Projection
 
-__all__ = ["SimHashCoder", "CODES_NAME", "hamming"]
+if TYPE_CHECKING:
+    from .rows import RowFile
+
+__all__ = ["SimHashCoder", "CODES_NAME", "CodeColumns", "hamming", "hamming_words", "nearest"]
 
 CODES_NAME = "codes.bin"
+_SCAN_BLOCK = 1 << 16  # codes per step of a scan
 
 
 def hamming(codes: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -42,6 +54,89 @@ def hamming(codes: np.ndarray, q: np.ndarray) -> np.ndarray:
     for j in range(1, counts.shape[1]):
         total += counts[:, j]
     return total
+
+
+def hamming_words(cols: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Hamming distance from each word-major code to the packed code ``q``.
+
+    ``cols`` is ``(words, n)`` uint64 (word ``j`` of every code in row ``j``, each row
+    contiguous) and ``q`` the query's ``words`` uint64 words; returns ``(n,)`` uint16.
+    Codes are taken ``_SCAN_BLOCK`` at a time, so the temporaries stay small.
+    """
+    words, n = cols.shape
+    total = np.empty(n, dtype=np.uint16)
+    qc = np.ascontiguousarray(q, dtype=np.uint64)[:, None]
+    for s in range(0, n, _SCAN_BLOCK):
+        block = np.bitwise_count(np.bitwise_xor(cols[:, s : s + _SCAN_BLOCK], qc))
+        np.sum(block, axis=0, dtype=np.uint16, out=total[s : s + _SCAN_BLOCK])
+    return total
+
+
+def nearest(h: np.ndarray, R: int) -> np.ndarray:
+    """Positions of the ``R`` smallest values of ``h`` (non-negative integers such as
+    Hamming distances), in ascending order; among equal values the lowest positions win.
+
+    A strided sample of ``h`` gives a cut-off that keeps a few times ``R`` positions in
+    one pass (with a margin of four standard deviations of the sample's count; when it
+    keeps too few, the whole of ``h`` is used instead); the exact ``R`` are chosen among
+    those. About three times as fast as ``argpartition`` on 20,000 distances.
+    """
+    n = len(h)
+    if R >= n:
+        return np.arange(n)
+    if R <= 0:
+        return np.arange(0)
+    step = n // (16 * R)
+    if step > 1:
+        sample = h[::step]
+        expect = R / step  # sample values expected below the R-th smallest of h
+        rank = min(len(sample) - 1, int(expect + 4.0 * expect**0.5) + 1)
+        out = np.flatnonzero(h <= np.partition(sample, rank)[rank])
+        if len(out) < R:
+            out = np.arange(n)
+    else:
+        out = np.arange(n)
+    sub = h[out]
+    cut = np.partition(sub, R - 1)[R - 1]
+    keep = np.flatnonzero(sub <= cut)
+    extra = len(keep) - R  # surplus, all at the cut: drop the last ones
+    if extra:
+        at = np.flatnonzero(sub[keep] == cut)
+        keep = np.delete(keep, at[len(at) - extra :])
+    return out[keep]
+
+
+class CodeColumns:
+    """A process's word-major copy of the committed codes of one ``codes.bin``.
+
+    Rows below a committed count never change within a generation, so the copy only grows:
+    :meth:`get` appends the rows a newer snapshot has committed and returns the first
+    ``n_rows`` codes as ``(words, n_rows)`` uint64. Thread-safe; a returned array stays
+    valid while a later call extends the copy.
+    """
+
+    def __init__(self, file: RowFile) -> None:
+        self._file = file
+        self._words = file.padded_bytes // 8
+        self._lock = threading.Lock()
+        self._state: tuple[np.ndarray, int] = (np.empty((self._words, 0), np.uint64), 0)
+
+    def get(self, n_rows: int) -> np.ndarray:
+        cols, n = self._state  # one read: the array and its filled count always agree
+        if n_rows > n:
+            with self._lock:
+                cols, n = self._state
+                if n_rows > n:
+                    if n_rows > cols.shape[1]:
+                        grown = np.empty((self._words, max(n_rows, cols.shape[1] * 5 // 4)),
+                                         dtype=np.uint64)
+                        grown[:, :n] = cols[:, :n]
+                        cols = grown
+                    new = self._file.matrix(n_rows)[n:n_rows]
+                    cols[:, n:n_rows] = new.view("<u8").T
+                    self._state = (cols, n_rows)
+                    n = n_rows
+        return cols[:, :n_rows]
 
 
 class SimHashCoder:

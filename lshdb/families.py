@@ -21,6 +21,7 @@ stored in the index, so an index never depends on re-deriving them.
 
 from __future__ import annotations
 
+import math
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -40,6 +41,8 @@ __all__ = [
     "mix64",
 ]
 
+_NO_ROWS = np.empty(0, dtype=np.int64)
+_NO_ROWS.flags.writeable = False
 _BLOCK = 1 << 15  # rows hashed per block: bounds the temporary (block, L*k) matrix
 
 
@@ -205,7 +208,17 @@ class Projection:
         ``mag`` bounds ``|value|`` per element (the rounding of ``+ b`` scales with it).
         Rows are screened first by their nearest value against a band that holds for the
         whole row, so only a few rows are examined element by element."""
-        norms = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))
+        if len(X) == 1:  # a query: the same test on scalars, without 2-D reductions
+            x = X[0].astype(np.float64)
+            norm = math.sqrt(float(x @ x))
+            band1 = norm * self._tol_max
+            if mag is not None:
+                band1 += 2.0**-23 * (norm * self._col_max + self._b_max + 2.0)
+            if not float(dist[0].min()) <= band1:
+                return _NO_ROWS, _NO_ROWS
+            norms = np.array([norm])
+        else:
+            norms = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))
         row_band = norms * self._tol_max
         if mag is not None:
             row_band += 2.0**-23 * (norms * self._col_max + self._b_max + 2.0)

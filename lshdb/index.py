@@ -28,7 +28,7 @@ from . import layout, params, postings, runs
 from . import store as store_mod
 from .blas import enter_single, exit_single, for_rows
 from .codec import MAX_ROWS, Key, pack_ids, pack_keys, pack_meta, unpack_meta
-from .codes import CODES_NAME, SimHashCoder
+from .codes import CODES_NAME, CodeColumns, SimHashCoder
 from .errors import (
     CorruptIndexError,
     DuplicateKeyError,
@@ -264,6 +264,7 @@ class Index:
         self._store = store
         self._rows = rows
         self._codes = codes
+        self._code_cols = CodeColumns(codes) if codes is not None else None
         self.coder: SimHashCoder | None = (
             SimHashCoder.from_params(metric.dim, unpack_meta(bytes(codes_raw), "codes"))
             if codes_raw is not None else None)
@@ -455,11 +456,11 @@ class _ReaderContext(AbstractContextManager):  # type: ignore[type-arg]
                 index._check_current()
             with index._follow_lock:
                 store = index._ensure_open()
-                rows = index._rows
+                rows, codes = index._rows, index._code_cols
                 self._cm = store.read()
                 txn = self._cm.__enter__()
             try:
-                reader = Reader(index, store, rows, txn)
+                reader = Reader(index, store, rows, txn, codes)
             except BaseException:
                 self._cm.__exit__(None, None, None)
                 raise

@@ -25,7 +25,7 @@ from .codec import (
     unpack_key,
     unpack_meta,
 )
-from .codes import hamming
+from .codes import CodeColumns, SimHashCoder, hamming_words, nearest
 from .errors import CorruptIndexError, InvalidParameterError, KeyNotFoundError
 from .families import Family, family_from_params
 from .store import table_name
@@ -41,11 +41,13 @@ __all__ = ["Reader"]
 class Reader:
     """A read snapshot of an index."""
 
-    def __init__(self, index: Index, store: Store, rows: RowFile, txn: Any) -> None:
+    def __init__(self, index: Index, store: Store, rows: RowFile, txn: Any,
+                 codes: CodeColumns | None = None) -> None:
         self._index = index
         self._store = store
         self._rows = rows
         self._txn = txn
+        self._code_cols = codes
         raw = txn.get(b"state", db=store.db(b"meta"))
         if raw is None:
             raise CorruptIndexError("meta record 'state' is missing; the index is damaged")
@@ -66,6 +68,12 @@ class Reader:
                                              "settings")
                 index.family = family
         self.family: Family | None = family
+        coder = index.coder
+        if coder is None and codes is not None:  # first codes committed since this handle opened?
+            codes_raw = txn.get(b"codes", db=store.db(b"meta"))
+            if codes_raw is not None:
+                coder = SimHashCoder.from_params(self.metric.dim, unpack_meta(codes_raw, "codes"))
+        self._coder: SimHashCoder | None = coder if codes is not None else None
         self.settings = index.settings
         self._cursors: dict[int, Any] = {}
 
@@ -282,38 +290,44 @@ class Reader:
 
     def _scan(self, scan: bool | None) -> bool:
         s = scan if scan is not None else self.settings.get("scan")
-        if s and self._index.coder is None:
+        if s and self._code_cols is None:
             raise InvalidParameterError("scan ranks every stored hash code: create the index "
                                         "with codes=B (e.g. 256) to use it")
         return bool(s)
 
+    def _code_words(self, x: np.ndarray) -> np.ndarray | None:
+        """The query's hash code as uint64 words (None before any code is stored)."""
+        if self._coder is None:
+            return None
+        return self._coder.encode(x[None])[0].view("<u8")
+
     def _rank_scan(self, x: np.ndarray, k: int, rerank: int | None) -> list[tuple[Key, float]]:
         """Rank every stored code by Hamming distance, re-rank the best exactly."""
-        coder, code_file = self._index.coder, self._index._codes
-        if coder is None or code_file is None or self.n_rows == 0:
+        q = self._code_words(x)
+        if q is None or self._code_cols is None or self.n_rows == 0:
             return []
         R = rerank if rerank is not None else self.settings.get("rerank")
         R = max(k, 100 if R is None else R)
-        R_all = min(self.n_rows, R + (self.n_rows - self.live))  # room for deleted rows
-        codes = code_file.matrix(self.n_rows)
-        h = hamming(codes, coder.encode(x[None])[0])
-        best = np.argpartition(h, R_all - 1)[:R_all] if R_all < self.n_rows else np.arange(self.n_rows)
-        db = self._store.db(b"id2key")
-        live = np.array([i for i in np.sort(best).tolist()
-                         if self._txn.get(pack_id(i), db=db) is not None], dtype=np.int64)
-        return self._rank(x, live, k, rerank=len(live))
+        deleted = self.n_rows - self.live
+        h = hamming_words(self._code_cols.get(self.n_rows), q)
+        best = nearest(h, R + deleted)  # room for deleted rows
+        if deleted:
+            db = self._store.db(b"id2key")
+            best = np.array([i for i in best.tolist()
+                             if self._txn.get(pack_id(i), db=db) is not None], dtype=np.int64)
+        return self._rank(x, best, k, rerank=len(best))
 
     def _rank(self, x: np.ndarray, ids: np.ndarray, k: int,
               rerank: int | None = None) -> list[tuple[Key, float]]:
         if len(ids) == 0:
             return []
-        coder, code_file = self._index.coder, self._index._codes
-        if coder is not None and code_file is not None:
+        if self._code_cols is not None:
             R = rerank if rerank is not None else self.settings.get("rerank")
             R = max(k, 100 if R is None else R)
-            if R and len(ids) > R:  # rank by Hamming distance of the codes, keep the best R
-                h = hamming(code_file.read(ids, self.n_rows), coder.encode(x[None])[0])
-                ids = np.sort(ids[np.argpartition(h, R - 1)[:R]])
+            q = self._code_words(x) if R and len(ids) > R else None
+            if q is not None:  # rank by Hamming distance of the codes, keep the best R
+                cols = np.take(self._code_cols.get(self.n_rows), ids, axis=1)
+                ids = ids[nearest(hamming_words(cols, q), R)]
         rows = self._rows.read(ids, self.n_rows)
         d = self.metric.distances(rows, x)
         if len(ids) > k:

@@ -158,6 +158,9 @@ def test_float32_projection_decides_like_float64_next_to_the_boundary(offset):
         fast = (X @ A) > 0
     assert (fast != want)[clear].sum() > 10  # float32 alone is not enough here
     assert np.array_equal(got[clear], want[clear])
+    one = P.floors if offset else P.signs  # a query alone takes a scalar path
+    alone = np.concatenate([one(X[i : i + 1]) for i in range(len(X))])
+    assert np.array_equal(alone, got)
 
 
 @pytest.mark.parametrize("k", [1, 7, 24, 25, 52, 53, 64])

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 import lshdb
 from lshdb.check import check
 from lshdb.cli import cli
-from lshdb.codes import SimHashCoder, hamming
+from lshdb.codes import SimHashCoder, hamming, hamming_words, nearest
 from lshdb.datasets import clustered, exact_knn
 
 
@@ -90,6 +90,49 @@ def test_codes_rank_candidates_and_scan(tmp_path, data3, metric):
         assert recall(index, X[1::2], Q, keys=range(1, 6000, 2), scan=True, rerank=400) >= 0.8
     report = check(path)
     assert report["ok"], report["problems"]
+
+
+@pytest.mark.parametrize("words", [1, 3, 8])
+def test_word_major_hamming_and_nearest_match_oracles(words):
+    rng = np.random.default_rng(words)
+    codes = rng.integers(0, 256, (5000, 8 * words), dtype=np.uint8)
+    codes[:50] = codes[0]  # ties
+    q = codes[0] ^ (rng.random(8 * words) < 0.05).astype(np.uint8)
+    oracle = np.unpackbits(codes ^ q, axis=1).sum(axis=1)
+    cols = np.ascontiguousarray(codes.view("<u8").T)
+    h = hamming_words(cols, q.view("<u8"))
+    assert h.dtype == np.uint16 and np.array_equal(h, oracle)
+    assert np.array_equal(hamming(codes, q), oracle)
+    cases = [h, np.zeros(3000, np.uint16), np.arange(3000, 0, -1).astype(np.uint16),
+             rng.integers(0, 3, 40000).astype(np.uint16)]
+    for values in cases:
+        for R in (0, 1, 7, 100, 999, len(values) - 1, len(values), len(values) + 5):
+            want = np.sort(np.argsort(values, kind="stable")[:R])  # lowest positions on ties
+            assert np.array_equal(nearest(values, R), want), (len(values), R)
+
+
+def test_scans_see_each_snapshots_rows_and_no_others(path):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((600, 16)).astype(np.float32)
+    with lshdb.create(path, metric="cosine", dim=16, codes=64) as index:
+        index.add(range(500), X[:500])
+        with index.reader() as old:
+            assert old.query(X[7], k=1, scan=True)[0][0] == 7  # the copy now holds 500 codes
+            index.add(range(500, 600), X[500:])
+            with index.reader() as new:  # extends the copy to 600 codes
+                got = new.query(X[550], k=1, scan=True)
+                assert got[0][0] == 550 and got[0][1] < 1e-5
+            assert all(key < 500 for key, _ in old.query(X[550], k=20, scan=True, rerank=100))
+
+
+def test_a_handle_opened_before_the_first_codes_scans_and_ranks_with_them(path):
+    X = np.random.default_rng(4).standard_normal((300, 16)).astype(np.float32)
+    lshdb.create(path, metric="cosine", dim=16, codes=64).close()
+    with lshdb.open(path) as early, lshdb.open(path) as writer:
+        writer.add(range(300), X)
+        assert early.coder is None  # this handle has not seen the codes record
+        assert early.query(X[42], k=1, scan=True)[0][0] == 42
+        assert early.query(X[43], k=1, rerank=10)[0][0] == 43
 
 
 def test_scan_needs_codes(path, data):
