@@ -19,6 +19,7 @@ from typing import Any
 import lmdb
 
 from .errors import CorruptIndexError, LockTimeoutError, LshdbError, NotAnIndexError
+from .lmdbfile import missing_pages_are_free
 from .runs import RunCache
 
 __all__ = ["Store", "WriterLock", "Gate", "INITIAL_MAP_SIZE", "acquire", "release"]
@@ -289,27 +290,43 @@ class Store:
 
         LMDB does not write a page that its transaction allocated and freed again before
         committing; when such pages are the newest, the file ends before the last page
-        the meta page counts. They are free and never read, but an open could not tell
-        that file from a truncated one: the hole is filled with zeros (sparse) instead.
+        the meta page counts. They are free and never read; the hole is filled with zeros
+        (sparse) so that the next open need not prove that from LMDB's free list
+        (:meth:`_check_size`).
         """
         end = self._pages_end()
         if os.path.getsize(self._data) < end:
             os.truncate(self._data, end)
 
     def _check_size(self, data: str) -> None:
-        """A data.mdb shorter than its last page would fault (SIGBUS) when read.
+        """A data.mdb shorter than a page in use would fault (SIGBUS) when read.
 
-        Commits keep the file over LMDB's last page (:meth:`cover_pages`); a writer killed
-        between an LMDB commit and that extension can still leave a short tail of free
-        pages, which this check cannot tell from a truncation (filling it with zeros was
-        tried: a truncated file then made LMDB abort in ``lshdb check``)."""
-        need = self._pages_end()
-        have = os.path.getsize(data)
-        if have < need:
-            self.env.close()
-            raise CorruptIndexError(
-                f"{data} holds {have} bytes but its pages reach {need}: the file was "
-                "truncated; restore the index from a backup")
+        Commits keep the file over LMDB's last page (:meth:`cover_pages`), but a writer
+        killed between an LMDB commit and that extension, or an open in that moment, finds
+        a file that ends early. It is whole when every missing page is free, which
+        :func:`lshdb.lmdbfile.missing_pages_are_free` reads from LMDB's free list (with a
+        snapshot held, so no writer reuses those pages meanwhile); a writable open then
+        covers them. Anything else is a truncation."""
+        for _ in range(3):
+            need, have = self._pages_end(), os.path.getsize(data)
+            if have >= need:
+                return
+            try:
+                with self.env.begin() as txn:
+                    txnid = txn.id()
+                    if missing_pages_are_free(data, txnid):
+                        if not self.readonly:  # this open holds the write lock
+                            self.cover_pages()
+                        return
+            except lmdb.MapResizedError:  # another process grew the map: look again
+                self.env.set_mapsize(0)
+                continue
+            if self.env.info()["last_txnid"] == txnid:
+                break  # no commit meanwhile: the answer stands
+        self.env.close()
+        raise CorruptIndexError(
+            f"{data} holds {have} bytes but its pages reach {need} and some missing page "
+            "is in use: the file was truncated; restore the index from a backup")
 
     # -- databases -------------------------------------------------------------------
     def open_dbs(self, names: list[bytes], create: bool = False) -> None:

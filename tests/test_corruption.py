@@ -575,6 +575,104 @@ def test_a_tail_of_free_pages_lmdb_left_unwritten_is_covered(tmp_path):
     st.close()
 
 
+def test_free_list_accounts_for_every_page(tmp_path):
+    # every page through the last is a meta page, a page of some tree, a page of the free
+    # database or a free page; the free lists here outgrow a page (overflow records)
+    from lshdb.lmdbfile import free_list
+
+    env = lmdb.open(str(tmp_path), map_size=1 << 30, max_dbs=2)
+    db = env.open_db(b"t")
+    rng = np.random.default_rng(0)
+    checked_overflow = False
+    for _ in range(3):
+        with env.begin(write=True) as txn:
+            for _ in range(20000):
+                txn.put(int(rng.integers(0, 2**62)).to_bytes(8, "big"),
+                        b"x" * int(rng.integers(1, 200)), db=db)
+        with env.begin(write=True) as txn:
+            c = txn.cursor(db)
+            c.first()
+            for _ in range(15000):
+                c.delete()
+        with env.begin() as txn:
+            used = sum(st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+                       for st in (env.stat(), txn.stat(db)))
+            free, own, last = free_list(str(tmp_path / "data.mdb"), txn.id())
+        assert 2 + used + own + len(free) == last + 1
+        assert max(free) <= last and min(free) >= 2
+        checked_overflow |= len(free) > 4096 // 8  # one record no longer fits a page
+    assert checked_overflow
+    env.close()
+
+
+def _hold_write_lock(gen_dir: str) -> int:
+    import fcntl
+
+    fd = os.open(os.path.join(os.path.dirname(gen_dir), "writer.lock"), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def test_a_short_tail_of_free_pages_opens_whole(tmp_path):
+    # a writer killed between LMDB's commit and the extension leaves this file; readers
+    # open it as it is, and the next writable open covers the free pages
+    from lshdb.store import Store
+
+    gen = str(tmp_path / "g000001")
+    st, missing = _short_tail_store(gen)
+    with st.env.begin() as txn:
+        entries = dict(txn.cursor(st.db(b"t000")))
+    short = os.path.getsize(st._data)
+    st.close()  # not covered
+    lock = _hold_write_lock(gen)  # a writer elsewhere: this open is read-only
+    try:
+        st = Store(gen)
+        assert st.readonly and os.path.getsize(st._data) == short
+        with st.env.begin() as txn:
+            assert dict(txn.cursor(st.db(b"t000"))) == entries
+        st.close()
+    finally:
+        os.close(lock)
+    st = Store(gen)
+    assert not st.readonly and os.path.getsize(st._data) == short + missing
+    st.close()
+
+
+def test_a_cut_into_used_pages_is_still_truncation(tmp_path):
+    # cut the short-tailed file further: each open raises, or reads every entry (when only
+    # free pages are gone); a wrong "free" verdict would crash the child with SIGBUS
+    gen = str(tmp_path / "g000001")
+    st, _ = _short_tail_store(gen)
+    psize = st.env.stat()["psize"]
+    short = os.path.getsize(st._data)
+    st.close()
+    cuts = [1, 2, 3, 5, 8, 13, 30, 60, short // psize // 2]
+    script = textwrap.dedent(f"""
+        import os, shutil, sys
+        from lshdb.errors import CorruptIndexError
+        from lshdb.store import Store
+        raised = 0
+        for cut in {cuts!r}:
+            d = os.path.join({str(tmp_path)!r}, "cut%d" % cut, "g000001")
+            shutil.copytree({gen!r}, d)
+            os.truncate(os.path.join(d, "data.mdb"), {short} - cut * {psize})
+            print("cut", cut, flush=True)
+            try:
+                st = Store(d)
+            except CorruptIndexError:
+                raised += 1
+                continue
+            with st.env.begin() as txn:
+                sum(1 for _ in txn.cursor(st.db(b"t000")))
+            st.close()
+        print("raised", raised)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.splitlines()[-1] == f"raised {len(cuts)}"
+
+
 def test_every_commit_covers_the_pages(path, monkeypatch):
     from lshdb.store import Store
 
