@@ -212,10 +212,12 @@ class Reader:
         the stored setting), ``min_hits`` keeps only items met in at least that many of
         them, ``candidates`` caps how many are re-ranked exactly (those met most often
         first); with hash codes, ``rerank`` candidates nearest in Hamming distance are
-        re-ranked exactly (default: the stored setting, else 100). Under ``jaccard`` the item is a document, a token set or a signature and the
-        result is ``[(key, jaccard)]``, highest first: every candidate with Jaccard >=
-        ``threshold`` (``k=None`` for all of them), scored exactly from stored token hashes
-        when the index keeps them (``exact=False`` to use the signature estimate).
+        re-ranked exactly (default: the stored setting, else 100), and ``scan=True`` ranks
+        every stored code instead of probing buckets. Under ``jaccard`` the item is a
+        document, a token set or a signature and the result is ``[(key, jaccard)]``,
+        highest first: every candidate with Jaccard >= ``threshold`` (``k=None`` for all of
+        them), scored exactly from stored token hashes when the index keeps them
+        (``exact=False`` to use the signature estimate).
         """
         if k is not None or self.metric.name != "jaccard":
             _check_k(k)
