@@ -107,7 +107,8 @@ def nearest(h: np.ndarray, R: int) -> np.ndarray:
 
 
 class CodeColumns:
-    """A process's word-major copy of the committed codes of one ``codes.bin``.
+    """A process's word-major copy of the committed codes of one ``codes.bin`` (for scans),
+    and word-major reads of a few rows (for ranking candidates).
 
     Rows below a committed count never change within a generation, so the copy only grows:
     :meth:`get` appends the rows a newer snapshot has committed and returns the first
@@ -137,6 +138,13 @@ class CodeColumns:
                     self._state = (cols, n_rows)
                     n = n_rows
         return cols[:, :n_rows]
+
+    def gather(self, ids: np.ndarray, n_rows: int) -> np.ndarray:
+        """The codes of rows ``ids`` (all below ``n_rows``) as ``(words, len(ids))``, read
+        from the file: one gather of whole rows costs less than one per word when the rows
+        are scattered over a large file, and needs no copy of all the codes."""
+        rows = self._file.read(ids, n_rows).view("<u8")
+        return np.ascontiguousarray(rows.T)
 
 
 class SimHashCoder:

@@ -328,7 +328,7 @@ class Reader:
             R = max(k, 100 if R is None else R)
             q = self._code_words(x) if R and len(ids) > R else None
             if q is not None:  # rank by Hamming distance of the codes, keep the best R
-                cols = np.take(self._code_cols.get(self.n_rows), ids, axis=1)
+                cols = self._code_cols.gather(ids, self.n_rows)
                 ids = ids[nearest(hamming_words(cols, q), R)]
         rows = self._rows.read(ids, self.n_rows)
         d = self.metric.distances(rows, x)
