@@ -14,12 +14,19 @@
 
 ``fix=True`` repairs what is safe: stale temporary folders and retired generations no process
 uses are removed, and stale LMDB reader slots of dead processes are cleared.
+
+LMDB does not checksum its pages: a damaged B-tree page can send it past the end of
+``data.mdb``, and the process dies of SIGBUS (or LMDB aborts) instead of raising.
+``isolate=True`` (what ``lshdb check`` uses) runs the check in a child process, so that such
+a death becomes a reported problem instead of the checker's own.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -49,8 +56,16 @@ class _Report:
 
 
 def check(path: str, fix: bool = False,
-          progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-    """Check the index at ``path``; returns ``{"ok", "problems", "fixed", "counts"}``."""
+          progress: Callable[[str, int, int], None] | None = None,
+          isolate: bool = False) -> dict[str, Any]:
+    """Check the index at ``path``; returns ``{"ok", "problems", "fixed", "counts"}``.
+
+    ``progress(phase, done, total)`` is called as rows and tables are checked. With
+    ``isolate=True`` the check runs in a child process (started afresh, about half a second
+    more), and a child killed by a signal, or failing, is reported as a problem.
+    """
+    if isolate:
+        return _isolated(os.fspath(path), fix, progress)
     from .index import Index  # local: index imports this module's siblings
 
     rep = _Report()
@@ -74,6 +89,54 @@ def check(path: str, fix: bool = False,
     finally:
         index.close()
     return _result(rep, counts)
+
+
+def _child(path: str, fix: bool, conn: Any) -> None:
+    """Entry point of the isolated check: progress messages, then the report."""
+    report = check(path, fix, lambda phase, done, total: conn.send(("progress", phase, done,
+                                                                    total)))
+    conn.send(("report", report))
+    conn.close()
+
+
+def _isolated(path: str, fix: bool,
+              progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")  # nothing of this process's LMDB state
+    recv, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child, args=(path, fix, send), name="lshdb-check")
+    child.start()
+    send.close()  # the child holds the only sending end: EOF when it exits
+    report: dict[str, Any] | None = None
+    try:
+        while report is None:
+            try:
+                msg = recv.recv()
+            except EOFError:
+                break
+            if msg[0] == "progress":
+                if progress:
+                    progress(*msg[1:])
+            else:
+                report = msg[1]
+    finally:
+        child.join()
+        recv.close()
+    if report is not None:
+        return report
+    code = child.exitcode or 0
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        why = (f"the check died of {name} while reading the index: LMDB read a damaged page "
+               "(data.mdb is corrupt; LMDB does not checksum its pages); restore the index "
+               "from a backup")
+    else:
+        why = f"the check process failed (exit status {code}); see its error output above"
+    rep = _Report()
+    rep.problem(why)
+    return _result(rep, {})
 
 
 def _result(rep: _Report, counts: dict[str, Any]) -> dict[str, Any]:

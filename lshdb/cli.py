@@ -465,8 +465,15 @@ def stats_cmd(path: str, no_buckets: bool, plot_path: str | None, fmt: str) -> N
 @click.option("--fix", is_flag=True, help="Repair what is safe and say what was done.")
 @_fmt_option
 def check_cmd(path: str, fix: bool, fmt: str) -> None:
-    """Deep integrity check; exit status 1 on any problem."""
-    report = deep_check(path, fix=fix)
+    """Deep integrity check; exit status 1 on any problem.
+
+    The check runs in a child process: a damaged LMDB page that kills it (SIGBUS) is
+    reported as a problem."""
+    bars = _PhaseBars()
+    try:
+        report = deep_check(path, fix=fix, progress=bars, isolate=True)
+    finally:
+        bars.close()
     if fmt == "json":
         emit([report], fmt)
     else:

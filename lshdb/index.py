@@ -429,6 +429,14 @@ class Index:
 
         return compact(self, timeout=timeout, retune=retune, progress=progress)
 
+    def check(self, fix: bool = False, progress: Any = None,
+              isolate: bool = False) -> dict[str, Any]:
+        """Deep integrity check of this index's directory (its committed state, through a
+        handle of its own); see :func:`lshdb.check.check`."""
+        from .check import check
+
+        return check(self.path, fix=fix, progress=progress, isolate=isolate)
+
     def sync(self) -> None:
         """Flush everything to disk (useful after writes in ``durability="fast"``)."""
         store = self._ensure_open()

@@ -530,6 +530,43 @@ def test_damaged_leaf_page_is_an_error_not_a_crash(built, tmp_path):
     assert calls["check"][1] == "ok" and not calls["check"][2]["ok"]
 
 
+def _damage_an_id2key_leaf(path: str) -> None:
+    """Point every node of the last id2key leaf page ~64 KiB into the page: past the file."""
+    data = gen_file(path, "data.mdb")
+    raw = bytearray(open(data, "rb").read())
+    pg, _ = max(_id2key_leaf_pages(bytes(raw)))
+    lower = int.from_bytes(raw[pg * 4096 + 12 : pg * 4096 + 14], "little")
+    for ptr in range(pg * 4096 + 16, pg * 4096 + lower, 2):
+        raw[ptr + 1] = 0xFF
+    with open(data, "wb") as f:
+        f.write(raw)
+
+
+def test_check_reports_a_page_that_kills_lmdb_instead_of_dying(built):
+    # in one process this check dies of SIGBUS (LMDB reads past the end of data.mdb);
+    # isolated, and from the command line, it reports the damage
+    _damage_an_id2key_leaf(built)
+    script = ("import json, sys; from lshdb.check import check; "
+               "print(json.dumps(check(sys.argv[1], isolate=True)))")
+    for argv in ([sys.executable, "-c", script, built],
+                 [sys.executable, "-m", "lshdb.cli", "check", built, "--format", "json"]):
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert out.returncode in (0, 1), (out.returncode, out.stderr[-2000:])
+        report = json.loads(out.stdout.splitlines()[-1])
+        assert report["ok"] is False
+        assert any("died of SIGBUS" in p or "died of SIGABRT" in p for p in report["problems"])
+
+
+def test_an_isolated_check_reports_and_relays_progress_like_one_in_process(built):
+    seen = []
+    isolated = check(built, progress=lambda *a: seen.append(a), isolate=True)
+    assert isolated == check(built) and isolated["ok"]
+    with lshdb.open(built, readonly=True) as index:
+        assert index.check() == isolated
+    assert {a[0] for a in seen} == {"rows", "tables"}
+    assert seen[-1][1] == seen[-1][2]  # the last table is reported done
+
+
 def _short_tail_store(path: str):
     """A Store whose data.mdb ends before LMDB's last page: a transaction that allocated
     pages and freed them again before committing leaves them unwritten (they are free).
