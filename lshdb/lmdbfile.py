@@ -114,21 +114,24 @@ def _free_pages(fd: int, psize: int, root: int, have: int) -> tuple[set[int], in
     return out, own
 
 
-def free_list(path: str, txnid: int) -> tuple[set[int], int, int]:
-    """(free pages, pages of the free database itself, last page) of snapshot ``txnid``
-    of the LMDB file ``path``; raises ``ValueError`` when it does not read as expected."""
+def free_list(path: str, txnid: int) -> tuple[set[int], int, int, int]:
+    """(free pages, pages of the free database itself, last page, whole pages in the file)
+    of snapshot ``txnid`` of the LMDB file ``path``; raises ``ValueError`` when it does not
+    read as expected (or that snapshot's meta page was overwritten)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         metas = [m for m in _metas(fd) if m[3] == txnid]
         if not metas:
             raise ValueError(f"no meta page of transaction {txnid}")
         psize, root, last, _ = metas[0]
-        if root == _INVALID:
-            return set(), 0, last
+        if psize < 512 or psize & (psize - 1):
+            raise ValueError(f"page size {psize}")
         have = os.fstat(fd).st_size // psize
+        if root == _INVALID:
+            return set(), 0, last, have
         free, own = _free_pages(fd, psize, root, have)
-        return free, own, last
-    except (_Unsure, struct.error, OverflowError) as exc:
+        return free, own, last, have
+    except (_Unsure, struct.error, OverflowError, MemoryError) as exc:
         raise ValueError(str(exc)) from exc
     finally:
         os.close(fd)
@@ -144,26 +147,11 @@ def missing_pages_are_free(path: str, txnid: int) -> bool:
     meta page of ``txnid`` was overwritten meanwhile (by two later commits): treat the
     file as truncated, or look again.
     """
-    fd = os.open(path, os.O_RDONLY)
     try:
-        size = os.fstat(fd).st_size
-        metas = [m for m in _metas(fd) if m[3] == txnid]
-        if not metas:
-            return False
-        psize, root, last, _ = metas[0]
-        if psize < 512 or psize & (psize - 1):
-            return False
-        have = size // psize
-        if have > last:
-            return True
-        if root == _INVALID:
-            return False
-        free, _ = _free_pages(fd, psize, root, have)
-        return all(p in free for p in range(have, last + 1))
-    except (_Unsure, struct.error, OverflowError, MemoryError):
+        free, _, last, have = free_list(path, txnid)
+    except ValueError:
         return False
-    finally:
-        os.close(fd)
+    return all(p in free for p in range(have, last + 1))
 
 
 def _metas(fd: int) -> list[tuple[int, int, int, int]]:

@@ -293,6 +293,10 @@ class Reader:
     def _scan(self, scan: bool | None) -> bool:
         s = scan if scan is not None else self.settings.get("scan")
         if s and self._code_cols is None:
+            if self._index.options.get("store") == "codes":
+                raise InvalidParameterError(
+                    "scan ranks hash codes kept beside the vectors; this index keeps only "
+                    "codes (store='codes'), which its queries rank already: drop scan")
             raise InvalidParameterError("scan ranks every stored hash code: create the index "
                                         "with codes=B (e.g. 256) to use it")
         return bool(s)

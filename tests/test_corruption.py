@@ -635,7 +635,7 @@ def test_free_list_accounts_for_every_page(tmp_path):
         with env.begin() as txn:
             used = sum(st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
                        for st in (env.stat(), txn.stat(db)))
-            free, own, last = free_list(str(tmp_path / "data.mdb"), txn.id())
+            free, own, last, _ = free_list(str(tmp_path / "data.mdb"), txn.id())
         assert 2 + used + own + len(free) == last + 1
         assert max(free) <= last and min(free) >= 2
         checked_overflow |= len(free) > 4096 // 8  # one record no longer fits a page

@@ -178,6 +178,8 @@ def test_codes_only_index_ranks_by_hamming(tmp_path, data3):
                         coder.encode((X[key] / np.linalg.norm(X[key]))[None]))[0]
             assert dist == pytest.approx(1 - np.cos(np.pi * h / 512), abs=1e-6)
         assert recall(index, X, Q, probes=64) > 0.5  # honest: codes alone, no exact re-rank
+        with pytest.raises(lshdb.InvalidParameterError, match="keeps only codes"):
+            index.query(X[5], scan=True)
         index.delete([5])
         index.compact()
     assert check(path)["ok"]
