@@ -37,6 +37,9 @@ _SYMBOLS = (
 # Work on at least this many rows at once (a bulk load, a compaction, a calibration) gets
 # OpenBLAS's usual threads back: it is long enough for them to help and to fall asleep after.
 PARALLEL_ROWS = 50_000
+# ... and so does one product over at least this many matrix values (an exact scan of the
+# stored rows: 20,000 x 384 takes 1.2 ms on one thread, 0.6 ms on two)
+PARALLEL_VALUES = PARALLEL_ROWS * 128
 
 _lock = threading.Lock()
 _single = 0  # open single_threaded() blocks
@@ -165,3 +168,9 @@ def parallel() -> Iterator[None]:
 def for_rows(n: int) -> AbstractContextManager[None]:
     """:func:`parallel` for work on at least :data:`PARALLEL_ROWS` rows, else nothing."""
     return parallel() if n >= PARALLEL_ROWS else nullcontext()
+
+
+def for_values(n: int) -> AbstractContextManager[None]:
+    """:func:`parallel` for a product over at least :data:`PARALLEL_VALUES` matrix values,
+    else nothing."""
+    return parallel() if n >= PARALLEL_VALUES else nullcontext()

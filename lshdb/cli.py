@@ -53,8 +53,9 @@ def _fmt_option(f: Any) -> Any:
                         show_default=True, help="JSON lines for scripts, a table for people.")(f)
 
 
-def emit(records: Iterable[dict[str, Any]], fmt: str) -> None:
-    """Print records as JSON lines or as one aligned table."""
+def emit(records: Iterable[dict[str, Any]], fmt: str, table: bool = False) -> None:
+    """Print records as JSON lines or as one aligned table (``table=True``: even a single
+    wide record, which otherwise reads better as ``field: value`` lines)."""
     if fmt == "json":
         for r in records:
             click.echo(json.dumps(r, default=_json_default))
@@ -62,7 +63,7 @@ def emit(records: Iterable[dict[str, Any]], fmt: str) -> None:
     rows = [{k: _cell(v) for k, v in r.items()} for r in records]
     if not rows:
         return
-    if len(rows) == 1 and len(rows[0]) > 6:  # one wide record reads better as field: value
+    if len(rows) == 1 and len(rows[0]) > 6 and not table:
         field_width = max(len(k) for k in rows[0])
         for k, v in rows[0].items():
             click.echo(f"{k.ljust(field_width)}  {v}")
@@ -363,6 +364,9 @@ def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
 @click.option("-k", "k", default=10, show_default=True, help="Neighbours per query.")
 @click.option("--probes", type=int, help="Buckets probed per query (default: stored).")
 @click.option("--candidates", type=int, help="Cap on candidates re-ranked (0: none).")
+@click.option("--scan/--no-scan", default=None,
+              help="Rank every stored item (by code with codes=B, else exactly) instead of "
+                   "probing buckets (default: stored).")
 @click.option("--key-field", default="key", show_default=True)
 @click.option("--vector-field", default="vector", show_default=True)
 @click.option("--text-field", help="jaccard: JSON lines field holding each query document.")
@@ -372,7 +376,7 @@ def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
 @click.option("--estimate", is_flag=True, help="jaccard: score by signatures, not exactly.")
 @_fmt_option
 def query_cmd(path: str, input_path: str, k: int, probes: int | None,
-              candidates: int | None, key_field: str, vector_field: str,
+              candidates: int | None, scan: bool | None, key_field: str, vector_field: str,
               text_field: str | None, tokens_field: str | None, threshold: float | None,
               estimate: bool, fmt: str) -> None:
     """Print the k nearest items of each query: {"query": i, "results": [...]}.
@@ -389,7 +393,8 @@ def query_cmd(path: str, input_path: str, k: int, probes: int | None,
             raise InputFormatError("--threshold and --estimate apply to jaccard indexes")
         with index.reader() as r:
             for s, Q in src.blocks(4096):
-                res = r.query_batch(Q, k, probes=probes, candidates=candidates, **extra)
+                res = r.query_batch(Q, k, probes=probes, candidates=candidates, scan=scan,
+                                    **extra)
                 if fmt == "json":
                     emit(({"query": s + i, "results": [{"key": key, score: d} for key, d in hits]}
                           for i, hits in enumerate(res)), fmt)
@@ -656,7 +661,7 @@ def tune_cmd(path: str | None, input_path: str | None, metric: str | None, sampl
     else:
         click.echo(f"build parameters: {json.dumps(build)}")
         click.echo(f"recall/speed frontier (recall@{k}, {result['queries']} queries):")
-        emit([{c: row.get(c) for c in cols} for row in result["frontier"]], fmt)
+        emit([{c: row.get(c) for c in cols} for row in result["frontier"]], fmt, table=True)
         chosen = result["chosen"]
         click.echo("chosen: " + (json.dumps({c: chosen.get(c) for c in cols}) if chosen else
                                  f"none reaches recall {target_recall}"))

@@ -133,7 +133,7 @@ class CodeColumns:
                                          dtype=np.uint64)
                         grown[:, :n] = cols[:, :n]
                         cols = grown
-                    new = self._file.matrix(n_rows)[n:n_rows]
+                    new = self._file.matrix(n_rows)[n:n_rows]  # uint8 rows
                     cols[:, n:n_rows] = new.view("<u8").T
                     self._state = (cols, n_rows)
                     n = n_rows

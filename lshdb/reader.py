@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import postings, runs
+from .blas import for_values
 from .codec import (
     Key,
     bucket_bytes,
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from .store import Store
 
 __all__ = ["Reader"]
+
+_SCAN_ROWS = 4096  # rows per block of an exact scan under metrics without a BLAS form
 
 
 class Reader:
@@ -212,8 +215,9 @@ class Reader:
         the stored setting), ``min_hits`` keeps only items met in at least that many of
         them, ``candidates`` caps how many are re-ranked exactly (those met most often
         first); with hash codes, ``rerank`` candidates nearest in Hamming distance are
-        re-ranked exactly (default: the stored setting, else 100), and ``scan=True`` ranks
-        every stored code instead of probing buckets. Under ``jaccard`` the item is a
+        re-ranked exactly (default: the stored setting, else 100). ``scan=True`` ranks every
+        stored item instead of probing buckets: by its code's Hamming distance with codes,
+        else exactly (brute force over the stored rows; the rows it returns are verified). Under ``jaccard`` the item is a
         document, a token set or a signature and the result is ``[(key, jaccard)]``,
         highest first: every candidate with Jaccard >= ``threshold`` (``k=None`` for all of
         them), scored exactly from stored token hashes when the index keeps them
@@ -292,13 +296,9 @@ class Reader:
 
     def _scan(self, scan: bool | None) -> bool:
         s = scan if scan is not None else self.settings.get("scan")
-        if s and self._code_cols is None:
-            if self._index.options.get("store") == "codes":
-                raise InvalidParameterError(
-                    "scan ranks hash codes kept beside the vectors; this index keeps only "
-                    "codes (store='codes'), which its queries rank already: drop scan")
-            raise InvalidParameterError("scan ranks every stored hash code: create the index "
-                                        "with codes=B (e.g. 256) to use it")
+        if s and self.metric.name == "jaccard":
+            raise InvalidParameterError("scan ranks every stored vector; a jaccard index is "
+                                        "queried through its bands")
         return bool(s)
 
     def _code_words(self, x: np.ndarray) -> np.ndarray | None:
@@ -308,20 +308,40 @@ class Reader:
         return self._coder.encode(x[None])[0].view("<u8")
 
     def _rank_scan(self, x: np.ndarray, k: int, rerank: int | None) -> list[tuple[Key, float]]:
-        """Rank every stored code by Hamming distance, re-rank the best exactly."""
-        q = self._code_words(x)
-        if q is None or self._code_cols is None or self.n_rows == 0:
+        """Rank every stored item: by the Hamming distance of its code (then re-rank the
+        best ``rerank`` exactly), or, without codes, by its exact distance."""
+        if self.n_rows == 0:
             return []
-        R = rerank if rerank is not None else self.settings.get("rerank")
-        R = max(k, 100 if R is None else R)
         deleted = self.n_rows - self.live
-        h = hamming_words(self._code_cols.get(self.n_rows), q)
-        best = nearest(h, R + deleted)  # room for deleted rows
+        if self._code_cols is None:
+            d = self._scan_distances(x)
+            want = min(self.n_rows, k + deleted)  # room for deleted rows
+            best = np.sort(np.argpartition(d, want - 1)[:want]) if want < self.n_rows \
+                else np.arange(self.n_rows)
+        else:
+            q = self._code_words(x)
+            if q is None:
+                return []
+            R = rerank if rerank is not None else self.settings.get("rerank")
+            R = max(k, 100 if R is None else R)
+            best = nearest(hamming_words(self._code_cols.get(self.n_rows), q), R + deleted)
         if deleted:
             db = self._store.db(b"id2key")
             best = np.array([i for i in best.tolist()
                              if self._txn.get(pack_id(i), db=db) is not None], dtype=np.int64)
         return self._rank(x, best, k, rerank=len(best))
+
+    def _scan_distances(self, x: np.ndarray) -> np.ndarray:
+        """The distance from ``x`` to every committed row, read from the map unverified:
+        the rows a scan returns are read again, checksummed, by :meth:`_rank`. Cosine takes
+        one BLAS product over the map (rows are stored normalised); other metrics go in
+        blocks."""
+        M = self._rows.matrix(self.n_rows)
+        if self.metric.name == "cosine" and M.dtype == np.float32:  # not stored codes
+            with for_values(M.size):  # large enough for OpenBLAS's threads to pay
+                return np.float32(1.0) - M @ x
+        return np.concatenate([self.metric.distances(M[s : s + _SCAN_ROWS], x)
+                               for s in range(0, len(M), _SCAN_ROWS)])
 
     def _rank(self, x: np.ndarray, ids: np.ndarray, k: int,
               rerank: int | None = None) -> list[tuple[Key, float]]:

@@ -210,10 +210,12 @@ class RowFile:
         return raw[:, : self.payload_bytes].view(self.dtype)
 
     def matrix(self, n_rows: int) -> np.ndarray:
-        """The first ``n_rows`` payloads as one read-only view (unchecked files only)."""
-        if self.checked:
-            raise CorruptIndexError("only a row file without checksums is read as a matrix")
-        return self._records(n_rows)[:n_rows, : self.payload_bytes]
+        """The first ``n_rows`` payloads as one read-only view into the map, ``(n_rows, dim)``
+        of the row dtype (strided past the checksums of a checked file), *unverified*: for
+        scans, whose callers verify every row they return with :meth:`read`."""
+        if n_rows == 0:
+            return np.empty((0, self.dim), dtype=self.dtype)
+        return self._records(n_rows)[:n_rows, : self.payload_bytes].view(self.dtype)
 
     def read_range(self, start: int, stop: int, n_rows: int, verify: bool = True) -> np.ndarray:
         return self.read(np.arange(start, stop), n_rows, verify)

@@ -137,12 +137,54 @@ def test_a_handle_opened_before_the_first_codes_scans_and_ranks_with_them(path):
         assert early.query(X[43], k=1, rerank=10)[0][0] == 43
 
 
-def test_scan_needs_codes(path, data):
+@pytest.mark.parametrize("metric", ["cosine", "l2", "l1"])
+def test_a_scan_without_codes_is_exact_and_verified(tmp_path, metric):
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((3000, 24)).astype(np.float32)
+    Q = rng.standard_normal((30, 24)).astype(np.float32)
+    path = str(tmp_path / "s.lshdb")
+    with lshdb.create(path, metric=metric, dim=24) as index:
+        index.add(range(3000), X)
+        index.delete(range(0, 3000, 3))
+        kept = np.arange(3000)[np.arange(3000) % 3 != 0]
+        truth = kept[exact_knn(X[kept], Q, 10, metric)]
+        for q, want in zip(Q, truth):
+            got = index.query(q, k=10, scan=True)
+            assert [key for key, _ in got] == want.tolist()
+            rows = index.metric.prepare(X[want])
+            np.testing.assert_allclose([d for _, d in got],
+                                       index.metric.distances(rows, index.metric.prepare_one(q)),
+                                       rtol=1e-5, atol=1e-6)
+        target = int(truth[0][0])  # the first query's nearest item
+    with open(f"{path}/g000001/rows.bin", "r+b") as f:  # damage its row
+        f.seek(64 + target * (24 * 4 + 8) + 5)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0x10]))
+    with lshdb.open(path, readonly=True) as index:
+        with pytest.raises(lshdb.CorruptIndexError, match="checksum"):
+            index.query(Q[0], k=10, scan=True)
+
+
+def test_scan_cases(path, data):
     X, Q = data
     with lshdb.create(path, metric="cosine", dim=32) as index:
         index.add(range(100), X[:100])
-        with pytest.raises(lshdb.InvalidParameterError, match="codes=B"):
-            index.query(Q[0], scan=True)
+        scanned, probed = index.query(Q[0], k=5, scan=True), index.query(Q[0], k=5)
+        assert [k for k, _ in scanned] == [k for k, _ in probed]  # uncalibrated: all exact
+        np.testing.assert_allclose([d for _, d in scanned], [d for _, d in probed], rtol=1e-6)
+    np.save(path + ".q.npy", Q[:3])
+    out = CliRunner().invoke(cli, ["query", path, "--input", path + ".q.npy", "-k", "5",
+                                   "--scan"])
+    assert out.exit_code == 0, out.output
+    with lshdb.open(path, readonly=True) as index:
+        assert [[h["key"] for h in json.loads(line)["results"]] for line in
+                out.stdout.splitlines()] == [[k for k, _ in index.query(q, k=5, scan=True)]
+                                             for q in Q[:3]]
+    with lshdb.create(path + "j", metric="jaccard", threshold=0.5) as index:
+        index.add(["a"], [["x", "y", "z"]])
+        with pytest.raises(lshdb.InvalidParameterError, match="jaccard"):
+            index.query(["x", "y"], scan=True)
     with pytest.raises(lshdb.InvalidParameterError, match="multiple of 64"):
         lshdb.create(path + "2", metric="cosine", dim=32, codes=100)
     with pytest.raises(lshdb.InvalidParameterError, match="cosine or l2"):
@@ -178,8 +220,7 @@ def test_codes_only_index_ranks_by_hamming(tmp_path, data3):
                         coder.encode((X[key] / np.linalg.norm(X[key]))[None]))[0]
             assert dist == pytest.approx(1 - np.cos(np.pi * h / 512), abs=1e-6)
         assert recall(index, X, Q, probes=64) > 0.5  # honest: codes alone, no exact re-rank
-        with pytest.raises(lshdb.InvalidParameterError, match="keeps only codes"):
-            index.query(X[5], scan=True)
+        assert index.query(X[5], k=3, scan=True)[0] == (5, 0.0)  # every code, exactly
         index.delete([5])
         index.compact()
     assert check(path)["ok"]
