@@ -138,6 +138,8 @@ def tuner_vs_grid(X: np.ndarray, Q: np.ndarray, truth: np.ndarray, codes: int,
                                  "candidates": cap, "rerank": rerank})
     if codes:
         grid += [{"scan": True, "rerank": r} for r in (50, 100, 200, 400, 800, 1600)]
+    else:  # an exact search over the stored rows
+        grid.append({"scan": True, "rerank": None})
     best: dict[str, Any] | None = None
     for g in grid:
         rec, qps = lshdb_point(index, Q, truth, **g)
