@@ -217,11 +217,12 @@ class Reader:
         first); with hash codes, ``rerank`` candidates nearest in Hamming distance are
         re-ranked exactly (default: the stored setting, else 100). ``scan=True`` ranks every
         stored item instead of probing buckets: by its code's Hamming distance with codes,
-        else exactly (brute force over the stored rows; the rows it returns are verified). Under ``jaccard`` the item is a
-        document, a token set or a signature and the result is ``[(key, jaccard)]``,
-        highest first: every candidate with Jaccard >= ``threshold`` (``k=None`` for all of
-        them), scored exactly from stored token hashes when the index keeps them
-        (``exact=False`` to use the signature estimate).
+        else exactly (brute force over the stored rows; the rows it returns are verified).
+
+        Under ``jaccard`` the item is a document, a token set or a signature and the result
+        is ``[(key, jaccard)]``, highest first: every candidate with Jaccard >= ``threshold``
+        (``k=None`` for all of them), scored exactly from stored token hashes when the index
+        keeps them (``exact=False`` to use the signature estimate).
         """
         if k is not None or self.metric.name != "jaccard":
             _check_k(k)
