@@ -127,6 +127,41 @@ def test_scans_see_each_snapshots_rows_and_no_others(path):
             assert all(key < 500 for key, _ in old.query(X[550], k=20, scan=True, rerank=100))
 
 
+def test_threads_scan_while_a_writer_commits(path):
+    # readers in threads share one word-major copy of the codes while a writer extends
+    # the index; rerank=1 re-ranks only the nearest code, so a code copied wrong (or a
+    # row of another snapshot) shows up as a wrong answer
+    import threading
+
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((4000, 16)).astype(np.float32)
+    errors: list[str] = []
+    with lshdb.create(path, metric="cosine", dim=16, codes=64) as index:
+        index.add(range(1000), X[:1000])
+        done = threading.Event()
+
+        def read() -> None:
+            r_rng = np.random.default_rng(threading.get_ident() % 2**32)
+            while not done.is_set():
+                with index.reader() as r:
+                    for key in r_rng.integers(0, r.n_rows, 20).tolist():
+                        got = r.query(X[key], k=1, scan=True, rerank=1)
+                        if got[0][0] != key or got[0][1] > 1e-5:
+                            errors.append(f"{key}: {got} with {r.n_rows} rows")
+
+        readers = [threading.Thread(target=read) for _ in range(3)]
+        for t in readers:
+            t.start()
+        for s in range(1000, 4000, 100):
+            index.add(range(s, s + 100), X[s : s + 100])
+        done.set()
+        for t in readers:
+            t.join()
+        assert index.query(X[3999], k=1, scan=True, rerank=1)[0][0] == 3999
+        assert index._code_cols._state[1] == 4000
+    assert not errors, errors[:5]
+
+
 def test_a_handle_opened_before_the_first_codes_scans_and_ranks_with_them(path):
     X = np.random.default_rng(4).standard_normal((300, 16)).astype(np.float32)
     lshdb.create(path, metric="cosine", dim=16, codes=64).close()
