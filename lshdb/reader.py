@@ -365,6 +365,11 @@ class Reader:
         return [(self.key_of(int(ids[j])), float(d[j])) for j in top]
 
     # -- statistics ------------------------------------------------------------------
+    def _calibration(self) -> dict[str, Any] | None:
+        """What the calibration chose and predicted (None: not calibrated)."""
+        raw = self._txn.get(b"calibration", db=self._store.db(b"meta"))
+        return unpack_meta(raw, "calibration") if raw is not None else None
+
     def stats(self, buckets: bool = True) -> dict[str, Any]:
         store, txn = self._store, self._txn
         fam = self.family
@@ -375,6 +380,7 @@ class Reader:
             "dim": self.metric.dim,
             "family": fam.describe() if fam else None,
             "settings": dict(self.settings),
+            "calibration": self._calibration(),
             "durability": self._index.durability,
             "rows": self.n_rows,
             "live": self.live,

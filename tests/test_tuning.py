@@ -201,6 +201,30 @@ def test_a_scan_without_codes_is_exact_and_verified(tmp_path, metric):
             index.query(Q[0], k=10, scan=True)
 
 
+def test_far_neighbours_make_an_exact_scan_the_default(tmp_path, data3):
+    from lshdb.params import SCAN_SHARE
+
+    rng = np.random.default_rng(12)
+    X = rng.standard_normal((3000, 64)).astype(np.float32)  # isotropic: neighbours are far
+    Q = rng.standard_normal((20, 64)).astype(np.float32)
+    with lshdb.create(str(tmp_path / "far"), metric="cosine", dim=64) as index:
+        index.add(range(3000), X)
+        cal = index.stats(buckets=False)["calibration"]
+        assert cal["candidate_share"] >= SCAN_SHARE and cal["scan"] is True
+        assert index.settings["scan"] is True
+        assert recall(index, X, Q) == 1.0  # the default query is exact
+        assert len(index.query(Q[0], k=10, scan=False)) == 10  # the buckets still answer
+    for name, kw in (("own", {"scan": False}), ("codes", {"codes": 128})):
+        with lshdb.create(str(tmp_path / name), metric="cosine", dim=64, **kw) as index:
+            index.add(range(3000), X)
+            assert not index.settings["scan"], name  # the caller's choice; code scans are
+    X3, _ = data3  # tuned, not defaulted
+    with lshdb.create(str(tmp_path / "near"), metric="cosine", dim=32) as index:
+        index.add(range(len(X3)), X3)
+        cal = index.stats(buckets=False)["calibration"]
+        assert cal["candidate_share"] < SCAN_SHARE and not index.settings["scan"]
+
+
 def test_scan_cases(path, data):
     X, Q = data
     with lshdb.create(path, metric="cosine", dim=32) as index:
