@@ -100,7 +100,8 @@ def run_set(name: str, X: np.ndarray, Q: np.ndarray, metric: str, truth: np.ndar
     return {
         "set": name, "metric": metric, "n": len(X), "dim": X.shape[1],
         "params": f"k={fam.get('k')} L={n_tables}" + (f" w={fam['w']:.3g}" if "w" in fam else "")
-                  + f" probes={st['settings'].get('probes')}",
+                  + f" probes={st['settings'].get('probes')}"
+                  + (" scan (exact)" if st["settings"].get("scan") else ""),
         "recall@10": rec, "recall@10 batch": rec_b,
         "candidates (median)": float(np.median(cands)),
         "query p50 ms": p["p50"] * 1e3, "query p99 ms": p["p99"] * 1e3,

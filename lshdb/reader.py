@@ -253,6 +253,8 @@ class Reader:
         _check_k(k)
         X = self.metric.prepare(vectors, "queries")
         if self._scan(scan):
+            if self._code_cols is None and self._blas_scan() and self.n_rows:
+                return self._rank_scan_batch(X, k, rerank)  # type: ignore[arg-type]
             return [self._rank_scan(x, k, rerank) for x in X]  # type: ignore[arg-type]
         p, c, h = self._settings(probes, candidates, min_hits)
         return [self._rank(x, self._gather(x, p, c, h), k, rerank)  # type: ignore[arg-type]
@@ -308,29 +310,64 @@ class Reader:
             return None
         return self._coder.encode(x[None])[0].view("<u8")
 
-    def _rank_scan(self, x: np.ndarray, k: int, rerank: int | None) -> list[tuple[Key, float]]:
+    def _rank_scan_batch(self, X: np.ndarray, k: int,
+                         rerank: int | None) -> list[list[tuple[Key, float]]]:
+        """Exact scans of many queries, one product per block of queries (at most 2**24
+        distances at a time)."""
+        M = self._rows.matrix(self.n_rows)
+        step = max(1, (1 << 24) // self.n_rows)
+        out: list[list[tuple[Key, float]]] = []
+        for s in range(0, len(X), step):
+            block = X[s : s + step]
+            with for_values(M.size):
+                D = np.float32(1.0) - block @ M.T
+            out += [self._rank_scan(x, k, rerank, d) for x, d in zip(block, D)]
+        return out
+
+    def _rank_scan(self, x: np.ndarray, k: int, rerank: int | None,
+                   d: np.ndarray | None = None) -> list[tuple[Key, float]]:
         """Rank every stored item: by the Hamming distance of its code (then re-rank the
-        best ``rerank`` exactly), or, without codes, by its exact distance."""
+        best ``rerank`` exactly), or, without codes, by its exact distance (``d``, when a
+        batch computed it already)."""
         if self.n_rows == 0:
             return []
         deleted = self.n_rows - self.live
         if self._code_cols is None:
-            d = self._scan_distances(x)
-            want = min(self.n_rows, k + deleted)  # room for deleted rows
-            best = np.sort(np.argpartition(d, want - 1)[:want]) if want < self.n_rows \
-                else np.arange(self.n_rows)
-        else:
-            q = self._code_words(x)
-            if q is None:
-                return []
-            R = rerank if rerank is not None else self.settings.get("rerank")
-            R = max(k, 100 if R is None else R)
-            best = nearest(hamming_words(self._code_cols.get(self.n_rows), q), R + deleted)
+            if d is None:
+                d = self._scan_distances(x)
+            return self._rank(x, self._nearest_live(d, k, deleted), k, rerank=self.n_rows)
+        q = self._code_words(x)
+        if q is None:
+            return []
+        R = rerank if rerank is not None else self.settings.get("rerank")
+        R = max(k, 100 if R is None else R)
+        best = nearest(hamming_words(self._code_cols.get(self.n_rows), q), R + deleted)
         if deleted:
             db = self._store.db(b"id2key")
             best = np.array([i for i in best.tolist()
                              if self._txn.get(pack_id(i), db=db) is not None], dtype=np.int64)
         return self._rank(x, best, k, rerank=len(best))
+
+    def _nearest_live(self, d: np.ndarray, k: int, deleted: int) -> np.ndarray:
+        """Row numbers holding the ``k`` nearest live items by ``d``: the nearest rows are
+        taken a few more than ``k`` at a time (four times as many on each retry) until ``k``
+        of them are live, so deleted rows cost a look-up only when they are that near."""
+        n = len(d)
+        take = min(n, k + min(deleted, 2 * k + 16))
+        db = self._store.db(b"id2key")
+        while True:
+            best = np.sort(np.argpartition(d, take - 1)[:take]) if take < n else np.arange(n)
+            if not deleted:
+                return best
+            live = np.array([i for i in best.tolist()
+                             if self._txn.get(pack_id(i), db=db) is not None], dtype=np.int64)
+            if len(live) >= k or take == n:
+                return live
+            take = min(n, 4 * take)
+
+    def _blas_scan(self) -> bool:
+        """Cosine over float rows (not stored codes): distances are one product."""
+        return self.metric.name == "cosine" and self._rows.dtype == np.float32
 
     def _scan_distances(self, x: np.ndarray) -> np.ndarray:
         """The distance from ``x`` to every committed row, read from the map unverified:
@@ -338,7 +375,7 @@ class Reader:
         one BLAS product over the map (rows are stored normalised); other metrics go in
         blocks."""
         M = self._rows.matrix(self.n_rows)
-        if self.metric.name == "cosine" and M.dtype == np.float32:  # not stored codes
+        if self._blas_scan():
             with for_values(M.size):  # large enough for OpenBLAS's threads to pay
                 return np.float32(1.0) - M @ x
         return np.concatenate([self.metric.distances(M[s : s + _SCAN_ROWS], x)

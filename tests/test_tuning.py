@@ -190,6 +190,11 @@ def test_a_scan_without_codes_is_exact_and_verified(tmp_path, metric):
             np.testing.assert_allclose([d for _, d in got],
                                        index.metric.distances(rows, index.metric.prepare_one(q)),
                                        rtol=1e-5, atol=1e-6)
+        batch = index.query_batch(Q, k=10, scan=True)
+        assert [[key for key, _ in g] for g in batch] == truth.tolist()
+        near = kept[exact_knn(X[kept], Q[1:2], 200, metric)[0]]
+        index.delete(near[:150].tolist())  # the scan must look past 150 deleted rows
+        assert [key for key, _ in index.query(Q[1], k=10, scan=True)] == near[150:160].tolist()
         target = int(truth[0][0])  # the first query's nearest item
     with open(f"{path}/g000001/rows.bin", "r+b") as f:  # damage its row
         f.seek(64 + target * (24 * 4 + 8) + 5)
