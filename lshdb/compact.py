@@ -19,7 +19,8 @@ writers waiting for the lock follow CURRENT when they get it. Removing a generat
 another process still maps is safe on POSIX: its open files live until they are closed.
 
 ``retune=True`` also re-chooses the build-time parameters the caller left out (k, w and the
-default probes) from the live rows, as the first calibration did.
+default probes, min_hits and exact-scan choice) from the live rows, as the first
+calibration did.
 """
 
 from __future__ import annotations
@@ -154,7 +155,8 @@ def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
         sample = _sample_rows(rows, ids, n_rows)
         with for_rows(len(sample)):
             family, chosen, summary = params.choose_family(metric, index.options, sample)
-        settings = {**settings, "probes": chosen["probes"], "min_hits": chosen["min_hits"]}
+        settings = {**settings, "probes": chosen["probes"], "min_hits": chosen["min_hits"],
+                    "scan": chosen["scan"]}
         calibration = pack_meta(summary)
     n_tables = family.L if family else index.n_tables
     size = max(1 << 26, 4 * _disk_bytes(os.path.join(index.path, index.generation)))

@@ -228,6 +228,14 @@ def test_far_neighbours_make_an_exact_scan_the_default(tmp_path, data3):
         index.add(range(len(X3)), X3)
         cal = index.stats(buckets=False)["calibration"]
         assert cal["candidate_share"] < SCAN_SHARE and not index.settings["scan"]
+    with lshdb.create(str(tmp_path / "grows"), metric="cosine", dim=32) as index:
+        index.add(range(1500), rng.standard_normal((1500, 32)).astype(np.float32))
+        assert index.settings["scan"] is True  # calibrated on far neighbours ...
+        index.add(range(1500, 1500 + len(X3)), X3)
+        index.delete(range(1500))
+        index.compact(retune=True)  # ... and re-decided on the rows it holds now
+        assert not index.settings["scan"]
+        assert index.stats(buckets=False)["calibration"]["candidate_share"] < SCAN_SHARE
 
 
 def test_scan_cases(path, data):
