@@ -20,17 +20,14 @@ more than the arithmetic.
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .codec import decode_array, encode_array
 from .errors import CorruptIndexError, InvalidParameterError
 from .families import Projection
-
-if TYPE_CHECKING:
-    from .rows import RowFile
+from .rows import RowDerived, RowFile
 
 __all__ = ["SimHashCoder", "CODES_NAME", "CodeColumns", "hamming", "hamming_words", "nearest"]
 
@@ -106,38 +103,20 @@ def nearest(h: np.ndarray, R: int) -> np.ndarray:
     return out[keep]
 
 
-class CodeColumns:
+class CodeColumns(RowDerived):
     """A process's word-major copy of the committed codes of one ``codes.bin`` (for scans),
-    and word-major reads of a few rows (for ranking candidates).
-
-    Rows below a committed count never change within a generation, so the copy only grows:
-    :meth:`get` appends the rows a newer snapshot has committed and returns the first
-    ``n_rows`` codes as ``(words, n_rows)`` uint64. Thread-safe; a returned array stays
-    valid while a later call extends the copy.
+    and word-major reads of a few rows (for ranking candidates). :meth:`get` returns the
+    first ``n_rows`` codes as ``(words, n_rows)`` uint64 (see :class:`RowDerived`).
     """
 
-    def __init__(self, file: RowFile) -> None:
-        self._file = file
-        self._words = file.padded_bytes // 8
-        self._lock = threading.Lock()
-        self._state: tuple[np.ndarray, int] = (np.empty((self._words, 0), np.uint64), 0)
+    dtype = np.dtype(np.uint64)
 
-    def get(self, n_rows: int) -> np.ndarray:
-        cols, n = self._state  # one read: the array and its filled count always agree
-        if n_rows > n:
-            with self._lock:
-                cols, n = self._state
-                if n_rows > n:
-                    if n_rows > cols.shape[1]:
-                        grown = np.empty((self._words, max(n_rows, cols.shape[1] * 5 // 4)),
-                                         dtype=np.uint64)
-                        grown[:, :n] = cols[:, :n]
-                        cols = grown
-                    new = self._file.matrix(n_rows)[n:n_rows]  # uint8 rows
-                    cols[:, n:n_rows] = new.view("<u8").T
-                    self._state = (cols, n_rows)
-                    n = n_rows
-        return cols[:, :n_rows]
+    def __init__(self, file: RowFile) -> None:
+        self.lead = (file.padded_bytes // 8,)
+        super().__init__(file)
+
+    def derive(self, rows: np.ndarray) -> np.ndarray:
+        return rows.view("<u8").T  # uint8 rows as words, word-major
 
     def gather(self, ids: np.ndarray, n_rows: int) -> np.ndarray:
         """The codes of rows ``ids`` (all below ``n_rows``) as ``(words, len(ids))``, read

@@ -46,7 +46,7 @@ from .errors import (
 from .families import Family, family_from_params
 from .metrics import Metric, get_metric
 from .reader import Reader
-from .rows import ROWS_NAME, RowFile
+from .rows import ROWS_NAME, RowFile, RowNorms
 from .store import Store, WriterLock, table_name
 
 __all__ = ["create", "open", "Index", "Writer", "FORMAT_VERSION"]
@@ -265,6 +265,7 @@ class Index:
         self._rows = rows
         self._codes = codes
         self._code_cols = CodeColumns(codes) if codes is not None else None
+        self._row_norms = RowNorms(rows) if metric.name == "l2" else None
         self.coder: SimHashCoder | None = (
             SimHashCoder.from_params(metric.dim, unpack_meta(bytes(codes_raw), "codes"))
             if codes_raw is not None else None)
@@ -464,11 +465,11 @@ class _ReaderContext(AbstractContextManager):  # type: ignore[type-arg]
                 index._check_current()
             with index._follow_lock:
                 store = index._ensure_open()
-                rows, codes = index._rows, index._code_cols
+                rows, codes, norms = index._rows, index._code_cols, index._row_norms
                 self._cm = store.read()
                 txn = self._cm.__enter__()
             try:
-                reader = Reader(index, store, rows, txn, codes)
+                reader = Reader(index, store, rows, txn, codes, norms)
             except BaseException:
                 self._cm.__exit__(None, None, None)
                 raise

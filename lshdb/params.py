@@ -153,8 +153,8 @@ def default_L(metric: str, options: dict[str, Any]) -> int:
     return int(options.get("L", 16))
 
 
-# A cosine index without codes whose calibrated buckets would re-rank at least this share of
-# its rows to reach the target recall stores scan=True as its default: re-ranking costs
+# A cosine or l2 index without codes whose calibrated buckets would re-rank at least this
+# share of its rows to reach the target recall stores scan=True as its default: re-ranking costs
 # 0.1-0.18 us a candidate at 128 dimensions and 0.40-0.46 us at 384, an exact scan
 # 0.02-0.06 us a row on one thread (measured on 200k x 128 and 20k x 384), so past about
 # a sixth of the rows the scan is cheaper, and exact. Real sentence embeddings (MiniLM,
@@ -220,7 +220,7 @@ def choose_family(metric: Metric, options: dict[str, Any],
     if settings["min_hits"] is None:
         settings["min_hits"] = plan.min_hits
     share = plan.candidates / max(len(X), 1)
-    if settings["scan"] is None and share >= SCAN_SHARE and metric.name == "cosine" \
+    if settings["scan"] is None and share >= SCAN_SHARE and metric.name in ("cosine", "l2") \
             and metric.row_dtype == np.float32 and not options.get("codes"):
         settings["scan"] = True  # far neighbours: an exact scan is faster than the buckets
     summary = {**plan.summary(), "sample_rows": len(X), "candidate_share": round(share, 4),

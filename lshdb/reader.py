@@ -33,7 +33,7 @@ from .store import table_name
 
 if TYPE_CHECKING:
     from .index import Index
-    from .rows import RowFile
+    from .rows import RowFile, RowNorms
     from .store import Store
 
 __all__ = ["Reader"]
@@ -45,12 +45,13 @@ class Reader:
     """A read snapshot of an index."""
 
     def __init__(self, index: Index, store: Store, rows: RowFile, txn: Any,
-                 codes: CodeColumns | None = None) -> None:
+                 codes: CodeColumns | None = None, norms: RowNorms | None = None) -> None:
         self._index = index
         self._store = store
         self._rows = rows
         self._txn = txn
         self._code_cols = codes
+        self._row_norms = norms
         raw = txn.get(b"state", db=store.db(b"meta"))
         if raw is None:
             raise CorruptIndexError("meta record 'state' is missing; the index is damaged")
@@ -314,15 +315,32 @@ class Reader:
                          rerank: int | None) -> list[list[tuple[Key, float]]]:
         """Exact scans of many queries, one product per block of queries (at most 2**24
         distances at a time)."""
-        M = self._rows.matrix(self.n_rows)
         step = max(1, (1 << 24) // self.n_rows)
         out: list[list[tuple[Key, float]]] = []
         for s in range(0, len(X), step):
             block = X[s : s + step]
-            with for_values(M.size):
-                D = np.float32(1.0) - block @ M.T
+            D = self._product_distances(block)
             out += [self._rank_scan(x, k, rerank, d) for x, d in zip(block, D)]
         return out
+
+    def _product_distances(self, Q: np.ndarray) -> np.ndarray:
+        """``(len(Q), n_rows)`` distances as one product over the map (cosine: rows are
+        stored normalised; l2: through the rows' squared norms, kept per process). l2's
+        expansion loses precision to cancellation: scans take extra rows for it, and the
+        rows they return get exact distances (:meth:`_nearest_live`, :meth:`_rank`)."""
+        M = self._rows.matrix(self.n_rows)
+        with for_values(M.size * len(Q)):  # large enough for OpenBLAS's threads to pay
+            P = Q @ M.T
+        if self.metric.name == "cosine":
+            return np.float32(1.0) - P
+        norms = self._row_norms
+        if norms is None:
+            raise CorruptIndexError("an l2 scan needs the rows' norms")
+        P *= np.float32(-2.0)
+        P += norms.get(self.n_rows)
+        P += np.einsum("ij,ij->i", Q, Q)[:, None]
+        np.maximum(P, 0, out=P)
+        return np.sqrt(P, out=P)
 
     def _rank_scan(self, x: np.ndarray, k: int, rerank: int | None,
                    d: np.ndarray | None = None) -> list[tuple[Key, float]]:
@@ -335,7 +353,9 @@ class Reader:
         if self._code_cols is None:
             if d is None:
                 d = self._scan_distances(x)
-            return self._rank(x, self._nearest_live(d, k, deleted), k, rerank=self.n_rows)
+            extra = 2 * k + 16 if self.metric.name == "l2" else 0  # l2's expansion: margin
+            return self._rank(x, self._nearest_live(d, k, deleted, extra), k,
+                              rerank=self.n_rows)
         q = self._code_words(x)
         if q is None:
             return []
@@ -348,11 +368,14 @@ class Reader:
                              if self._txn.get(pack_id(i), db=db) is not None], dtype=np.int64)
         return self._rank(x, best, k, rerank=len(best))
 
-    def _nearest_live(self, d: np.ndarray, k: int, deleted: int) -> np.ndarray:
-        """Row numbers holding the ``k`` nearest live items by ``d``: the nearest rows are
-        taken a few more than ``k`` at a time (four times as many on each retry) until ``k``
-        of them are live, so deleted rows cost a look-up only when they are that near."""
+    def _nearest_live(self, d: np.ndarray, k: int, deleted: int, extra: int = 0
+                      ) -> np.ndarray:
+        """Row numbers holding the ``k`` nearest live items by ``d`` (and ``extra`` more,
+        for distances that are not exact): the nearest rows are taken a few more than
+        needed at a time (four times as many on each retry) until ``k + extra`` of them
+        are live, so deleted rows cost a look-up only when they are that near."""
         n = len(d)
+        k = k + extra
         take = min(n, k + min(deleted, 2 * k + 16))
         db = self._store.db(b"id2key")
         while True:
@@ -366,18 +389,17 @@ class Reader:
             take = min(n, 4 * take)
 
     def _blas_scan(self) -> bool:
-        """Cosine over float rows (not stored codes): distances are one product."""
-        return self.metric.name == "cosine" and self._rows.dtype == np.float32
+        """Cosine or l2 over float rows (not stored codes): distances are one product."""
+        return self.metric.name in ("cosine", "l2") and self._rows.dtype == np.float32
 
     def _scan_distances(self, x: np.ndarray) -> np.ndarray:
         """The distance from ``x`` to every committed row, read from the map unverified:
         the rows a scan returns are read again, checksummed, by :meth:`_rank`. Cosine takes
         one BLAS product over the map (rows are stored normalised); other metrics go in
         blocks."""
-        M = self._rows.matrix(self.n_rows)
         if self._blas_scan():
-            with for_values(M.size):  # large enough for OpenBLAS's threads to pay
-                return np.float32(1.0) - M @ x
+            return self._product_distances(x[None])[0]
+        M = self._rows.matrix(self.n_rows)
         return np.concatenate([self.metric.distances(M[s : s + _SCAN_ROWS], x)
                                for s in range(0, len(M), _SCAN_ROWS)])
 

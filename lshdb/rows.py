@@ -29,7 +29,7 @@ import numpy as np
 
 from .errors import CorruptIndexError
 
-__all__ = ["RowFile", "ROWS_NAME"]
+__all__ = ["RowFile", "ROWS_NAME", "RowDerived", "RowNorms"]
 
 ROWS_NAME = "rows.bin"
 _MAGIC = b"LSHDBROW"
@@ -234,3 +234,51 @@ class RowFile:
 
     def describe(self) -> dict[str, Any]:
         return {"row_bytes": self.row_bytes, "dtype": self.dtype.str, "dim": self.dim}
+
+
+class RowDerived:
+    """A process's array derived from the committed rows of one row file, one column per
+    row (the last axis), for scans.
+
+    Rows below a committed count never change within a generation, so the array only
+    grows: :meth:`get` derives the rows a newer snapshot has committed (read from the map,
+    unverified, like every scan) and returns the first ``n_rows`` columns. Thread-safe; a
+    returned array stays valid while a later call extends it. Subclasses say what a row
+    becomes (:meth:`derive`).
+    """
+
+    lead: tuple[int, ...] = ()
+    dtype: np.dtype[Any] = np.dtype(np.float32)
+
+    def __init__(self, file: RowFile) -> None:
+        self._file = file
+        self._lock = threading.Lock()
+        self._state: tuple[np.ndarray, int] = (np.empty((*self.lead, 0), self.dtype), 0)
+
+    def derive(self, rows: np.ndarray) -> np.ndarray:
+        """The columns of ``rows`` (a ``(m, dim)`` view of the map): ``(*lead, m)``."""
+        raise NotImplementedError
+
+    def get(self, n_rows: int) -> np.ndarray:
+        cols, n = self._state  # one read: the array and its filled count always agree
+        if n_rows > n:
+            with self._lock:
+                cols, n = self._state
+                if n_rows > n:
+                    if n_rows > cols.shape[-1]:
+                        grown = np.empty((*self.lead, max(n_rows, cols.shape[-1] * 5 // 4)),
+                                         dtype=self.dtype)
+                        grown[..., :n] = cols[..., :n]
+                        cols = grown
+                    cols[..., n:n_rows] = self.derive(self._file.matrix(n_rows)[n:n_rows])
+                    self._state = (cols, n_rows)
+                    n = n_rows
+        return cols[..., :n_rows]
+
+
+class RowNorms(RowDerived):
+    """Squared norms of the committed rows (float32), for l2 scans as one product:
+    ``|r - x|**2 = |r|**2 - 2 r.x + |x|**2``."""
+
+    def derive(self, rows: np.ndarray) -> np.ndarray:
+        return np.einsum("ij,ij->i", rows, rows)

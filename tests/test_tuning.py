@@ -113,10 +113,13 @@ def test_word_major_hamming_and_nearest_match_oracles(words):
             assert np.array_equal(nearest(values, R), want), (len(values), R)
 
 
-def test_scans_see_each_snapshots_rows_and_no_others(path):
+@pytest.mark.parametrize("metric,codes", [("cosine", 64), ("l2", None)],
+                         ids=["code-scan", "l2-norms"])
+def test_scans_see_each_snapshots_rows_and_no_others(path, metric, codes):
+    # the per-process copies (word-major codes; l2's squared norms) grow with snapshots
     rng = np.random.default_rng(3)
-    X = rng.standard_normal((600, 16)).astype(np.float32)
-    with lshdb.create(path, metric="cosine", dim=16, codes=64) as index:
+    X = rng.standard_normal((600, 16)).astype(np.float32) + 2.0
+    with lshdb.create(path, metric=metric, dim=16, codes=codes) as index:
         index.add(range(500), X[:500])
         with index.reader() as old:
             assert old.query(X[7], k=1, scan=True)[0][0] == 7  # the copy now holds 500 codes
