@@ -154,11 +154,12 @@ def default_L(metric: str, options: dict[str, Any]) -> int:
 
 
 # A cosine or l2 index without codes whose calibrated buckets would re-rank at least this
-# share of its rows to reach the target recall stores scan=True as its default: re-ranking costs
-# 0.1-0.18 us a candidate at 128 dimensions and 0.40-0.46 us at 384, an exact scan
-# 0.02-0.06 us a row on one thread (measured on 200k x 128 and 20k x 384), so past about
-# a sixth of the rows the scan is cheaper, and exact. Real sentence embeddings (MiniLM,
-# neighbours at cosine 0.63) need about 28%; clustered data well under 1%.
+# share of its rows to reach the target recall stores scan=True as its default. Re-ranking
+# costs 0.10-0.18 us a candidate at 128 dimensions and 0.40-0.46 us at 384; an exact scan
+# 0.033 and 0.077 us a row on one thread (200k x 128 and 20k x 384, rows strided as in the
+# map). On re-ranking alone the scan is cheaper past a fifth to a quarter of the rows, and
+# the buckets also pay their probes (128-256 at about 3 us each), hence 15%. Real sentence
+# embeddings (MiniLM, neighbours at cosine 0.63) need about 28%; clustered data under 1%.
 SCAN_SHARE = 0.15
 
 
