@@ -201,6 +201,14 @@ class Projection:
             v += self.b[c]
         return v
 
+    def _row_band(self, norms: Any, offset: bool) -> Any:
+        """The error band that holds for a whole row of norm ``norms`` (a float or an
+        array); ``offset``: the product has ``+ b``, whose rounding scales with the value."""
+        band = norms * self._tol_max
+        if offset:
+            band = band + 2.0**-23 * (norms * self._col_max + self._b_max + 2.0)
+        return band
+
     def _suspects(self, X: np.ndarray, dist: np.ndarray, mag: np.ndarray | None
                   ) -> tuple[np.ndarray, np.ndarray]:
         """(rows, columns) whose distance to a boundary is within the float32 error band.
@@ -208,21 +216,15 @@ class Projection:
         ``mag`` bounds ``|value|`` per element (the rounding of ``+ b`` scales with it).
         Rows are screened first by their nearest value against a band that holds for the
         whole row, so only a few rows are examined element by element."""
-        if len(X) == 1:  # a query: the same test on scalars, without 2-D reductions
+        if len(X) == 1:  # a query: the same screen on scalars, without 2-D reductions
             x = X[0].astype(np.float64)
             norm = math.sqrt(float(x @ x))
-            band1 = norm * self._tol_max
-            if mag is not None:
-                band1 += 2.0**-23 * (norm * self._col_max + self._b_max + 2.0)
-            if not float(dist[0].min()) <= band1:
+            if not float(dist[0].min()) <= self._row_band(norm, mag is not None):
                 return _NO_ROWS, _NO_ROWS
             norms = np.array([norm])
         else:
             norms = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))
-        row_band = norms * self._tol_max
-        if mag is not None:
-            row_band += 2.0**-23 * (norms * self._col_max + self._b_max + 2.0)
-        rows = np.flatnonzero(dist.min(axis=1) <= row_band)
+        rows = np.flatnonzero(dist.min(axis=1) <= self._row_band(norms, mag is not None))
         if not len(rows):
             return rows, rows
         band = np.multiply.outer(norms[rows], self._tol)

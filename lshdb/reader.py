@@ -363,10 +363,15 @@ class Reader:
         R = max(k, 100 if R is None else R)
         best = nearest(hamming_words(self._code_cols.get(self.n_rows), q), R + deleted)
         if deleted:
-            db = self._store.db(b"id2key")
-            best = np.array([i for i in best.tolist()
-                             if self._txn.get(pack_id(i), db=db) is not None], dtype=np.int64)
+            best = self._live(best)
         return self._rank(x, best, k, rerank=len(best))
+
+    def _live(self, ids: np.ndarray) -> np.ndarray:
+        """The ids among ``ids`` that hold a live item in this snapshot (in order)."""
+        db = self._store.db(b"id2key")
+        get = self._txn.get
+        return np.array([i for i in ids.tolist() if get(pack_id(i), db=db) is not None],
+                        dtype=np.int64)
 
     def _nearest_live(self, d: np.ndarray, k: int, deleted: int, extra: int = 0
                       ) -> np.ndarray:
@@ -377,13 +382,11 @@ class Reader:
         n = len(d)
         k = k + extra
         take = min(n, k + min(deleted, 2 * k + 16))
-        db = self._store.db(b"id2key")
         while True:
             best = np.sort(np.argpartition(d, take - 1)[:take]) if take < n else np.arange(n)
             if not deleted:
                 return best
-            live = np.array([i for i in best.tolist()
-                             if self._txn.get(pack_id(i), db=db) is not None], dtype=np.int64)
+            live = self._live(best)
             if len(live) >= k or take == n:
                 return live
             take = min(n, 4 * take)
@@ -394,9 +397,9 @@ class Reader:
 
     def _scan_distances(self, x: np.ndarray) -> np.ndarray:
         """The distance from ``x`` to every committed row, read from the map unverified:
-        the rows a scan returns are read again, checksummed, by :meth:`_rank`. Cosine takes
-        one BLAS product over the map (rows are stored normalised); other metrics go in
-        blocks."""
+        the rows a scan returns are read again, checksummed, by :meth:`_rank`. Cosine and
+        l2 take one BLAS product over the map (:meth:`_product_distances`); other metrics
+        go in blocks."""
         if self._blas_scan():
             return self._product_distances(x[None])[0]
         M = self._rows.matrix(self.n_rows)
