@@ -13,7 +13,9 @@ compaction of a large index with deletions.
    readers' and the writer's CPU time are reported beside the rates;
 3. 1,000-vector batches into a 200,000-row index with the runs (lshdb.runs) and with each
    batch appended to the tables (the layout before runs), in the same process: time, CPU
-   and bytes written per batch, and query latency with 0 to 4 runs waiting;
+   and bytes written per batch, query latency with 0 to 4 runs waiting, and query latency
+   once the runs are merged, before and after a compaction (the batches leave a tail chunk
+   beside most buckets' bulk-loaded chunk; compaction writes one chunk per bucket again);
 4. compaction of an index of N rows (default 1,000,000) after deleting 30% of them: time,
    and bytes on disk before and after.
 
@@ -189,6 +191,16 @@ def _written() -> int:
         return int(next(line for line in f if line.startswith("write_bytes")).split()[1])
 
 
+def _query_p50(index: Any, Q: np.ndarray) -> float:
+    """Median milliseconds of one k=10 query over the queries ``Q``."""
+    ts = []
+    for q in Q:
+        t = time.perf_counter()
+        index.query(q, k=10)
+        ts.append(time.perf_counter() - t)
+    return 1e3 * median(ts)
+
+
 def small_batches(workdir: str, seed: int, base: int = 200_000,
                   batches: int = 50) -> list[dict[str, Any]]:
     """1,000-vector batches into an index of ``base`` rows with the runs (lshdb.runs) and
@@ -221,15 +233,17 @@ def small_batches(workdir: str, seed: int, base: int = 200_000,
                 if run_max:  # query p50 with 0 .. RUN_MAX runs waiting
                     lat = []
                     for b in range(run_max + 1):
-                        ts = []
-                        for q in Q:
-                            t = time.perf_counter()
-                            index.query(q, k=10)
-                            ts.append(time.perf_counter() - t)
-                        lat.append(f"{1e3 * median(ts):.2f}")
+                        lat.append(f"{_query_p50(index, Q):.2f}")
                         s = base + 1000 * (n + b)
                         index.add(range(s, s + 1000), X[s : s + 1000])
                     row["query p50 ms with 0..4 runs waiting"] = ", ".join(lat)
+                    # the batches gave most touched buckets a tail chunk beside the
+                    # bulk-loaded one; compaction writes each bucket as one chunk again
+                    assert index.stats(buckets=False)["runs"] == 0  # the last add merged
+                    before = _query_p50(index, Q)
+                    index.compact()
+                    row["query p50 ms, runs merged: before, after compaction"] = \
+                        f"{before:.2f}, {_query_p50(index, Q):.2f}"
                 rows.append(row)
             shutil.rmtree(path, ignore_errors=True)
     finally:

@@ -2,7 +2,9 @@
 and the peers a user might pick instead, on real embeddings and on generated data.
 
 For each data set (recall@10 of one query at a time; queries held out from the index):
-1. tables needed for recall 0.9 without multi-probe (probes = L) and with it;
+1. tables needed for recall 0.9 without multi-probe (probes = L) and with it, with
+   candidates re-ranked exactly, and again with candidates ranked by 512-bit hash codes
+   first (the hash-code mode);
 2. the tuner (lshdb.tune, target 0.9) against the best point of an exhaustive grid of query
    settings measured on the benchmark's queries;
 3. hash codes (codes=512) with code ranking and with scans;
@@ -78,6 +80,32 @@ def tables_needed(X: np.ndarray, Q: np.ndarray, truth: np.ndarray, ks: list[int]
     return rows
 
 
+def tables_needed_codes(X: np.ndarray, Q: np.ndarray, truth: np.ndarray, ks: list[int],
+                        workdir: str) -> list[dict[str, Any]]:
+    """The same comparison with candidates ranked by 512-bit hash codes before the exact
+    re-rank of the best ``rerank`` (the hash-code mode): probes L to 8 L, min_hits 1-2."""
+    rows = []
+    for k in ks:
+        for L in (4, 8, 16, 32, 64):
+            path = os.path.join(workdir, f"codes-k{k}L{L}.lshdb")
+            shutil.rmtree(path, ignore_errors=True)
+            with lshdb.create(path, metric="cosine", dim=X.shape[1], k=k, L=L,
+                              codes=512) as index:
+                index.add(range(len(X)), X)
+                size = index.stats(buckets=False)["bytes"]["postings"]
+                for mult in (1, 2, 4, 8):
+                    for min_hits in (1, 2):
+                        for rerank in (100, 200):
+                            rec, qps = lshdb_point(index, Q, truth, probes=L * mult,
+                                                   min_hits=min_hits, rerank=rerank)
+                            rows.append({"k": k, "L": L, "probes": L * mult,
+                                         "min_hits": min_hits, "rerank": rerank,
+                                         "recall@10": rec, "queries/s": qps,
+                                         "postings MB": size / 2**20})
+            shutil.rmtree(path, ignore_errors=True)
+    return rows
+
+
 def _summary_row(label: str, pool: list[dict[str, Any]], fewest_tables: bool) -> dict[str, Any]:
     """The point of ``pool`` (all at recall >= 0.9) with the fewest tables (the fastest of
     those), or the fastest point of all."""
@@ -89,6 +117,7 @@ def _summary_row(label: str, pool: list[dict[str, Any]], fewest_tables: bool) ->
     best = max(pool, key=lambda r: r["queries/s"])
     return {"variant": label, "tables for recall 0.9": best["L"], "k": best["k"],
             "probes": best["probes"], "min_hits": best["min_hits"],
+            **({"rerank": best["rerank"]} if "rerank" in best else {}),
             "recall@10": best["recall@10"], "queries/s": best["queries/s"],
             "postings MB": best["postings MB"]}
 
@@ -229,6 +258,9 @@ def main() -> None:
             ks = [k - 2, k, k + 2, k + 4]
             t_rows = tables_needed(X, Q, truth, ks, workdir)
             print(table(summarise_tables(t_rows)), flush=True)
+            c_ks = [k - 2, k]
+            c_rows = tables_needed_codes(X, Q, truth, c_ks, workdir)
+            print(table(summarise_tables(c_rows)), flush=True)
             tuner_rows = []
             for codes in (0, 512):
                 _, row = tuner_vs_grid(X, Q, truth, codes, workdir)
@@ -242,6 +274,11 @@ def main() -> None:
                         "1-3 and probes up to 1,024 searched for both variants; the "
                         f"calibrated default k is {k}):\n\n"
                         + table(summarise_tables(t_rows)) + "\n\nAll points:\n\n" + table(t_rows)
+                        + "\n\nTables needed for recall 0.9 with candidates ranked by 512-bit "
+                        f"hash codes (k in {c_ks}, L 4-64, probes L to 8 L, min_hits 1-2, "
+                        "exact re-rank of the best 100 or 200 by Hamming distance; both "
+                        "variants chosen from this grid):\n\n" + table(summarise_tables(c_rows))
+                        + "\n\nAll points:\n\n" + table(c_rows)
                         + "\n\nThe tuner (target 0.9, 300 sample queries from the index) "
                         "against the best point of an exhaustive grid measured on the "
                         "benchmark's queries:\n\n" + table(tuner_rows)
