@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lmdb
 import numpy as np
@@ -48,6 +48,9 @@ from .metrics import Metric, get_metric
 from .reader import Reader
 from .rows import ROWS_NAME, RowFile, RowNorms
 from .store import Store, WriterLock, table_name
+
+if TYPE_CHECKING:
+    from .sets import JaccardMetric
 
 __all__ = ["create", "open", "Index", "Writer", "FORMAT_VERSION"]
 
@@ -90,9 +93,7 @@ def create(path: str | os.PathLike[str], metric: str, dim: int | None = None,
         else options
     m = get_metric(metric, dim, opts)
     if m.name == "jaccard":
-        from .sets import jaccard_defaults
-
-        opts = jaccard_defaults(opts)
+        opts = dict(cast("JaccardMetric", m).options)  # filled in; num_perm = dim if given
     if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
         raise IndexExistsError(f"{path} already exists; choose a new path or open() it")
     parent = os.path.dirname(os.path.abspath(path))
@@ -167,11 +168,15 @@ class Index:
             raise InvalidParameterError(
                 f"durability must be one of {DURABILITY}; found {durability!r}")
         self._durability_override = durability
+        if not readonly and os.path.isdir(path) and not os.access(path, os.W_OK):
+            raise ReadOnlyError(f"{path} cannot be written by this process (read-only storage "
+                                "or permissions); open it with readonly=True to query it")
         self._lock = WriterLock(os.path.join(path, layout.LOCK))
         self._store: Store | None = None
         self._retired: list[Any] = []
         self._map_size = map_size
         self._follow_lock = threading.RLock()
+        self._open_writer: Writer | None = None  # the write block open on this handle
         self._current_id: tuple[int, int] = (0, 0)
         self._load_current()
         if not readonly:
@@ -313,7 +318,17 @@ class Index:
 
     # -- life cycle ------------------------------------------------------------------
     def close(self) -> None:
-        """Close the environment and the row file. Idempotent."""
+        """Close the environment and the row file. Idempotent.
+
+        A write block left open on this handle by the calling thread is rolled back (and
+        its ``with`` exit then raises :class:`IndexClosedError`); one open in another
+        thread makes ``close`` raise instead.
+        """
+        writer = self._open_writer
+        if writer is not None and self._store is not None and self._pid == os.getpid():
+            if not writer._abandon():
+                raise LshdbError(f"a write block on {self.path} is open in another thread; "
+                                 "finish it before close()")
         if self._store is not None:
             if self._pid == os.getpid():
                 store_mod.release(self._store)
@@ -512,7 +527,23 @@ class Writer:
             exit_single()
             index._lock.release()
             raise
+        index._open_writer = self
         return self
+
+    def _abandon(self) -> bool:
+        """Roll this open block back and release the lock (the index is being closed);
+        False if another thread holds it."""
+        index = self._index
+        if self._txn is None or index._lock._owner != threading.get_ident():
+            return self._txn is None
+        try:
+            self._txn.abort()
+        finally:
+            self._txn = None
+            index._open_writer = None
+            exit_single()
+            index._lock.release()
+        return True
 
     def _begin(self) -> None:
         index = self._index
@@ -532,6 +563,11 @@ class Writer:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         index = self._index
+        if self._txn is None:  # rolled back when the index was closed inside the block
+            if exc_type is None:
+                raise IndexClosedError(f"the index {index.path} was closed inside this "
+                                       "writer block; its writes were rolled back")
+            return
         try:
             if exc_type is not None:
                 self._txn.abort()
@@ -539,6 +575,7 @@ class Writer:
             self._commit()
         finally:
             self._txn = None
+            index._open_writer = None
             exit_single()
             index._lock.release()
 

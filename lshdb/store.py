@@ -87,8 +87,14 @@ class WriterLock:
         self.path = path
         self._thread_lock = threading.Lock()
         self._fd = -1
+        self._owner: int | None = None  # the thread holding it
 
     def acquire(self, timeout: float | None) -> None:
+        if self._owner == threading.get_ident():  # waiting would wait for itself forever
+            raise LshdbError(
+                f"this thread already holds the write lock of {os.path.dirname(self.path)} "
+                "(a `with index.writer() as w` block is open): write through `w` (w.add, "
+                "w.upsert, w.delete) or finish that block first")
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._thread_lock.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
             raise LockTimeoutError(
@@ -111,11 +117,13 @@ class WriterLock:
                     time.sleep(delay)
                     delay = min(delay * 2, 0.02)
             self._fd = fd
+            self._owner = threading.get_ident()
         except BaseException:
             self._thread_lock.release()
             raise
 
     def release(self) -> None:
+        self._owner = None
         fd, self._fd = self._fd, -1
         if fd >= 0:
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -223,18 +231,27 @@ class Store:
 
     def _open_env(self, map_size: int, create: bool) -> None:
         data = self._data
+        lock = True
         try:
             for attempt in range(8):
                 try:
                     self.env = lmdb.open(
                         self.gen_dir, map_size=map_size, subdir=True, readonly=self.readonly,
                         create=create, max_dbs=MAX_DBS, max_readers=1022, readahead=False,
-                        sync=True, metasync=False, lock=True)
+                        sync=True, metasync=False, lock=lock)
                     break
                 except lmdb.MapResizedError:  # another process grew the map meanwhile
                     if attempt == 7:
                         raise
                     map_size = max(2 * map_size, 2 * os.path.getsize(data))
+                except lmdb.ReadonlyError:
+                    if not self.readonly or not lock or os.access(self.gen_dir, os.W_OK) \
+                            and os.access(os.path.join(self.gen_dir, "lock.mdb"), os.W_OK):
+                        raise
+                    # files this process may not write (another user's, a folder without
+                    # write permission; LMDB copes with read-only media by itself): the
+                    # lock file cannot be opened, so read without it
+                    lock = False
         except lmdb.InvalidError as exc:
             raise CorruptIndexError(f"{data} is not a valid LMDB file: {exc}") from exc
         except lmdb.VersionMismatchError as exc:

@@ -134,6 +134,56 @@ def test_threads_share_one_writer_lock(path, data):
     index.close()
 
 
+def test_a_one_shot_write_inside_a_writer_block_of_the_same_thread_is_refused(path, data):
+    X, _ = data
+    with lshdb.create(path, metric="l2", dim=32, k=2, L=2, w=9.0) as index:
+        with index.writer(timeout=5) as w:
+            w.add([1], X[:1])
+            # waiting for the lock this thread holds would never end
+            with pytest.raises(lshdb.LshdbError, match="already holds the write lock"):
+                index.add([2], X[1:2])
+            w.add([3], X[2:3])
+        assert sorted(index.keys()) == [1, 3]
+        index.add([4], X[3:4])  # the lock was released
+        assert 4 in index
+
+
+def test_close_rolls_back_an_open_write_block_and_frees_the_lock(path, data):
+    X, _ = data
+    index = lshdb.create(path, metric="l2", dim=32, k=2, L=2, w=9.0)
+    w = index.writer()
+    w.__enter__()
+    w.add([1], X[:1])
+    index.close()
+    with pytest.raises(lshdb.IndexClosedError, match="rolled back"):
+        w.__exit__(None, None, None)
+    with lshdb.open(path) as again:  # another handle gets the lock at once
+        with again.writer(timeout=2) as w2:
+            w2.add([2], X[1:2])
+        assert again.keys() == [2]
+    # a block open in another thread: close() refuses instead of pulling the
+    # environment from under it
+    index = lshdb.open(path)
+    inside, finish = threading.Event(), threading.Event()
+
+    def hold():
+        with index.writer() as w3:
+            w3.add([3], X[2:3])
+            inside.set()
+            finish.wait(30)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert inside.wait(30)
+    with pytest.raises(lshdb.LshdbError, match="open in another thread"):
+        index.close()
+    finish.set()
+    t.join(30)
+    index.close()
+    with lshdb.open(path) as again:
+        assert sorted(again.keys()) == [2, 3]
+
+
 def _write_after_compaction(path, X, started, go):
     index = lshdb.open(path)  # opened on generation 1
     started.set()

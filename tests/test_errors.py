@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -149,6 +152,54 @@ def test_readonly_refuses_writes(index, path, data):
     with lshdb.open(path, readonly=True) as ro:
         with pytest.raises(lshdb.ReadOnlyError):
             ro.add([1000], X[:1])
+
+
+def _read_as_reader_without_write_rights(path, queries, out):
+    """In a forked child: give up the right to write (root: become nobody), then query."""
+    if os.geteuid() == 0:
+        os.setuid(65534)
+    res = {}
+    try:
+        with lshdb.open(path, readonly=True) as ro:
+            res["hits"] = [[[k, float(d)] for k, d in ro.query(q, k=5)] for q in queries]
+            res["n"] = len(ro)
+        try:
+            lshdb.open(path)
+        except lshdb.ReadOnlyError as exc:
+            res["write"] = str(exc)
+    except Exception as exc:  # reported to the parent, which fails the test with it
+        res["error"] = repr(exc)
+    out.put(res)
+
+
+def test_an_index_this_process_may_not_write_answers_read_only_queries(data):
+    """Permissions, not a read-only mount (where LMDB copes by itself): the lock file cannot
+    be opened for writing."""
+    X, Q = data
+    folder = tempfile.mkdtemp(prefix="lshdb-ro-")  # world-readable, unlike tmp_path
+    try:
+        path = os.path.join(folder, "ix.lshdb")
+        with lshdb.create(path, metric="l2", dim=32, k=4, L=4, w=8.0) as ix:
+            ix.add(range(len(X)), X)
+            want = [[[k, float(d)] for k, d in ix.query(q, k=5)] for q in Q[:5]]
+        for root, _dirs, files in os.walk(folder):
+            os.chmod(root, 0o555)
+            for f in files:
+                os.chmod(os.path.join(root, f), 0o444)
+        ctx = mp.get_context("fork")
+        out = ctx.Queue()
+        child = ctx.Process(target=_read_as_reader_without_write_rights,
+                            args=(path, Q[:5], out))
+        child.start()
+        got = out.get(timeout=120)
+        child.join(30)
+        assert "error" not in got, got["error"]
+        assert got["hits"] == want and got["n"] == len(X)
+        assert "open it with readonly=True" in got["write"]
+    finally:
+        for root, _dirs, _files in os.walk(folder):
+            os.chmod(root, 0o755)
+        shutil.rmtree(folder)
 
 
 def test_closed_index(index):
