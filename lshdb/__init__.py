@@ -7,7 +7,7 @@ distances. See the README for the command line, tuning and guarantees.
 
 from __future__ import annotations
 
-from . import errors, families, theory
+from . import check, errors, families, theory  # check: lshdb.check.check(path)
 from .errors import (
                      CorruptIndexError,
                      DimensionMismatchError,
@@ -41,7 +41,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__", "FORMAT_VERSION", "create", "open", "tune", "Index", "Writer", "Reader",
-    "errors", "families", "theory",
+    "errors", "families", "theory", "check",
     "LshdbError", "InvalidParameterError", "InvalidVectorError", "DimensionMismatchError",
     "InvalidKeyError", "DuplicateKeyError", "KeyExistsError", "KeyNotFoundError",
     "NotAnIndexError", "IndexExistsError", "FormatVersionError", "CorruptIndexError",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable
@@ -19,7 +20,8 @@ import numpy as np
 
 from . import __version__
 from .check import check as deep_check
-from .errors import InputFormatError, LshdbError
+from .demo import DEMO_MIN_ROWS
+from .errors import InputFormatError, InvalidVectorError, LshdbError
 from .index import Index, create
 from .index import open as open_index
 from .inputs import open_vectors, read_keys
@@ -43,9 +45,20 @@ class _Group(click.Group):
             click.echo("Error: aborted", err=True)
             sys.exit(1)
         except (LshdbError, OSError) as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {_cli_words(str(exc))}", err=True)
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+# the library's hints name its Python arguments; at the command line the flags say it
+_CLI_WORDS = (("pass missing_ok=True", "pass --missing-ok"), ("use upsert()", "use --upsert"),
+              ("raise timeout=", "raise --timeout"))
+
+
+def _cli_words(message: str) -> str:
+    for api, flag in _CLI_WORDS:
+        message = message.replace(api, flag)
+    return message
 
 
 def _fmt_option(f: Any) -> Any:
@@ -126,8 +139,12 @@ def _create_options(f: Any) -> Any:
         click.option("--tables", "L", type=int, help="Number of hash tables L (OR)."),
         click.option("--bits", "k", type=int, help="Hash functions per table k (AND)."),
         click.option("--width", "w", type=float, help="p-stable bucket width w (l2, l1)."),
-        click.option("--family", type=click.Choice(["hyperplane", "pstable", "unary", "bitsample"]),
+        click.option("--family", type=click.Choice(["hyperplane", "crosspolytope", "pstable",
+                                                    "unary", "bitsample"]),
                      help="Hash family (default: the metric's)."),
+        click.option("--codes", type=int,
+                     help="cosine: bits of a SimHash code per item (64-1024) that ranks "
+                          "candidates before the exact re-rank."),
         click.option("--max-value", type=int, help="Largest value for --family unary."),
         click.option("--probes", type=int, help="Buckets probed per query (default stored)."),
         click.option("--seed", type=int, help="Seed of the random projections."),
@@ -163,6 +180,8 @@ def create_cmd(path: str, metric: str, dim: int | None, fmt: str, **kw: Any) -> 
     """Create an empty index at PATH."""
     if dim is None and metric != "jaccard":
         raise click.UsageError("Missing option '--dim'.")
+    if dim is not None and metric == "jaccard":
+        raise click.UsageError("--dim does not apply to jaccard; give --num-perm instead.")
     with create(path, metric=metric, dim=dim, **_options(**kw)) as index:
         emit([_summary(index)], fmt)
 
@@ -176,7 +195,7 @@ def _summary(index: Index) -> dict[str, Any]:
 class _ItemSource:
     """Documents or token sets from JSON lines, shaped like a VectorSource."""
 
-    def __init__(self, path: str, key_field: str, text_field: str | None,
+    def __init__(self, path: str, key_field: str | None, text_field: str | None,
                  tokens_field: str | None) -> None:
         from .jsonl import read_jsonl_docs
 
@@ -193,7 +212,8 @@ class _ItemSource:
             yield s, self.items[s : s + size]
 
 
-def _read_token_sets(path: str, key_field: str, field: str) -> tuple[list[Any], list[Any]]:
+def _read_token_sets(path: str, key_field: str | None, field: str
+                     ) -> tuple[list[Any], list[Any]]:
     from .jsonl import iter_lines
 
     keys: list[Any] = []
@@ -203,16 +223,18 @@ def _read_token_sets(path: str, key_field: str, field: str) -> tuple[list[Any], 
             obj = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputFormatError(f"{path}:{lineno}: not valid UTF-8 JSON ({exc})") from exc
-        if not isinstance(obj, dict) or key_field not in obj or field not in obj:
-            raise InputFormatError(f"{path}:{lineno}: needs the fields {key_field!r} and {field!r}")
+        if not isinstance(obj, dict) or field not in obj or (
+                key_field is not None and key_field not in obj):
+            needs = field if key_field is None else f"{key_field!r} and {field!r}"
+            raise InputFormatError(f"{path}:{lineno}: needs the field(s) {needs}")
         if not isinstance(obj[field], list):
             raise InputFormatError(f"{path}:{lineno}: {field!r} must be a list of tokens")
-        keys.append(obj[key_field])
+        keys.append(lineno if key_field is None else obj[key_field])
         items.append(obj[field])
     return keys, items
 
 
-def _items(index_metric: str, path: str, key_field: str, vector_field: str,
+def _items(index_metric: str, path: str, key_field: str | None, vector_field: str,
            text_field: str | None, tokens_field: str | None) -> Any:
     if index_metric == "jaccard" or text_field or tokens_field:
         if index_metric != "jaccard":
@@ -235,15 +257,24 @@ def _check_shingle(index: Index, shingle: str | None) -> None:
             "an index shingles every document the same way")
 
 
+_ROW_IN_BLOCK = re.compile(r"^\w+: (row|item) (\d+)")
+
+
+def _rows_of_the_input(message: str, first: int) -> str:
+    """A batch's error message with its row number counted from the input's first row."""
+    return _ROW_IN_BLOCK.sub(lambda m: f"{m.group(1)} {int(m.group(2)) + first} of the input",
+                             message, count=1)
+
+
 def _load(index: Index, src: Any, keys_file: str | None, upsert: bool,
           batch: int | None) -> int:
     keys: list[Any] | None = read_keys(keys_file) if keys_file else src.keys
     if keys is not None and len(keys) != len(src):
         raise InputFormatError(f"{len(keys)} keys for {len(src)} vectors; give one key per vector")
     n = len(src)
+    if n == 0:
+        raise InputFormatError("the input holds no vectors or items")
     size = batch or n
-    if size < 1:
-        raise InputFormatError("--batch-size must be at least 1")
     done = 0
     with _progress(n, "adding") as bar:
         writer = None
@@ -254,7 +285,10 @@ def _load(index: Index, src: Any, keys_file: str | None, upsert: bool,
                     writer = index.writer()
                     writer.__enter__()
                 ks = keys[s : s + len(X)] if keys is not None else range(s, s + len(X))
-                (writer.upsert if upsert else writer.add)(ks, X)
+                try:
+                    (writer.upsert if upsert else writer.add)(ks, X)
+                except InvalidVectorError as exc:  # its row numbers count from the block's
+                    raise type(exc)(_rows_of_the_input(str(exc), s)) from None
                 in_txn += len(X)
                 if in_txn >= size:
                     w, writer, in_txn = writer, None, 0
@@ -279,7 +313,7 @@ _input_options = [
     click.option("--key-field", default="key", show_default=True, help="JSON lines key field."),
     click.option("--vector-field", default="vector", show_default=True,
                  help="JSON lines vector field."),
-    click.option("--batch-size", type=int,
+    click.option("--batch-size", type=click.IntRange(min=1),
                  help="Rows per transaction (default: the whole file in one)."),
     click.option("--text-field", help="jaccard: JSON lines field holding each document."),
     click.option("--tokens-field", help="jaccard: JSON lines field holding a token list."),
@@ -346,15 +380,25 @@ def add_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
 def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
               vector_field: str, batch_size: int | None, text_field: str | None,
               tokens_field: str | None, metric: str, fmt: str, **kw: Any) -> None:
-    """Create an index at PATH and bulk-load a file into it."""
+    """Create an index at PATH and bulk-load a file into it.
+
+    A build that fails or is interrupted removes the index it created."""
     src = _items(metric, input_path, key_field, vector_field, text_field, tokens_field)
     dim = None if metric == "jaccard" else (src.dim * 8 if metric == "hamming" else src.dim)
     t0 = time.perf_counter()
-    with create(path, metric=metric, dim=dim, **_options(**kw)) as index:
-        n = _load(index, src, keys_file, False, batch_size)
-        dt = time.perf_counter() - t0
-        emit([{**_summary(index), "added": n, "seconds": round(dt, 3),
-               "vectors_per_s": round(n / dt)}], fmt)
+    index = create(path, metric=metric, dim=dim, **_options(**kw))
+    try:
+        with index:
+            n = _load(index, src, keys_file, False, batch_size)
+            summary = _summary(index)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)  # nothing half-built is left behind
+        raise
+    dt = time.perf_counter() - t0
+    emit([{**summary, "added": n, "seconds": round(dt, 3), "vectors_per_s": round(n / dt)}],
+         fmt)
 
 
 @cli.command("query", context_settings=CONTEXT)
@@ -364,10 +408,14 @@ def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
 @click.option("-k", "k", default=10, show_default=True, help="Neighbours per query.")
 @click.option("--probes", type=int, help="Buckets probed per query (default: stored).")
 @click.option("--candidates", type=int, help="Cap on candidates re-ranked (0: none).")
+@click.option("--min-hits", type=int,
+              help="Keep candidates found in at least this many tables (default: stored).")
+@click.option("--rerank", type=int,
+              help="With codes: re-rank exactly the best N by Hamming distance (default: stored).")
 @click.option("--scan/--no-scan", default=None,
               help="Rank every stored item (by code with codes=B, else exactly) instead of "
                    "probing buckets (default: stored).")
-@click.option("--key-field", default="key", show_default=True)
+@click.option("--key-field", hidden=True, help="Ignored: queries need no keys.")
 @click.option("--vector-field", default="vector", show_default=True)
 @click.option("--text-field", help="jaccard: JSON lines field holding each query document.")
 @click.option("--tokens-field", help="jaccard: JSON lines field holding a token list.")
@@ -376,15 +424,17 @@ def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
 @click.option("--estimate", is_flag=True, help="jaccard: score by signatures, not exactly.")
 @_fmt_option
 def query_cmd(path: str, input_path: str, k: int, probes: int | None,
-              candidates: int | None, scan: bool | None, key_field: str, vector_field: str,
+              candidates: int | None, min_hits: int | None, rerank: int | None,
+              scan: bool | None, key_field: str | None,
+              vector_field: str,
               text_field: str | None, tokens_field: str | None, threshold: float | None,
               estimate: bool, fmt: str) -> None:
     """Print the k nearest items of each query: {"query": i, "results": [...]}.
 
     For a jaccard index the results carry "jaccard" scores instead of distances."""
     with open_index(path, readonly=True) as index:
-        src = _items(index.metric.name, input_path, key_field, vector_field, text_field,
-                     tokens_field)
+        src = _items(index.metric.name, input_path, None, vector_field, text_field,
+                     tokens_field)  # results are numbered by query: no keys needed
         score = "jaccard" if index.metric.name == "jaccard" else "distance"
         extra: dict[str, Any] = {}
         if index.metric.name == "jaccard":
@@ -393,8 +443,8 @@ def query_cmd(path: str, input_path: str, k: int, probes: int | None,
             raise InputFormatError("--threshold and --estimate apply to jaccard indexes")
         with index.reader() as r:
             for s, Q in src.blocks(4096):
-                res = r.query_batch(Q, k, probes=probes, candidates=candidates, scan=scan,
-                                    **extra)
+                res = r.query_batch(Q, k, probes=probes, candidates=candidates,
+                                    min_hits=min_hits, rerank=rerank, scan=scan, **extra)
                 if fmt == "json":
                     emit(({"query": s + i, "results": [{"key": key, score: d} for key, d in hits]}
                           for i, hits in enumerate(res)), fmt)
@@ -409,9 +459,15 @@ def query_cmd(path: str, input_path: str, k: int, probes: int | None,
 @click.option("--int-key", is_flag=True, help="Treat KEY as an integer.")
 def get_cmd(path: str, key: str, int_key: bool) -> None:
     """Print the stored vector of KEY as JSON."""
+    the_key: Any = key
+    if int_key:
+        try:
+            the_key = int(key)
+        except ValueError:
+            raise click.BadParameter(f"{key!r} is not an integer", param_hint="KEY") from None
     with open_index(path, readonly=True) as index:
-        v = index.get(int(key) if int_key else key)
-        click.echo(json.dumps({"key": key, "vector": v.tolist()}))
+        v = index.get(the_key)
+        click.echo(json.dumps({"key": the_key, "vector": v.tolist()}))
 
 
 @cli.command("delete", context_settings=CONTEXT)
@@ -613,11 +669,13 @@ def _dedup_against(input_path: str, index_path: str, threshold: float, key_field
               help="Tune on vectors from a file before building (needs --metric).")
 @click.option("--metric", type=click.Choice(["cosine", "l2", "l1", "hamming"]),
               help="With --input: the metric of the index to be built.")
-@click.option("--sample", default=100_000, show_default=True,
+@click.option("--sample", default=100_000, show_default=True, type=click.IntRange(min=1),
               help="With --input: rows of the file to build the trial index from.")
 @click.option("--target-recall", default=0.9, show_default=True, type=float)
-@click.option("-k", "k", default=10, show_default=True, help="Neighbours per query.")
-@click.option("--queries", default=200, show_default=True, help="Sample queries.")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Neighbours per query.")
+@click.option("--queries", default=200, show_default=True, type=click.IntRange(min=1),
+              help="Sample queries.")
 @click.option("--apply", is_flag=True, help="Store the chosen settings as the index's defaults.")
 @_fmt_option
 def tune_cmd(path: str | None, input_path: str | None, metric: str | None, sample: int,
@@ -668,10 +726,11 @@ def tune_cmd(path: str | None, input_path: str | None, metric: str | None, sampl
 
 
 @cli.command("demo", context_settings=CONTEXT)
-@click.option("-n", "n", default=100_000, show_default=True, help="Vectors to generate.")
-@click.option("--dim", default=128, show_default=True)
+@click.option("-n", "n", default=100_000, show_default=True,
+              type=click.IntRange(min=DEMO_MIN_ROWS), help="Vectors to generate.")
+@click.option("--dim", default=128, show_default=True, type=click.IntRange(1, 65536))
 @click.option("--metric", type=click.Choice(["cosine", "l2"]), default="cosine", show_default=True)
-@click.option("--queries", default=200, show_default=True)
+@click.option("--queries", default=200, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True)
 @click.option("--keep", type=click.Path(file_okay=False), help="Build here and keep the index.")
 @_fmt_option

@@ -28,6 +28,7 @@ Thread safety: functions share no state; a :class:`DedupResult` is read-only by 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +41,7 @@ from .errors import DuplicateKeyError, InvalidParameterError
 from .jaccard import JaccardOracle
 from .jsonl import Key, copy_lines, read_jsonl_docs, write_jsonl
 from .minhash import MODES, band_keys, classic_signatures_csr, oph_signatures
+from .params import NUM_PERM_MAX, check_int
 from .text import parse_shingle, shingle_hashes, shingle_token_hashes
 from .theory import optimal_bands
 
@@ -250,9 +252,7 @@ def _check_options(threshold: float, num_perm: int, verify: str, mode: str,
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)) \
             or not 0.0 < float(threshold) <= 1.0:
         raise InvalidParameterError(f"threshold must be in (0, 1]; found {threshold!r}")
-    if isinstance(num_perm, bool) or not isinstance(num_perm, (int, np.integer)) \
-            or not 2 <= num_perm <= 4096:
-        raise InvalidParameterError(f"num_perm must be an int in 2..4096; found {num_perm!r}")
+    check_int("num_perm", num_perm, 2, NUM_PERM_MAX)  # the range an index accepts
     if verify not in ("exact", "estimate"):
         raise InvalidParameterError(f"verify must be 'exact' or 'estimate'; found {verify!r}")
     if mode not in MODES:
@@ -433,6 +433,19 @@ def dedup_jsonl(path: str | os.PathLike[str], *, key_field: str = "id", text_fie
                                     f"known: {', '.join(sorted(allowed))}")
     if keep not in _KEEP:
         raise InvalidParameterError(f"keep must be 'first' or 'longest'; found {keep!r}")
+    # bad options and unwritable outputs fail now, not after the work
+    defaults = inspect.signature(dedup).parameters
+    opt = {name: options.get(name, defaults[name].default)
+           for name in ("threshold", "num_perm", "verify", "mode", "bands", "shingle")}
+    _check_options(opt["threshold"], opt["num_perm"], opt["verify"], opt["mode"], opt["bands"])
+    parse_shingle(opt["shingle"])
+    for target in (pairs, clusters, output):
+        if target is None:
+            continue
+        folder = os.path.dirname(os.path.abspath(target))
+        if not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
+            raise InvalidParameterError(f"cannot write {os.fspath(target)}: its folder "
+                                        "does not exist or is not writable")
     t0 = time.perf_counter()
     if progress:
         progress("read", 0, 1)

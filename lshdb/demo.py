@@ -13,14 +13,20 @@ from typing import Any
 import numpy as np
 
 from .datasets import clustered, exact_knn
+from .errors import InvalidParameterError
 from .index import create
 from .index import open as open_index
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "DEMO_MIN_ROWS"]
+
+DEMO_MIN_ROWS = 1000  # fewer than this measures nothing worth showing
 
 
 def run_demo(n: int, dim: int, metric: str, n_queries: int, seed: int,
              keep: str | None, progress: Callable[[int, str], Any]) -> dict[str, Any]:
+    if n < DEMO_MIN_ROWS or n_queries < 1:
+        raise InvalidParameterError(f"the demo needs at least {DEMO_MIN_ROWS:,} vectors and 1 "
+                                    f"query; found {n} and {n_queries}")
     X, Q = clustered(n, dim, seed=seed, n_queries=n_queries)
     tmp = None
     if keep:

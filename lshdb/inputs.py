@@ -30,7 +30,8 @@ _INT = re.compile(r"^-?(0|[1-9][0-9]*)$")
 class VectorSource:
     """Vectors in a file, read in blocks: ``len(source)``, ``source.dim``, ``source.blocks()``."""
 
-    def __init__(self, path: str, key_field: str = "key", vector_field: str = "vector") -> None:
+    def __init__(self, path: str, key_field: str | None = "key",
+                 vector_field: str = "vector") -> None:
         self.path = path
         self.key_field = key_field
         self.vector_field = vector_field
@@ -72,7 +73,9 @@ class VectorSource:
             yield s, np.asarray(self._array[s : s + size])
 
 
-def open_vectors(path: str, key_field: str = "key", vector_field: str = "vector") -> VectorSource:
+def open_vectors(path: str, key_field: str | None = "key",
+                 vector_field: str = "vector") -> VectorSource:
+    """The vectors of a file; ``key_field=None`` reads JSON lines without keys (queries)."""
     return VectorSource(path, key_field, vector_field)
 
 
@@ -96,10 +99,11 @@ def _read_vecs(path: str, ext: str) -> np.ndarray:
     return body.view(dtype).reshape(len(table), dim)
 
 
-def _read_jsonl(path: str, key_field: str, vector_field: str) -> tuple[list[Key], np.ndarray]:
+def _read_jsonl(path: str, key_field: str | None, vector_field: str
+                ) -> tuple[list[Key] | None, np.ndarray]:
     keys: list[Key] = []
     rows: list[Any] = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # (a leading byte order mark is dropped)
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -109,13 +113,15 @@ def _read_jsonl(path: str, key_field: str, vector_field: str) -> tuple[list[Key]
                 raise InputFormatError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
             if not isinstance(obj, dict) or vector_field not in obj:
                 raise InputFormatError(f"{path}:{lineno}: no {vector_field!r} field")
+            rows.append(obj[vector_field])
+            if key_field is None:
+                continue
             if key_field not in obj:
                 raise InputFormatError(f"{path}:{lineno}: no {key_field!r} field")
             key = obj[key_field]
             if not isinstance(key, (str, int)) or isinstance(key, bool):
                 raise InputFormatError(f"{path}:{lineno}: the key must be a string or an integer")
             keys.append(key)
-            rows.append(obj[vector_field])
     if not rows:
         raise InputFormatError(f"{path} holds no records")
     try:
@@ -127,7 +133,7 @@ def _read_jsonl(path: str, key_field: str, vector_field: str) -> tuple[list[Key]
             f"{sorted(lengths)[:5]}") from exc
     if arr.ndim != 2:
         raise InputFormatError(f"{path}: vectors must be flat lists of numbers")
-    return keys, arr
+    return (None if key_field is None else keys), arr
 
 
 def read_keys(path: str) -> list[Key]:
@@ -141,7 +147,7 @@ def read_keys(path: str) -> list[Key]:
             raise InputFormatError(f"{path}: expected a 1-D integer or string array")
         return arr.tolist()  # type: ignore[no-any-return]
     keys: list[Key] = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # (a leading byte order mark is dropped)
         for lineno, line in enumerate(f, 1):
             text = line.rstrip("\n").rstrip("\r")
             if ext in (".jsonl", ".json", ".ndjson"):

@@ -12,6 +12,7 @@ Thread safety: functions share no state.
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import tempfile
@@ -29,14 +30,17 @@ Key = str | int
 
 
 def iter_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
-    """(line number, raw line) of every line that is not blank."""
+    """(line number, raw line) of every line that is not blank; a UTF-8 byte order mark
+    opening the file is dropped."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
             if raw.strip():
                 yield lineno, raw
 
 
-def _parse(path: Any, lineno: int, raw: bytes, key_field: str, text_field: str
+def _parse(path: Any, lineno: int, raw: bytes, key_field: str | None, text_field: str
            ) -> tuple[Key, str]:
     where = f"{os.fspath(path)}:{lineno}"
     try:
@@ -53,10 +57,10 @@ def _parse(path: Any, lineno: int, raw: bytes, key_field: str, text_field: str
     if not isinstance(obj, dict):
         raise InputFormatError(f"{where}: expected a JSON object; found {type(obj).__name__}")
     for name in (key_field, text_field):
-        if name not in obj:
+        if name is not None and name not in obj:
             raise InputFormatError(f"{where}: no {name!r} field (fields: "
                                    f"{', '.join(map(repr, list(obj)[:8]))})")
-    key, text = obj[key_field], obj[text_field]
+    key, text = (lineno if key_field is None else obj[key_field]), obj[text_field]
     if isinstance(key, bool) or not isinstance(key, (str, int)):
         raise InputFormatError(f"{where}: field {key_field!r} must be a string or an integer; "
                                f"found {type(key).__name__}")
@@ -66,12 +70,13 @@ def _parse(path: Any, lineno: int, raw: bytes, key_field: str, text_field: str
     return key, text
 
 
-def read_jsonl_docs(path: str | os.PathLike[str], key_field: str = "id",
+def read_jsonl_docs(path: str | os.PathLike[str], key_field: str | None = "id",
                     text_field: str = "text") -> tuple[list[Key], list[str]]:
     """Read a JSON-lines file of documents.
 
     Each non-blank line must be a UTF-8 JSON object with a string or integer key field and
-    a string text field; blank lines are ignored. Lines are read as bytes and decoded one
+    a string text field; blank lines are ignored. ``key_field=None`` reads no keys (the
+    line numbers stand in for them). Lines are read as bytes and decoded one
     at a time, so a bad byte sequence is reported with its line number.
 
     Returns

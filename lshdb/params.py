@@ -29,9 +29,10 @@ _JACCARD = {"family", "seed", "num_perm", "threshold", "bands", "rows", "mode", 
             "shingle", "store_tokens"}
 _QUERY = {"probes", "candidates", "min_hits", "rerank", "scan"}
 _OTHER = {"durability", "map_size", "target_recall", "store"}
+NUM_PERM_MAX = 8192  # MinHash values per item, at most
 
 
-def _int(name: str, v: Any, lo: int, hi: int) -> int:
+def check_int(name: str, v: Any, lo: int, hi: int) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
         raise InvalidParameterError(f"{name} must be an int in {lo}..{hi}; found {v!r}")
     return int(v)
@@ -59,40 +60,40 @@ def validate_options(metric: str, options: dict[str, Any], query_only: bool = Fa
                     f"{', '.join(_FAMILIES_OF[metric])}")
             out[name] = v
         elif name == "k":
-            out[name] = _int("k", v, 1, 64)
+            out[name] = check_int("k", v, 1, 64)
         elif name == "L":
-            out[name] = _int("L", v, 1, 1000)
+            out[name] = check_int("L", v, 1, 1000)
         elif name == "seed":
-            out[name] = _int("seed", v, 0, 2**63 - 1)
+            out[name] = check_int("seed", v, 0, 2**63 - 1)
         elif name == "max_value":
-            out[name] = _int("max_value", v, 1, 2**24)
+            out[name] = check_int("max_value", v, 1, 2**24)
         elif name == "probes":
-            out[name] = _int("probes", v, 1, 1_000_000)
+            out[name] = check_int("probes", v, 1, 1_000_000)
         elif name == "candidates":
-            out[name] = _int("candidates", v, 0, 2**32)
+            out[name] = check_int("candidates", v, 0, 2**32)
         elif name == "min_hits":
-            out[name] = _int("min_hits", v, 1, 1_000_000)
+            out[name] = check_int("min_hits", v, 1, 1_000_000)
         elif name == "rerank":
-            out[name] = _int("rerank", v, 0, 2**32)
+            out[name] = check_int("rerank", v, 0, 2**32)
         elif name == "scan":
             out[name] = bool(v)
         elif name == "codes":
-            out[name] = _int("codes", v, 0, 4096)
+            out[name] = check_int("codes", v, 0, 4096)
             if out[name] % 64 or (out[name] and metric not in ("cosine", "l2")):
                 raise InvalidParameterError(
                     "codes are SimHash bits for cosine or l2 indexes, a multiple of 64 "
                     f"(e.g. 256); found {v!r} for metric {metric!r}")
         elif name == "map_size":
-            out[name] = _int("map_size", v, 1 << 16, 1 << 50)
+            out[name] = check_int("map_size", v, 1 << 16, 1 << 50)
         elif name == "w":
             if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) \
                     or not math.isfinite(v) or v <= 0:
                 raise InvalidParameterError(f"w must be a positive number; found {v!r}")
             out[name] = float(v)
         elif name == "num_perm":
-            out[name] = _int("num_perm", v, 2, 8192)
+            out[name] = check_int("num_perm", v, 2, NUM_PERM_MAX)
         elif name in ("bands", "rows"):
-            out[name] = _int(name, v, 1, 8192)
+            out[name] = check_int(name, v, 1, 8192)
         elif name == "threshold":
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
                 raise InvalidParameterError(f"threshold must be in (0, 1]; found {v!r}")

@@ -249,8 +249,8 @@ class Reader:
                 items: list[Any] = list(vectors)
             else:
                 items = list(vectors)
-            return [self.query(v, k, probes, candidates, min_hits, threshold, exact)
-                    for v in items]
+            return [self.query(v, k, probes, candidates, min_hits, threshold, exact, rerank,
+                               scan) for v in items]
         _check_k(k)
         X = self.metric.prepare(vectors, "queries")
         if self._scan(scan):

@@ -82,7 +82,7 @@ def test_add_with_keys_file_get_and_delete(built, tmp_path, data):
     assert res[0]["added"] == 3 and res[0]["items"] == len(X) + 3
     got = json.loads(run("get", ix, "alpha").stdout)
     np.testing.assert_allclose(got["vector"], X[0] + 100, rtol=1e-6)
-    assert json.loads(run("get", ix, "42000", "--int-key").stdout)["key"] == "42000"
+    assert json.loads(run("get", ix, "42000", "--int-key").stdout)["key"] == 42000
     assert json.loads(run("get", ix, "007").stdout)["key"] == "007"  # not an int: leading zero
     (tmp_path / "del.txt").write_text("alpha\n5\n")
     assert lines(run("delete", ix, "--keys", tmp_path / "del.txt"))[0] == {
@@ -126,6 +126,19 @@ def test_fvecs_and_jsonl_inputs(tmp_path, data):
         assert index.keys() == [f"k{i}" for i in range(5)]
 
 
+def test_a_byte_order_mark_opening_a_jsonl_file_is_dropped(tmp_path, data):
+    X, _ = data
+    lines_ = [json.dumps({"key": f"k{i}", "vector": X[i].tolist()}) for i in range(3)]
+    (tmp_path / "v.jsonl").write_bytes(b"\xef\xbb\xbf" + "\n".join(lines_).encode())
+    run("build", tmp_path / "b", "--input", tmp_path / "v.jsonl", "--metric", "l2")
+    with lshdb.open(str(tmp_path / "b")) as index:
+        assert index.keys() == ["k0", "k1", "k2"]
+    docs = [json.dumps({"id": i, "text": f"doc number {i} with some words"}) for i in range(3)]
+    (tmp_path / "d.jsonl").write_bytes(b"\xef\xbb\xbf" + "\n".join(docs).encode())
+    from lshdb.jsonl import read_jsonl_docs
+    assert read_jsonl_docs(tmp_path / "d.jsonl")[0] == [0, 1, 2]
+
+
 def test_bad_jsonl_line_is_reported_with_its_number(tmp_path):
     (tmp_path / "v.jsonl").write_text('{"key": 1, "vector": [1, 2]}\n{"key": 2, "vector": [1, 2\n')
     r = run("build", tmp_path / "x", "--input", tmp_path / "v.jsonl", "--metric", "l2", ok=False)
@@ -146,6 +159,100 @@ def test_errors_exit_1_with_error_prefix(tmp_path, built):
     assert r.exit_code == 1 and r.stderr == "Error: queries have dimension 5; this index expects 32\n"
     r = run("add", ix, "--input", tmp_path / "nope.npy", ok=False)
     assert r.exit_code == 1 and "does not exist" in r.stderr
+
+
+def test_a_failed_build_leaves_no_index_behind(tmp_path, data):
+    X, _ = data
+    bad = X[:20].copy()
+    bad[13, 4] = np.nan
+    np.save(tmp_path / "bad.npy", bad)
+    ix = tmp_path / "ix.lshdb"
+    for _ in range(2):  # the same command fails the same way again, not with "exists"
+        r = run("build", ix, "--input", tmp_path / "bad.npy", "--metric", "l2", ok=False)
+        assert r.exit_code == 1 and "NaN" in r.stderr, r.stderr
+        assert not ix.exists()
+    np.save(tmp_path / "good.npy", X[:20])
+    assert lines(run("build", ix, "--input", tmp_path / "good.npy", "--metric", "l2"))[0][
+        "added"] == 20
+
+
+def test_load_errors_name_the_row_of_the_file_and_empty_inputs_say_so(built, tmp_path, data):
+    ix, X, _ = built
+    more = X[:10] + 0.5
+    more[7, 3] = np.inf
+    np.save(tmp_path / "more.npy", more)
+    (tmp_path / "k.txt").write_text("".join(f"m{i}\n" for i in range(10)))
+    r = run("add", ix, "--input", tmp_path / "more.npy", "--keys", tmp_path / "k.txt",
+            "--batch-size", 3, ok=False)
+    assert r.exit_code == 1 and "Error: row 7 of the input holds NaN or inf" in r.stderr
+    with lshdb.open(str(ix), readonly=True) as index:  # the batches before it committed
+        assert [f"m{i}" in index for i in range(10)] == [True] * 6 + [False] * 4
+    np.save(tmp_path / "empty.npy", np.zeros((0, 32), np.float32))
+    r = run("add", ix, "--input", tmp_path / "empty.npy", ok=False)
+    assert r.exit_code == 1 and r.stderr == "Error: the input holds no vectors or items\n"
+    r = run("add", ix, "--input", tmp_path / "more.npy", "--batch-size", 0, ok=False)
+    assert r.exit_code == 1 and "0 is not in the range x>=1" in r.stderr
+
+
+def test_hints_name_the_flags_not_the_python_arguments(built, tmp_path):
+    ix, X, _ = built
+    np.save(tmp_path / "again.npy", X[:2])
+    r = run("add", ix, "--input", tmp_path / "again.npy", ok=False)  # keys 0 and 1 exist
+    assert r.exit_code == 1 and "use --upsert to replace them" in r.stderr
+    (tmp_path / "gone.txt").write_text("no-such-key\n")
+    r = run("delete", ix, "--keys", tmp_path / "gone.txt", ok=False)
+    assert r.exit_code == 1 and "pass --missing-ok to skip them" in r.stderr
+    assert "missing_ok=True" not in r.stderr
+
+
+def test_codes_crosspolytope_and_query_controls_from_the_command_line(tmp_path, data):
+    X, Q = data
+    np.save(tmp_path / "base.npy", X)
+    np.save(tmp_path / "q.npy", Q[:4])
+    ix = tmp_path / "cp.lshdb"
+    out = lines(run("build", ix, "--input", tmp_path / "base.npy", "--metric", "cosine",
+                    "--family", "crosspolytope", "--tables", 8, "--codes", 128))[0]
+    assert out["family"]["family"] == "crosspolytope" and out["added"] == len(X)
+    with lshdb.open(str(ix), readonly=True) as index:
+        assert index.options["codes"] == 128
+        want = [index.query(q, k=5, min_hits=2, rerank=5) for q in Q[:4]]
+        # (the settings matter: the stored defaults answer otherwise)
+        assert want != [index.query(q, k=5) for q in Q[:4]]
+    res = lines(run("query", ix, "--input", tmp_path / "q.npy", "-k", 5, "--min-hits", 2,
+                    "--rerank", 5))
+    assert [[(h["key"], pytest.approx(h["distance"], abs=1e-6)) for h in r["results"]]
+            for r in res] == want
+
+
+def test_bad_numbers_are_usage_errors_not_tracebacks(built, tmp_path):
+    ix, _, _ = built
+    for args, says in [(("get", ix, "abc", "--int-key"), "'abc' is not an integer"),
+                       (("tune", ix, "-k", 0), "'-k': 0 is not in the range x>=1"),
+                       (("tune", ix, "--queries", -5), "-5 is not in the range x>=1"),
+                       (("tune", "--input", tmp_path / "base.npy", "--metric", "l2",
+                         "--sample", 0), "0 is not in the range x>=1"),
+                       (("demo", "-n", 5), "5 is not in the range x>=1000"),
+                       (("demo", "-n", -3), "-3 is not in the range x>=1000"),
+                       (("demo", "--queries", 0), "0 is not in the range x>=1"),
+                       (("create", tmp_path / "j", "--metric", "jaccard", "--dim", 8),
+                        "--dim does not apply to jaccard")]:
+        r = run(*args, ok=False)
+        assert r.exit_code == 1 and says in r.stderr and "Traceback" not in r.output, (args,
+                                                                                     r.output)
+    assert not (tmp_path / "j").exists()
+    r = run("get", ix, "7", "--int-key")
+    assert json.loads(r.stdout)["key"] == 7
+
+
+def test_query_lines_need_no_keys(built, tmp_path):
+    ix, X, Q = built
+    with open(tmp_path / "q.jsonl", "w") as f:
+        for q in Q[:3]:
+            f.write(json.dumps({"vector": q.tolist()}) + "\n")
+    res = lines(run("query", ix, "--input", tmp_path / "q.jsonl", "-k", 3))
+    assert [r["query"] for r in res] == [0, 1, 2] and all(len(r["results"]) == 3 for r in res)
+    with lshdb.open(str(ix), readonly=True) as index:
+        assert [h["key"] for h in res[1]["results"]] == [k for k, _ in index.query(Q[1], k=3)]
 
 
 def test_stats_and_check(built):

@@ -85,6 +85,16 @@ def test_delete_upsert_compact_keep_tokens(path):
     assert report["ok"], report["problems"]
 
 
+def test_dim_of_a_jaccard_index_is_its_num_perm(path):
+    with lshdb.create(path, metric="jaccard", dim=16) as ix:
+        ix.add(["a", "b"], [{"x", "y", "z"}, {"u", "v"}])
+    with lshdb.open(path) as ix:  # the stored options agree with the dimension
+        assert ix.metric.dim == 16 and ix.options["num_perm"] == 16
+        assert ix.query({"x", "y", "z"}, k=1) == [("a", 1.0)]
+    with pytest.raises(lshdb.InvalidParameterError, match="disagree"):
+        lshdb.create(path + "2", metric="jaccard", dim=16, num_perm=32)
+
+
 def test_bad_items(path):
     with lshdb.create(path, metric="jaccard", store_tokens=True) as index:
         with pytest.raises(lshdb.InvalidVectorError, match="item 1 has no tokens"):
@@ -152,3 +162,18 @@ def test_cli_dedup_reports_bad_lines(tmp_path):
     assert r.exit_code == 1 and r.stderr.startswith(f"Error: {tmp_path / 'bad.jsonl'}:2")
     r = run("dedup", tmp_path / "bad.jsonl", "--threshold", "0", ok=False)
     assert r.exit_code == 1 and "threshold" in r.stderr
+
+
+def test_cli_dedup_refuses_bad_options_and_outputs_before_reading(tmp_path):
+    # line 2 is unreadable: an option or output checked only after the reading would be
+    # reported as that line instead
+    (tmp_path / "bad.jsonl").write_bytes(b'{"id": 1, "text": "fine words here"}\n'
+                                         b'{"id": 2, "text": "bad \xff bytes"}\n')
+    for args, says in [(("--shingle", "word:0"), "word shingle size must be 1..64"),
+                       (("--num-perm", 1), "num_perm must be an int in 2..8192"),
+                       (("--out", tmp_path / "no" / "pairs.jsonl"), "its folder does not exist"),
+                       (("--clusters", tmp_path / "no" / "c.jsonl"), "its folder does not exist")]:
+        r = run("dedup", tmp_path / "bad.jsonl", *args, ok=False)
+        assert r.exit_code == 1 and says in r.stderr and ":2" not in r.stderr, (args, r.stderr)
+    r = run("dedup", tmp_path / "bad.jsonl", "--num-perm", 8192, ok=False)  # as create allows
+    assert r.exit_code == 1 and ":2" in r.stderr
