@@ -49,6 +49,8 @@ class _Report:
         self.dropped = 0
 
     def problem(self, msg: str) -> None:
+        if msg in self.problems:  # found again by a later stage (a damaged row re-read)
+            return
         if len(self.problems) < _MAX_REPORTED:
             self.problems.append(msg)
         else:

@@ -7,9 +7,11 @@ status 1. Long work shows a progress bar on stderr when it is a terminal.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Iterable
@@ -107,8 +109,11 @@ def _json_default(v: Any) -> Any:
 
 
 def _progress(length: int, label: str) -> Any:
-    return click.progressbar(length=length, label=label, file=sys.stderr,
-                             show_eta=True, show_pos=True)
+    """A progress bar on stderr when it is a terminal; silent otherwise (click would still
+    print the label)."""
+    out = sys.stderr if sys.stderr.isatty() else io.StringIO()
+    return click.progressbar(length=length, label=label, file=out, show_eta=True,
+                             show_pos=True)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -392,8 +397,6 @@ def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
             n = _load(index, src, keys_file, False, batch_size)
             summary = _summary(index)
     except BaseException:
-        import shutil
-
         shutil.rmtree(path, ignore_errors=True)  # nothing half-built is left behind
         raise
     dt = time.perf_counter() - t0
@@ -435,6 +438,8 @@ def query_cmd(path: str, input_path: str, k: int, probes: int | None,
     with open_index(path, readonly=True) as index:
         src = _items(index.metric.name, input_path, None, vector_field, text_field,
                      tokens_field)  # results are numbered by query: no keys needed
+        if len(src) == 0:
+            raise InputFormatError("the input holds no queries")
         score = "jaccard" if index.metric.name == "jaccard" else "distance"
         extra: dict[str, Any] = {}
         if index.metric.name == "jaccard":
@@ -681,7 +686,6 @@ def _dedup_against(input_path: str, index_path: str, threshold: float, key_field
 def tune_cmd(path: str | None, input_path: str | None, metric: str | None, sample: int,
              target_recall: float, k: int, queries: int, apply: bool, fmt: str) -> None:
     """Measure recall and queries/s over query settings; print the frontier and the choice."""
-    import shutil
     import tempfile
 
     if (path is None) == (input_path is None):

@@ -480,6 +480,10 @@ class Reader:
                 (posting_bytes + out["bytes"]["key_maps"]) / self.live / max(n_tables, 1))
         if tables:
             out["tables"] = tables
+            # values a probe reads per bucket: 1 after a bulk load or a compaction, towards 2
+            # as appends give buckets a tail chunk (see the README's "Small writes")
+            n_buckets = sum(t["buckets"] for t in tables)
+            out["chunks_per_bucket"] = sum(t["chunks"] for t in tables) / max(n_buckets, 1)
             top = int(np.flatnonzero(histogram).max()) + 1 if histogram.any() else 0
             out["bucket_histogram"] = [{"ids": f"{2**b}-{2 ** (b + 1) - 1}",
                                         "buckets": int(histogram[b])} for b in range(top)]

@@ -184,12 +184,14 @@ def test_load_errors_name_the_row_of_the_file_and_empty_inputs_say_so(built, tmp
     (tmp_path / "k.txt").write_text("".join(f"m{i}\n" for i in range(10)))
     r = run("add", ix, "--input", tmp_path / "more.npy", "--keys", tmp_path / "k.txt",
             "--batch-size", 3, ok=False)
-    assert r.exit_code == 1 and "Error: row 7 of the input holds NaN or inf" in r.stderr
+    assert r.exit_code == 1 and r.stderr.startswith("Error: row 7 of the input holds NaN or inf")
     with lshdb.open(str(ix), readonly=True) as index:  # the batches before it committed
         assert [f"m{i}" in index for i in range(10)] == [True] * 6 + [False] * 4
     np.save(tmp_path / "empty.npy", np.zeros((0, 32), np.float32))
     r = run("add", ix, "--input", tmp_path / "empty.npy", ok=False)
     assert r.exit_code == 1 and r.stderr == "Error: the input holds no vectors or items\n"
+    r = run("query", ix, "--input", tmp_path / "empty.npy", ok=False)
+    assert r.exit_code == 1 and r.stderr == "Error: the input holds no queries\n"
     r = run("add", ix, "--input", tmp_path / "more.npy", "--batch-size", 0, ok=False)
     assert r.exit_code == 1 and "0 is not in the range x>=1" in r.stderr
 

@@ -196,6 +196,22 @@ def test_the_batch_past_run_max_merges_every_run(built):
     assert check(built)["ok"]
 
 
+def test_stats_count_the_chunks_a_probe_reads_per_bucket(built):
+    X = vectors()
+    with lshdb.open(built) as index:
+        assert index.stats()["chunks_per_bucket"] == 1.0  # bulk loaded: one chunk each
+        nxt = N
+        for _ in range(runs.RUN_MAX + 1):  # the last batch merges the runs into the tables
+            index.add(range(nxt, nxt + 200), X[nxt : nxt + 200])
+            nxt += 200
+        st = index.stats()
+        tables = st["tables"]
+        grown = sum(t["chunks"] for t in tables) / sum(t["buckets"] for t in tables)
+        assert st["chunks_per_bucket"] == grown and grown > 1.5  # most buckets gained a tail
+        index.compact()
+        assert index.stats()["chunks_per_bucket"] == 1.0
+
+
 def test_a_large_batch_goes_to_the_tables_with_the_waiting_runs(built):
     X = vectors()
     big = runs.DIRECT_PAIRS // PARAMS["L"]  # pairs == DIRECT_PAIRS: direct
