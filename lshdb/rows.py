@@ -111,7 +111,8 @@ class RowFile:
         return max(0, (os.fstat(self._fd).st_size - _HEADER_BYTES) // self.row_bytes)
 
     def size_bytes(self) -> int:
-        return int(os.fstat(self._fd).st_size)
+        """Bytes the file occupies on disk (it grows sparse, ahead of its rows)."""
+        return int(os.fstat(self._fd).st_blocks) * 512
 
     def require(self, n_rows: int) -> None:
         """Raise :class:`CorruptIndexError` unless the file holds ``n_rows`` rows."""

@@ -90,7 +90,7 @@ class JaccardMetric(Metric):
             if isinstance(it, str):
                 parts.append(self.tokens([it], what)[1])
                 continue
-            if isinstance(it, (bytes, bytearray)) or not isinstance(it, Iterable):
+            if isinstance(it, (bytes, bytearray, dict)) or not isinstance(it, Iterable):
                 raise InvalidVectorError(
                     f"{what}: item {i} is a {type(it).__name__}; an item is a document (str) "
                     "or a set of tokens (str, bytes or int)")

@@ -101,6 +101,8 @@ def test_bad_items(path):
             index.add([1, 2], ["some words here", "   "])
         with pytest.raises(lshdb.InvalidVectorError, match="a document \\(str\\) or a set"):
             index.add([3], [b"raw bytes"])
+        with pytest.raises(lshdb.InvalidVectorError, match="item 0 is a dict"):
+            index.add([5], [{"token": 1}])  # iterating a dict would take its keys
         with pytest.raises(lshdb.InvalidParameterError, match="ready signatures"):
             index.add([4], np.zeros((1, 128), np.uint32))
         assert len(index) == 0
