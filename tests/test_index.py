@@ -149,7 +149,8 @@ def test_stats_reports_parts_and_buckets(path, data):
     assert st["live"] == len(X) and st["rows"] == len(X)
     assert st["family"]["k"] == 4 and st["family"]["L"] == 3 and st["family"]["w"] == 6.0
     assert len(st["tables"]) == 3 and all(t["ids"] == len(X) for t in st["tables"])
-    assert st["bytes"]["rows"] >= len(X) * 32 * 4
+    # the bytes on disk, not the size the row file has grown to ahead of its rows
+    assert len(X) * 32 * 4 <= st["bytes"]["rows"] < 2 * len(X) * (32 * 4 + 8) + (64 << 10)
     assert st["bytes"]["postings"] > 0 and st["bytes"]["key_maps"] > 0
 
 
