@@ -43,7 +43,12 @@ HITS = (1, 2, 3)  # min_hits values the calibration considers
 
 
 def candidate_us(row_bytes: int) -> float:
-    """Cost of one candidate: union, row gather, checksum and exact distance."""
+    """Cost of one candidate: union, row gather, checksum and exact distance.
+
+    A fit to whole queries, not the isolated re-rank: ``Reader._rank`` on random
+    candidates takes 0.10-0.18 us each at 128-d, and with that figure the calibration
+    chose configurations 5-9% slower at equal recall (1M x 128 cosine: k=12 with 128 probes
+    at 1.32 ms p50 against k=14 with 256 at 1.26 ms; 100k x 128 l2: 1.17 against 1.08 ms)."""
     return 0.25 + row_bytes / 1000.0
 
 
