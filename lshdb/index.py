@@ -534,7 +534,7 @@ class Writer:
         """Roll this open block back and release the lock (the index is being closed);
         False if another thread holds it."""
         index = self._index
-        if self._txn is None or index._lock._owner != threading.get_ident():
+        if self._txn is None or not index._lock.held_here():
             return self._txn is None
         try:
             self._txn.abort()

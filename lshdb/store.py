@@ -89,8 +89,12 @@ class WriterLock:
         self._fd = -1
         self._owner: int | None = None  # the thread holding it
 
+    def held_here(self) -> bool:
+        """Whether the calling thread holds the lock."""
+        return self._owner == threading.get_ident()
+
     def acquire(self, timeout: float | None) -> None:
-        if self._owner == threading.get_ident():  # waiting would wait for itself forever
+        if self.held_here():  # waiting would wait for itself forever
             raise LshdbError(
                 f"this thread already holds the write lock of {os.path.dirname(self.path)} "
                 "(a `with index.writer() as w` block is open): write through `w` (w.add, "
