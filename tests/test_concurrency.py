@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -139,9 +140,19 @@ def test_a_one_shot_write_inside_a_writer_block_of_the_same_thread_is_refused(pa
     with lshdb.create(path, metric="l2", dim=32, k=2, L=2, w=9.0) as index:
         with index.writer(timeout=5) as w:
             w.add([1], X[:1])
-            # waiting for the lock this thread holds would never end
-            with pytest.raises(lshdb.LshdbError, match="already holds the write lock"):
-                index.add([2], X[1:2])
+            # waiting for the lock this thread holds would never end: an alarm turns such
+            # a hang into a failure
+            def hung(*_):
+                raise AssertionError("the one-shot write waited for its own thread's lock")
+
+            old = signal.signal(signal.SIGALRM, hung)
+            signal.alarm(20)
+            try:
+                with pytest.raises(lshdb.LshdbError, match="already holds the write lock"):
+                    index.add([2], X[1:2])
+            finally:
+                signal.alarm(0)
+                signal.signal(signal.SIGALRM, old)
             w.add([3], X[2:3])
         assert sorted(index.keys()) == [1, 3]
         index.add([4], X[3:4])  # the lock was released
