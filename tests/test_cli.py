@@ -56,6 +56,12 @@ def test_version_and_help_everywhere():
         assert f"lshdb {name}" in readme, f"command {name} is not documented in the README"
 
 
+def test_python_dash_m_runs_the_command_line():
+    out = subprocess.run([sys.executable, "-m", "lshdb", "--version"], capture_output=True,
+                         text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout == f"lshdb, version {lshdb.__version__}\n"
+
+
 def test_build_then_query_prints_one_json_line_per_query(built, tmp_path):
     ix, X, Q = built
     res = lines(run("query", ix, "--input", tmp_path / "queries.npy", "-k", 3, "--probes", 40))

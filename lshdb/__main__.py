@@ -1,0 +1,5 @@
+"""``python -m lshdb ...``: the ``lshdb`` command line."""
+
+from .cli import main
+
+main()
