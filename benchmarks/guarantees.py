@@ -7,7 +7,7 @@ compaction of a large index with deletions.
 2. queries/s of 1, 2 and 4 reader processes, with no writer and while one writer process
    inserts batches of 1,000 (full durability): as fast as it can at normal priority, as
    fast as it can at nice 10 (a background loader, ``lshdb add --nice 10``), and at a
-   steady 10,000 vectors/s at normal priority, into an index of 1,000,000 rows to begin
+   steady 10,000 and 1,000 vectors/s at normal priority, into an index of 1,000,000 rows to begin
    with (``--serve-rows``); the index grows while the writer runs, so
    each writer's run is bracketed by reader-only runs and its ratio uses their mean; the
    readers' and the writer's CPU time are reported beside the rates;
@@ -147,7 +147,7 @@ def _serve(path: str, n_readers: int, seconds: float, writer: str | None = None,
 
 
 WRITERS = (("as fast as it can", 0, 0.0), ("as fast as it can, nice 10", 10, 0.0),
-           ("10,000 vectors/s", 0, 10_000.0))
+           ("10,000 vectors/s", 0, 10_000.0), ("1,000 vectors/s", 0, 1_000.0))
 
 
 def readers_with_writer(workdir: str, seconds: float, seed: int,
