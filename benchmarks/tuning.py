@@ -55,54 +55,37 @@ def lshdb_point(index: Any, Q: np.ndarray, truth: np.ndarray, **kw: Any) -> tupl
 
 
 def tables_needed(X: np.ndarray, Q: np.ndarray, truth: np.ndarray, ks: list[int],
-                  workdir: str) -> list[dict[str, Any]]:
-    """Recall and speed over k, L, probes (L to 1,024) and min_hits; both variants of the
-    summary choose from the same grid (without multi-probe: probes = L)."""
+                  workdir: str, codes: int = 0) -> list[dict[str, Any]]:
+    """Recall and speed over k, L, probes and min_hits; both variants of the summary choose
+    from the same grid (without multi-probe: probes = L). Without codes every candidate is
+    re-ranked exactly (L 2-64, probes L to 1,024, min_hits 1-3); with ``codes`` bits the
+    candidates are ranked by hash code first and the best 100 or 200 re-ranked (the
+    hash-code mode; L 4-64, probes L to 8 L, min_hits 1-2)."""
+    tables, mults, hits, reranks = ((2, 4, 8, 16, 32, 64), (1, 4, 16, 64), (1, 2, 3), (None,)) \
+        if not codes else ((4, 8, 16, 32, 64), (1, 2, 4, 8), (1, 2), (100, 200))
     rows = []
     for k in ks:
-        for L in (2, 4, 8, 16, 32, 64):
-            path = os.path.join(workdir, f"k{k}L{L}.lshdb")
-            shutil.rmtree(path, ignore_errors=True)
-            with lshdb.create(path, metric="cosine", dim=X.shape[1], k=k, L=L) as index:
-                index.add(range(len(X)), X)
-                size = index.stats(buckets=False)["bytes"]["postings"]
-                for mult in (1, 4, 16, 64):
-                    if L * mult > 1024:
-                        continue
-                    for min_hits in (1, 2, 3):
-                        rec, qps = lshdb_point(index, Q, truth, probes=L * mult,
-                                               min_hits=min_hits)
-                        rows.append({"k": k, "L": L, "probes": L * mult, "min_hits": min_hits,
-                                     "recall@10": rec, "queries/s": qps,
-                                     "postings MB": size / 2**20})
-            shutil.rmtree(path, ignore_errors=True)
-        print(f"  tables grid: k={k} done", flush=True)
-    return rows
-
-
-def tables_needed_codes(X: np.ndarray, Q: np.ndarray, truth: np.ndarray, ks: list[int],
-                        workdir: str) -> list[dict[str, Any]]:
-    """The same comparison with candidates ranked by 512-bit hash codes before the exact
-    re-rank of the best ``rerank`` (the hash-code mode): probes L to 8 L, min_hits 1-2."""
-    rows = []
-    for k in ks:
-        for L in (4, 8, 16, 32, 64):
-            path = os.path.join(workdir, f"codes-k{k}L{L}.lshdb")
+        for L in tables:
+            path = os.path.join(workdir, f"k{k}L{L}c{codes}.lshdb")
             shutil.rmtree(path, ignore_errors=True)
             with lshdb.create(path, metric="cosine", dim=X.shape[1], k=k, L=L,
-                              codes=512) as index:
+                              **({"codes": codes} if codes else {})) as index:
                 index.add(range(len(X)), X)
                 size = index.stats(buckets=False)["bytes"]["postings"]
-                for mult in (1, 2, 4, 8):
-                    for min_hits in (1, 2):
-                        for rerank in (100, 200):
+                for mult in mults:
+                    if L * mult > 1024:
+                        continue
+                    for min_hits in hits:
+                        for rerank in reranks:
                             rec, qps = lshdb_point(index, Q, truth, probes=L * mult,
                                                    min_hits=min_hits, rerank=rerank)
                             rows.append({"k": k, "L": L, "probes": L * mult,
-                                         "min_hits": min_hits, "rerank": rerank,
+                                         "min_hits": min_hits,
+                                         **({"rerank": rerank} if codes else {}),
                                          "recall@10": rec, "queries/s": qps,
                                          "postings MB": size / 2**20})
             shutil.rmtree(path, ignore_errors=True)
+        print(f"  tables grid (codes={codes}): k={k} done", flush=True)
     return rows
 
 
@@ -259,7 +242,7 @@ def main() -> None:
             t_rows = tables_needed(X, Q, truth, ks, workdir)
             print(table(summarise_tables(t_rows)), flush=True)
             c_ks = [k - 2, k]
-            c_rows = tables_needed_codes(X, Q, truth, c_ks, workdir)
+            c_rows = tables_needed(X, Q, truth, c_ks, workdir, codes=512)
             print(table(summarise_tables(c_rows)), flush=True)
             tuner_rows = []
             for codes in (0, 512):
