@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import InvalidParameterError
+from .params import check_int
 
 if TYPE_CHECKING:
     from .index import Index
@@ -60,9 +61,8 @@ def tune(index: Index, target_recall: float = 0.9, k: int = 10, n_queries: int =
     """
     if not 0 < target_recall <= 1:
         raise InvalidParameterError(f"target_recall must be in (0, 1]; found {target_recall!r}")
-    for name, value in (("k", k), ("n_queries", n_queries)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InvalidParameterError(f"{name} must be an int >= 1; found {value!r}")
+    check_int("k", k, 1, 1 << 20)
+    check_int("n_queries", n_queries, 1, 1 << 20)
     if index.metric.name == "jaccard":
         raise InvalidParameterError("tune measures nearest-neighbour settings; a jaccard index "
                                     "is tuned by its threshold")
