@@ -20,6 +20,7 @@ import numpy as np
 
 from .codec import Key
 from .errors import InputFormatError
+from .jsonl import iter_lines
 
 __all__ = ["VectorSource", "open_vectors", "read_keys", "FORMATS"]
 
@@ -103,25 +104,24 @@ def _read_jsonl(path: str, key_field: str | None, vector_field: str
                 ) -> tuple[list[Key] | None, np.ndarray]:
     keys: list[Key] = []
     rows: list[Any] = []
-    with open(path, encoding="utf-8-sig") as f:  # (a leading byte order mark is dropped)
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputFormatError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(obj, dict) or vector_field not in obj:
-                raise InputFormatError(f"{path}:{lineno}: no {vector_field!r} field")
-            rows.append(obj[vector_field])
-            if key_field is None:
-                continue
-            if key_field not in obj:
-                raise InputFormatError(f"{path}:{lineno}: no {key_field!r} field")
-            key = obj[key_field]
-            if not isinstance(key, (str, int)) or isinstance(key, bool):
-                raise InputFormatError(f"{path}:{lineno}: the key must be a string or an integer")
-            keys.append(key)
+    for lineno, line in iter_lines(path):  # (blank lines and a byte order mark dropped)
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputFormatError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+        except UnicodeDecodeError as exc:
+            raise InputFormatError(f"{path}:{lineno}: not valid UTF-8 ({exc.reason})") from exc
+        if not isinstance(obj, dict) or vector_field not in obj:
+            raise InputFormatError(f"{path}:{lineno}: no {vector_field!r} field")
+        rows.append(obj[vector_field])
+        if key_field is None:
+            continue
+        if key_field not in obj:
+            raise InputFormatError(f"{path}:{lineno}: no {key_field!r} field")
+        key = obj[key_field]
+        if not isinstance(key, (str, int)) or isinstance(key, bool):
+            raise InputFormatError(f"{path}:{lineno}: the key must be a string or an integer")
+        keys.append(key)
     if not rows:
         raise InputFormatError(f"{path} holds no records")
     try:
