@@ -249,12 +249,13 @@ class Store:
                         raise
                     map_size = max(2 * map_size, 2 * os.path.getsize(data))
                 except lmdb.ReadonlyError:
-                    if not self.readonly or not lock or os.access(self.gen_dir, os.W_OK) \
-                            and os.access(os.path.join(self.gen_dir, "lock.mdb"), os.W_OK):
-                        raise
                     # files this process may not write (another user's, a folder without
                     # write permission; LMDB copes with read-only media by itself): the
-                    # lock file cannot be opened, so read without it
+                    # lock file cannot be opened, so a reader reads without it, once
+                    lock_file = os.path.join(self.gen_dir, "lock.mdb")
+                    may_write = os.access(self.gen_dir, os.W_OK) and os.access(lock_file, os.W_OK)
+                    if not self.readonly or not lock or may_write:
+                        raise
                     lock = False
         except lmdb.InvalidError as exc:
             raise CorruptIndexError(f"{data} is not a valid LMDB file: {exc}") from exc
