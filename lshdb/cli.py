@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import shutil
 import sys
 import time
@@ -262,15 +261,6 @@ def _check_shingle(index: Index, shingle: str | None) -> None:
             "an index shingles every document the same way")
 
 
-_ROW_IN_BLOCK = re.compile(r"^\w+: (row|item) (\d+)")
-
-
-def _rows_of_the_input(message: str, first: int) -> str:
-    """A batch's error message with its row number counted from the input's first row."""
-    return _ROW_IN_BLOCK.sub(lambda m: f"{m.group(1)} {int(m.group(2)) + first} of the input",
-                             message, count=1)
-
-
 def _load(index: Index, src: Any, keys_file: str | None, upsert: bool,
           batch: int | None) -> int:
     keys: list[Any] | None = read_keys(keys_file) if keys_file else src.keys
@@ -293,7 +283,7 @@ def _load(index: Index, src: Any, keys_file: str | None, upsert: bool,
                 try:
                     (writer.upsert if upsert else writer.add)(ks, X)
                 except InvalidVectorError as exc:  # its row numbers count from the block's
-                    raise type(exc)(_rows_of_the_input(str(exc), s)) from None
+                    raise exc.in_input(s) from None
                 in_txn += len(X)
                 if in_txn >= size:
                     w, writer, in_txn = writer, None, 0

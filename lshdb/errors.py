@@ -36,7 +36,32 @@ class InvalidParameterError(LshdbError, ValueError):
 
 
 class InvalidVectorError(LshdbError, ValueError):
-    """Input vectors of the wrong dtype or shape, with NaN or inf, empty, or zero under cosine."""
+    """Input vectors of the wrong dtype or shape, with NaN or inf, empty, or zero under cosine.
+
+    An error about one row (or item) of a batch carries its position in ``row``, what names
+    it in ``noun`` ("row", "item" or "set") and what is wrong with it in ``problem``;
+    otherwise ``row`` is None. A caller that feeds a larger input batch by batch names the
+    row in the input with :meth:`in_input`.
+    """
+
+    def __init__(self, message: str, *, row: int | None = None, noun: str = "row",
+                 problem: str = "") -> None:
+        super().__init__(message)
+        self.row, self.noun, self.problem = row, noun, problem
+
+    @classmethod
+    def at_row(cls, what: str, row: int, problem: str, noun: str = "row") -> InvalidVectorError:
+        """The error ``"{what}: {noun} {row} {problem}"`` about one row of a batch."""
+        return cls(f"{what}: {noun} {row} {problem}", row=row, noun=noun, problem=problem)
+
+    def in_input(self, first: int) -> InvalidVectorError:
+        """This error raised for a batch that begins at row ``first`` of a larger input, its
+        row counted from the input's first (itself when it is not about one row)."""
+        if self.row is None:
+            return self
+        row = self.row + first
+        return type(self)(f"{self.noun} {row} of the input {self.problem}", row=row,
+                          noun=self.noun, problem=self.problem)
 
 
 class DimensionMismatchError(InvalidVectorError):

@@ -24,9 +24,9 @@ __all__ = ["METRICS", "Metric", "get_metric"]
 def _check_finite(X: np.ndarray, what: str) -> None:
     bad = ~np.isfinite(X).all(axis=1)
     if bad.any():
-        raise InvalidVectorError(
-            f"{what}: row {int(np.flatnonzero(bad)[0])} holds NaN or inf "
-            f"({int(bad.sum())} such rows); clean the input first")
+        raise InvalidVectorError.at_row(
+            what, int(np.flatnonzero(bad)[0]),
+            f"holds NaN or inf ({int(bad.sum())} such rows); clean the input first")
 
 
 class Metric:
@@ -106,9 +106,10 @@ class Cosine(Metric):
             _check_finite(A, what)
         zero = norms == 0
         if zero.any():
-            raise InvalidVectorError(
-                f"{what}: row {int(np.flatnonzero(zero)[0])} is the zero vector, which has no "
-                "direction under cosine; drop it or use metric='l2'")
+            raise InvalidVectorError.at_row(
+                what, int(np.flatnonzero(zero)[0]),
+                "is the zero vector, which has no direction under cosine; drop it or use "
+                "metric='l2'")
         huge = np.flatnonzero(norms > 3e38)  # past float32's range: divide those in float64
         if len(huge):
             norms[huge] = 1.0

@@ -373,7 +373,7 @@ def classic_signatures_csr(offsets: np.ndarray, token_hashes: np.ndarray, num_pe
     return out
 
 
-def _token_hash(token: Any, wide: bool, where: str) -> int:
+def _token_hash(token: Any, wide: bool, what: str, row: int, noun: str) -> int:
     if isinstance(token, str):
         token = token.encode("utf-8")
     if isinstance(token, (bytes, bytearray, memoryview)):
@@ -381,8 +381,9 @@ def _token_hash(token: Any, wide: bool, where: str) -> int:
         return struct.unpack("<Q" if wide else "<I", digest[:8 if wide else 4])[0]
     if isinstance(token, (int, np.integer)) and not isinstance(token, bool):
         return int(token)
-    raise InvalidVectorError(f"{where}: tokens must be str, bytes or int (pre-hashed); found "
-                             f"{type(token).__name__}")
+    raise InvalidVectorError.at_row(
+        what, row, f"holds a {type(token).__name__} token; tokens are str, bytes or int "
+        "(pre-hashed)", noun)
 
 
 def classic_signatures(token_sets: Iterable[Iterable[Any]], num_perm: int = 128, seed: int = 1,
@@ -425,8 +426,8 @@ def classic_signatures(token_sets: Iterable[Iterable[Any]], num_perm: int = 128,
             raise InvalidVectorError(f"set {i}: expected an iterable of tokens, not one "
                                      f"{type(tokens).__name__}")
         else:
-            where = f"set {i}"
-            arr = np.fromiter((_token_hash(t, wide, where) for t in tokens), dtype=_U64)
+            arr = np.fromiter((_token_hash(t, wide, "token_sets", i, "set") for t in tokens),
+                              dtype=_U64)
         parts.append(arr)
         sizes.append(len(arr))
     offsets = np.zeros(len(sizes) + 1, dtype=np.int64)

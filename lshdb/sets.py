@@ -91,21 +91,21 @@ class JaccardMetric(Metric):
                 parts.append(self.tokens([it], what)[1])
                 continue
             if isinstance(it, (bytes, bytearray, dict)) or not isinstance(it, Iterable):
-                raise InvalidVectorError(
-                    f"{what}: item {i} is a {type(it).__name__}; an item is a document (str) "
-                    "or a set of tokens (str, bytes or int)")
-            parts.append(self._hash_tokens(list(it), f"{what}: item {i}"))
+                raise InvalidVectorError.at_row(
+                    what, i, f"is a {type(it).__name__}; an item is a document (str) or a set "
+                    "of tokens (str, bytes or int)", "item")
+            parts.append(self._hash_tokens(list(it), what, i))
         offsets = np.zeros(len(parts) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([len(p) for p in parts])
         hashes = np.concatenate(parts) if parts else np.empty(0, dtype=np.uint64)
         return offsets, hashes
 
-    def _hash_tokens(self, toks: list[Any], where: str) -> np.ndarray:
+    def _hash_tokens(self, toks: list[Any], what: str, i: int) -> np.ndarray:
         if self.mode == "classic":
             from .minhash import _token_hash
 
             wide = self.scheme != "affine32"
-            h = np.array([_token_hash(t, wide, where) for t in toks], dtype=np.uint64)
+            h = np.array([_token_hash(t, wide, what, i, "item") for t in toks], dtype=np.uint64)
             return np.unique(h)
         strs = [t for t in toks if isinstance(t, str)]
         rest = [t for t in toks if not isinstance(t, str)]
@@ -116,8 +116,9 @@ class JaccardMetric(Metric):
             elif isinstance(t, (int, np.integer)) and not isinstance(t, bool):
                 out.append(mix64(np.array([int(t) % 2**64], dtype=np.uint64)))
             else:
-                raise InvalidVectorError(f"{where} holds a {type(t).__name__} token; tokens are "
-                                         "str, bytes or int")
+                raise InvalidVectorError.at_row(
+                    what, i, f"holds a {type(t).__name__} token; tokens are str, bytes or int",
+                    "item")
         return np.unique(np.concatenate(out)) if out else np.empty(0, dtype=np.uint64)
 
     def prepare_items(self, items: Any, what: str = "items") -> tuple[np.ndarray, _CSR | None]:
@@ -135,8 +136,8 @@ class JaccardMetric(Metric):
         sizes = np.diff(csr[0])
         if (sizes == 0).any():
             i = int(np.flatnonzero(sizes == 0)[0])
-            raise InvalidVectorError(
-                f"{what}: item {i} has no tokens (an empty document or set has no MinHash)")
+            raise InvalidVectorError.at_row(
+                what, i, "has no tokens (an empty document or set has no MinHash)", "item")
         return self.signatures(csr).astype(self.row_dtype, copy=False), csr
 
     def _signature_rows(self, A: np.ndarray, what: str) -> np.ndarray:

@@ -103,6 +103,10 @@ def test_bad_items(path):
             index.add([3], [b"raw bytes"])
         with pytest.raises(lshdb.InvalidVectorError, match="item 0 is a dict"):
             index.add([5], [{"token": 1}])  # iterating a dict would take its keys
+        with pytest.raises(lshdb.InvalidVectorError) as bad:
+            index.add([6, 7, 8], [{"a"}, {"b"}, {"c", 2.5}])
+        assert (bad.value.row, bad.value.noun) == (2, "item")
+        assert bad.value.problem == "holds a float token; tokens are str, bytes or int"
         with pytest.raises(lshdb.InvalidParameterError, match="ready signatures"):
             index.add([4], np.zeros((1, 128), np.uint32))
         assert len(index) == 0
@@ -155,6 +159,18 @@ def test_cli_build_query_and_dedup(tmp_path):
     against = run("dedup", tmp_path / "new.jsonl", "--against", ix, "--threshold", "0.5")
     got = [json.loads(x) for x in against.stdout.splitlines()]
     assert {(g["a"], g["b"]) for g in got} == {("d0", "d0"), ("d0", "d1")}
+
+
+def test_cli_add_names_a_bad_item_by_its_row_in_the_input(tmp_path):
+    docs = corpus(10, seed=5)
+    docs[7] = " \t "  # no words: no shingles
+    write_docs(tmp_path / "docs.jsonl", docs)
+    ix = tmp_path / "sets.lshdb"
+    run("create", ix, "--metric", "jaccard")
+    r = run("add", ix, "--input", tmp_path / "docs.jsonl", "--key-field", "id",
+            "--text-field", "text", "--batch-size", 3, ok=False)
+    assert r.exit_code == 1
+    assert r.stderr.startswith("Error: item 7 of the input has no tokens"), r.stderr
 
 
 def test_cli_dedup_reports_bad_lines(tmp_path):
