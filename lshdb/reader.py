@@ -111,6 +111,8 @@ class Reader:
         return unpack_key(raw)
 
     def keys(self) -> Iterator[Key]:
+        """Every key of this snapshot in internal-id order, one at a time (``Index.keys()``
+        returns a list: its snapshot ends with the call, a reader's lasts)."""
         for _, key in self.items():
             yield key
 
