@@ -82,6 +82,7 @@ _MAX_ROUNDS = 31  # so that no value equals the empty marker
 _EMPTY = np.uint32(0xFFFFFFFF)
 _DOC_BLOCK = 1 << 11  # oph: sets per block (keeps the densification loop in cache) ...
 _OPH_TOKENS = 1 << 17  # ... and tokens per block (keeps each round's arrays near the cache)
+_BAND_BLOCK = 1 << 15  # band keys computed per block
 
 
 def _check_num_perm(num_perm: int) -> int:
@@ -522,11 +523,18 @@ def band_keys(signatures: np.ndarray, b: int, r: int, seed: int = 0) -> np.ndarr
                     k = mix64_int(k ^ v)
                 out[i, j] = k
         return out
-    cols = sig[:, :b * r].reshape(len(sig), b, r).astype(_U64)
-    keys = np.broadcast_to(np.array(salt, dtype=_U64), (len(sig), b)).copy()
-    for t in range(r):
-        keys = mix64(keys ^ cols[:, :, t])
-    return keys
+    out = np.empty((len(sig), b), dtype=_U64)
+    step = max(1, _BAND_BLOCK // b)  # rows per block: a block's chain stays in cache
+    for lo in range(0, len(sig), step):
+        block = sig[lo:lo + step, :b * r]
+        # column t of every band, contiguous: (r, rows, b)
+        cols = block.reshape(len(block), b, r).transpose(2, 0, 1).astype(_U64, order="C")
+        keys = out[lo:lo + step]
+        keys[:] = salt
+        for t in range(r):
+            keys ^= cols[t]
+            mix64(keys, copy=False)
+    return out
 
 
 _salt_cache: dict[tuple[int, int], list[int]] = {}
