@@ -235,7 +235,7 @@ def main() -> None:
             print(f"[{name}] {len(X):,} x {X.shape[1]}", flush=True)
             with lshdb.create(os.path.join(workdir, "probe.lshdb"), metric="cosine",
                               dim=X.shape[1]) as probe:
-                probe.add(range(min(len(X), 50_000)), X[:50_000])
+                probe.add(range(len(X)), X)  # the default k depends on the size
                 k = probe.family.k
             shutil.rmtree(os.path.join(workdir, "probe.lshdb"))
             ks = [k - 2, k, k + 2, k + 4]
