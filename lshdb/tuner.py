@@ -93,24 +93,29 @@ def tune(index: Index, target_recall: float = 0.9, k: int = 10, n_queries: int =
     else:  # rank every stored row exactly: the fastest route when buckets must be wide
         grid.append({"scan": True, "probes": L, "min_hits": 1, "candidates": 0,
                      "rerank": None})
-    frontier = []
+    # every setting runs each query in turn (starting from a different setting each time),
+    # so that a machine whose speed drifts during the minutes this takes slows every
+    # setting alike; timed one setting after another, drift (10-35% on a shared machine)
+    # outweighs the few percent between neighbouring settings
+    lat = np.zeros((len(grid), len(q_ids)))
+    hits = np.zeros((len(grid), len(q_ids)))
     with index.reader() as r:
         key_id = {key: i for i, key in r.items()}
-        for g, setting in enumerate(grid):
-            lat, hits = [], []
-            for j in range(len(q_ids)):
+        for j in range(len(q_ids)):
+            want = set(truth[j].tolist())
+            for g in np.roll(np.arange(len(grid)), -j).tolist():
                 t0 = time.perf_counter()
-                res = r.query(Q[j], k + 1, **setting)
-                lat.append(time.perf_counter() - t0)
+                res = r.query(Q[j], k + 1, **grid[g])
+                lat[g, j] = time.perf_counter() - t0
                 got = [key_id[key] for key, _ in res if key_id[key] != q_ids[j]][:k]
-                hits.append(len(set(got) & set(truth[j].tolist())) / k)
-            tuning_lat = np.median(lat[:half])
-            frontier.append({**setting, "recall": float(np.mean(hits[:half])),
-                             "held_out_recall": float(np.mean(hits[half:])),
-                             "median_ms": float(tuning_lat * 1e3),
-                             "queries_per_s": float(1.0 / np.mean(lat[:half]))})
+                hits[g, j] = len(set(got) & want) / k
             if progress:
-                progress("settings", g + 1, len(grid))
+                progress("queries", j + 1, len(q_ids))
+    frontier = [{**setting, "recall": float(np.mean(hits[g, :half])),
+                 "held_out_recall": float(np.mean(hits[g, half:])),
+                 "median_ms": float(np.median(lat[g, :half]) * 1e3),
+                 "queries_per_s": float(1.0 / np.mean(lat[g, :half]))}
+                for g, setting in enumerate(grid)]
     # one standard error of the tuning half's recall as a margin, so that the held-out half
     # (and the queries to come) reach the target too
     margin = float(np.sqrt(target_recall * (1 - target_recall) / (half * k)))
