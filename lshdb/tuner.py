@@ -4,7 +4,8 @@
 own item is excluded from its answers and from the truth), finds their exact ``k`` nearest
 neighbours by brute force over the stored rows, and then measures recall@k and median query
 latency on the real index for every combination of ``probes``, ``min_hits`` and candidate
-cap it explores. Half of the sample chooses the setting (the fastest that reaches the
+cap it explores (each query run with every combination in turn, so that the machine's
+drift slows all of them alike). Half of the sample chooses the setting (the fastest that reaches the
 target); the other half, held out, reports the recall to expect. The explored points form
 the recall/speed frontier that ``lshdb tune`` prints. ``apply=True`` stores the chosen
 settings in the index as its query defaults.
