@@ -256,3 +256,13 @@ def test_band_keys_of_one_query_equal_the_batch_path():
         batch = band_keys(S, 9, 13, seed=3)
         one = np.concatenate([band_keys(S[i : i + 1], 9, 13, seed=3) for i in range(40)])
         np.testing.assert_array_equal(batch, one)
+
+
+def test_band_key_blocks_do_not_change_the_keys(monkeypatch):
+    from lshdb.minhash import band_keys
+
+    S = np.random.default_rng(9).integers(0, 2**32, (50, 64)).astype(np.uint32)
+    whole = band_keys(S, 7, 9, seed=1)
+    monkeypatch.setattr(minhash_mod, "_BAND_BLOCK", 16)  # 2 rows of 7 bands per block
+    np.testing.assert_array_equal(band_keys(S, 7, 9, seed=1), whole)
+    np.testing.assert_array_equal(whole[:3], band_keys(S[:3], 7, 9, seed=1))  # batch of 3
