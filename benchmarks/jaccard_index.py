@@ -8,7 +8,8 @@ and rensa's in-memory RMinHashLSH gets rensa's own signatures of the same shingl
 gets the same threshold (0.8) and, for datasketch and lshdb, the same bands and rows.
 Queries are 2,000 of the documents; lshdb is queried for every item with estimated
 Jaccard >= 0.8 (filtered on the signatures, as a threshold query is meant) and for its raw
-candidates (what the peers return).
+candidates (what the peers return). Bare LMDB storing one key per band and item, in the
+same batches with the same durability, gives the floor of the posting layout itself.
 
 usage: python benchmarks/jaccard_index.py [--threshold 0.8] [--queries 2000]
 Writes benchmarks/results/jaccard_index.md.
@@ -31,8 +32,34 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import lshdb  # noqa: E402
 from benchmarks.common import ROOT, SHARED, table, write_result  # noqa: E402
 from benchmarks.minhash import ensure_corpora, load  # noqa: E402
-from lshdb.minhash import text_signatures  # noqa: E402
+from lshdb.minhash import band_keys, text_signatures  # noqa: E402
 from lshdb.text import word_shingles  # noqa: E402
+
+
+def lmdb_floor(bucket_keys: np.ndarray, batch: int, workdir: str) -> float:
+    """Seconds for bare LMDB to store what the index's tables store for these items: one
+    key (8-byte bucket, 4-byte suffix) per band and item with a one-id posting value, in
+    the same batches, one named database per band, each batch one fsync-ed commit. No key
+    map, rows, tails or band hashing: the storage engine's floor for the layout."""
+    import lmdb
+
+    path = os.path.join(workdir, "floor")
+    env = lmdb.open(path, map_size=1 << 34, max_dbs=bucket_keys.shape[1] + 1, sync=True)
+    try:
+        dbs = [env.open_db(b"t%d" % t) for t in range(bucket_keys.shape[1])]
+        value = b"\xc4\x04" + b"\0" * 4  # msgpack bin8 of one uint32 id
+        key = np.dtype([("b", ">u8"), ("f", ">u4")])
+        t0 = time.perf_counter()
+        for s in range(0, len(bucket_keys), batch):
+            with env.begin(write=True) as txn:
+                for t, db in enumerate(dbs):
+                    k = np.zeros(len(bucket_keys[s : s + batch]), dtype=key)
+                    k["b"] = np.sort(bucket_keys[s : s + batch, t])
+                    txn.cursor(db).putmulti([(x, value) for x in k.view("V12").tolist()])
+        return time.perf_counter() - t0
+    finally:
+        env.close()
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def main() -> None:
@@ -74,6 +101,7 @@ def main() -> None:
             cands = {i: rd.candidates(sigs[i])[0] for i in qidx}
             c_s = time.perf_counter() - t0
         index.close()
+        floor_s = lmdb_floor(band_keys(sigs, b, r, 1), args.batch, workdir)
         rows.append({"system": f"lshdb persistent (full durability, {args.batch:,}/commit)",
                      "bands x rows": f"{b} x {r}", "inserts/s": n / ins,
                      "threshold queries/s": len(qidx) / q_s,
@@ -124,6 +152,9 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
     ratios = [{"ratio": "lshdb inserts / datasketch inserts",
                "value": rows[0]["inserts/s"] / rows[1]["inserts/s"]},
+              {"ratio": "bare LMDB floor of the layout / datasketch inserts (no lshdb code: "
+                        f"{b} puts per item, same batches and durability)",
+               "value": n / floor_s / rows[1]["inserts/s"]},
               {"ratio": "lshdb candidate queries / datasketch queries",
                "value": rows[0]["candidate queries/s"] / rows[1]["candidate queries/s"]},
               {"ratio": "queries whose candidates equal datasketch's", "value": same}]
