@@ -127,18 +127,62 @@ def summarise_tables(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def head_to_head(index: Any, Q: np.ndarray, a: dict[str, Any], b: dict[str, Any],
-                 passes: int = 3) -> tuple[float, float]:
-    """Queries/s (from the median latency) of query settings ``a`` and ``b`` timed in turn
-    on every query, each first on every other query."""
+def head_to_head(fa: Any, fb: Any, Q: np.ndarray, passes: int = 3) -> tuple[float, float]:
+    """Queries/s (from the median latency) of the query functions ``fa`` and ``fb`` timed
+    in turn on every query, each first on every other query."""
     lat: dict[int, list[float]] = {0: [], 1: []}
     for p in range(passes):
         for j, q in enumerate(Q):
             for which in ((0, 1) if (j + p) % 2 == 0 else (1, 0)):
                 t0 = time.perf_counter()
-                index.query(q, k=10, **(a, b)[which])
+                (fa, fb)[which](q)
                 lat[which].append(time.perf_counter() - t0)
     return 1.0 / float(np.median(lat[0])), 1.0 / float(np.median(lat[1]))
+
+
+def side_by_side(X: np.ndarray, Q: np.ndarray, rows: list[dict[str, Any]], workdir: str,
+                 codes: int = 0) -> list[dict[str, Any]]:
+    """For each point without multi-probe that reaches 0.9 (the fewest tables, the
+    fastest), the fastest grid point with multi-probe and at least 4x fewer tables: both
+    indexes rebuilt and timed query by query, so that the machine's drift, which the grid
+    (timed point after point) is exposed to, does not decide the ratio."""
+    reach = [r for r in rows if r["recall@10"] >= 0.9]
+    plain = [r for r in reach if r["probes"] == r["L"]]
+    if not plain:
+        return []
+    least = min(r["L"] for r in plain)
+    fastest = lambda pool: max(pool, key=lambda r: r["queries/s"])  # noqa: E731
+    out = []
+    for label, base in (("fewest tables", fastest([r for r in plain if r["L"] == least])),
+                        ("fastest", fastest(plain))):
+        few = [r for r in reach if r["probes"] > r["L"] and r["L"] * 4 <= base["L"]]
+        if not few:
+            out.append({"without multi-probe": label, "with multi-probe": "none reaches 0.9"})
+            continue
+        probed = fastest(few)
+        fs = []
+        for i, r in enumerate((base, probed)):
+            path = os.path.join(workdir, f"side{i}.lshdb")
+            shutil.rmtree(path, ignore_errors=True)
+            index = lshdb.create(path, metric="cosine", dim=X.shape[1], k=r["k"], L=r["L"],
+                                 **({"codes": codes} if codes else {}))
+            index.add(range(len(X)), X)
+            kw = {"probes": r["probes"], "min_hits": r["min_hits"],
+                  **({"rerank": r["rerank"]} if codes else {})}
+            fs.append((index, lambda q, index=index, kw=kw: index.query(q, k=10, **kw)))
+        qps = head_to_head(fs[0][1], fs[1][1], Q)
+        for i, (index, _) in enumerate(fs):
+            index.close()
+            shutil.rmtree(os.path.join(workdir, f"side{i}.lshdb"), ignore_errors=True)
+        out.append({"without multi-probe": f"{label}: L={base['L']} k={base['k']} "
+                                           f"min_hits {base['min_hits']}",
+                    "with multi-probe": f"L={probed['L']} k={probed['k']} probes "
+                                        f"{probed['probes']} min_hits {probed['min_hits']}",
+                    "tables ratio": base["L"] / probed["L"],
+                    "speed ratio in the grid": probed["queries/s"] / base["queries/s"],
+                    "queries/s side by side": f"{qps[0]:,.0f} / {qps[1]:,.0f}",
+                    "speed ratio side by side": qps[1] / qps[0]})
+    return out
 
 
 def tuner_vs_grid(X: np.ndarray, Q: np.ndarray, truth: np.ndarray, codes: int,
@@ -173,7 +217,8 @@ def tuner_vs_grid(X: np.ndarray, Q: np.ndarray, truth: np.ndarray, codes: int,
         if rec >= 0.9 and (best is None or qps > best["queries/s"]):
             best, best_settings = {**g, "recall@10": rec, "queries/s": qps}, g
     if best is not None:  # the two compared query by query: the machine's drift cancels
-        qps_t, best["queries/s"] = head_to_head(index, Q, {}, best_settings)
+        qps_t, best["queries/s"] = head_to_head(
+            lambda q: index.query(q, k=10), lambda q: index.query(q, k=10, **best_settings), Q)
     index.close()
     row = {"codes": codes or "none", "build s": build, "tune s": tune_s,
            "tuner's choice": {k: chosen.get(k) for k in ("scan", "probes", "min_hits",
@@ -234,6 +279,12 @@ def peers(X: np.ndarray, Q: np.ndarray, truth: np.ndarray) -> list[dict[str, Any
     return rows
 
 
+_SIDE = ("The target (>= 4x fewer tables at >= 1x the queries/s) timed side by side: each "
+         "point without multi-probe against the fastest grid point with multi-probe and at "
+         "least 4x fewer tables, both indexes rebuilt and each query run on both in turn "
+         "(three passes):\n\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sets", default="minilm,clustered-200k")
@@ -258,9 +309,13 @@ def main() -> None:
             ks = [k - 2, k, k + 2, k + 4]
             t_rows = tables_needed(X, Q, truth, ks, workdir)
             print(table(summarise_tables(t_rows)), flush=True)
+            t_side = side_by_side(X, Q, t_rows, workdir)
+            print(table(t_side), flush=True)
             c_ks = [k - 2, k]
             c_rows = tables_needed(X, Q, truth, c_ks, workdir, codes=512)
             print(table(summarise_tables(c_rows)), flush=True)
+            c_side = side_by_side(X, Q, c_rows, workdir, codes=512)
+            print(table(c_side), flush=True)
             tuner_rows = []
             for codes in (0, 512):
                 _, row = tuner_vs_grid(X, Q, truth, codes, workdir)
@@ -273,11 +328,13 @@ def main() -> None:
                         f"Tables needed for recall 0.9 (hyperplane; k in {ks}, min_hits in "
                         "1-3 and probes up to 1,024 searched for both variants; the "
                         f"calibrated default k is {k}):\n\n"
-                        + table(summarise_tables(t_rows)) + "\n\nAll points:\n\n" + table(t_rows)
+                        + table(summarise_tables(t_rows)) + "\n\n" + _SIDE + table(t_side)
+                        + "\n\nAll points:\n\n" + table(t_rows)
                         + "\n\nTables needed for recall 0.9 with candidates ranked by 512-bit "
                         f"hash codes (k in {c_ks}, L 4-64, probes L to 8 L, min_hits 1-2, "
                         "exact re-rank of the best 100 or 200 by Hamming distance; both "
                         "variants chosen from this grid):\n\n" + table(summarise_tables(c_rows))
+                        + "\n\n" + _SIDE + table(c_side)
                         + "\n\nAll points:\n\n" + table(c_rows)
                         + "\n\nThe tuner (target 0.9, 300 sample queries from the index) "
                         "against the best point of an exhaustive grid measured on the "
