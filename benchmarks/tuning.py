@@ -89,15 +89,26 @@ def tables_needed(X: np.ndarray, Q: np.ndarray, truth: np.ndarray, ks: list[int]
     return rows
 
 
-def _summary_row(label: str, pool: list[dict[str, Any]], fewest_tables: bool) -> dict[str, Any]:
-    """The point of ``pool`` (all at recall >= 0.9) with the fewest tables (the fastest of
-    those), or the fastest point of all."""
-    if not pool:
-        return {"variant": label, "tables for recall 0.9": "none"}
+def _pools(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The grid points that reach recall 0.9, and those of them without multi-probe."""
+    reach = [r for r in rows if r["recall@10"] >= 0.9]
+    return reach, [r for r in reach if r["probes"] == r["L"]]
+
+
+def _pick(pool: list[dict[str, Any]], fewest_tables: bool) -> dict[str, Any]:
+    """The point of ``pool`` (not empty) with the fewest tables (the fastest of those), or
+    the fastest point of all."""
     if fewest_tables:
         least = min(r["L"] for r in pool)
         pool = [r for r in pool if r["L"] == least]
-    best = max(pool, key=lambda r: r["queries/s"])
+    return max(pool, key=lambda r: r["queries/s"])
+
+
+def _summary_row(label: str, pool: list[dict[str, Any]], fewest_tables: bool) -> dict[str, Any]:
+    """The :func:`_pick` of ``pool`` (all at recall >= 0.9) as a summary row."""
+    if not pool:
+        return {"variant": label, "tables for recall 0.9": "none"}
+    best = _pick(pool, fewest_tables)
     return {"variant": label, "tables for recall 0.9": best["L"], "k": best["k"],
             "probes": best["probes"], "min_hits": best["min_hits"],
             **({"rerank": best["rerank"]} if "rerank" in best else {}),
@@ -109,8 +120,7 @@ def summarise_tables(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Fewest tables and fastest point at recall 0.9, without multi-probe (probes = L) and
     with it; then the fewest tables with multi-probe at no less than each unprobed speed
     (the target: >= 4x fewer tables at >= 1x the queries/s)."""
-    reach = [r for r in rows if r["recall@10"] >= 0.9]
-    plain = [r for r in reach if r["probes"] == r["L"]]
+    reach, plain = _pools(rows)
     out = [_summary_row("without multi-probe: fewest tables", plain, True),
            _summary_row("without multi-probe: fastest", plain, False),
            _summary_row("with multi-probe: fewest tables", reach, True)]
@@ -140,26 +150,29 @@ def head_to_head(fa: Any, fb: Any, Q: np.ndarray, passes: int = 3) -> tuple[floa
     return 1.0 / float(np.median(lat[0])), 1.0 / float(np.median(lat[1]))
 
 
+def _setting(r: dict[str, Any]) -> str:
+    rerank = f" rerank {r['rerank']}" if "rerank" in r else ""
+    return (f"L={r['L']} k={r['k']} probes {r['probes']} min_hits {r['min_hits']}{rerank} "
+            f"(recall {r['recall@10']:.3f})")
+
+
 def side_by_side(X: np.ndarray, Q: np.ndarray, rows: list[dict[str, Any]], workdir: str,
                  codes: int = 0) -> list[dict[str, Any]]:
     """For each point without multi-probe that reaches 0.9 (the fewest tables, the
     fastest), the fastest grid point with multi-probe and at least 4x fewer tables: both
     indexes rebuilt and timed query by query, so that the machine's drift, which the grid
     (timed point after point) is exposed to, does not decide the ratio."""
-    reach = [r for r in rows if r["recall@10"] >= 0.9]
-    plain = [r for r in reach if r["probes"] == r["L"]]
+    reach, plain = _pools(rows)
     if not plain:
         return []
-    least = min(r["L"] for r in plain)
-    fastest = lambda pool: max(pool, key=lambda r: r["queries/s"])  # noqa: E731
-    out = []
-    for label, base in (("fewest tables", fastest([r for r in plain if r["L"] == least])),
-                        ("fastest", fastest(plain))):
+    out: list[dict[str, Any]] = []
+    for label, base in (("fewest tables", _pick(plain, True)),
+                        ("fastest", _pick(plain, False))):
         few = [r for r in reach if r["probes"] > r["L"] and r["L"] * 4 <= base["L"]]
         if not few:
             out.append({"without multi-probe": label, "with multi-probe": "none reaches 0.9"})
             continue
-        probed = fastest(few)
+        probed = _pick(few, False)
         fs = []
         for i, r in enumerate((base, probed)):
             path = os.path.join(workdir, f"side{i}.lshdb")
@@ -174,10 +187,8 @@ def side_by_side(X: np.ndarray, Q: np.ndarray, rows: list[dict[str, Any]], workd
         for i, (index, _) in enumerate(fs):
             index.close()
             shutil.rmtree(os.path.join(workdir, f"side{i}.lshdb"), ignore_errors=True)
-        out.append({"without multi-probe": f"{label}: L={base['L']} k={base['k']} "
-                                           f"min_hits {base['min_hits']}",
-                    "with multi-probe": f"L={probed['L']} k={probed['k']} probes "
-                                        f"{probed['probes']} min_hits {probed['min_hits']}",
+        out.append({"without multi-probe": f"{label}: {_setting(base)}",
+                    "with multi-probe": _setting(probed),
                     "tables ratio": base["L"] / probed["L"],
                     "speed ratio in the grid": probed["queries/s"] / base["queries/s"],
                     "queries/s side by side": f"{qps[0]:,.0f} / {qps[1]:,.0f}",
