@@ -147,8 +147,8 @@ def _create_options(f: Any) -> Any:
                                                     "unary", "bitsample"]),
                      help="Hash family (default: the metric's)."),
         click.option("--codes", type=int,
-                     help="cosine: bits of a SimHash code per item (64-1024) that ranks "
-                          "candidates before the exact re-rank."),
+                     help="cosine or l2: bits of a SimHash code per item (a multiple of 64, "
+                          "up to 4096) that ranks candidates before the exact re-rank."),
         click.option("--max-value", type=int, help="Largest value for --family unary."),
         click.option("--probes", type=int, help="Buckets probed per query (default stored)."),
         click.option("--seed", type=int, help="Seed of the random projections."),
