@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import datasketch
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -60,7 +61,6 @@ def test_top_k_by_estimate_and_token_sets(path):
 
 
 def test_classic_mode_accepts_datasketch_signatures(path):
-    datasketch = pytest.importorskip("datasketch")
     sets = [{f"t{i}" for i in range(j, j + 40)} for j in range(0, 200, 5)]
     with lshdb.create(path, metric="jaccard", mode="classic", threshold=0.6, seed=1) as index:
         index.add(range(len(sets)), sets)
