@@ -249,6 +249,28 @@ def _items(index_metric: str, path: str, key_field: str | None, vector_field: st
     return open_vectors(path, key_field, vector_field)
 
 
+_JSON_LINES = (".jsonl", ".json", ".ndjson")
+
+
+def _key_field(input_path: str, key_field: str | None, jsonl: bool = False) -> str:
+    """The key field of a JSON-lines input (``jsonl``: whatever its extension): the one
+    named, else ``key`` or ``id``, whichever the first record holds (said on stderr)."""
+    if key_field is not None:
+        return key_field
+    is_jsonl = jsonl or os.path.splitext(input_path)[1].lower() in _JSON_LINES
+    if not is_jsonl or not os.path.isfile(input_path):
+        return "key"  # not JSON lines: no key field is read
+    from .jsonl import KEY_FIELDS, pick_key_field
+
+    used, fields = pick_key_field(input_path, KEY_FIELDS)
+    if used is None:
+        raise InputFormatError(
+            f"{input_path}: the first record has no {' or '.join(map(repr, KEY_FIELDS))} field "
+            f"(fields: {', '.join(map(repr, fields[:8]))}); name the key field with --key-field")
+    click.echo(f"keys: field {used!r} of {input_path}", err=True)
+    return used
+
+
 def _check_shingle(index: Index, shingle: str | None) -> None:
     if shingle is None or index.metric.name != "jaccard":
         return
@@ -305,7 +327,9 @@ _input_options = [
                  help="Vectors: .npy, .fvecs, .bvecs, .ivecs or JSON lines."),
     click.option("--keys", "keys_file", type=click.Path(dir_okay=False),
                  help="One key per line (default: row numbers 0..n-1)."),
-    click.option("--key-field", default="key", show_default=True, help="JSON lines key field."),
+    click.option("--key-field",
+                 help="JSON lines key field (default: 'key' or 'id', whichever the first "
+                      "record has)."),
     click.option("--vector-field", default="vector", show_default=True,
                  help="JSON lines vector field."),
     click.option("--batch-size", type=click.IntRange(min=1),
@@ -351,14 +375,14 @@ def _with_inputs(f: Any) -> Any:
 @click.option("--shingle", help="jaccard: must match the index's shingles (a check).")
 @_nice_option
 @_fmt_option
-def add_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
+def add_cmd(path: str, input_path: str, keys_file: str | None, key_field: str | None,
             vector_field: str, batch_size: int | None, text_field: str | None,
             tokens_field: str | None, upsert: bool, shingle: str | None, fmt: str) -> None:
     """Add vectors (or, to a jaccard index, documents) from a file to the index at PATH."""
     with open_index(path) as index:
         _check_shingle(index, shingle)
-        src = _items(index.metric.name, input_path, key_field, vector_field, text_field,
-                     tokens_field)
+        src = _items(index.metric.name, input_path, _key_field(input_path, key_field),
+                     vector_field, text_field, tokens_field)
         t0 = time.perf_counter()
         n = _load(index, src, keys_file, upsert, batch_size)
         dt = time.perf_counter() - t0
@@ -372,13 +396,14 @@ def add_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
 @click.option("--metric", required=True, type=click.Choice(["cosine", "l2", "l1", "hamming", "jaccard"]))
 @_create_options
 @_fmt_option
-def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
+def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str | None,
               vector_field: str, batch_size: int | None, text_field: str | None,
               tokens_field: str | None, metric: str, fmt: str, **kw: Any) -> None:
     """Create an index at PATH and bulk-load a file into it.
 
     A build that fails or is interrupted removes the index it created."""
-    src = _items(metric, input_path, key_field, vector_field, text_field, tokens_field)
+    src = _items(metric, input_path, _key_field(input_path, key_field), vector_field,
+                 text_field, tokens_field)
     dim = None if metric == "jaccard" else (src.dim * 8 if metric == "hamming" else src.dim)
     t0 = time.perf_counter()
     index = create(path, metric=metric, dim=dim, **_options(**kw))
@@ -586,7 +611,8 @@ class _PhaseBars:
               help="word:N (N words, after lower-casing) or char:N.")
 @click.option("--verify", type=click.Choice(["exact", "estimate"]), default="exact",
               show_default=True, help="Score candidate pairs exactly or from signatures.")
-@click.option("--key-field", default="id", show_default=True)
+@click.option("--key-field",
+              help="Key field (default: 'key' or 'id', whichever the first record has).")
 @click.option("--text-field", default="text", show_default=True)
 @click.option("--out", "out", type=click.Path(dir_okay=False),
               help='Pairs as JSON lines {"a", "b", "jaccard"} (default: stdout).')
@@ -600,7 +626,8 @@ class _PhaseBars:
 @click.option("--num-perm", default=128, show_default=True)
 @click.option("--mode", type=click.Choice(["oph", "classic"]), default="oph", show_default=True)
 @click.option("--seed", default=0, show_default=True)
-def dedup_cmd(input_path: str, threshold: float, shingle: str, verify: str, key_field: str,
+def dedup_cmd(input_path: str, threshold: float, shingle: str, verify: str,
+              key_field: str | None,
               text_field: str, out: str | None, clusters: str | None, keep: str | None,
               output: str | None, against: str | None, num_perm: int, mode: str,
               seed: int) -> None:
@@ -608,6 +635,11 @@ def dedup_cmd(input_path: str, threshold: float, shingle: str, verify: str, key_
 
     Candidate pairs share a MinHash band; each is verified (exactly by default) and the
     pairs are grouped into clusters. A summary goes to stderr.
+
+    Bands lean towards recall (14 bands of 9 rows at 0.8): every candidate is verified, so
+    a false candidate costs a little time while a missed one is lost. An index created
+    with --threshold uses datasketch's even weighting instead (9 x 13 at 0.8), as its
+    estimated scores may be unverified. See docs/jaccard.md.
     """
     from .dedup import dedup_jsonl, write_pairs
 
@@ -615,6 +647,7 @@ def dedup_cmd(input_path: str, threshold: float, shingle: str, verify: str, key_
         raise click.UsageError("--keep and --output go together")
     if not 0.0 < threshold <= 1.0:
         raise click.UsageError(f"--threshold must be in (0, 1]; found {threshold}")
+    key_field = _key_field(input_path, key_field, jsonl=True)
     if against:
         _dedup_against(input_path, against, threshold, key_field, text_field, out, verify)
         return

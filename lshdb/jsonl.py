@@ -24,9 +24,12 @@ import numpy as np
 
 from .errors import InputFormatError
 
-__all__ = ["Key", "iter_lines", "read_jsonl_docs", "atomic_write", "write_jsonl", "copy_lines"]
+__all__ = ["Key", "KEY_FIELDS", "iter_lines", "pick_key_field", "read_jsonl_docs",
+           "atomic_write", "write_jsonl", "copy_lines"]
 
 Key = str | int
+# the key field of a file that does not name one: the first of these its first record has
+KEY_FIELDS = ("key", "id")
 
 
 def iter_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
@@ -38,6 +41,22 @@ def iter_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
                 raw = raw[len(codecs.BOM_UTF8):]
             if raw.strip():
                 yield lineno, raw
+
+
+def pick_key_field(path: str | os.PathLike[str],
+                   candidates: tuple[str, ...] = KEY_FIELDS) -> tuple[str | None, list[str]]:
+    """The first of ``candidates`` that the file's first record holds (None if none does),
+    and that record's fields. A first line that is not a JSON object gives the first
+    candidate: reading the file then reports the line."""
+    for _, raw in iter_lines(path):
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            return candidates[0], []
+        if not isinstance(obj, dict):
+            return candidates[0], []
+        return next((c for c in candidates if c in obj), None), list(obj)
+    return candidates[0], []
 
 
 def _parse(path: Any, lineno: int, raw: bytes, key_field: str | None, text_field: str

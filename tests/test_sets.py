@@ -176,7 +176,7 @@ def test_cli_add_names_a_bad_item_by_its_row_in_the_input(tmp_path):
 def test_cli_dedup_reports_bad_lines(tmp_path):
     (tmp_path / "bad.jsonl").write_bytes(b'{"id": 1, "text": "fine words here"}\n'
                                          b'{"id": 2, "text": "bad \xff bytes"}\n')
-    r = run("dedup", tmp_path / "bad.jsonl", ok=False)
+    r = run("dedup", tmp_path / "bad.jsonl", "--key-field", "id", ok=False)
     assert r.exit_code == 1 and r.stderr.startswith(f"Error: {tmp_path / 'bad.jsonl'}:2")
     r = run("dedup", tmp_path / "bad.jsonl", "--threshold", "0", ok=False)
     assert r.exit_code == 1 and "threshold" in r.stderr
