@@ -155,6 +155,28 @@ class Reader:
             raise InvalidParameterError(f"candidates must be an int >= 0 (0: no cap); found {c!r}")
         return int(p), int(c), int(h)
 
+    def _check_options(self, probes: int | None, candidates: int | None,
+                       min_hits: int | None, rerank: int | None) -> None:
+        """Refuse options given for a query that would have no effect on it (a scan
+        validates them too: it ignores them only while it scans)."""
+        self._settings(probes, candidates, min_hits)
+        n_tables = self.family.L if self.family else self._index.n_tables
+        if min_hits is not None and min_hits > n_tables:
+            raise InvalidParameterError(
+                f"min_hits={min_hits} exceeds the index's {n_tables} tables: no item could "
+                "be found that often; give at most the number of tables")
+        if probes is not None and self.metric.name == "jaccard":
+            raise InvalidParameterError(
+                "probes do not apply to a jaccard index: its bands are looked up once each")
+        if rerank is not None:
+            if self._code_cols is None:
+                raise InvalidParameterError(
+                    "rerank applies to an index with hash codes (created with codes=B); "
+                    "this one re-ranks every candidate exactly")
+            if isinstance(rerank, bool) or not isinstance(rerank, (int, np.integer)) \
+                    or rerank < 0:
+                raise InvalidParameterError(f"rerank must be an int >= 0; found {rerank!r}")
+
     def _gather(self, x: np.ndarray, probes: int, cap: int, min_hits: int = 1,
                 stats: dict[str, Any] | None = None) -> np.ndarray:
         fam = self.family
@@ -229,6 +251,7 @@ class Reader:
         """
         if k is not None or self.metric.name != "jaccard":
             _check_k(k)
+        self._check_options(probes, candidates, min_hits, rerank)
         x, extra = self.metric.prepare_query(vector)
         if self._scan(scan):
             return self._rank_scan(x, k, rerank)  # type: ignore[arg-type]
@@ -254,6 +277,7 @@ class Reader:
             return [self.query(v, k, probes, candidates, min_hits, threshold, exact, rerank,
                                scan) for v in items]
         _check_k(k)
+        self._check_options(probes, candidates, min_hits, rerank)
         X = self.metric.prepare(vectors, "queries")
         if self._scan(scan):
             if self._code_cols is None and self._blas_scan() and self.n_rows:
