@@ -7,13 +7,17 @@ status 1. Long work shows a progress bar on stderr when it is a terminal.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import re
 import shutil
+import signal
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import click
@@ -22,7 +26,13 @@ import numpy as np
 from . import __version__
 from .check import check as deep_check
 from .demo import DEMO_MIN_ROWS
-from .errors import InputFormatError, InvalidVectorError, LshdbError
+from .errors import (
+    InputFormatError,
+    InvalidVectorError,
+    KeyNotFoundError,
+    LockTimeoutError,
+    LshdbError,
+)
 from .index import Index, create
 from .index import open as open_index
 from .inputs import open_vectors, read_keys
@@ -51,15 +61,38 @@ class _Group(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-# the library's hints name its Python arguments; at the command line the flags say it
+# the library's hints name its Python arguments and calls; at the command line the flags
+# and commands say it
 _CLI_WORDS = (("pass missing_ok=True", "pass --missing-ok"), ("use upsert()", "use --upsert"),
-              ("raise timeout=", "raise --timeout"))
+              ("raise timeout=", "raise --timeout"), ("lshdb.create()", "lshdb create"),
+              ("or open() it", "or add to it with lshdb add"),
+              ("open it with readonly=True to query it",
+               "read-only commands (query, get, stats) still work"))
+_FLAGS = {"L": "--tables", "k": "--bits", "w": "--width", "num_perm": "--num-perm",
+          "max_value": "--max-value", "target_recall": "--target-recall",
+          "min_hits": "--min-hits", "probes": "--probes", "rerank": "--rerank",
+          "candidates": "--candidates", "store_tokens": "--store-tokens", "codes": "--codes",
+          "threshold": "--threshold", "shingle": "--shingle", "mode": "--mode",
+          "seed": "--seed", "durability": "--durability", "family": "--family",
+          "scan": "--scan", "timeout": "--timeout"}
+_NAMES = "|".join(sorted(map(re.escape, _FLAGS), key=len, reverse=True))
+# an option named as the subject of a message ("k must be ...", "w is the ...")
+_SUBJECT = re.compile(rf"(^|; |\()({_NAMES})(?= must| is | applies| \(| do )")
+# an option with a value ("min_hits=4", "family='unary'", "store_tokens=True")
+_ASSIGN = re.compile(rf"(?<![\w.-])({_NAMES})=('?)([\w.]+)\2")
+_UNKNOWN = re.compile(r"unknown options? ((?:'\w+'(?:, )?)+); valid options are .*$")
 
 
 def _cli_words(message: str) -> str:
     for api, flag in _CLI_WORDS:
         message = message.replace(api, flag)
-    return message
+    message = _UNKNOWN.sub(lambda m: "{} {} not apply to this metric".format(
+        ", ".join(_FLAGS.get(n, "--" + n.replace("_", "-"))
+                  for n in re.findall(r"'(\w+)'", m.group(1))),
+        "does" if m.group(1).count("'") == 2 else "do"), message)
+    message = _SUBJECT.sub(lambda m: m.group(1) + _FLAGS[m.group(2)], message)
+    return _ASSIGN.sub(lambda m: _FLAGS[m.group(1)] + (
+        "" if m.group(3) == "True" else " " + m.group(3)), message)
 
 
 def _fmt_option(f: Any) -> Any:
@@ -72,7 +105,7 @@ def emit(records: Iterable[dict[str, Any]], fmt: str, table: bool = False) -> No
     wide record, which otherwise reads better as ``field: value`` lines)."""
     if fmt == "json":
         for r in records:
-            click.echo(json.dumps(r, default=_json_default))
+            click.echo(json.dumps(_tidy(r), default=_json_default))
         return
     rows = [{k: _cell(v) for k, v in r.items()} for r in records]
     if not rows:
@@ -87,6 +120,24 @@ def emit(records: Iterable[dict[str, Any]], fmt: str, table: bool = False) -> No
     click.echo("  ".join(c.ljust(width[c]) for c in cols).rstrip())
     for r in rows:
         click.echo("  ".join(r.get(c, "").ljust(width[c]) for c in cols).rstrip())
+
+
+def _tidy(v: Any) -> Any:
+    """``v`` with each float rounded to the digits it holds: 7 significant digits for a
+    float32 value (distances; 0.7 rather than 0.70000005 or 0.699999988079071), 12 for any
+    other (0.3 rather than 0.30000000000000004)."""
+    if isinstance(v, (float, np.floating)) and not isinstance(v, bool):
+        f = float(v)
+        if not np.isfinite(f):
+            return f
+        if isinstance(v, np.float32) or float(np.float32(f)) == f:
+            return float(f"{f:.7g}")
+        return float(f"{f:.12g}")
+    if isinstance(v, dict):
+        return {k: _tidy(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_tidy(x) for x in v]
+    return v
 
 
 def _cell(v: Any) -> str:
@@ -218,15 +269,17 @@ class _ItemSource:
 
 def _read_token_sets(path: str, key_field: str | None, field: str
                      ) -> tuple[list[Any], list[Any]]:
-    from .jsonl import iter_lines
+    from .jsonl import iter_lines, json_error
 
     keys: list[Any] = []
     items: list[Any] = []
     for lineno, raw in iter_lines(path):
         try:
             obj = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputFormatError(f"{path}:{lineno}: not valid UTF-8 JSON ({exc})") from exc
+        except UnicodeDecodeError as exc:
+            raise InputFormatError(f"{path}:{lineno}: not valid UTF-8 ({exc.reason})") from exc
+        except json.JSONDecodeError as exc:
+            raise InputFormatError(f"{path}:{lineno}: not valid JSON ({json_error(exc)})") from exc
         if not isinstance(obj, dict) or field not in obj or (
                 key_field is not None and key_field not in obj):
             needs = field if key_field is None else f"{key_field!r} and {field!r}"
@@ -245,6 +298,11 @@ def _items(index_metric: str, path: str, key_field: str | None, vector_field: st
             raise InputFormatError("--text-field and --tokens-field apply to jaccard indexes")
         if not text_field and not tokens_field:
             text_field = "text"
+        ext = os.path.splitext(path)[1].lower()
+        if ext in (".npy", ".fvecs", ".bvecs", ".ivecs"):
+            raise InputFormatError(
+                f"{path} holds vectors ({ext}); a jaccard index takes documents or token sets "
+                "from JSON lines (.jsonl), one per line")
         return _ItemSource(path, key_field, text_field, tokens_field)
     return open_vectors(path, key_field, vector_field)
 
@@ -283,8 +341,48 @@ def _check_shingle(index: Index, shingle: str | None) -> None:
             "an index shingles every document the same way")
 
 
-def _load(index: Index, src: Any, keys_file: str | None, upsert: bool,
-          batch: int | None) -> int:
+def _say_waiting(path: str, timeout: float | None) -> None:
+    limit = "" if timeout is None else f" (for up to {timeout:g} s: --timeout)"
+    click.echo(f"waiting for the write lock of {path}: another process is writing{limit}",
+               err=True)
+
+
+def _writer(index: Index, timeout: float | None) -> Any:
+    """An entered write block; says on stderr when it has to wait for the write lock."""
+    try:
+        w = index.writer(timeout=0)
+        w.__enter__()
+        return w
+    except LockTimeoutError:
+        pass
+    _say_waiting(index.path, timeout)
+    w = index.writer(timeout=timeout)
+    w.__enter__()
+    return w
+
+
+@contextlib.contextmanager
+def _interrupt_after() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives during the block until it ends (main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old if old is not None else signal.SIG_DFL)
+        if held:
+            raise KeyboardInterrupt
+
+
+def _load(index: Index, src: Any, keys_file: str | None, how: str, batch: int | None,
+          timeout: float | None = None, resumable: bool = True) -> dict[str, int]:
+    """Write the input in transactions of ``batch`` rows (``how``: add, upsert or skip,
+    that is add --skip-existing); returns the counts of rows added, replaced, skipped.
+    When a later transaction fails or is interrupted, says how many rows the earlier ones
+    committed (``resumable``: and how to add the rest)."""
     keys: list[Any] | None = read_keys(keys_file) if keys_file else src.keys
     if keys is not None and len(keys) != len(src):
         raise InputFormatError(f"{len(keys)} keys for {len(src)} vectors; give one key per vector")
@@ -292,34 +390,53 @@ def _load(index: Index, src: Any, keys_file: str | None, upsert: bool,
     if n == 0:
         raise InputFormatError("the input holds no vectors or items")
     size = batch or n
-    done = 0
+    counts = {"added": 0, "replaced": 0, "skipped": 0}
+    pending = dict(counts)
+    committed = 0
     with _progress(n, "adding") as bar:
         writer = None
         in_txn = 0
         try:
             for s, X in src.blocks(min(size, 65536)):
                 if writer is None:
-                    writer = index.writer()
-                    writer.__enter__()
+                    writer = _writer(index, timeout)
                 ks = keys[s : s + len(X)] if keys is not None else range(s, s + len(X))
                 try:
-                    (writer.upsert if upsert else writer.add)(ks, X)
+                    if how == "upsert":
+                        replaced = writer.upsert(ks, X)
+                        pending["replaced"] += replaced
+                        pending["added"] += len(X) - replaced
+                    else:
+                        added = writer.add(ks, X, skip_existing=how == "skip")
+                        pending["added"] += added
+                        pending["skipped"] += len(X) - added
                 except InvalidVectorError as exc:  # its row numbers count from the block's
                     raise exc.in_input(s) from None
                 in_txn += len(X)
                 if in_txn >= size:
-                    w, writer, in_txn = writer, None, 0
-                    w.__exit__(None, None, None)
-                done += len(X)
+                    w, writer = writer, None
+                    with _interrupt_after():  # the commit and its count go together
+                        w.__exit__(None, None, None)
+                        committed += in_txn
+                    in_txn = 0
+                    counts = {c: counts[c] + pending[c] for c in counts}
+                    pending = dict.fromkeys(counts, 0)
                 bar.update(len(X))
             if writer is not None:
                 w, writer = writer, None
                 w.__exit__(None, None, None)
-        except BaseException:
+                counts = {c: counts[c] + pending[c] for c in counts}
+        except BaseException as exc:
             if writer is not None:
                 writer.__exit__(*sys.exc_info())
+            if committed and resumable:
+                what = "the interruption" if isinstance(exc, (KeyboardInterrupt, click.Abort)) \
+                    else "the error"
+                click.echo(f"{committed} of {n} rows were committed before {what} (the "
+                           f"input's first {committed}); add the rest with --skip-existing",
+                           err=True)
             raise
-    return done
+    return counts
 
 
 _input_options = [
@@ -362,6 +479,12 @@ _nice_option = click.option(
          "keep their speed while it writes.")
 
 
+_timeout_option = click.option(
+    "--timeout", type=click.FloatRange(min=0),
+    help="Seconds to wait for the write lock while another process writes (default: "
+         "no limit).")
+
+
 def _with_inputs(f: Any) -> Any:
     for o in reversed(_input_options):
         f = o(f)
@@ -372,21 +495,38 @@ def _with_inputs(f: Any) -> Any:
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 @_with_inputs
 @click.option("--upsert", is_flag=True, help="Replace the vectors of keys that exist.")
+@click.option("--skip-existing", is_flag=True,
+              help="Leave keys the index holds as they are and add the others (resumes an "
+                   "interrupted add without rewriting what it committed).")
 @click.option("--shingle", help="jaccard: must match the index's shingles (a check).")
+@_timeout_option
 @_nice_option
 @_fmt_option
 def add_cmd(path: str, input_path: str, keys_file: str | None, key_field: str | None,
             vector_field: str, batch_size: int | None, text_field: str | None,
-            tokens_field: str | None, upsert: bool, shingle: str | None, fmt: str) -> None:
-    """Add vectors (or, to a jaccard index, documents) from a file to the index at PATH."""
+            tokens_field: str | None, upsert: bool, skip_existing: bool, shingle: str | None,
+            timeout: float | None, fmt: str) -> None:
+    """Add vectors (or, to a jaccard index, documents) from a file to the index at PATH.
+
+    With --batch-size, each batch is committed on its own: after a failure or Ctrl-C the
+    command says how many rows were committed, and --skip-existing adds the rest."""
+    if upsert and skip_existing:
+        raise click.UsageError("--upsert replaces existing keys, --skip-existing keeps them: "
+                               "give one")
     with open_index(path) as index:
         _check_shingle(index, shingle)
         src = _items(index.metric.name, input_path, _key_field(input_path, key_field),
                      vector_field, text_field, tokens_field)
         t0 = time.perf_counter()
-        n = _load(index, src, keys_file, upsert, batch_size)
+        how = "upsert" if upsert else "skip" if skip_existing else "add"
+        counts = _load(index, src, keys_file, how, batch_size, timeout)
         dt = time.perf_counter() - t0
-        emit([{"added": n, "seconds": round(dt, 3), "vectors_per_s": round(n / dt),
+        shown = {"added": counts["added"]}
+        if upsert:
+            shown["replaced"] = counts["replaced"]
+        if skip_existing:
+            shown["skipped"] = counts["skipped"]
+        emit([{**shown, "seconds": round(dt, 3), "vectors_per_s": round(len(src) / dt),
                "items": len(index)}], fmt)
 
 
@@ -395,10 +535,12 @@ def add_cmd(path: str, input_path: str, keys_file: str | None, key_field: str | 
 @_with_inputs
 @click.option("--metric", required=True, type=click.Choice(["cosine", "l2", "l1", "hamming", "jaccard"]))
 @_create_options
+@_timeout_option
 @_fmt_option
 def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str | None,
               vector_field: str, batch_size: int | None, text_field: str | None,
-              tokens_field: str | None, metric: str, fmt: str, **kw: Any) -> None:
+              tokens_field: str | None, metric: str, timeout: float | None, fmt: str,
+              **kw: Any) -> None:
     """Create an index at PATH and bulk-load a file into it.
 
     A build that fails or is interrupted removes the index it created."""
@@ -409,7 +551,8 @@ def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str 
     index = create(path, metric=metric, dim=dim, **_options(**kw))
     try:
         with index:
-            n = _load(index, src, keys_file, False, batch_size)
+            n = _load(index, src, keys_file, "add", batch_size, timeout,
+                      resumable=False)["added"]
             summary = _summary(index)
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)  # nothing half-built is left behind
@@ -486,8 +629,14 @@ def get_cmd(path: str, key: str, int_key: bool) -> None:
         except ValueError:
             raise click.BadParameter(f"{key!r} is not an integer", param_hint="KEY") from None
     with open_index(path, readonly=True) as index:
-        v = index.get(the_key)
-        click.echo(json.dumps({"key": the_key, "vector": v.tolist()}))
+        try:
+            v = index.get(the_key)
+        except KeyNotFoundError:
+            if not int_key and re.fullmatch(r"-?(0|[1-9][0-9]*)", key) and int(key) in index:
+                raise KeyNotFoundError(f"key {key!r} (a string) is not in the index, but the "
+                                       f"integer {key} is: add --int-key") from None
+            raise
+        click.echo(json.dumps({"key": the_key, "vector": _tidy(v.tolist())}))
 
 
 @cli.command("delete", context_settings=CONTEXT)
@@ -495,13 +644,21 @@ def get_cmd(path: str, key: str, int_key: bool) -> None:
 @click.option("--keys", "keys_file", required=True, type=click.Path(dir_okay=False),
               help="One key per line.")
 @click.option("--missing-ok", is_flag=True, help="Skip keys that are not in the index.")
+@_timeout_option
 @_nice_option
 @_fmt_option
-def delete_cmd(path: str, keys_file: str, missing_ok: bool, fmt: str) -> None:
+def delete_cmd(path: str, keys_file: str, missing_ok: bool, timeout: float | None,
+               fmt: str) -> None:
     """Delete the keys listed in a file (one transaction)."""
     keys = read_keys(keys_file)
     with open_index(path) as index:
-        n = index.delete(keys, missing_ok=missing_ok)
+        w = _writer(index, timeout)
+        try:
+            n = w.delete(keys, missing_ok=missing_ok)
+        except BaseException:
+            w.__exit__(*sys.exc_info())
+            raise
+        w.__exit__(None, None, None)
         emit([{"deleted": n, "items": len(index)}], fmt)
 
 
@@ -555,6 +712,7 @@ def check_cmd(path: str, fix: bool, fmt: str) -> None:
         report = deep_check(path, fix=fix, progress=bars, isolate=True)
     finally:
         bars.close()
+    report = {**report, "problems": [_cli_words(p) for p in report["problems"]]}
     if fmt == "json":
         emit([report], fmt)
     else:
@@ -579,7 +737,11 @@ def compact_cmd(path: str, retune: bool, timeout: float | None, fmt: str) -> Non
     bars = _PhaseBars()
     with open_index(path) as index:
         try:
-            report = index.compact(timeout=timeout, retune=retune, progress=bars)
+            try:
+                report = index.compact(timeout=0, retune=retune, progress=bars)
+            except LockTimeoutError:
+                _say_waiting(index.path, timeout)
+                report = index.compact(timeout=timeout, retune=retune, progress=bars)
         finally:
             bars.close()
     emit([report], fmt)
@@ -680,7 +842,7 @@ def _dedup_against(input_path: str, index_path: str, threshold: float, key_field
             with index.reader() as r, _progress(len(texts), "matching") as bar:
                 for key, text in zip(keys, texts):
                     for other, score in r.query(text, k=None, threshold=threshold, exact=exact):
-                        sink.write(json.dumps({"a": key, "b": other, "jaccard": score},
+                        sink.write(json.dumps({"a": key, "b": other, "jaccard": _tidy(score)},
                                               default=_json_default) + "\n")
                         n_pairs += 1
                     bar.update(1)

@@ -368,15 +368,15 @@ class Index:
         return _ReaderContext(self)
 
     # -- one-shot forms --------------------------------------------------------------
-    def add(self, keys: Iterable[Key], vectors: Any) -> None:
+    def add(self, keys: Iterable[Key], vectors: Any, skip_existing: bool = False) -> int:
         """Add new items in one transaction; see :meth:`Writer.add`."""
         with self.writer() as w:
-            w.add(keys, vectors)
+            return w.add(keys, vectors, skip_existing=skip_existing)
 
-    def upsert(self, keys: Iterable[Key], vectors: Any) -> None:
+    def upsert(self, keys: Iterable[Key], vectors: Any) -> int:
         """Add or replace items in one transaction; see :meth:`Writer.upsert`."""
         with self.writer() as w:
-            w.upsert(keys, vectors)
+            return w.upsert(keys, vectors)
 
     def delete(self, keys: Iterable[Key], missing_ok: bool = False) -> int:
         """Delete items in one transaction; see :meth:`Writer.delete`."""
@@ -627,8 +627,12 @@ class Writer:
                 self._regrow()
 
     # -- public operations -----------------------------------------------------------
-    def add(self, keys: Iterable[Key], vectors: Any) -> None:
-        """Add new items.
+    def add(self, keys: Iterable[Key], vectors: Any, skip_existing: bool = False) -> int:
+        """Add new items; returns how many were added.
+
+        ``skip_existing=True`` leaves the keys the index holds already as they are (their
+        vectors are neither checked against the stored ones nor rewritten) and adds the
+        others: an interrupted load resumes this way.
 
         Raises
         ------
@@ -639,11 +643,38 @@ class Writer:
         KeyExistsError
             A key is already in the index (use :meth:`upsert` to replace it).
         """
-        self._run("add", *self._prepare(keys, vectors))
+        if skip_existing:
+            keys, vectors = self._new_only(keys, vectors)
+            if not keys:
+                return 0
+        prepared = self._prepare(keys, vectors)
+        self._run("add", *prepared)
+        return len(prepared[0])
 
-    def upsert(self, keys: Iterable[Key], vectors: Any) -> None:
-        """Add items, replacing the vectors of keys that already exist."""
-        self._run("upsert", *self._prepare(keys, vectors))
+    def _new_only(self, keys: Iterable[Key], vectors: Any) -> tuple[list[Key], Any]:
+        """The keys (and their vectors) that the index does not hold yet."""
+        if self._txn is None:
+            raise LshdbError("the writer is not active; use it inside `with index.writer()`")
+        raw = _as_list(keys)
+        if isinstance(vectors, (str, bytes)) or not hasattr(vectors, "__len__"):
+            vectors = list(vectors)
+        if len(raw) != len(vectors):
+            raise InvalidParameterError(
+                f"{len(raw)} keys for {len(vectors)} vectors; pass one key per row")
+        packed = pack_keys(raw)[1]
+        existing = self._ids_of(packed)
+        if not existing:
+            return raw, vectors
+        keep = [i for i, p in enumerate(packed) if p not in existing]
+        if isinstance(vectors, np.ndarray):
+            return [raw[i] for i in keep], vectors[keep]
+        return [raw[i] for i in keep], [vectors[i] for i in keep]
+
+    def upsert(self, keys: Iterable[Key], vectors: Any) -> int:
+        """Add items, replacing the vectors of keys that already exist; returns how many
+        were replaced (the others were added)."""
+        replaced: int = self._run("upsert", *self._prepare(keys, vectors))
+        return replaced
 
     def delete(self, keys: Iterable[Key], missing_ok: bool = False) -> int:
         """Delete items; returns how many were deleted.
@@ -859,12 +890,13 @@ class Writer:
         self._live -= len(ids)
 
     def _do_upsert(self, keys: list[Key], packed: list[bytes], X: np.ndarray,
-                   extra: Any) -> None:
+                   extra: Any) -> int:
         existing = self._ids_of(packed)
         if existing:
             old = sorted(existing.items(), key=lambda kv: kv[1])
             self._remove_ids(np.array([i for _, i in old], dtype=np.int64), [p for p, _ in old])
         self._insert(packed, X, extra)
+        return len(existing)
 
     def _do_delete(self, keys: list[Key], packed: list[bytes], missing_ok: bool) -> int:
         existing = self._ids_of(packed)

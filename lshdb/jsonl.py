@@ -43,6 +43,11 @@ def iter_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
                 yield lineno, raw
 
 
+def json_error(exc: json.JSONDecodeError) -> str:
+    """What is wrong and at which column (json's messages may end in "at" already)."""
+    return f"{exc.msg}{'' if exc.msg.endswith(' at') else ' at'} column {exc.colno}"
+
+
 def pick_key_field(path: str | os.PathLike[str],
                    candidates: tuple[str, ...] = KEY_FIELDS) -> tuple[str | None, list[str]]:
     """The first of ``candidates`` that the file's first record holds (None if none does),
@@ -71,8 +76,7 @@ def _parse(path: Any, lineno: int, raw: bytes, key_field: str | None, text_field
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise InputFormatError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})"
-                               ) from None
+        raise InputFormatError(f"{where}: not valid JSON ({json_error(exc)})") from None
     if not isinstance(obj, dict):
         raise InputFormatError(f"{where}: expected a JSON object; found {type(obj).__name__}")
     for name in (key_field, text_field):

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
+import subprocess
+import sys
+import time
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -80,3 +86,198 @@ def test_dedup_help_explains_its_bands():
     assert optimal_bands(0.8, 128, 0.1, 0.9) == (14, 9)  # what dedup uses at 0.8
     assert optimal_bands(0.8, 128) == (9, 13)  # what an index at 0.8 uses
     assert "14 bands of 9 rows at 0.8" in text and "9 x 13 at 0.8" in text
+
+
+def _dense(tmp_path, codes=None):
+    X = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+    path = str(tmp_path / ("codes.lshdb" if codes else "plain.lshdb"))
+    with lshdb.create(path, metric="cosine", dim=8, k=4, L=3,
+                      **({"codes": codes} if codes else {})) as index:
+        index.add(range(300), X)
+    np.save(tmp_path / "q.npy", X[:2])
+    return path, X
+
+
+def test_options_a_query_would_ignore_are_refused(tmp_path):
+    path, X = _dense(tmp_path)
+    coded, _ = _dense(tmp_path, codes=64)
+    with lshdb.open(path, readonly=True) as index:
+        with pytest.raises(lshdb.InvalidParameterError, match="probes must be an int >= 1"):
+            index.query(X[0], scan=True, probes=0)
+        with pytest.raises(lshdb.InvalidParameterError, match="rerank applies to an index "
+                                                              "with hash codes"):
+            index.query_batch(X[:2], rerank=50)
+        with pytest.raises(lshdb.InvalidParameterError, match="exceeds the index's 3 tables"):
+            index.query(X[0], min_hits=4)
+        assert index.query(X[0], k=1, min_hits=3)[0][0] == 0  # as many as tables: fine
+    with lshdb.open(coded, readonly=True) as index:
+        assert index.query(X[0], k=1, rerank=50)[0][0] == 0
+    jac = str(tmp_path / "j.lshdb")
+    with lshdb.create(jac, metric="jaccard") as index:
+        index.add(["a"], ["some words in a document here"])
+        with pytest.raises(lshdb.InvalidParameterError, match="probes do not apply"):
+            index.query("some words in a document here", probes=2)
+    q = tmp_path / "q.npy"
+    for args, says in [(("--scan", "--probes", 0), "--probes must be an int >= 1"),
+                       (("--rerank", 10), "--rerank applies to an index with hash codes"),
+                       (("--min-hits", 9), "--min-hits 9 exceeds the index's 3 tables")]:
+        out = run("query", path, "--input", q, *args, ok=False)
+        assert out.exit_code == 1 and out.stderr.startswith("Error: ") and says in out.stderr, \
+            out.stderr
+
+
+def test_ctrl_c_says_what_was_committed_and_skip_existing_resumes(tmp_path):
+    n = 100_000
+    X = np.random.default_rng(1).standard_normal((n, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    ix = str(tmp_path / "ix.lshdb")
+    lshdb.create(ix, metric="l2", dim=8, k=4, L=2, w=4.0).close()
+    proc = subprocess.Popen([sys.executable, "-m", "lshdb", "add", ix, "--input",
+                             str(tmp_path / "x.npy"), "--batch-size", "100"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(6000):  # until the first batches are committed (bounded)
+            with lshdb.open(ix, readonly=True) as index:
+                if len(index) >= 200:
+                    break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    said = re.search(rf"(\d+) of {n} rows were committed before the interruption \(the "
+                     r"input's first \1\); add the rest with --skip-existing", err)
+    assert said, err
+    assert err.endswith("Error: aborted\n")
+    committed = int(said.group(1))
+    with lshdb.open(ix, readonly=True) as index:
+        assert 200 <= committed < n and sorted(index.keys()) == list(range(committed))
+    out = run("add", ix, "--input", tmp_path / "x.npy", "--skip-existing")
+    got = json.loads(out.stdout)
+    assert (got["added"], got["skipped"], got["items"]) == (n - committed, committed, n)
+    with lshdb.open(ix, readonly=True) as index:
+        st = index.stats(buckets=False)
+        assert st["rows"] == st["live"] == n  # nothing committed before was written again
+        np.testing.assert_array_equal(index.get(n - 1), X[n - 1])
+
+
+def test_upsert_reports_replaced_keys_and_get_hints_int_keys(tmp_path):
+    X = np.random.default_rng(2).standard_normal((50, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    ix = tmp_path / "ix.lshdb"
+    run("build", ix, "--metric", "l2", "--input", tmp_path / "x.npy")
+    np.save(tmp_path / "y.npy", np.concatenate([X[:30], X[:20]]))  # keys 0..49: 50 exist
+    got = json.loads(run("add", ix, "--input", tmp_path / "y.npy", "--upsert").stdout)
+    assert (got["added"], got["replaced"], got["items"]) == (0, 50, 50)
+    with lshdb.open(ix) as index:
+        assert index.upsert([49, 50], X[:2]) == 1
+    out = run("get", ix, "7", ok=False)
+    assert out.exit_code == 1 and out.stderr == (
+        "Error: key '7' (a string) is not in the index, but the integer 7 is: add --int-key\n")
+    assert json.loads(run("get", ix, "7", "--int-key").stdout)["key"] == 7
+    assert run("get", ix, "x", ok=False).stderr == "Error: key 'x' is not in the index\n"
+
+
+def test_a_writer_waiting_for_the_lock_says_so_and_times_out(tmp_path):
+    X = np.random.default_rng(3).standard_normal((20, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    (tmp_path / "keys.txt").write_text("0\n1\n")
+    ix = str(tmp_path / "ix.lshdb")
+    lshdb.create(ix, metric="l2", dim=4).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import lshdb, sys\n"
+         f"with lshdb.open({ix!r}).writer():\n    print('held', flush=True)\n"
+         "    sys.stdin.readline()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"  # the other process holds the lock
+        for args in (("add", ix, "--input", tmp_path / "x.npy"),
+                     ("delete", ix, "--keys", tmp_path / "keys.txt"),
+                     ("compact", ix)):
+            out = run(*args, "--timeout", "0.2", ok=False)
+            assert out.exit_code == 1
+            assert out.stderr.splitlines()[0] == (
+                f"waiting for the write lock of {ix}: another process is writing "
+                "(for up to 0.2 s: --timeout)"), out.stderr
+            assert "Error: another writer held the write lock" in out.stderr
+            assert "raise --timeout" in out.stderr
+    finally:
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        holder.wait(30)
+    out = run("add", ix, "--input", tmp_path / "x.npy", "--timeout", "5")
+    assert "waiting" not in out.stderr and json.loads(out.stdout)["added"] == 20
+    assert run("build", tmp_path / "b.lshdb", "--metric", "l2", "--input", tmp_path / "x.npy",
+               "--timeout", "1").exit_code == 0
+
+
+def test_messages_speak_the_command_line(tmp_path):
+    for args, says in [(("--bits", 0), "Error: --bits must be an int in 1..64; found 0\n"),
+                       (("--tables", 0), "Error: --tables must be an int in 1..1000; found 0\n"),
+                       (("--width", -1), "Error: --width must be a positive number; found -1.0\n"),
+                       (("--max-value", 3), "Error: --max-value applies to --family unary only\n"),
+                       (("--num-perm", 64), "Error: --num-perm does not apply to this metric\n")]:
+        out = run("create", tmp_path / "x", "--metric", "l2", "--dim", 8, *args, ok=False)
+        assert out.stderr == says
+    run("create", tmp_path / "c", "--metric", "cosine", "--dim", 8)
+    out = run("create", tmp_path / "c", "--metric", "cosine", "--dim", 8, ok=False)
+    assert out.stderr == (f"Error: {tmp_path / 'c'} already exists; choose a new path or add "
+                          "to it with lshdb add\n")
+    (tmp_path / "empty").mkdir()
+    out = run("stats", tmp_path / "empty", ok=False)
+    assert out.stderr == (f"Error: {tmp_path / 'empty'} is not an lshdb index (no CURRENT "
+                          "file); create one with lshdb create\n")
+
+
+def test_input_problems_are_named_as_what_they_are(tmp_path):
+    ix = tmp_path / "ix.lshdb"
+    strings = write_jsonl(tmp_path / "s.jsonl", [{"key": 1, "vector": [1.0, 2.0]},
+                                                 {"key": 2, "vector": ["a", "b"]}])
+    out = run("build", ix, "--metric", "l2", "--input", strings, ok=False)
+    assert out.stderr.splitlines()[-1] == (
+        f"Error: {strings}:2: 'vector' holds a str ('a'); vectors are lists of numbers")
+    jac = tmp_path / "j.lshdb"
+    run("create", jac, "--metric", "jaccard")
+    np.save(tmp_path / "v.npy", np.zeros((2, 4), np.float32))
+    out = run("add", jac, "--input", tmp_path / "v.npy", ok=False)
+    assert out.stderr == (f"Error: {tmp_path / 'v.npy'} holds vectors (.npy); a jaccard index "
+                          "takes documents or token sets from JSON lines (.jsonl), one per "
+                          "line\n")
+    (tmp_path / "u.jsonl").write_text('{"key": 1, "text": "no end')  # json says "... at"
+    for extra in ((), ("--tokens-field", "text")):
+        out = run("add", jac, "--input", tmp_path / "u.jsonl", "--key-field", "key", *extra,
+                  ok=False)
+        assert out.stderr == (f"Error: {tmp_path / 'u.jsonl'}:1: not valid JSON "
+                              "(Unterminated string starting at column 20)\n"), out.stderr
+
+
+def test_check_reports_each_problem_once_without_advising_itself(tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = run("check", tmp_path / "empty", ok=False)
+    report = json.loads(out.stdout)
+    assert report["problems"] == [f"{tmp_path / 'empty'} is not an lshdb index (no CURRENT "
+                                  "file); create one with lshdb create"]
+    ix = str(tmp_path / "ix.lshdb")
+    with lshdb.create(ix, metric="l2", dim=4, k=2, L=2, w=4.0) as index:
+        index.add(range(100), np.random.default_rng(4).standard_normal((100, 4)))
+    import lmdb
+
+    env = lmdb.open(f"{ix}/g000001", max_dbs=8)  # a posting names an id without a key
+    with env.begin(write=True) as txn:
+        txn.delete((7).to_bytes(8, "big"), db=env.open_db(b"id2key", txn=txn))
+    env.close()
+    report = json.loads(run("check", ix, ok=False).stdout)
+    assert report["problems"] and not any("lshdb check" in p for p in report["problems"])
+
+
+def test_json_output_has_no_float_noise(tmp_path):
+    X = np.array([[0.1, 0.2], [0.3, 0.7], [0.5, 0.5]], dtype=np.float32)
+    np.save(tmp_path / "x.npy", X)
+    ix = tmp_path / "ix.lshdb"
+    run("build", ix, "--metric", "l1", "--input", tmp_path / "x.npy")
+    assert run("get", ix, "0", "--int-key").stdout == '{"key": 0, "vector": [0.1, 0.2]}\n'
+    np.save(tmp_path / "q.npy", np.array([[0.1, 0.2]], dtype=np.float32))
+    res = run("query", ix, "--input", tmp_path / "q.npy", "-k", 3).stdout
+    assert [h["distance"] for h in json.loads(res)["results"]] == [0.0, 0.7, 0.7]
+    assert "0000000" not in res and "9999999" not in res
