@@ -8,7 +8,6 @@ status 1. Long work shows a progress bar on stderr when it is a terminal.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import re
@@ -158,12 +157,43 @@ def _json_default(v: Any) -> Any:
     raise TypeError(f"cannot serialise {type(v).__name__}")
 
 
+# without a terminal, long work says how far it got in a line this often (seconds)
+PROGRESS_EVERY = 5.0
+
+
 def _progress(length: int, label: str) -> Any:
-    """A progress bar on stderr when it is a terminal; silent otherwise (click would still
-    print the label)."""
-    out = sys.stderr if sys.stderr.isatty() else io.StringIO()
-    return click.progressbar(length=length, label=label, file=out, show_eta=True,
-                             show_pos=True)
+    """A progress bar on stderr when it is a terminal; otherwise a line on stderr every
+    :data:`PROGRESS_EVERY` seconds (logs of long jobs show they are alive)."""
+    if sys.stderr.isatty():
+        return click.progressbar(length=length, label=label, file=sys.stderr, show_eta=True,
+                                 show_pos=True)
+    return _ProgressLines(length, label)
+
+
+class _ProgressLines:
+    """The parts of click's progress bar that lshdb uses, printed as occasional lines."""
+
+    def __init__(self, length: int, label: str) -> None:
+        self.length, self.label, self.pos = length, label, 0
+        self._t0 = self._last = time.monotonic()
+
+    def __enter__(self) -> _ProgressLines:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def update(self, n: int) -> None:
+        self.pos += n
+        now = time.monotonic()
+        if now - self._last >= PROGRESS_EVERY and self.pos < self.length:
+            self._last = now
+            click.echo(f"{self.label}: {self.pos}/{self.length} "
+                       f"({100 * self.pos // max(self.length, 1)}%, {now - self._t0:.0f} s)",
+                       err=True)
+
+    def render_finish(self) -> None:
+        pass
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -281,3 +281,22 @@ def test_json_output_has_no_float_noise(tmp_path):
     res = run("query", ix, "--input", tmp_path / "q.npy", "-k", 3).stdout
     assert [h["distance"] for h in json.loads(res)["results"]] == [0.0, 0.7, 0.7]
     assert "0000000" not in res and "9999999" not in res
+
+
+def test_long_commands_report_progress_in_lines_without_a_terminal(tmp_path, monkeypatch):
+    import lshdb.cli
+
+    X = np.random.default_rng(5).standard_normal((800, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    ix = tmp_path / "ix.lshdb"
+    run("build", ix, "--metric", "cosine", "--input", tmp_path / "x.npy", "--batch-size", 100)
+    monkeypatch.setattr(lshdb.cli, "PROGRESS_EVERY", 1e9)  # within the interval: no line
+    assert not run("tune", ix, "--queries", 20).stderr
+    monkeypatch.setattr(lshdb.cli, "PROGRESS_EVERY", 0.0)  # a line at every step
+    out = run("tune", ix, "--queries", 20)
+    steps = [line for line in out.stderr.splitlines() if line.startswith("queries: ")]
+    assert [s.split()[1] for s in steps] == [f"{j}/20" for j in range(1, 20)], out.stderr
+    assert json.loads(out.stdout)["queries"] == 20  # stdout stays one JSON record
+    out = run("add", ix, "--input", tmp_path / "x.npy", "--upsert", "--batch-size", 100)
+    assert [line.split()[1] for line in out.stderr.splitlines()] == [
+        f"{j}/800" for j in range(100, 800, 100)]
