@@ -272,8 +272,10 @@ def create_cmd(path: str, metric: str, dim: int | None, fmt: str, **kw: Any) -> 
 
 
 def _summary(index: Index) -> dict[str, Any]:
+    from .sets import describe_sets
+
     fam = index.family.describe() if index.family else None
-    return {"path": index.path, "metric": index.metric.name, "dim": index.metric.dim,
+    return {"path": index.path, "metric": index.metric.name, **describe_sets(index.metric),
             "family": fam, "items": len(index)}
 
 

@@ -29,6 +29,7 @@ from .codec import (
 from .codes import CodeColumns, SimHashCoder, hamming_words, nearest
 from .errors import CorruptIndexError, InvalidParameterError, KeyNotFoundError
 from .families import Family, family_from_params
+from .sets import describe_sets
 from .store import table_name
 
 if TYPE_CHECKING:
@@ -465,7 +466,7 @@ class Reader:
             "path": self._index.path,
             "generation": self._index.generation,
             "metric": self.metric.name,
-            "dim": self.metric.dim,
+            **describe_sets(self.metric),  # dim, or what a jaccard index's items are
             "family": fam.describe() if fam else None,
             "settings": dict(self.settings),
             "calibration": self._calibration(),

@@ -31,7 +31,7 @@ from .minhash import band_keys, classic_signatures_csr, oph_signatures
 from .text import hash_strings, parse_shingle, shingle_hashes, shingle_token_hashes
 from .theory import optimal_bands
 
-__all__ = ["JaccardMetric", "MinHashBands", "jaccard_defaults"]
+__all__ = ["JaccardMetric", "MinHashBands", "jaccard_defaults", "describe_sets"]
 
 _CSR = tuple[np.ndarray, np.ndarray]
 
@@ -141,6 +141,14 @@ class JaccardMetric(Metric):
         return self.signatures(csr).astype(self.row_dtype, copy=False), csr
 
     def _signature_rows(self, A: np.ndarray, what: str) -> np.ndarray:
+        if self.mode != "classic":
+            # a signature made elsewhere cannot be told from one made with other hashes or
+            # another seed: it would be stored, and documents would never meet it
+            raise InvalidParameterError(
+                f"{what}: this index (mode 'oph') makes its own signatures and takes no ready "
+                "signatures: give documents or token sets, or create an index with "
+                "mode='classic' and the signatures' seed (seed=1 for datasketch's MinHash) "
+                "to bring datasketch signatures")
         if A.dtype.kind not in "ui":
             raise InvalidVectorError(f"{what}: signatures must be unsigned integers; found {A.dtype}")
         if A.shape[1] != self.dim:
@@ -198,6 +206,7 @@ class MinHashBands(Family):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "bands": self.L, "rows": self.k}
 
+
     @classmethod
     def from_params(cls, dim: int, p: dict[str, Any]) -> MinHashBands:
         check = decode_array(p["check"], "band shape")
@@ -205,6 +214,15 @@ class MinHashBands(Family):
             raise CorruptIndexError("stored band parameters disagree with num_perm")
         return cls(dim, p["k"], p["L"], p["seed"])
 
+
+def describe_sets(metric: Metric) -> dict[str, Any]:
+    """What a jaccard index's items are made of (its stats show this in place of ``dim``)."""
+    m = metric
+    if not isinstance(m, JaccardMetric):
+        return {"dim": m.dim}
+    return {"num_perm": m.dim, "mode": m.mode, "seed": m.seed,
+            "threshold": m.options["threshold"], "shingle": m.options["shingle"],
+            "store_tokens": bool(m.options.get("store_tokens"))}
 
 def _register() -> None:
     from . import families
