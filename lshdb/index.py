@@ -17,6 +17,7 @@ import os
 import shutil
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, cast
@@ -343,6 +344,20 @@ class Index:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def __del__(self) -> None:
+        # like Python's files: a handle collected while open is closed, with a warning, so
+        # that its descriptors and its share of the process's environment are released
+        if getattr(self, "_store", None) is None:
+            return
+        try:
+            warnings.warn(f"unclosed lshdb index {self.path!r}; close() it or use `with`",
+                          ResourceWarning, source=self, stacklevel=2)
+        finally:  # (even when warnings are errors, or at interpreter exit)
+            try:
+                self.close()
+            except Exception:  # a write block open in another thread keeps it open
+                pass
+
     def __repr__(self) -> str:
         state = "closed" if self._store is None else self.generation
         return f"<lshdb.Index {self.path!r} metric={self.metric.name} dim={self.metric.dim} {state}>"
@@ -464,6 +479,22 @@ class _ReaderContext(AbstractContextManager):  # type: ignore[type-arg]
     def __init__(self, index: Index) -> None:
         self.index = index
         self._cm: Any = None
+        self._open = False
+
+    def __del__(self) -> None:
+        # a snapshot never exited (its Reader holds this context, so both are unreachable):
+        # end it, or the index's close() would wait for it for ever
+        if not getattr(self, "_open", False):
+            return
+        try:
+            warnings.warn(f"unclosed lshdb reader of {self.index.path!r}; use "
+                          "`with index.reader() as r`", ResourceWarning, source=self,
+                          stacklevel=2)
+        finally:
+            try:
+                self.__exit__(None, None, None)
+            except Exception:
+                pass
 
     def __enter__(self) -> Reader:
         enter_single()  # OpenBLAS on one thread while the snapshot is open (lshdb.blas)
@@ -484,17 +515,19 @@ class _ReaderContext(AbstractContextManager):  # type: ignore[type-arg]
                 self._cm = store.read()
                 txn = self._cm.__enter__()
             try:
-                reader = Reader(index, store, rows, txn, codes, norms)
+                reader = Reader(index, store, rows, txn, codes, norms, owner=self)
             except BaseException:
                 self._cm.__exit__(None, None, None)
                 raise
             if reader.retired_to is None:
+                self._open = True
                 return reader
             self._cm.__exit__(None, None, None)
             index._check_current()
         raise LshdbError(f"{index.path} kept changing generation; retry")
 
     def __exit__(self, *exc: Any) -> None:
+        self._open = False
         try:
             self._cm.__exit__(*exc)
         finally:

@@ -46,7 +46,9 @@ class Reader:
     """A read snapshot of an index."""
 
     def __init__(self, index: Index, store: Store, rows: RowFile, txn: Any,
-                 codes: CodeColumns | None = None, norms: RowNorms | None = None) -> None:
+                 codes: CodeColumns | None = None, norms: RowNorms | None = None,
+                 owner: Any = None) -> None:
+        self._owner = owner  # the context that ends this snapshot: lives as long as it
         self._index = index
         self._store = store
         self._rows = rows
