@@ -25,6 +25,7 @@ from .errors import (
                      LshdbError,
                      NotAnIndexError,
                      ReadOnlyError,
+                     StorageError,
 )
 from .index import FORMAT_VERSION, Index, Writer, create, open
 from .reader import Reader
@@ -46,4 +47,5 @@ __all__ = [
     "InvalidKeyError", "DuplicateKeyError", "KeyExistsError", "KeyNotFoundError",
     "NotAnIndexError", "IndexExistsError", "FormatVersionError", "CorruptIndexError",
     "ReadOnlyError", "LockTimeoutError", "IndexClosedError", "InputFormatError",
+    "StorageError",
 ]

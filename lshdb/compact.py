@@ -39,7 +39,7 @@ from .codec import pack_ids, pack_meta, unpack_id
 from .codes import CODES_NAME
 from .errors import ReadOnlyError
 from .rows import ROWS_NAME, RowFile
-from .store import Store, table_name
+from .store import Store, table_name, translated
 
 if TYPE_CHECKING:
     from .index import Index
@@ -162,7 +162,7 @@ def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
     size = max(1 << 26, 4 * _disk_bytes(os.path.join(index.path, index.generation)))
     new_store = Store(tmp, create=True, n_tables=n_tables, map_size=size)
     try:
-        with new_store.env.begin(write=True) as ntx:
+        with translated(tmp), new_store.env.begin(write=True) as ntx:
             meta = new_store.db(b"meta")
             for name in (b"format", b"config"):
                 ntx.put(name, txn.get(name, db=meta_db), db=meta)

@@ -24,6 +24,7 @@ __all__ = [
     "LockTimeoutError",
     "IndexClosedError",
     "InputFormatError",
+    "StorageError",
 ]
 
 
@@ -120,3 +121,8 @@ class IndexClosedError(LshdbError):
 
 class InputFormatError(LshdbError, ValueError):
     """An input file that cannot be read: unknown format, bad header, a bad line."""
+
+
+class StorageError(LshdbError, OSError):
+    """The storage failed under LMDB: a write or read error of the disk, a full disk or a
+    file size limit, too many readers. The transaction it happened in was not committed."""

@@ -112,7 +112,7 @@ def create(path: str | os.PathLike[str], metric: str, dim: int | None = None,
             config = {"metric": m.name, "dim": m.dim, "options": opts, "created": time.time()}
             if m.name == "jaccard":
                 config["dim"] = m.dim
-            with store.env.begin(write=True) as txn:
+            with store_mod.translated(tmp), store.env.begin(write=True) as txn:
                 meta = store.db(b"meta")
                 txn.put(b"format", pack_meta({"format_version": FORMAT_VERSION}), db=meta)
                 txn.put(b"config", pack_meta(config), db=meta)
@@ -555,7 +555,8 @@ class Writer:
         enter_single()  # OpenBLAS on one thread while the block is open (lshdb.blas)
         try:
             index._check_current()
-            self._begin()
+            with store_mod.translated(index.path):
+                self._begin()
         except BaseException:
             exit_single()
             index._lock.release()
@@ -605,7 +606,8 @@ class Writer:
             if exc_type is not None:
                 self._txn.abort()
                 return
-            self._commit()
+            with store_mod.translated(self._store.gen_dir):
+                self._commit()
         finally:
             self._txn = None
             index._open_writer = None
@@ -651,13 +653,14 @@ class Writer:
     def _run(self, op: str, *args: Any) -> Any:
         if self._txn is None:
             raise LshdbError("the writer is not active; use it inside `with index.writer()`")
-        while True:
-            try:
-                result = getattr(self, "_do_" + op)(*args)
-                self._log.append((op, args))
-                return result
-            except lmdb.MapFullError:
-                self._regrow()
+        with store_mod.translated(self._store.gen_dir, map_full=True):
+            while True:
+                try:
+                    result = getattr(self, "_do_" + op)(*args)
+                    self._log.append((op, args))
+                    return result
+                except lmdb.MapFullError:
+                    self._regrow()
 
     # -- public operations -----------------------------------------------------------
     def add(self, keys: Iterable[Key], vectors: Any, skip_existing: bool = False) -> int:
@@ -695,7 +698,8 @@ class Writer:
             raise InvalidParameterError(
                 f"{len(raw)} keys for {len(vectors)} vectors; pass one key per row")
         packed = pack_keys(raw)[1]
-        existing = self._ids_of(packed)
+        with store_mod.translated(self._store.gen_dir):
+            existing = self._ids_of(packed)
         if not existing:
             return raw, vectors
         keep = [i for i, p in enumerate(packed) if p not in existing]
