@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import layout, params, postings
-from .blas import for_rows
+from .blas import for_rows, single_threaded
 from .codec import pack_ids, pack_meta, unpack_id
 from .codes import CODES_NAME
 from .errors import ReadOnlyError
@@ -87,7 +87,8 @@ def compact(index: Index, timeout: float | None = None, retune: bool = False,
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
         try:
-            report = _write_generation(index, w, tmp, retune, progress)
+            with single_threaded():  # (its large steps take the threads back: for_rows)
+                report = _write_generation(index, w, tmp, retune, progress)
             os.rename(tmp, os.path.join(index.path, new_gen))
             layout.fsync_dir(index.path)
             layout.write_current(index.path, new_gen)

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import layout, params, postings, runs
 from . import store as store_mod
-from .blas import enter_single, exit_single, for_rows
+from .blas import for_rows, single_threaded
 from .codec import MAX_ROWS, Key, pack_ids, pack_keys, pack_meta, unpack_meta
 from .codes import CODES_NAME, CodeColumns, SimHashCoder
 from .errors import (
@@ -497,12 +497,7 @@ class _ReaderContext(AbstractContextManager):  # type: ignore[type-arg]
                 pass
 
     def __enter__(self) -> Reader:
-        enter_single()  # OpenBLAS on one thread while the snapshot is open (lshdb.blas)
-        try:
-            return self._enter()
-        except BaseException:
-            exit_single()
-            raise
+        return self._enter()
 
     def _enter(self) -> Reader:
         index = self.index
@@ -528,10 +523,7 @@ class _ReaderContext(AbstractContextManager):  # type: ignore[type-arg]
 
     def __exit__(self, *exc: Any) -> None:
         self._open = False
-        try:
-            self._cm.__exit__(*exc)
-        finally:
-            exit_single()
+        self._cm.__exit__(*exc)
 
 
 class Writer:
@@ -552,13 +544,11 @@ class Writer:
     def __enter__(self) -> Writer:
         index = self._index
         index._lock.acquire(self._timeout)
-        enter_single()  # OpenBLAS on one thread while the block is open (lshdb.blas)
         try:
             index._check_current()
             with store_mod.translated(index.path):
                 self._begin()
         except BaseException:
-            exit_single()
             index._lock.release()
             raise
         index._open_writer = self
@@ -575,7 +565,6 @@ class Writer:
         finally:
             self._txn = None
             index._open_writer = None
-            exit_single()
             index._lock.release()
         return True
 
@@ -611,7 +600,6 @@ class Writer:
         finally:
             self._txn = None
             index._open_writer = None
-            exit_single()
             index._lock.release()
 
     def _commit(self) -> None:
@@ -653,7 +641,8 @@ class Writer:
     def _run(self, op: str, *args: Any) -> Any:
         if self._txn is None:
             raise LshdbError("the writer is not active; use it inside `with index.writer()`")
-        with store_mod.translated(self._store.gen_dir, map_full=True):
+        # OpenBLAS on one thread for this operation only (lshdb.blas)
+        with single_threaded(), store_mod.translated(self._store.gen_dir, map_full=True):
             while True:
                 try:
                     result = getattr(self, "_do_" + op)(*args)

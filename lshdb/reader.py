@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import postings, runs
-from .blas import for_values
+from .blas import for_values, one_thread
 from .codec import (
     Key,
     bucket_bytes,
@@ -219,6 +219,7 @@ class Reader:
             ids = np.sort(ids[best])
         return ids.astype(np.int64)
 
+    @one_thread
     def candidates(self, vector: Any, probes: int | None = None,
                    candidates: int | None = None,
                    min_hits: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -233,6 +234,7 @@ class Reader:
         return ids, stats
 
     # -- queries ---------------------------------------------------------------------
+    @one_thread
     def query(self, vector: Any, k: int | None = 10, probes: int | None = None,
               candidates: int | None = None, min_hits: int | None = None,
               threshold: float | None = None, exact: bool | None = None,
@@ -266,6 +268,7 @@ class Reader:
             raise InvalidParameterError("threshold and exact apply to metric jaccard only")
         return self._rank(x, ids, k, rerank)  # type: ignore[arg-type]
 
+    @one_thread
     def query_batch(self, vectors: Any, k: int | None = 10, probes: int | None = None,
                     candidates: int | None = None, min_hits: int | None = None,
                     threshold: float | None = None, exact: bool | None = None,
