@@ -26,6 +26,7 @@ from .errors import InputFormatError, InvalidVectorError, LshdbError
 from .index import Index, create
 from .index import open as open_index
 from .inputs import open_vectors, read_keys
+from .streams import STDIO, is_stream
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -301,10 +302,12 @@ def _load(index: Index, src: Any, keys_file: str | None, upsert: bool,
 
 
 _input_options = [
-    click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
-                 help="Vectors: .npy, .fvecs, .bvecs, .ivecs or JSON lines."),
-    click.option("--keys", "keys_file", type=click.Path(dir_okay=False),
-                 help="One key per line (default: row numbers 0..n-1)."),
+    click.option("--input", "input_path", required=True,
+                 type=click.Path(dir_okay=False, allow_dash=True),
+                 help="Vectors: .npy, .fvecs, .bvecs, .ivecs or JSON lines (-: standard "
+                      "input, .npy or JSON lines)."),
+    click.option("--keys", "keys_file", type=click.Path(dir_okay=False, allow_dash=True),
+                 help="One key per line (default: row numbers 0..n-1; -: standard input)."),
     click.option("--key-field", default="key", show_default=True, help="JSON lines key field."),
     click.option("--vector-field", default="vector", show_default=True,
                  help="JSON lines vector field."),
@@ -355,6 +358,7 @@ def add_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
             vector_field: str, batch_size: int | None, text_field: str | None,
             tokens_field: str | None, upsert: bool, shingle: str | None, fmt: str) -> None:
     """Add vectors (or, to a jaccard index, documents) from a file to the index at PATH."""
+    _one_stdin(("--input", input_path), ("--keys", keys_file))
     with open_index(path) as index:
         _check_shingle(index, shingle)
         src = _items(index.metric.name, input_path, key_field, vector_field, text_field,
@@ -378,6 +382,7 @@ def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
     """Create an index at PATH and bulk-load a file into it.
 
     A build that fails or is interrupted removes the index it created."""
+    _one_stdin(("--input", input_path), ("--keys", keys_file))
     src = _items(metric, input_path, key_field, vector_field, text_field, tokens_field)
     dim = None if metric == "jaccard" else (src.dim * 8 if metric == "hamming" else src.dim)
     t0 = time.perf_counter()
@@ -396,8 +401,9 @@ def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
 
 @cli.command("query", context_settings=CONTEXT)
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
-@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
-              help="Query vectors (same formats as add).")
+@click.option("--input", "input_path", required=True,
+              type=click.Path(dir_okay=False, allow_dash=True),
+              help="Query vectors (same formats as add; -: standard input).")
 @click.option("-k", "k", default=10, show_default=True, help="Neighbours per query.")
 @click.option("--probes", type=int, help="Buckets probed per query (default: stored).")
 @click.option("--candidates", type=int, help="Cap on candidates re-ranked (0: none).")
@@ -467,8 +473,9 @@ def get_cmd(path: str, key: str, int_key: bool) -> None:
 
 @cli.command("delete", context_settings=CONTEXT)
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
-@click.option("--keys", "keys_file", required=True, type=click.Path(dir_okay=False),
-              help="One key per line.")
+@click.option("--keys", "keys_file", required=True,
+              type=click.Path(dir_okay=False, allow_dash=True),
+              help="One key per line (-: standard input).")
 @click.option("--missing-ok", is_flag=True, help="Skip keys that are not in the index.")
 @_nice_option
 @_fmt_option
@@ -483,8 +490,9 @@ def delete_cmd(path: str, keys_file: str, missing_ok: bool, fmt: str) -> None:
 @cli.command("stats", context_settings=CONTEXT)
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 @click.option("--no-buckets", is_flag=True, help="Skip the per-table bucket scan.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
-              help="Also draw the S-curve and bucket sizes to a PNG (needs matplotlib).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Also draw the S-curve and bucket sizes to a PNG (needs matplotlib; -: "
+                   "the PNG goes to standard output instead of the statistics).")
 @_fmt_option
 def stats_cmd(path: str, no_buckets: bool, plot_path: str | None, fmt: str) -> None:
     """Parameters, counts, bytes on disk by part, bucket sizes and the S-curve."""
@@ -497,6 +505,8 @@ def stats_cmd(path: str, no_buckets: bool, plot_path: str | None, fmt: str) -> N
     curve = report.s_curve(st)
     if plot_path:
         report.plot(plot_path, curve, histogram)
+        if plot_path == STDIO:
+            return
     if fmt == "json":
         emit([{**st, "tables": tables, "bucket_histogram": histogram, "s_curve": curve}], fmt)
         return
@@ -588,13 +598,15 @@ class _PhaseBars:
               show_default=True, help="Score candidate pairs exactly or from signatures.")
 @click.option("--key-field", default="id", show_default=True)
 @click.option("--text-field", default="text", show_default=True)
-@click.option("--out", "out", type=click.Path(dir_okay=False),
-              help='Pairs as JSON lines {"a", "b", "jaccard"} (default: stdout).')
-@click.option("--clusters", type=click.Path(dir_okay=False), help="Clusters as JSON lines.")
+@click.option("--out", "out", type=click.Path(dir_okay=False, allow_dash=True),
+              help='Pairs as JSON lines {"a", "b", "jaccard"} (default and -: standard '
+                   'output).')
+@click.option("--clusters", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Clusters as JSON lines (-: standard output).")
 @click.option("--keep", type=click.Choice(["first", "longest"]),
               help="Write the deduplicated collection, keeping this member of a cluster.")
-@click.option("--output", type=click.Path(dir_okay=False),
-              help="Where --keep writes the deduplicated collection.")
+@click.option("--output", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Where --keep writes the deduplicated collection (-: standard output).")
 @click.option("--against", type=click.Path(exists=True, file_okay=False),
               help="Find the documents' duplicates among this jaccard index's items instead.")
 @click.option("--num-perm", default=128, show_default=True)
@@ -607,12 +619,18 @@ def dedup_cmd(input_path: str, threshold: float, shingle: str, verify: str, key_
     """Near-duplicate pairs and clusters of a JSON-lines collection (a similarity self-join).
 
     Candidate pairs share a MinHash band; each is verified (exactly by default) and the
-    pairs are grouped into clusters. A summary goes to stderr.
+    pairs are grouped into clusters. A summary goes to stderr. INPUT.jsonl may be - for
+    standard input.
     """
-    from .dedup import dedup_jsonl, write_pairs
+    from .dedup import dedup_jsonl
 
     if (keep is None) != (output is None):
         raise click.UsageError("--keep and --output go together")
+    out = out or STDIO
+    _one_stdout(("--out", out), ("--clusters", clusters), ("--output", output))
+    if output is not None and is_stream(input_path):
+        raise click.UsageError("--keep copies the kept lines from a second reading of "
+                               "INPUT.jsonl; give it as a file, not standard input or a pipe")
     if not 0.0 < threshold <= 1.0:
         raise click.UsageError(f"--threshold must be in (0, 1]; found {threshold}")
     if against:
@@ -626,14 +644,32 @@ def dedup_cmd(input_path: str, threshold: float, shingle: str, verify: str, key_
                              num_perm=num_perm, verify=verify, mode=mode, seed=seed)
     finally:
         bars.close()
-    if out is None:
-        write_pairs(result, "/dev/stdout")
     click.echo(json.dumps({"summary": result.stats}, default=_json_default), err=True)
 
 
+def _one_stdout(*options: tuple[str, str | None]) -> None:
+    """At most one output may go to standard output."""
+    _one_dash("output", options)
+
+
+def _one_stdin(*options: tuple[str, str | None]) -> None:
+    """At most one input may come from standard input."""
+    _one_dash("input", options)
+
+
+def _one_dash(stream: str, options: tuple[tuple[str, str | None], ...]) -> None:
+    named = [name for name, value in options if value == STDIO]
+    if len(named) > 1:
+        both = len(named) == 2
+        raise click.UsageError(f"{' and '.join(named)} {'both' if both else 'all'} name "
+                               f"standard {stream} (-); give {'one' if both else 'all but one'} "
+                               "of them a file")
+
+
 def _dedup_against(input_path: str, index_path: str, threshold: float, key_field: str,
-                   text_field: str, out: str | None, verify: str) -> None:
+                   text_field: str, out: str, verify: str) -> None:
     from .jsonl import read_jsonl_docs
+    from .streams import open_output
 
     keys, texts = read_jsonl_docs(input_path, key_field, text_field)
     t0 = time.perf_counter()
@@ -642,26 +678,23 @@ def _dedup_against(input_path: str, index_path: str, threshold: float, key_field
         if index.metric.name != "jaccard":
             raise InputFormatError(f"{index_path} is a {index.metric.name} index, not jaccard")
         exact = None if verify == "exact" else False
-        sink = open(out, "w", encoding="utf-8") if out else sys.stdout
-        try:
-            with index.reader() as r, _progress(len(texts), "matching") as bar:
-                for key, text in zip(keys, texts):
-                    for other, score in r.query(text, k=None, threshold=threshold, exact=exact):
-                        sink.write(json.dumps({"a": key, "b": other, "jaccard": score},
-                                              default=_json_default) + "\n")
-                        n_pairs += 1
-                    bar.update(1)
-        finally:
-            if out:
-                sink.close()
+        with open_output(out) as sink, index.reader() as r, \
+                _progress(len(texts), "matching") as bar:
+            for key, text in zip(keys, texts):
+                for other, score in r.query(text, k=None, threshold=threshold, exact=exact):
+                    sink.write(json.dumps({"a": key, "b": other, "jaccard": score},
+                                          default=_json_default) + "\n")
+                    n_pairs += 1
+                bar.update(1)
     click.echo(json.dumps({"summary": {"documents": len(texts), "pairs": n_pairs,
                                        "seconds": round(time.perf_counter() - t0, 3)}}), err=True)
 
 
 @cli.command("tune", context_settings=CONTEXT)
 @click.argument("path", required=False, type=click.Path(file_okay=False))
-@click.option("--input", "input_path", type=click.Path(dir_okay=False),
-              help="Tune on vectors from a file before building (needs --metric).")
+@click.option("--input", "input_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Tune on vectors from a file before building (needs --metric; -: "
+                   "standard input).")
 @click.option("--metric", type=click.Choice(["cosine", "l2", "l1", "hamming"]),
               help="With --input: the metric of the index to be built.")
 @click.option("--sample", default=100_000, show_default=True, type=click.IntRange(min=1),
