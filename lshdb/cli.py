@@ -152,7 +152,9 @@ def _create_options(f: Any) -> Any:
                           "up to 4096) that ranks candidates before the exact re-rank."),
         click.option("--max-value", type=int, help="Largest value for --family unary."),
         click.option("--probes", type=int, help="Buckets probed per query (default stored)."),
-        click.option("--seed", type=int, help="Seed of the random projections."),
+        click.option("--seed", type=int,
+                     help="Seed of the random projections (jaccard: of the MinHash "
+                          "permutations; default 0, and 1 with --mode classic, as datasketch)."),
         click.option("--durability", type=click.Choice(["full", "fast"]),
                      help="full: fsync every commit (default); fast: see README."),
         click.option("--target-recall", type=float,

@@ -68,7 +68,7 @@ def create(path: str | os.PathLike[str], metric: str, dim: int | None = None,
     ----------
     path : str or PathLike
         Must not exist yet (or be an empty directory).
-    metric : {"cosine", "l2", "l1", "hamming"}
+    metric : {"cosine", "l2", "l1", "hamming", "jaccard"}
     dim : int
         Vector dimension (for ``hamming``: the number of bits, a multiple of 8).
     **options
@@ -77,7 +77,11 @@ def create(path: str | os.PathLike[str], metric: str, dim: int | None = None,
         ``seed``, ``max_value`` (unary), ``probes`` and ``candidates`` (query defaults),
         ``durability`` (``"full"`` or ``"fast"``), ``map_size`` (initial LMDB map, grown on
         demand). Parameters left out are chosen from the first batch added; see the
-        README's tuning section.
+        README's tuning section. Under ``jaccard``: ``num_perm``, ``threshold``,
+        ``bands`` and ``rows``, ``mode`` (``"oph"``, or ``"classic"`` for
+        datasketch-compatible signatures), ``seed`` (default 0; 1 under ``"classic"``, as
+        datasketch's ``MinHash``; stored, and shown by ``stats()``), ``scheme``,
+        ``shingle`` and ``store_tokens``.
 
     Raises
     ------
