@@ -406,7 +406,8 @@ def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
 @click.option("--input", "input_path", required=True,
               type=click.Path(dir_okay=False, allow_dash=True),
               help="Query vectors (same formats as add; -: standard input).")
-@click.option("-k", "k", default=10, show_default=True, help="Neighbours per query.")
+@click.option("-k", "k", type=click.IntRange(min=1),
+              help="Neighbours per query (default 10; with --threshold: all that qualify).")
 @click.option("--probes", type=int, help="Buckets probed per query (default: stored).")
 @click.option("--candidates", type=int, help="Cap on candidates re-ranked (0: none).")
 @click.option("--min-hits", type=int,
@@ -421,10 +422,11 @@ def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
 @click.option("--text-field", help="jaccard: JSON lines field holding each query document.")
 @click.option("--tokens-field", help="jaccard: JSON lines field holding a token list.")
 @click.option("--threshold", type=float,
-              help="jaccard: every item with Jaccard >= this (-k then caps the count).")
+              help="Every item within this distance (jaccard: with Jaccard >= this); -k "
+                   "caps the count.")
 @click.option("--estimate", is_flag=True, help="jaccard: score by signatures, not exactly.")
 @_fmt_option
-def query_cmd(path: str, input_path: str, k: int, probes: int | None,
+def query_cmd(path: str, input_path: str, k: int | None, probes: int | None,
               candidates: int | None, min_hits: int | None, rerank: int | None,
               scan: bool | None, key_field: str | None,
               vector_field: str,
@@ -432,18 +434,21 @@ def query_cmd(path: str, input_path: str, k: int, probes: int | None,
               estimate: bool, fmt: str) -> None:
     """Print the k nearest items of each query: {"query": i, "results": [...]}.
 
-    For a jaccard index the results carry "jaccard" scores instead of distances."""
+    With --threshold, every candidate within that distance instead, nearest first (at most
+    -k). For a jaccard index the results carry "jaccard" scores instead of distances."""
     with open_index(path, readonly=True) as index:
         src = _items(index.metric.name, input_path, None, vector_field, text_field,
                      tokens_field)  # results are numbered by query: no keys needed
         if len(src) == 0:
             raise InputFormatError("the input holds no queries")
         score = "jaccard" if index.metric.name == "jaccard" else "distance"
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"threshold": threshold}
         if index.metric.name == "jaccard":
-            extra = {"threshold": threshold, "exact": False if estimate else None}
-        elif threshold is not None or estimate:
-            raise InputFormatError("--threshold and --estimate apply to jaccard indexes")
+            extra["exact"] = False if estimate else None
+        elif estimate:
+            raise InputFormatError("--estimate applies to jaccard indexes")
+        if k is None and threshold is None:
+            k = 10
         with index.reader() as r:
             for s, Q in src.blocks(4096):
                 res = r.query_batch(Q, k, probes=probes, candidates=candidates,
