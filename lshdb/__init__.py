@@ -25,6 +25,7 @@ from .errors import (
                      LshdbError,
                      NotAnIndexError,
                      ReadOnlyError,
+                     TuningError,
 )
 from .index import FORMAT_VERSION, Index, Writer, create, open
 from .reader import Reader
@@ -45,5 +46,5 @@ __all__ = [
     "LshdbError", "InvalidParameterError", "InvalidVectorError", "DimensionMismatchError",
     "InvalidKeyError", "DuplicateKeyError", "KeyExistsError", "KeyNotFoundError",
     "NotAnIndexError", "IndexExistsError", "FormatVersionError", "CorruptIndexError",
-    "ReadOnlyError", "LockTimeoutError", "IndexClosedError", "InputFormatError",
+    "ReadOnlyError", "LockTimeoutError", "IndexClosedError", "InputFormatError", "TuningError",
 ]

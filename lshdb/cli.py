@@ -22,7 +22,7 @@ import numpy as np
 from . import __version__
 from .check import check as deep_check
 from .demo import DEMO_MIN_ROWS
-from .errors import InputFormatError, InvalidVectorError, LshdbError
+from .errors import InputFormatError, InvalidVectorError, LshdbError, TuningError
 from .index import Index, create
 from .index import open as open_index
 from .inputs import open_vectors, read_keys
@@ -54,7 +54,8 @@ class _Group(click.Group):
 
 # the library's hints name its Python arguments; at the command line the flags say it
 _CLI_WORDS = (("pass missing_ok=True", "pass --missing-ok"), ("use upsert()", "use --upsert"),
-              ("raise timeout=", "raise --timeout"))
+              ("raise timeout=", "raise --timeout"), ("(n_queries=)", "(--queries)"),
+              ("a lower target_recall", "a lower --target-recall"))
 
 
 def _cli_words(message: str) -> str:
@@ -705,13 +706,17 @@ def _dedup_against(input_path: str, index_path: str, threshold: float, key_field
 @click.option("--metric", type=click.Choice(["cosine", "l2", "l1", "hamming"]),
               help="With --input: the metric of the index to be built.")
 @click.option("--sample", default=100_000, show_default=True, type=click.IntRange(min=1),
-              help="With --input: rows of the file to build the trial index from.")
+              help="With --input: rows of the file, drawn at random, to build the trial "
+                   "index from.")
 @click.option("--target-recall", default=0.9, show_default=True, type=float)
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1),
               help="Neighbours per query.")
 @click.option("--queries", default=200, show_default=True, type=click.IntRange(min=1),
               help="Sample queries.")
-@click.option("--apply", is_flag=True, help="Store the chosen settings as the index's defaults.")
+@click.option("--apply", is_flag=True,
+              help="Store the chosen settings as the index's defaults; refused (exit 1, "
+                   "nothing stored) when the held-out recall misses the target by more "
+                   "than its standard error.")
 @_fmt_option
 def tune_cmd(path: str | None, input_path: str | None, metric: str | None, sample: int,
              target_recall: float, k: int, queries: int, apply: bool, fmt: str) -> None:
@@ -727,8 +732,7 @@ def tune_cmd(path: str | None, input_path: str | None, metric: str | None, sampl
                 raise click.UsageError("--input needs --metric")
             if apply:
                 raise click.UsageError("--apply stores settings in an index; give its PATH")
-            src = open_vectors(input_path)
-            rows = np.asarray(next(src.blocks(sample))[1])
+            rows = open_vectors(input_path).sample(sample)
             tmp = tempfile.mkdtemp(prefix="lshdb-tune-")
             index = create(os.path.join(tmp, "trial.lshdb"), metric=metric,
                            dim=rows.shape[1] * (8 if metric == "hamming" else 1),
@@ -737,9 +741,12 @@ def tune_cmd(path: str | None, input_path: str | None, metric: str | None, sampl
         else:
             index = open_index(str(path), readonly=not apply)
         bars = _PhaseBars()
+        refused: TuningError | None = None
         with index:
             try:
                 result = index.tune(target_recall, k, queries, apply=apply, progress=bars)
+            except TuningError as exc:  # the measurements are printed, then the error
+                refused, result = exc, exc.result
             finally:
                 bars.close()
             build = index.family.describe() if index.family else None
@@ -757,6 +764,8 @@ def tune_cmd(path: str | None, input_path: str | None, metric: str | None, sampl
         chosen = result["chosen"]
         click.echo("chosen: " + (json.dumps({c: chosen.get(c) for c in cols}) if chosen else
                                  f"none reaches recall {target_recall}"))
+    if refused is not None:
+        raise refused
 
 
 @cli.command("demo", context_settings=CONTEXT)

@@ -87,6 +87,14 @@ class VectorSource:
         for s in range(0, len(self), size):
             yield s, np.asarray(self._array[s : s + size])
 
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """``n`` rows drawn at random (seeded; in file order), or all rows if there are
+        fewer: a file's first rows may all come from one part of the data."""
+        if n >= len(self):
+            return np.asarray(self._array)
+        pick = np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False))
+        return np.asarray(self._array[pick])
+
 
 def open_vectors(path: str, key_field: str | None = "key",
                  vector_field: str = "vector") -> VectorSource:
