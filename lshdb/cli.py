@@ -537,20 +537,28 @@ def stats_cmd(path: str, no_buckets: bool, plot_path: str | None, fmt: str) -> N
 @cli.command("check", context_settings=CONTEXT)
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 @click.option("--fix", is_flag=True, help="Repair what is safe and say what was done.")
+@click.option("--drop-damaged", is_flag=True,
+              help="With --fix: remove the items whose rows fail their checksum (keys, "
+                   "postings, codes) and print their keys, to add them again.")
 @_fmt_option
-def check_cmd(path: str, fix: bool, fmt: str) -> None:
+def check_cmd(path: str, fix: bool, drop_damaged: bool, fmt: str) -> None:
     """Deep integrity check; exit status 1 on any problem.
 
     The check runs in a child process: a damaged LMDB page that kills it (SIGBUS) is
     reported as a problem."""
+    if drop_damaged and not fix:
+        raise click.UsageError("--drop-damaged removes items from the index; give --fix too")
     bars = _PhaseBars()
     try:
-        report = deep_check(path, fix=fix, progress=bars, isolate=True)
+        report = deep_check(path, fix=fix, progress=bars, isolate=True,
+                            drop_damaged=drop_damaged)
     finally:
         bars.close()
     if fmt == "json":
         emit([report], fmt)
     else:
+        for key in report.get("dropped", []):
+            click.echo(f"dropped: {json.dumps(key, default=_json_default)}")
         for line in report["fixed"]:
             click.echo(f"fixed: {line}")
         for line in report["problems"]:

@@ -450,12 +450,15 @@ class Index:
         return compact(self, timeout=timeout, retune=retune, progress=progress)
 
     def check(self, fix: bool = False, progress: Any = None,
-              isolate: bool = False) -> dict[str, Any]:
+              isolate: bool = False, drop_damaged: bool = False) -> dict[str, Any]:
         """Deep integrity check of this index's directory (its committed state, through a
-        handle of its own); see :func:`lshdb.check.check`."""
+        handle of its own); see :func:`lshdb.check.check`. ``fix=True, drop_damaged=True``
+        removes the items whose rows fail their checksum and lists their keys in the
+        report's ``dropped``."""
         from .check import check
 
-        return check(self.path, fix=fix, progress=progress, isolate=isolate)
+        return check(self.path, fix=fix, progress=progress, isolate=isolate,
+                     drop_damaged=drop_damaged)
 
     def sync(self) -> None:
         """Flush everything to disk (useful after writes in ``durability="fast"``)."""
@@ -848,13 +851,24 @@ class Writer:
         txn, store = self._txn, self._store
         if family is not None:  # before calibration there are no postings
             rest = self._remove_from_runs(ids, family.L)
+            # a row that fails its checksum cannot give its buckets: its id is looked for
+            # in every bucket instead (slow, and only for such rows)
+            damaged = self._rows.damaged(rest, self._n_rows)
+            lost, rest = rest[damaged], rest[~damaged]
             if len(rest):
                 H = family.hash(self._rows.read(rest, self._n_rows))
-                for t in range(family.L):
-                    missing = postings.remove(txn, store.db(table_name(t)), H[:, t], rest)
-                    if missing:
-                        raise CorruptIndexError(
-                            f"{missing} ids were missing from table {t}; run `lshdb check`")
+            for t in range(family.L):
+                db = store.db(table_name(t))
+                if len(lost):
+                    where, which = postings.find(txn, db, lost)
+                    if len(which):
+                        postings.remove(txn, db, where, which)
+                if not len(rest):
+                    continue
+                missing = postings.remove(txn, db, H[:, t], rest)
+                if missing:
+                    raise CorruptIndexError(
+                        f"{missing} ids were missing from table {t}; run `lshdb check`")
         k2i, i2k, tok = store.db(b"key2id"), store.db(b"id2key"), store.db(b"tokens")
         for p, b in zip(packed, pack_ids(ids)):
             txn.delete(p, db=k2i)

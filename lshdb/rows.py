@@ -200,15 +200,30 @@ class RowFile:
             return np.empty((0, self.dim), dtype=self.dtype)
         raw = np.take(self._records(n_rows), ids, axis=0)  # (len, row_bytes) uint8: a copy
         if verify and self.checked:
-            words = raw.view("<u8")
-            expect = _checksums(words[:, : self._n_words], ids, self._W, self._W0)
-            bad = np.flatnonzero(expect != words[:, self._n_words])
+            bad = np.flatnonzero(self._failing(raw, ids))
             if len(bad):
                 raise CorruptIndexError(
                     f"row {int(ids[bad[0]])} of {self.path} fails its checksum "
                     f"({len(bad)} bad rows among {len(ids)} read); run `lshdb check` and "
                     "restore the index from a backup")
         return raw[:, : self.payload_bytes].view(self.dtype)
+
+    def _failing(self, raw: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        words = raw.view("<u8")
+        expect = _checksums(words[:, : self._n_words], ids, self._W, self._W0)
+        return np.asarray(expect != words[:, self._n_words])
+
+    def damaged(self, ids: np.ndarray, n_rows: int) -> np.ndarray:
+        """Which of rows ``ids`` (all < ``n_rows``) fail their checksum, as a bool mask
+        (all False in a file without checksums)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not self.checked or not len(ids):
+            return np.zeros(len(ids), dtype=bool)
+        if ids.max() >= n_rows or ids.min() < 0:
+            raise CorruptIndexError(
+                f"an internal id {int(ids.max())} points past the {n_rows} committed rows; "
+                "run `lshdb check`")
+        return self._failing(np.take(self._records(n_rows), ids, axis=0), ids)
 
     def matrix(self, n_rows: int) -> np.ndarray:
         """The first ``n_rows`` payloads as one read-only view into the map, ``(n_rows, dim)``
