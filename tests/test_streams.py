@@ -59,8 +59,7 @@ def _expected(docs: list[str], threshold: float) -> dict[tuple[str, str], float]
 
 def _lshdb(*args, cwd, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lshdb", *map(str, args)], cwd=cwd,
-                          input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          timeout=120)
+                          input=stdin, capture_output=True, timeout=120)
 
 
 def _pairs(text: str) -> dict[tuple[str, str], float]:
