@@ -586,6 +586,25 @@ def compact_cmd(path: str, retune: bool, timeout: float | None, fmt: str) -> Non
     emit([report], fmt)
 
 
+@cli.command("backup", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.argument("dest", type=click.Path())
+@_fmt_option
+def backup_cmd(path: str, dest: str, fmt: str) -> None:
+    """Copy the index at PATH to the new path DEST, consistently, while it is in use.
+
+    Readers and a writer keep working; the copy holds the index as of one moment (LMDB's
+    own copy plus the rows committed at that moment) and is an ordinary index. DEST must
+    not exist. See docs/operations.md for restoring and moving an index."""
+    bars = _PhaseBars()
+    with open_index(path, readonly=True) as index:
+        try:
+            report = index.backup(dest, progress=bars)
+        finally:
+            bars.close()
+    emit([report], fmt)
+
+
 class _PhaseBars:
     """A progress bar per phase for callbacks of the form progress(phase, done, total)."""
 

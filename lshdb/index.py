@@ -449,6 +449,13 @@ class Index:
 
         return compact(self, timeout=timeout, retune=retune, progress=progress)
 
+    def backup(self, dest: str | os.PathLike[str], progress: Any = None) -> dict[str, Any]:
+        """Write a consistent copy of the index, as of one snapshot, to the new path
+        ``dest`` while readers and writers carry on; see :mod:`lshdb.backup`."""
+        from .backup import backup
+
+        return backup(self, dest, progress=progress)
+
     def check(self, fix: bool = False, progress: Any = None,
               isolate: bool = False, drop_damaged: bool = False) -> dict[str, Any]:
         """Deep integrity check of this index's directory (its committed state, through a

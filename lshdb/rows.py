@@ -23,6 +23,7 @@ import mmap
 import os
 import struct
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -236,6 +237,30 @@ class RowFile:
     def read_range(self, start: int, stop: int, n_rows: int, verify: bool = True) -> np.ndarray:
         return self.read(np.arange(start, stop), n_rows, verify)
 
+    def copy_to(self, dest: str, n_rows: int,
+                progress: Callable[[int, int], None] | None = None) -> None:
+        """Write the header and the first ``n_rows`` rows to the new file ``dest``, fsynced
+        (a backup: rows below a committed count never change)."""
+        self.require(n_rows)
+        end = _HEADER_BYTES + n_rows * self.row_bytes
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            done = 0
+            while done < end:
+                chunk = os.pread(self._fd, min(8 << 20, end - done), done)
+                if not chunk:
+                    raise CorruptIndexError(f"{self.path} ended at byte {done} while "
+                                            f"copying {n_rows} rows")
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+                done += len(chunk)
+                if progress:
+                    progress(max(0, done - _HEADER_BYTES) // self.row_bytes, n_rows)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def close(self) -> None:
         self._join_flusher()
         with self._lock:
@@ -270,6 +295,11 @@ class RowDerived:
         self._file = file
         self._lock = threading.Lock()
         self._state: tuple[np.ndarray, int] = (np.empty((*self.lead, 0), self.dtype), 0)
+
+    @property
+    def file(self) -> RowFile:
+        """The row file the array is derived from."""
+        return self._file
 
     def derive(self, rows: np.ndarray) -> np.ndarray:
         """The columns of ``rows`` (a ``(m, dim)`` view of the map): ``(*lead, m)``."""
