@@ -224,7 +224,8 @@ class Reader:
         else exactly (brute force over the stored rows; the rows it returns are verified).
 
         A radius query: with ``threshold``, a dense metric returns every candidate within
-        that distance (``distance <= threshold``), nearest first, at most ``k`` of them
+        that distance (``distance <= threshold``, up to float32 rounding: 1e-6 of the
+        threshold, at least 1e-6), nearest first, at most ``k`` of them
         (``k=None`` for all); every candidate is re-ranked exactly (no code pre-filter),
         and ``scan=True`` takes every stored item as a candidate.
 
@@ -291,15 +292,23 @@ class Reader:
         if rerank is not None:
             raise InvalidParameterError("rerank applies to k-nearest queries; a threshold "
                                         "query re-ranks every candidate exactly")
-        if self._scan(scan):
-            ids = np.arange(self.n_rows, dtype=np.int64)
+        # float32 distances carry rounding (an item's cosine distance to itself can come out
+        # as 6e-8): within 1e-6 of the radius counts as within it
+        limit = float(radius) + 1e-6 * max(1.0, float(radius))
+        if self._scan(scan):  # over the mapped rows unverified, as a k-nearest scan; the
+            # rows within the radius are read again below, verified
+            M = self._rows.matrix(self.n_rows)
+            step = 16 * _SCAN_ROWS
+            ids = np.concatenate([s + np.flatnonzero(
+                self.metric.distances(M[s : s + step], x).astype(np.float64) <= limit)
+                for s in range(0, self.n_rows, step)] or [np.empty(0, dtype=np.int64)])
         else:
             ids = self._gather(x, *self._settings(probes, candidates, min_hits))
         keep_ids, keep_d = [], []
         for s in range(0, len(ids), 65536):
             block = ids[s : s + 65536]
             d = self.metric.distances(self._rows.read(block, self.n_rows), x)
-            near = np.flatnonzero(d.astype(np.float64) <= float(radius))
+            near = np.flatnonzero(d.astype(np.float64) <= limit)
             keep_ids.append(block[near])
             keep_d.append(d[near])
         found = np.concatenate(keep_ids) if keep_ids else np.empty(0, dtype=np.int64)
