@@ -596,6 +596,9 @@ def backup_cmd(path: str, dest: str, fmt: str) -> None:
     Readers and a writer keep working; the copy holds the index as of one moment (LMDB's
     own copy plus the rows committed at that moment) and is an ordinary index. DEST must
     not exist. See docs/operations.md for restoring and moving an index."""
+    if dest == STDIO:
+        raise click.UsageError("DEST is the folder of the copy, which standard output (-) "
+                               "cannot hold; give a path that does not exist yet")
     bars = _PhaseBars()
     with open_index(path, readonly=True) as index:
         try:

@@ -99,6 +99,8 @@ def test_backup_refuses_an_existing_destination(tmp_path):
     assert r.exit_code == 1
     assert r.stderr.startswith(f"Error: {tmp_path / 'taken'} already exists; a backup is "
                                "written to a new path")
+    r = CliRunner().invoke(cli, ["backup", str(path), "-"])
+    assert r.exit_code == 1 and "standard output (-) cannot hold" in r.stderr
     r = CliRunner().invoke(cli, ["backup", str(path), str(tmp_path / "b.lshdb")])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["live"] == 2
