@@ -15,6 +15,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -74,7 +75,7 @@ def python_blocks() -> list[Block]:
     return [b for p in DOCS for b in code_blocks(p) if b.info.split()[:1] == ["python"]]
 
 
-def _param(block: Block) -> object:
+def _param(block: Block) -> Any:
     marks = [pytest.mark.skip(reason=f"marked no-run at {block.where}")] \
         if "no-run" in block.info.split()[1:] else []
     return pytest.param(block, id=block.where, marks=marks)
@@ -83,8 +84,9 @@ def _param(block: Block) -> object:
 BLOCKS = python_blocks()
 
 
-@pytest.mark.parametrize("block", [_param(b) for b in BLOCKS])
-def test_python_block_runs(block: Block, tmp_path: Path) -> None:
+def run_block(block: Block, tmp_path: Path) -> str | None:
+    """Run one block in a fresh folder under ``tmp_path``; None, or why it failed (naming
+    the file and line of its fence)."""
     script = tmp_path / "block.py"
     script.write_text(block.code, encoding="utf-8")
     env = dict(os.environ)
@@ -96,10 +98,28 @@ def test_python_block_runs(block: Block, tmp_path: Path) -> None:
         done = subprocess.run([sys.executable, str(script)], cwd=work, env=env,
                               capture_output=True, text=True, timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"{block.where}: the block did not finish within {TIMEOUT} s")
+        return f"{block.where}: the block did not finish within {TIMEOUT} s"
     if done.returncode != 0:
-        pytest.fail(f"{block.where}: the block failed (exit status {done.returncode})\n"
-                    f"{done.stderr[-3000:]}", pytrace=False)
+        return (f"{block.where}: the block failed (exit status {done.returncode})\n"
+                f"{done.stderr[-3000:]}")
+    return None
+
+
+@pytest.mark.parametrize("block", [_param(b) for b in BLOCKS])
+def test_python_block_runs(block: Block, tmp_path: Path) -> None:
+    failure = run_block(block, tmp_path)
+    if failure:
+        pytest.fail(failure, pytrace=False)
+
+
+def test_a_failing_block_is_reported_with_its_file_and_line(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.md"
+    sample.write_text("# t\n\n```python\nimport os\nraise SystemExit(os.getcwd())\n```\n",
+                      encoding="utf-8")
+    (block,) = code_blocks(sample)
+    failure = run_block(block, tmp_path)
+    assert failure is not None and failure.startswith("sample.md:3: the block failed")
+    assert str(tmp_path / "work") in failure  # it ran in its own folder
 
 
 def test_docs_have_runnable_blocks() -> None:
@@ -118,6 +138,7 @@ def test_code_blocks_parse(tmp_path: Path) -> None:
     blocks = code_blocks(sample)
     assert [(b.line, b.info, b.code) for b in blocks] == [
         (2, "python", "x = 1\n"), (6, "python no-run", "y = 2\n"), (9, "sh", "ls\n")]
+    assert [len(_param(b).marks) for b in blocks] == [0, 1, 0]  # no-run: collected, skipped
 
 
 # -- the CLI reference -------------------------------------------------------------------
