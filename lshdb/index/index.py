@@ -79,8 +79,8 @@ def create(path: str | os.PathLike[str], metric: str, dim: int | None = None,
         ``bitsample``), ``k`` (functions per table), ``L`` (tables), ``w`` (p-stable width),
         ``seed``, ``max_value`` (unary), ``probes`` and ``candidates`` (query defaults),
         ``durability`` (``"full"`` or ``"fast"``), ``map_size`` (initial LMDB map, grown on
-        demand). Parameters left out are chosen from the first batch added; see the
-        README's tuning section.
+        demand). Parameters left out are chosen from the first batch added; see
+        docs/tuning.md.
 
     Raises
     ------
