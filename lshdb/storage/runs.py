@@ -74,10 +74,9 @@ class Run:
 class RunSet:
     """The entries of a snapshot's runs merged into one sequence sorted by derived key, so a
     query searches it once whatever the number of runs: two binary searches per probe
-    (a two-level search through a fence of block heads, tried before, was twice as slow
-    in numpy calls as it saved in cache misses, up to 4 runs of 65,000 entries). A set is
-    immutable; :meth:`extended` merges one more run into a new set (linear in the set's
-    size, once per run and process).
+    (cheaper than a two-level search; docs/performance.md). A set is immutable;
+    :meth:`extended` merges one more run into a new set (linear in the set's size, once per
+    run and process).
     """
 
     __slots__ = ("names", "n", "_keys", "_ids", "_tables", "_buckets")
