@@ -2,7 +2,7 @@
 
 Workflow: ``create`` an index for a metric and dimension (or ``open`` an existing one), add
 vectors through a ``writer()`` transaction, ``query`` for the nearest stored items with exact
-distances. See the README for the command line, tuning and guarantees.
+distances. The docs/ folder has the user guide, the command line, tuning and guarantees.
 """
 
 from __future__ import annotations

@@ -157,7 +157,7 @@ def _create_options(f: Any) -> Any:
                      help="Seed of the random projections (jaccard: of the MinHash "
                           "permutations; default 0, and 1 with --mode classic, as datasketch)."),
         click.option("--durability", type=click.Choice(["full", "fast"]),
-                     help="full: fsync every commit (default); fast: see README."),
+                     help="full: fsync every commit (default); fast: no fsync of the meta page (see docs/guarantees.md)."),
         click.option("--target-recall", type=float,
                      help="Recall@10 the calibration aims for (default 0.9)."),
         click.option("--num-perm", type=int, help="jaccard: MinHash values per item (128)."),

@@ -1,21 +1,10 @@
 """Hash codes: a compact SimHash code per item, to rank candidates cheaply.
 
-With ``codes=B`` an index stores, beside each vector, a B-bit code: bit j is
-``[(x - c) . p_j > 0]`` for Gaussian directions ``p_j`` and a centre ``c`` (zero under
-cosine; the mean of the first batch under l2). The Hamming distance between two codes
-estimates the angle between the (centred) vectors: ``E[hamming] = B * theta / pi``.
-Queries rank their candidates by Hamming distance (XOR + popcount over ``B/8`` bytes per
-candidate instead of the whole vector) and re-rank only the best ``rerank`` of them exactly.
-
-Codes live in ``codes.bin``, a row file like ``rows.bin`` (same append protocol and
-compaction, no checksums: a code only orders candidates, and their distances come from the
-checked rows); the directions and the centre are stored in the ``codes`` meta record.
-
-A scan (``query(..., scan=True)``) ranks every stored code. Each process keeps a word-major
-copy of the committed codes for it (:class:`CodeColumns`, as many bytes as ``codes.bin``),
-so that XOR and popcount run over long contiguous arrays, one 64-bit word of every code at a
-time: row-major codes are 8 words per row, and numpy's per-row loops over 8 values cost
-more than the arithmetic.
+With ``codes=B`` an index stores a B-bit code beside each vector (``codes.bin``, layout in
+docs/format.md, "Hash codes"); queries rank candidates by Hamming distance and re-rank only
+the best ``rerank`` exactly. For scans each process keeps a word-major copy of the codes
+(:class:`CodeColumns`): XOR and popcount then run over long contiguous arrays, where numpy's
+per-row loops over 8 words would cost more than the arithmetic.
 """
 
 from __future__ import annotations

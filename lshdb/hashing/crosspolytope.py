@@ -66,75 +66,13 @@ from ..bits import mix64
 from ..errors import CorruptIndexError, DimensionMismatchError, InvalidParameterError
 from ..storage.codec import decode_array, encode_array
 from .families import Family
+from .rotation import fwht, pad_scaled, rotate, rotation_dim
 
 __all__ = ["CrossPolytope", "collision_probability", "fwht", "rotation_dim"]
 
 ROUNDS = 3  # rounds of (random signs, Hadamard) per rotation, FALCONN's default
 _MAX_DIM = 1 << 20  # d' limit: a (L*k, 3, d') int8 sign array per index
 _CELLS = 1 << 18  # float32 cells of a (rows, functions, d') block: bounds temporaries
-
-
-def rotation_dim(dim: int) -> int:
-    """``d'``: the smallest power of two >= ``dim`` (the rotations' dimension)."""
-    return 1 << max(0, int(dim) - 1).bit_length()
-
-
-def fwht(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Unnormalised fast Walsh-Hadamard transform along ``axis`` (a power-of-two length).
-
-    Returns a new float array of ``x``'s shape; multiply by ``n**-0.5`` for the orthogonal
-    transform. See :func:`_fwht0` for the evaluation order (fixed, so rounding is too).
-
-    Raises
-    ------
-    InvalidParameterError
-        If the axis length is not a power of two.
-    """
-    a = np.asarray(x)
-    n = a.shape[axis]
-    if n < 1 or n & (n - 1):
-        raise InvalidParameterError(f"fwht needs a power-of-two length; found {n}")
-    dtype = a.dtype if a.dtype.kind == "f" else np.dtype(np.float64)
-    moved = np.array(np.moveaxis(a, axis, 0), dtype=dtype, order="C", copy=True)
-    return np.moveaxis(_fwht0(moved), 0, axis)
-
-
-def _fwht0(buf: np.ndarray) -> np.ndarray:
-    """The transform along axis 0 of a C-contiguous float array (``buf`` is scratch space).
-
-    The transformed axis is the *outer* one, so each butterfly level is one ``np.add`` and
-    one ``np.subtract`` over a ``(n / 2h, h * rest)`` view whose inner loop runs over every
-    other axis at once: long, contiguous loops for a batch and for a single vector alike.
-    Levels go in the order h = 1, 2, 4, ..., each a plain IEEE add or subtract per element.
-    """
-    n = buf.shape[0]
-    src = buf.reshape(n, -1)
-    dst = np.empty_like(src)
-    rest = src.shape[1]
-    h = 1
-    while h < n:
-        s = src.reshape(n // (2 * h), 2, h * rest)
-        d = dst.reshape(n // (2 * h), 2, h * rest)
-        np.add(s[:, 0], s[:, 1], out=d[:, 0])
-        np.subtract(s[:, 0], s[:, 1], out=d[:, 1])
-        src, dst = dst, src
-        h *= 2
-    return src.reshape(buf.shape)
-
-
-def _rotate(Z: np.ndarray, signs: np.ndarray) -> np.ndarray:
-    """``H D_R ... H D_1 z`` (unnormalised) along axis 0.
-
-    ``Z`` is ``(d', ...)`` and ``signs`` is ``(R, d', ...)``, broadcastable against it: with
-    ``Z = Xt[:, :, None]`` (``(d', m, 1)``, rows as columns) and signs ``(R, d', 1, F)``
-    the result is ``(d', m, F)``, every row under every function.
-    """
-    Y = np.ascontiguousarray(Z * signs[0])
-    for r in range(signs.shape[0]):
-        if r:
-            Y *= signs[r]
-        Y = _fwht0(Y)
-    return Y
 
 
 _pair_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -151,20 +89,6 @@ def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
             _pair_cache.clear()
         got = _pair_cache[n] = (a, b)
     return got
-
-
-def _pad_scaled(X: np.ndarray, dp: int) -> np.ndarray:
-    """``(d', m)`` float32: rows as columns, each scaled by an exact power of two (so that
-    max |x| lies in [0.5, 1) and nothing overflows) and padded with zeros to ``d'``."""
-    A = np.asarray(X)
-    if A.dtype.kind != "f":
-        A = A.astype(np.float64)
-    top = np.abs(A).max(axis=1, keepdims=True) if A.shape[1] else np.zeros((len(A), 1))
-    _, exp = np.frexp(top)
-    scaled = np.ldexp(A, -exp.astype(np.int32))  # exact: a power of two (barring underflow)
-    out = np.zeros((dp, A.shape[0]), dtype=np.float32)
-    out[: A.shape[1]] = scaled.T
-    return out
 
 
 class CrossPolytope(Family):
@@ -223,7 +147,7 @@ class CrossPolytope(Family):
         self.rotation_dim = dp
         self.last_cp_dim = int(c)
         self.signs = np.ascontiguousarray(signs, dtype=np.int8)
-        # (R, d', 1, F) float32: broadcasts against (d', m, 1) columns in _rotate
+        # (R, d', 1, F) float32: broadcasts against (d', m, 1) columns in rotate
         self._signs32 = np.ascontiguousarray(
             self.signs.astype(np.float32).transpose(1, 2, 0)[:, :, None, :])
         # per function j of a table: cross-polytope dimension, bit width and bit offset
@@ -258,8 +182,8 @@ class CrossPolytope(Family):
 
     def _raw(self, X: np.ndarray) -> np.ndarray:
         """Unnormalised rotations of every (scaled, padded) row by every function:
-        ``(d', m, F)`` float32 (the transform axis outermost, see :func:`_fwht0`)."""
-        return _rotate(_pad_scaled(X, self.rotation_dim)[:, :, None], self._signs32)
+        ``(d', m, F)`` float32 (the transform axis outermost, see :func:`fwht0`)."""
+        return rotate(pad_scaled(X, self.rotation_dim)[:, :, None], self._signs32)
 
     def _decode(self, Y: np.ndarray) -> np.ndarray:
         """``(d', m, F)`` rotated vectors -> ``(m, F)`` values (the closest signed vertex)."""
@@ -295,7 +219,7 @@ class CrossPolytope(Family):
         A = self._check(X).astype(np.float64)
         P = np.zeros((self.rotation_dim, A.shape[0], 1))
         P[: self.dim, :, 0] = A.T
-        Y = _rotate(P, self.signs.astype(np.float64).transpose(1, 2, 0)[:, :, None, :])
+        Y = rotate(P, self.signs.astype(np.float64).transpose(1, 2, 0)[:, :, None, :])
         return Y.transpose(1, 2, 0) * self.rotation_dim ** (-ROUNDS / 2)
 
     def combine(self, values: np.ndarray) -> np.ndarray:
@@ -331,8 +255,8 @@ class CrossPolytope(Family):
         if xv.ndim != 1:
             raise DimensionMismatchError(
                 f"probe takes one vector of length {self.dim}; found shape {xv.shape}")
-        P = _pad_scaled(self._check(xv[None, :]), self.rotation_dim)  # (d', 1)
-        Y = _rotate(P[:, :, None], self._signs32)  # (d', 1, F)
+        P = pad_scaled(self._check(xv[None, :]), self.rotation_dim)  # (d', 1)
+        Y = rotate(P[:, :, None], self._signs32)  # (d', 1, F)
         vals = self._decode(Y)[0].reshape(self.L, self.k)
         home = self.combine(vals)
         tables = np.arange(self.L)
@@ -508,7 +432,7 @@ def collision_probability(cos_sim: float | Sequence[float] | np.ndarray, dim: in
             pair[:n, 0] = x.T
             pair[:n, 1] = y.T
             if signs is not None:
-                pair = _rotate(pair, signs)  # each pair under its own rotation
+                pair = rotate(pair, signs)  # each pair under its own rotation
             idx = np.abs(pair).argmax(axis=0)
             v = idx + dp * (np.take_along_axis(pair, idx[None], axis=0)[0] < 0)
             hits[i] += np.count_nonzero(v[0] == v[1])

@@ -16,11 +16,8 @@ Two ways to sign a set, both with ``P[sig_a[j] == sig_b[j]] ~= J(A, B)`` for eve
     Every step is a fixed function of the token, so for every column j
     ``P[sig_a[j] == sig_b[j]] = J(A, B)`` (the winning placement of the union falls in the
     intersection with probability J; value collisions add about 2**-27). The estimator is
-    unbiased; its variance, measured against classic MinHash at 128 columns, is 0.5-0.65x
-    for unions of 10-200 tokens, 0.7-0.95x for 500-2,000 and 0.85-1.15x for 2-5 tokens (plain
-    one-permutation hashing, ``rounds=1``, is up to 1.5x worse than classic on sets smaller
-    than the number of bins; on the benchmark's docstring pairs its RMSE is 1.5x that of
-    ``rounds=24``). Cost: at most ``rounds`` cheap placements per token instead
+    unbiased, with a variance at or below classic MinHash's on all but the smallest sets
+    (docs/performance.md has the measurements). Cost: at most ``rounds`` cheap placements per token instead
     of ``num_perm`` permutations; computed in bulk over a CSR of token hashes, one
     ``np.minimum.at`` per round and a vectorised probe loop for the empty bins of all sets
     together. Signatures are ``uint32``.

@@ -79,12 +79,12 @@ def create(path: str | os.PathLike[str], metric: str, dim: int | None = None,
         ``bitsample``), ``k`` (functions per table), ``L`` (tables), ``w`` (p-stable width),
         ``seed``, ``max_value`` (unary), ``probes`` and ``candidates`` (query defaults),
         ``durability`` (``"full"`` or ``"fast"``), ``map_size`` (initial LMDB map, grown on
-        demand). Parameters left out are chosen from the first batch added; see the
-        README's tuning section. Under ``jaccard``: ``num_perm``, ``threshold``,
-        ``bands`` and ``rows``, ``mode`` (``"oph"``, or ``"classic"`` for
-        datasketch-compatible signatures), ``seed`` (default 0; 1 under ``"classic"``, as
-        datasketch's ``MinHash``; stored, and shown by ``stats()``), ``scheme``,
-        ``shingle`` and ``store_tokens``.
+        demand). Parameters left out are chosen from the first batch added; see
+        docs/tuning.md. Under ``jaccard``: ``num_perm``, ``threshold``, ``bands`` and
+        ``rows``, ``mode`` (``"oph"``, or ``"classic"`` for datasketch-compatible
+        signatures), ``seed`` (default 0; 1 under ``"classic"``, as datasketch's
+        ``MinHash``; stored, and shown by ``stats()``), ``scheme``, ``shingle`` and
+        ``store_tokens``.
 
     Raises
     ------

@@ -539,7 +539,7 @@ class Reader:
         if tables:
             out["tables"] = tables
             # values a probe reads per bucket: 1 after a bulk load or a compaction, towards 2
-            # as appends give buckets a tail chunk (see the README's "Small writes")
+            # as appends give buckets a tail chunk (docs/guarantees.md, "Small writes")
             n_buckets = sum(t["buckets"] for t in tables)
             out["chunks_per_bucket"] = sum(t["chunks"] for t in tables) / max(n_buckets, 1)
             top = int(np.flatnonzero(histogram).max()) + 1 if histogram.any() else 0

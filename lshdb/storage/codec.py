@@ -1,18 +1,7 @@
 """Byte layouts: external keys, internal ids, bucket keys, posting chunks and meta arrays.
 
-Every layout here is explicit and independent of the host's byte order:
-
-* external key -> ``msgpack.packb(key)`` (str, int or bytes); non-negative ints sort in
-  numeric order because msgpack writes them big-endian in width classes that sort upwards;
-* internal id -> 8 bytes big-endian (``key2id`` values, ``id2key`` keys);
-* posting chunk key -> bucket key (8 bytes big-endian) + first id of the chunk
-  (4 bytes big-endian); every id in a chunk is >= its key's id and < the next chunk's;
-* posting chunk value -> a msgpack ``bin`` holding sorted ids as little-endian uint32, or,
-  when every gap between consecutive ids is below 65536, a msgpack ``ext`` of type 1
-  holding the first id (uint32) and the gaps (uint16), both little-endian; either is
-  decoded with ``np.frombuffer`` (plus a ``cumsum`` for gaps), never a Python int per id;
-* meta records -> msgpack followed by the CRC32 of those bytes (4 bytes, big-endian);
-  arrays in them -> ``{"dtype": "<f4", "shape": [...], "data": bin}``.
+Every layout here is explicit and independent of the host's byte order; they are described
+in docs/format.md ("Keys and ids", "Posting lists", "Meta records").
 """
 
 from __future__ import annotations

@@ -1,14 +1,6 @@
 """The index directory: CURRENT, generation folders, atomic file replacement.
 
-::
-
-    NAME/
-      CURRENT        one line, the live generation's folder name (replaced atomically)
-      writer.lock    flock'ed by the single writer
-      g000001/       data.mdb, lock.mdb (LMDB) and rows.bin
-
-A temporary generation is built under ``.tmp-gNNNNNN`` and renamed into place; a crash
-leaves at most a stale temporary folder, which ``check`` reports and ``check --fix`` removes.
+The directory layout is described in docs/format.md ("The directory").
 """
 
 from __future__ import annotations

@@ -1,26 +1,9 @@
 """Just enough of LMDB's on-disk format to tell a short ``data.mdb`` from a truncated one.
 
-LMDB does not write a page that a transaction allocated and freed again before it
-committed. When such pages are the newest, ``data.mdb`` ends before the last page its meta
-page counts, until a later transaction writes there; lshdb extends the file after each
-commit (:meth:`lshdb.store.Store.cover_pages`), but a writer killed between the two, or a
-reader opening in that moment, finds the short file. Reading a missing page would fault
-(SIGBUS), so an open must know whether any *used* page is missing. The pages LMDB freed are
-listed in its free database (keys: transaction ids; values: page-number lists), a B-tree
-this module walks with plain reads of the file, never touching a page past its end.
-
-Layout used (LMDB 0.9, 64-bit little-endian builds, ``lmdb.h``/``mdb.c``):
-
-* page header, 16 bytes: ``pgno u64, pad u16, flags u16, lower u16, upper u16`` (an
-  overflow page has ``pages u32`` in place of lower and upper); node offsets (u16) follow;
-* meta pages 0 and 1, after the header: ``magic u32 (0xBEEFC0DE), version u32, address u64,
-  mapsize u64``, two database records of 48 bytes (free, main: ``pad u32 (the page size
-  in the free record), flags u16, depth u16, branch, leaf, overflow, entries, root u64``),
-  ``last_pg u64, txnid u64``; the valid meta with the larger txnid is current;
-* node: ``lo u16, hi u16, flags u16, ksize u16``, key, data; a branch node's child page is
-  ``lo | hi << 16 | flags << 32``; a leaf node's data size is ``lo | hi << 16``, and with
-  flag ``0x01`` (big data) its data is the u64 number of the overflow page holding it;
-* a page list: ``count u64`` then ``count`` page numbers (u64).
+An open must know whether a short ``data.mdb`` misses any *used* page (reading one would
+fault with SIGBUS); this module walks LMDB's free database with plain reads of the file,
+never touching a page past its end. Why files are short and the LMDB layout relied on:
+docs/format.md ("What lshdb reads of LMDB's own format").
 """
 
 from __future__ import annotations

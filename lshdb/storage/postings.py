@@ -1,16 +1,8 @@
 """Posting lists of one hash table: a bucket is a run of chunks under one 8-byte prefix.
 
-Chunk keys are ``bucket (8 bytes) + suffix (4 bytes, big-endian)``:
-
-* *sealed* chunks have the suffix of their first id and hold up to ``SEALED_MAX`` ids;
-  every id in a sealed chunk is >= its suffix and below the next chunk's ids;
-* at most one *open tail* per bucket, suffix ``0xFFFFFFFF``, holds up to ``TAIL_MAX`` of the
-  newest ids. It is small enough to live inside a B-tree page, so an append rewrites at
-  most ``TAIL_MAX`` ids however large the bucket is; a full tail is sealed.
-
-A range scan from ``bucket + 0x00000000`` therefore yields a bucket's ids in ascending
-order. Appends for a whole batch are one ``getmulti`` of the touched tails and one
-``putmulti``; a bulk load into an empty table is one ``putmulti(append=True)``.
+Sealed chunks and one small open tail per bucket, so an append rewrites at most
+``TAIL_MAX`` ids however large the bucket is; the layout is described in docs/format.md
+("Posting lists").
 """
 
 from __future__ import annotations

@@ -1,20 +1,8 @@
 """The row file: fixed-width rows (vectors, codes or signatures), append-only, memory-mapped.
 
-Layout of ``rows.bin``::
-
-    header (64 bytes)   b"LSHDBROW", u32 version, u32 row_bytes, u32 payload_bytes,
-                        u32 dim, 8 ascii bytes of the payload dtype, padding
-    row i               payload (dim values, little-endian, zero-padded to 8 bytes)
-                        + u64 checksum
-
-Row ``i`` lives at ``64 + i * row_bytes`` and belongs to internal id ``i``. The checksum is
-``sum(words * W) + (i + 1) * W0 (mod 2**64)`` over the payload read as little-endian u64
-words with fixed odd multipliers ``W``, so any change to one word, and any row written to the
-wrong place, is detected when the row is read.
-
-Only rows below the committed count of an LMDB snapshot are ever read; bytes past it belong
-to a writer that has not committed (or crashed) and are overwritten by the next writer.
-Readers get copies, never views into the map.
+The layout and the checksum are described in docs/format.md ("The row file"). Only rows
+below the committed count of an LMDB snapshot are ever read; readers get copies, never
+views into the map.
 """
 
 from __future__ import annotations

@@ -1,29 +1,11 @@
 """Recent runs: small appends kept as sorted arrays until enough of them are merged.
 
-An append into a B-tree of posting lists rewrites every leaf page that holds a touched
-bucket, and a batch of 1,000 vectors touches about 1,000 buckets in each table: most of the
-tables' pages, however few ids are added. A small batch therefore goes into one *run*
-instead: one value holding the batch's ``(table, bucket, id)`` triples for every table,
-sorted by a key derived from (table, bucket). Up to :data:`RUN_MAX` runs wait in the
-``meta`` database under ``run-<sequence number, 16 hex digits>``; the write that would add
-one more merges them all into the tables in one append, so each leaf page is rewritten once
-per :data:`RUN_MAX` + 1 small batches instead of once per batch. Batches of
-:data:`DIRECT_PAIRS` triples or more go to the tables directly. A delete replaces each run
-holding deleted ids by a new run without them. Runs live inside the same write transaction
-as everything else: a crash leaves either the run or nothing.
-
-A run's value never changes and its name is never reused in a generation (the state record
-keeps the next sequence number), so each reader process decodes a run once and merges it
-into the sorted set of its snapshot's runs (:class:`RunCache`, :class:`RunSet`), which a
-query searches once whatever the number of runs (:meth:`RunSet.lookup`).
-
-Value layout (little-endian)::
-
-    b"LSHRUN1\\0"  n (uint32)  crc32 of the rest (uint32)
-    buckets (uint64 x n)  ids (uint32 x n)  tables (uint16 x n)
-
-ordered by ``(derived key, table, id)`` (:func:`derived_keys`: 60 bits from the table and
-the bucket).
+A small batch goes into one *run* (a value in ``meta``) instead of the tables, so that the
+tables' B-tree pages are rewritten once per :data:`RUN_MAX` + 1 small batches instead of
+once per batch. Each reader process decodes a run once and merges it into the sorted set
+of its snapshot's runs (:class:`RunCache`, :class:`RunSet`), which a query searches once
+whatever the number of runs (:meth:`RunSet.lookup`). The value layout and the derived sort
+key are described in docs/format.md ("Runs"); the behaviour in docs/guarantees.md.
 """
 
 from __future__ import annotations
@@ -92,10 +74,9 @@ class Run:
 class RunSet:
     """The entries of a snapshot's runs merged into one sequence sorted by derived key, so a
     query searches it once whatever the number of runs: two binary searches per probe
-    (a two-level search through a fence of block heads, tried before, was twice as slow
-    in numpy calls as it saved in cache misses, up to 4 runs of 65,000 entries). A set is
-    immutable; :meth:`extended` merges one more run into a new set (linear in the set's
-    size, once per run and process).
+    (cheaper than a two-level search; docs/performance.md). A set is immutable;
+    :meth:`extended` merges one more run into a new set (linear in the set's size, once per
+    run and process).
     """
 
     __slots__ = ("names", "n", "_keys", "_ids", "_tables", "_buckets")

@@ -1,7 +1,7 @@
 """Options and default parameters: what ``create`` accepts and how unset values are chosen.
 
 Build-time parameters (family, k, L, w) are fixed when the first batch is added: values the
-caller left out are chosen from that batch (the README's tuning section explains how).
+caller left out are chosen from that batch (docs/tuning.md explains how).
 Query-time settings (probes, candidates) are stored in the index and can be changed later.
 """
 

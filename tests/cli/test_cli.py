@@ -49,11 +49,11 @@ def built(tmp_path, data):
 
 def test_version_and_help_everywhere():
     assert run("--version").stdout == f"lshdb, version {lshdb.__version__}\n"
-    readme = open(os.path.join(ROOT, "README.md")).read()
+    reference = open(os.path.join(ROOT, "docs", "cli.md")).read()
     for name in cli.commands:
         out = run(name, "-h").stdout
         assert out.startswith(f"Usage: cli {name}") and "--help" in out
-        assert f"lshdb {name}" in readme, f"command {name} is not documented in the README"
+        assert f"### lshdb {name}\n" in reference, f"command {name} is not in docs/cli.md"
 
 
 def test_python_dash_m_runs_the_command_line():

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lshdb.errors import InvalidParameterError, InvalidVectorError
-from lshdb.hashing import shingles as text_mod
+from lshdb.hashing import bytehash as text_mod
 from lshdb.hashing.shingles import (
     JaccardOracle,
     char_shingles,
