@@ -25,6 +25,7 @@ __all__ = [
     "IndexClosedError",
     "InputFormatError",
     "StorageError",
+    "TuningError",
 ]
 
 
@@ -126,3 +127,12 @@ class InputFormatError(LshdbError, ValueError):
 class StorageError(LshdbError, OSError):
     """The storage failed under LMDB: a write or read error of the disk, a full disk or a
     file size limit, too many readers. The transaction it happened in was not committed."""
+
+
+class TuningError(LshdbError):
+    """``tune(apply=True)`` found no setting whose held-out recall confirms the target;
+    nothing was stored. ``result`` holds the measurements (what ``tune`` returns)."""
+
+    def __init__(self, message: str, result: dict | None = None) -> None:  # type: ignore[type-arg]
+        super().__init__(message)
+        self.result = result or {}

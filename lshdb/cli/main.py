@@ -1,0 +1,1060 @@
+"""The ``lshdb`` command line: parse, call the library, print.
+
+Output is JSON lines by default (one object per line, for scripts) and an aligned table with
+``--format table`` (for people). Every error is printed as ``Error: ...`` on stderr with exit
+status 1. Long work shows a progress bar on stderr when it is a terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import click
+import numpy as np
+
+from .. import __version__
+from ..demo import DEMO_MIN_ROWS
+from ..errors import (
+    InputFormatError,
+    InvalidVectorError,
+    KeyNotFoundError,
+    LockTimeoutError,
+    LshdbError,
+    TuningError,
+)
+from ..index.index import Index, create
+from ..index.index import check as deep_check
+from ..index.index import open as open_index
+from ..io.inputs import open_vectors, read_keys
+from ..storage.streams import STDIO, is_stream
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _Group(click.Group):
+    """A click group whose every error is ``Error: ...`` with exit status 1."""
+
+    def main(self, args: Any = None, prog_name: str | None = None,  # type: ignore[override]
+             complete_var: str | None = None, standalone_mode: bool = True, **kw: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **kw)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **kw)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(1)
+        except click.Abort:
+            click.echo("Error: aborted", err=True)
+            sys.exit(1)
+        except (LshdbError, OSError) as exc:
+            click.echo(f"Error: {_cli_words(str(exc))}", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+# the library's hints name its Python arguments and calls; at the command line the flags
+# and commands say it
+_CLI_WORDS = (("pass missing_ok=True", "pass --missing-ok"), ("use upsert()", "use --upsert"),
+              ("raise timeout=", "raise --timeout"), ("(n_queries=)", "(--queries)"),
+              ("a lower target_recall", "a lower --target-recall"),
+              ("lshdb.create()", "lshdb create"), ("or open() it", "or add to it with lshdb add"),
+              ("open it with readonly=True to query it",
+               "read-only commands (query, get, stats) still work"))
+_FLAGS = {"L": "--tables", "k": "--bits", "w": "--width", "num_perm": "--num-perm",
+          "max_value": "--max-value", "target_recall": "--target-recall",
+          "min_hits": "--min-hits", "probes": "--probes", "rerank": "--rerank",
+          "candidates": "--candidates", "store_tokens": "--store-tokens", "codes": "--codes",
+          "threshold": "--threshold", "shingle": "--shingle", "mode": "--mode",
+          "seed": "--seed", "durability": "--durability", "family": "--family",
+          "scan": "--scan", "timeout": "--timeout"}
+_NAMES = "|".join(sorted(map(re.escape, _FLAGS), key=len, reverse=True))
+# an option named as the subject of a message ("k must be ...", "w is the ...")
+_SUBJECT = re.compile(rf"(^|; |\()({_NAMES})(?= must| is | applies| \(| do )")
+# an option with a value ("min_hits=4", "family='unary'", "store_tokens=True")
+_ASSIGN = re.compile(rf"(?<![\w.-])({_NAMES})=('?)([\w.]+)\2")
+_UNKNOWN = re.compile(r"unknown options? ((?:'\w+'(?:, )?)+); valid options are .*$")
+
+
+def _cli_words(message: str) -> str:
+    for api, flag in _CLI_WORDS:
+        message = message.replace(api, flag)
+    message = _UNKNOWN.sub(lambda m: "{} {} not apply to this metric".format(
+        ", ".join(_FLAGS.get(n, "--" + n.replace("_", "-"))
+                  for n in re.findall(r"'(\w+)'", m.group(1))),
+        "does" if m.group(1).count("'") == 2 else "do"), message)
+    message = _SUBJECT.sub(lambda m: m.group(1) + _FLAGS[m.group(2)], message)
+    return _ASSIGN.sub(lambda m: _FLAGS[m.group(1)] + (
+        "" if m.group(3) == "True" else " " + m.group(3)), message)
+
+
+def _fmt_option(f: Any) -> Any:
+    return click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json",
+                        show_default=True, help="JSON lines for scripts, a table for people.")(f)
+
+
+def emit(records: Iterable[dict[str, Any]], fmt: str, table: bool = False) -> None:
+    """Print records as JSON lines or as one aligned table (``table=True``: even a single
+    wide record, which otherwise reads better as ``field: value`` lines)."""
+    if fmt == "json":
+        for r in records:
+            click.echo(json.dumps(_tidy(r), default=_json_default))
+        return
+    rows = [{k: _cell(v) for k, v in r.items()} for r in records]
+    if not rows:
+        return
+    if len(rows) == 1 and len(rows[0]) > 6 and not table:
+        field_width = max(len(k) for k in rows[0])
+        for k, v in rows[0].items():
+            click.echo(f"{k.ljust(field_width)}  {v}")
+        return
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    width = {c: max(len(c), *(len(r.get(c, "")) for r in rows)) for c in cols}
+    click.echo("  ".join(c.ljust(width[c]) for c in cols).rstrip())
+    for r in rows:
+        click.echo("  ".join(r.get(c, "").ljust(width[c]) for c in cols).rstrip())
+
+
+def _tidy(v: Any) -> Any:
+    """``v`` with each float rounded to the digits it holds: 7 significant digits for a
+    float32 value (distances; 0.7 rather than 0.70000005 or 0.699999988079071), 12 for any
+    other (0.3 rather than 0.30000000000000004)."""
+    if isinstance(v, (float, np.floating)) and not isinstance(v, bool):
+        f = float(v)
+        if not np.isfinite(f):
+            return f
+        if isinstance(v, np.float32) or float(np.float32(f)) == f:
+            return float(f"{f:.7g}")
+        return float(f"{f:.12g}")
+    if isinstance(v, dict):
+        return {k: _tidy(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_tidy(x) for x in v]
+    return v
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, default=_json_default)
+    return str(v)
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "backslashreplace")
+    raise TypeError(f"cannot serialise {type(v).__name__}")
+
+
+# without a terminal, long work says how far it got in a line this often (seconds)
+PROGRESS_EVERY = 5.0
+
+
+def _progress(length: int, label: str) -> Any:
+    """A progress bar on stderr when it is a terminal; otherwise a line on stderr every
+    :data:`PROGRESS_EVERY` seconds (logs of long jobs show they are alive)."""
+    if sys.stderr.isatty():
+        return click.progressbar(length=length, label=label, file=sys.stderr, show_eta=True,
+                                 show_pos=True)
+    return _ProgressLines(length, label)
+
+
+class _ProgressLines:
+    """The parts of click's progress bar that lshdb uses, printed as occasional lines."""
+
+    def __init__(self, length: int, label: str) -> None:
+        self.length, self.label, self.pos = length, label, 0
+        self._t0 = self._last = time.monotonic()
+
+    def __enter__(self) -> _ProgressLines:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def update(self, n: int) -> None:
+        self.pos += n
+        now = time.monotonic()
+        if now - self._last >= PROGRESS_EVERY and self.pos < self.length:
+            self._last = now
+            click.echo(f"{self.label}: {self.pos}/{self.length} "
+                       f"({100 * self.pos // max(self.length, 1)}%, {now - self._t0:.0f} s)",
+                       err=True)
+
+    def render_finish(self) -> None:
+        pass
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+# -- the group -------------------------------------------------------------------------
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="lshdb")
+def cli() -> None:
+    """lshdb: a persistent locality-sensitive-hashing index.
+
+    Build an index offline, then serve nearest-neighbour queries from many processes.
+    Start with `lshdb demo`.
+    """
+
+
+def _create_options(f: Any) -> Any:
+    opts = [
+        click.option("--tables", "L", type=int, help="Number of hash tables L (OR)."),
+        click.option("--bits", "k", type=int, help="Hash functions per table k (AND)."),
+        click.option("--width", "w", type=float, help="p-stable bucket width w (l2, l1)."),
+        click.option("--family", type=click.Choice(["hyperplane", "crosspolytope", "pstable",
+                                                    "unary", "bitsample"]),
+                     help="Hash family (default: the metric's)."),
+        click.option("--codes", type=int,
+                     help="cosine or l2: bits of a SimHash code per item (a multiple of 64, "
+                          "up to 4096) that ranks candidates before the exact re-rank."),
+        click.option("--max-value", type=int, help="Largest value for --family unary."),
+        click.option("--probes", type=int, help="Buckets probed per query (default stored)."),
+        click.option("--seed", type=int,
+                     help="Seed of the random projections (jaccard: of the MinHash "
+                          "permutations; default 0, and 1 with --mode classic, as datasketch)."),
+        click.option("--durability", type=click.Choice(["full", "fast"]),
+                     help="full: fsync every commit (default); fast: no fsync of the meta page (see docs/guarantees.md)."),
+        click.option("--target-recall", type=float,
+                     help="Recall@10 the calibration aims for (default 0.9)."),
+        click.option("--num-perm", type=int, help="jaccard: MinHash values per item (128)."),
+        click.option("--threshold", "threshold", type=float,
+                     help="jaccard: similarity the bands are tuned for (0.5)."),
+        click.option("--shingle", help="jaccard: shingles of documents, word:N or char:N."),
+        click.option("--mode", type=click.Choice(["oph", "classic"]),
+                     help="jaccard: fast signatures (oph) or datasketch-compatible (classic)."),
+        click.option("--store-tokens", is_flag=True, default=None,
+                     help="jaccard: keep token hashes for exact Jaccard scores."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _options(**kw: Any) -> dict[str, Any]:
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+@cli.command("create", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("--metric", required=True, type=click.Choice(["cosine", "l2", "l1", "hamming", "jaccard"]))
+@click.option("--dim", type=int, help="Vector dimension (hamming: bits; not for jaccard).")
+@_create_options
+@_fmt_option
+def create_cmd(path: str, metric: str, dim: int | None, fmt: str, **kw: Any) -> None:
+    """Create an empty index at PATH."""
+    if dim is None and metric != "jaccard":
+        raise click.UsageError("Missing option '--dim'.")
+    if dim is not None and metric == "jaccard":
+        raise click.UsageError("--dim does not apply to jaccard; give --num-perm instead.")
+    with create(path, metric=metric, dim=dim, **_options(**kw)) as index:
+        emit([_summary(index)], fmt)
+
+
+def _summary(index: Index) -> dict[str, Any]:
+    from ..metrics.sets import describe_sets
+
+    fam = index.family.describe() if index.family else None
+    return {"path": index.path, "metric": index.metric.name, **describe_sets(index.metric),
+            "family": fam, "items": len(index)}
+
+
+class _ItemSource:
+    """Documents or token sets from JSON lines, shaped like a VectorSource."""
+
+    def __init__(self, path: str, key_field: str | None, text_field: str | None,
+                 tokens_field: str | None) -> None:
+        from ..io.jsonl import read_jsonl_docs
+
+        if text_field:
+            self.keys, self.items = read_jsonl_docs(path, key_field, text_field)
+        else:
+            self.keys, self.items = _read_token_sets(path, key_field, tokens_field or "tokens")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def blocks(self, size: int = 65536) -> Any:
+        for s in range(0, len(self.items), size):
+            yield s, self.items[s : s + size]
+
+
+def _read_token_sets(path: str, key_field: str | None, field: str
+                     ) -> tuple[list[Any], list[Any]]:
+    from ..io.jsonl import iter_lines, json_error
+
+    keys: list[Any] = []
+    items: list[Any] = []
+    for lineno, raw in iter_lines(path):
+        try:
+            obj = json.loads(raw)
+        except UnicodeDecodeError as exc:
+            raise InputFormatError(f"{path}:{lineno}: not valid UTF-8 ({exc.reason})") from exc
+        except json.JSONDecodeError as exc:
+            raise InputFormatError(f"{path}:{lineno}: not valid JSON ({json_error(exc)})") from exc
+        if not isinstance(obj, dict) or field not in obj or (
+                key_field is not None and key_field not in obj):
+            needs = field if key_field is None else f"{key_field!r} and {field!r}"
+            raise InputFormatError(f"{path}:{lineno}: needs the field(s) {needs}")
+        if not isinstance(obj[field], list):
+            raise InputFormatError(f"{path}:{lineno}: {field!r} must be a list of tokens")
+        keys.append(lineno if key_field is None else obj[key_field])
+        items.append(obj[field])
+    return keys, items
+
+
+def _items(index_metric: str, path: str, key_field: str | None, vector_field: str,
+           text_field: str | None, tokens_field: str | None) -> Any:
+    if index_metric == "jaccard" or text_field or tokens_field:
+        if index_metric != "jaccard":
+            raise InputFormatError("--text-field and --tokens-field apply to jaccard indexes")
+        if not text_field and not tokens_field:
+            text_field = "text"
+        ext = os.path.splitext(path)[1].lower()
+        if ext in (".npy", ".fvecs", ".bvecs", ".ivecs"):
+            raise InputFormatError(
+                f"{path} holds vectors ({ext}); a jaccard index takes documents or token sets "
+                "from JSON lines (.jsonl), one per line")
+        return _ItemSource(path, key_field, text_field, tokens_field)
+    return open_vectors(path, key_field, vector_field)
+
+
+_JSON_LINES = (".jsonl", ".json", ".ndjson")
+
+
+def _key_field(input_path: str, key_field: str | None, jsonl: bool = False,
+               stream_default: str = "key", say: bool = True) -> str:
+    """The key field of a JSON-lines input (``jsonl``: whatever its extension): the one
+    named, else ``key`` or ``id``, whichever the first record holds (said on stderr with
+    ``say``). A stream cannot be read twice: it gets ``stream_default``."""
+    if key_field is not None:
+        return key_field
+    if is_stream(input_path):
+        return stream_default
+    is_jsonl = jsonl or os.path.splitext(input_path)[1].lower() in _JSON_LINES
+    if not is_jsonl or not os.path.isfile(input_path):
+        return "key"  # not JSON lines: no key field is read
+    from ..io.jsonl import KEY_FIELDS, pick_key_field
+
+    used, fields = pick_key_field(input_path, KEY_FIELDS)
+    if used is None:
+        raise InputFormatError(
+            f"{input_path}: the first record has no {' or '.join(map(repr, KEY_FIELDS))} field "
+            f"(fields: {', '.join(map(repr, fields[:8]))}); name the key field with --key-field")
+    if say:
+        click.echo(f"keys: field {used!r} of {input_path}", err=True)
+    return used
+
+
+def _check_shingle(index: Index, shingle: str | None) -> None:
+    if shingle is None or index.metric.name != "jaccard":
+        return
+    from ..hashing.shingles import parse_shingle
+
+    kind, n = parse_shingle(shingle)
+    if f"{kind}:{n}" != index.options.get("shingle"):
+        raise InputFormatError(
+            f"--shingle {shingle} differs from the index's {index.options.get('shingle')}; "
+            "an index shingles every document the same way")
+
+
+def _say_waiting(path: str, timeout: float | None) -> None:
+    limit = "" if timeout is None else f" (for up to {timeout:g} s: --timeout)"
+    click.echo(f"waiting for the write lock of {path}: another process is writing{limit}",
+               err=True)
+
+
+def _writer(index: Index, timeout: float | None) -> Any:
+    """An entered write block; says on stderr when it has to wait for the write lock."""
+    try:
+        w = index.writer(timeout=0)
+        w.__enter__()
+        return w
+    except LockTimeoutError:
+        pass
+    _say_waiting(index.path, timeout)
+    w = index.writer(timeout=timeout)
+    w.__enter__()
+    return w
+
+
+@contextlib.contextmanager
+def _interrupt_after() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives during the block until it ends (main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old if old is not None else signal.SIG_DFL)
+        if held:
+            raise KeyboardInterrupt
+
+
+def _load(index: Index, src: Any, keys_file: str | None, how: str, batch: int | None,
+          timeout: float | None = None, resumable: bool = True) -> dict[str, int]:
+    """Write the input in transactions of ``batch`` rows (``how``: add, upsert or skip,
+    that is add --skip-existing); returns the counts of rows added, replaced, skipped.
+    When a later transaction fails or is interrupted, says how many rows the earlier ones
+    committed (``resumable``: and how to add the rest)."""
+    keys: list[Any] | None = read_keys(keys_file) if keys_file else src.keys
+    if keys is not None and len(keys) != len(src):
+        raise InputFormatError(f"{len(keys)} keys for {len(src)} vectors; give one key per vector")
+    n = len(src)
+    if n == 0:
+        raise InputFormatError("the input holds no vectors or items")
+    size = batch or n
+    counts = {"added": 0, "replaced": 0, "skipped": 0}
+    pending = dict(counts)
+    committed = 0
+    with _progress(n, "adding") as bar:
+        writer = None
+        in_txn = 0
+        try:
+            for s, X in src.blocks(min(size, 65536)):
+                if writer is None:
+                    writer = _writer(index, timeout)
+                ks = keys[s : s + len(X)] if keys is not None else range(s, s + len(X))
+                try:
+                    if how == "upsert":
+                        replaced = writer.upsert(ks, X)
+                        pending["replaced"] += replaced
+                        pending["added"] += len(X) - replaced
+                    else:
+                        added = writer.add(ks, X, skip_existing=how == "skip")
+                        pending["added"] += added
+                        pending["skipped"] += len(X) - added
+                except InvalidVectorError as exc:  # its row numbers count from the block's
+                    raise exc.in_input(s) from None
+                in_txn += len(X)
+                if in_txn >= size:
+                    w, writer = writer, None
+                    with _interrupt_after():  # the commit and its count go together
+                        w.__exit__(None, None, None)
+                        committed += in_txn
+                    in_txn = 0
+                    counts = {c: counts[c] + pending[c] for c in counts}
+                    pending = dict.fromkeys(counts, 0)
+                bar.update(len(X))
+            if writer is not None:
+                w, writer = writer, None
+                w.__exit__(None, None, None)
+                counts = {c: counts[c] + pending[c] for c in counts}
+        except BaseException as exc:
+            if writer is not None:
+                writer.__exit__(*sys.exc_info())
+            if committed and resumable:
+                what = "the interruption" if isinstance(exc, (KeyboardInterrupt, click.Abort)) \
+                    else "the error"
+                click.echo(f"{committed} of {n} rows were committed before {what} (the "
+                           f"input's first {committed}); add the rest with --skip-existing",
+                           err=True)
+            raise
+    return counts
+
+
+_input_options = [
+    click.option("--input", "input_path", required=True,
+                 type=click.Path(dir_okay=False, allow_dash=True),
+                 help="Vectors: .npy, .fvecs, .bvecs, .ivecs or JSON lines (-: standard "
+                      "input, .npy or JSON lines)."),
+    click.option("--keys", "keys_file", type=click.Path(dir_okay=False, allow_dash=True),
+                 help="One key per line (default: row numbers 0..n-1; -: standard input)."),
+    click.option("--key-field",
+                 help="JSON lines key field (default: 'key' or 'id', whichever the first "
+                      "record has; from a stream: 'key')."),
+    click.option("--vector-field", default="vector", show_default=True,
+                 help="JSON lines vector field."),
+    click.option("--batch-size", type=click.IntRange(min=1),
+                 help="Rows per transaction (default: the whole file in one)."),
+    click.option("--text-field", help="jaccard: JSON lines field holding each document."),
+    click.option("--tokens-field", help="jaccard: JSON lines field holding a token list."),
+]
+
+
+def _apply_nice(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if value:
+        if not hasattr(os, "nice"):
+            raise click.BadParameter("this platform has no process priorities", ctx, param)
+        new = os.nice(value)
+        # Linux gives each thread its own priority and os.nice() sets the caller's only;
+        # threads started before (OpenBLAS's workers, created when numpy loads) get it here
+        tasks = "/proc/self/task"
+        for tid in os.listdir(tasks) if os.path.isdir(tasks) else []:
+            try:
+                os.setpriority(os.PRIO_PROCESS, int(tid), new)
+            except OSError:  # the thread has ended
+                pass
+    return value
+
+
+_nice_option = click.option(
+    "--nice", type=click.IntRange(0, 19), default=0, show_default=True, expose_value=False,
+    callback=_apply_nice,
+    help="Lower this process's CPU priority by N first (like nice(1)), so reader processes "
+         "keep their speed while it writes.")
+
+
+_timeout_option = click.option(
+    "--timeout", type=click.FloatRange(min=0),
+    help="Seconds to wait for the write lock while another process writes (default: "
+         "no limit).")
+
+
+def _with_inputs(f: Any) -> Any:
+    for o in reversed(_input_options):
+        f = o(f)
+    return f
+
+
+@cli.command("add", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@_with_inputs
+@click.option("--upsert", is_flag=True, help="Replace the vectors of keys that exist.")
+@click.option("--skip-existing", is_flag=True,
+              help="Leave keys the index holds as they are and add the others (resumes an "
+                   "interrupted add without rewriting what it committed).")
+@click.option("--shingle", help="jaccard: must match the index's shingles (a check).")
+@_timeout_option
+@_nice_option
+@_fmt_option
+def add_cmd(path: str, input_path: str, keys_file: str | None, key_field: str | None,
+            vector_field: str, batch_size: int | None, text_field: str | None,
+            tokens_field: str | None, upsert: bool, skip_existing: bool, shingle: str | None,
+            timeout: float | None, fmt: str) -> None:
+    """Add vectors (or, to a jaccard index, documents) from a file to the index at PATH.
+
+    With --batch-size, each batch is committed on its own: after a failure or Ctrl-C the
+    command says how many rows were committed, and --skip-existing adds the rest."""
+    _one_stdin(("--input", input_path), ("--keys", keys_file))
+    if upsert and skip_existing:
+        raise click.UsageError("--upsert replaces existing keys, --skip-existing keeps them: "
+                               "give one")
+    with open_index(path) as index:
+        _check_shingle(index, shingle)
+        src = _items(index.metric.name, input_path, _key_field(input_path, key_field),
+                     vector_field, text_field, tokens_field)
+        t0 = time.perf_counter()
+        how = "upsert" if upsert else "skip" if skip_existing else "add"
+        counts = _load(index, src, keys_file, how, batch_size, timeout)
+        dt = time.perf_counter() - t0
+        shown = {"added": counts["added"]}
+        if upsert:
+            shown["replaced"] = counts["replaced"]
+        if skip_existing:
+            shown["skipped"] = counts["skipped"]
+        emit([{**shown, "seconds": round(dt, 3), "vectors_per_s": round(len(src) / dt),
+               "items": len(index)}], fmt)
+
+
+@cli.command("build", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(file_okay=False))
+@_with_inputs
+@click.option("--metric", required=True, type=click.Choice(["cosine", "l2", "l1", "hamming", "jaccard"]))
+@_create_options
+@_timeout_option
+@_fmt_option
+def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str | None,
+              vector_field: str, batch_size: int | None, text_field: str | None,
+              tokens_field: str | None, metric: str, timeout: float | None, fmt: str,
+              **kw: Any) -> None:
+    """Create an index at PATH and bulk-load a file into it.
+
+    A build that fails or is interrupted removes the index it created."""
+    _one_stdin(("--input", input_path), ("--keys", keys_file))
+    src = _items(metric, input_path, _key_field(input_path, key_field), vector_field,
+                 text_field, tokens_field)
+    dim = None if metric == "jaccard" else (src.dim * 8 if metric == "hamming" else src.dim)
+    t0 = time.perf_counter()
+    index = create(path, metric=metric, dim=dim, **_options(**kw))
+    try:
+        with index:
+            n = _load(index, src, keys_file, "add", batch_size, timeout,
+                      resumable=False)["added"]
+            summary = _summary(index)
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)  # nothing half-built is left behind
+        raise
+    dt = time.perf_counter() - t0
+    emit([{**summary, "added": n, "seconds": round(dt, 3), "vectors_per_s": round(n / dt)}],
+         fmt)
+
+
+@cli.command("query", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option("--input", "input_path", required=True,
+              type=click.Path(dir_okay=False, allow_dash=True),
+              help="Query vectors (same formats as add; -: standard input).")
+@click.option("-k", "k", type=click.IntRange(min=1),
+              help="Neighbours per query (default 10; with --threshold: all that qualify).")
+@click.option("--probes", type=int, help="Buckets probed per query (default: stored).")
+@click.option("--candidates", type=int, help="Cap on candidates re-ranked (0: none).")
+@click.option("--min-hits", type=int,
+              help="Keep candidates found in at least this many tables (default: stored).")
+@click.option("--rerank", type=int,
+              help="With codes: re-rank exactly the best N by Hamming distance (default: stored).")
+@click.option("--scan/--no-scan", default=None,
+              help="Rank every stored item (by code with codes=B, else exactly) instead of "
+                   "probing buckets (default: stored).")
+@click.option("--key-field", hidden=True, help="Ignored: queries need no keys.")
+@click.option("--vector-field", default="vector", show_default=True)
+@click.option("--text-field", help="jaccard: JSON lines field holding each query document.")
+@click.option("--tokens-field", help="jaccard: JSON lines field holding a token list.")
+@click.option("--threshold", type=float,
+              help="Every item within this distance (jaccard: with Jaccard >= this); -k "
+                   "caps the count.")
+@click.option("--estimate", is_flag=True, help="jaccard: score by signatures, not exactly.")
+@_fmt_option
+def query_cmd(path: str, input_path: str, k: int | None, probes: int | None,
+              candidates: int | None, min_hits: int | None, rerank: int | None,
+              scan: bool | None, key_field: str | None,
+              vector_field: str,
+              text_field: str | None, tokens_field: str | None, threshold: float | None,
+              estimate: bool, fmt: str) -> None:
+    """Print the k nearest items of each query: {"query": i, "results": [...]}.
+
+    With --threshold, every candidate within that distance instead, nearest first (at most
+    -k). For a jaccard index the results carry "jaccard" scores instead of distances."""
+    with open_index(path, readonly=True) as index:
+        src = _items(index.metric.name, input_path, None, vector_field, text_field,
+                     tokens_field)  # results are numbered by query: no keys needed
+        if len(src) == 0:
+            raise InputFormatError("the input holds no queries")
+        score = "jaccard" if index.metric.name == "jaccard" else "distance"
+        extra: dict[str, Any] = {"threshold": threshold}
+        if index.metric.name == "jaccard":
+            extra["exact"] = False if estimate else None
+        elif estimate:
+            raise InputFormatError("--estimate applies to jaccard indexes")
+        if k is None and threshold is None:
+            k = 10
+        with index.reader() as r:
+            for s, Q in src.blocks(4096):
+                res = r.query_batch(Q, k, probes=probes, candidates=candidates,
+                                    min_hits=min_hits, rerank=rerank, scan=scan, **extra)
+                if fmt == "json":
+                    emit(({"query": s + i, "results": [{"key": key, score: d} for key, d in hits]}
+                          for i, hits in enumerate(res)), fmt)
+                else:
+                    emit([{"query": s + i, "rank": j + 1, "key": key, score: d}
+                          for i, hits in enumerate(res) for j, (key, d) in enumerate(hits)], fmt)
+
+
+@cli.command("get", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.argument("key")
+@click.option("--int-key", is_flag=True, help="Treat KEY as an integer.")
+def get_cmd(path: str, key: str, int_key: bool) -> None:
+    """Print the stored vector of KEY as JSON."""
+    the_key: Any = key
+    if int_key:
+        try:
+            the_key = int(key)
+        except ValueError:
+            raise click.BadParameter(f"{key!r} is not an integer", param_hint="KEY") from None
+    with open_index(path, readonly=True) as index:
+        try:
+            v = index.get(the_key)
+        except KeyNotFoundError:
+            if not int_key and re.fullmatch(r"-?(0|[1-9][0-9]*)", key) and int(key) in index:
+                raise KeyNotFoundError(f"key {key!r} (a string) is not in the index, but the "
+                                       f"integer {key} is: add --int-key") from None
+            raise
+        click.echo(json.dumps({"key": the_key, "vector": _tidy(v.tolist())}))
+
+
+@cli.command("delete", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option("--keys", "keys_file", required=True,
+              type=click.Path(dir_okay=False, allow_dash=True),
+              help="One key per line (-: standard input).")
+@click.option("--missing-ok", is_flag=True, help="Skip keys that are not in the index.")
+@_timeout_option
+@_nice_option
+@_fmt_option
+def delete_cmd(path: str, keys_file: str, missing_ok: bool, timeout: float | None,
+               fmt: str) -> None:
+    """Delete the keys listed in a file (one transaction)."""
+    keys = read_keys(keys_file)
+    with open_index(path) as index:
+        w = _writer(index, timeout)
+        try:
+            n = w.delete(keys, missing_ok=missing_ok)
+        except BaseException:
+            w.__exit__(*sys.exc_info())
+            raise
+        w.__exit__(None, None, None)
+        emit([{"deleted": n, "items": len(index)}], fmt)
+
+
+@cli.command("stats", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option("--no-buckets", is_flag=True, help="Skip the per-table bucket scan.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Also draw the S-curve and bucket sizes to a PNG (needs matplotlib; -: "
+                   "the PNG goes to standard output instead of the statistics).")
+@_fmt_option
+def stats_cmd(path: str, no_buckets: bool, plot_path: str | None, fmt: str) -> None:
+    """Parameters, counts, bytes on disk by part, bucket sizes and the S-curve."""
+    from ..tuning import report
+
+    with open_index(path, readonly=True) as index:
+        st = index.stats(buckets=not no_buckets)
+    tables = st.pop("tables", [])
+    histogram = st.pop("bucket_histogram", [])
+    curve = report.s_curve(st)
+    if plot_path:
+        report.plot(plot_path, curve, histogram)
+        if plot_path == STDIO:
+            return
+    if fmt == "json":
+        emit([{**st, "tables": tables, "bucket_histogram": histogram, "s_curve": curve}], fmt)
+        return
+    emit([{"field": k, "value": v} for k, v in _flatten(st).items()], fmt)
+    if tables:
+        click.echo("")
+        emit([{"table": t, **row} for t, row in enumerate(tables)], fmt)
+    if curve:
+        click.echo(f"\nS-curve: probability of becoming a candidate by {curve['axis']} "
+                   f"(home buckets only)")
+        for line in report.bars([f"{x:.2f}" for x in curve["x"]], curve["p_candidate"]):
+            click.echo(line)
+    if histogram:
+        click.echo("\nbucket sizes (ids per bucket: buckets, all tables)")
+        for line in report.bars([h["ids"] for h in histogram],
+                                [float(h["buckets"]) for h in histogram], fmt="{:.0f}"):
+            click.echo(line)
+
+
+@cli.command("check", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option("--fix", is_flag=True, help="Repair what is safe and say what was done.")
+@click.option("--drop-damaged", is_flag=True,
+              help="With --fix: remove the items whose rows fail their checksum (keys, "
+                   "postings, codes) and print their keys, to add them again.")
+@_fmt_option
+def check_cmd(path: str, fix: bool, drop_damaged: bool, fmt: str) -> None:
+    """Deep integrity check; exit status 1 on any problem.
+
+    The check runs in a child process: a damaged LMDB page that kills it (SIGBUS) is
+    reported as a problem."""
+    if drop_damaged and not fix:
+        raise click.UsageError("--drop-damaged removes items from the index; give --fix too")
+    bars = _PhaseBars()
+    try:
+        report = deep_check(path, fix=fix, progress=bars, isolate=True,
+                            drop_damaged=drop_damaged)
+    finally:
+        bars.close()
+    report = {**report, "problems": [_cli_words(p) for p in report["problems"]]}
+    if fmt == "json":
+        emit([report], fmt)
+    else:
+        for key in report.get("dropped", []):
+            click.echo(f"dropped: {json.dumps(key, default=_json_default)}")
+        for line in report["fixed"]:
+            click.echo(f"fixed: {line}")
+        for line in report["problems"]:
+            click.echo(f"problem: {line}")
+        click.echo("ok" if report["ok"] else f"{len(report['problems'])} problem(s)")
+    if not report["ok"]:
+        sys.exit(1)
+
+
+@cli.command("compact", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option("--retune", is_flag=True,
+              help="Also re-choose the unset build parameters from the live rows.")
+@click.option("--timeout", type=float, help="Seconds to wait for the write lock.")
+@_nice_option
+@_fmt_option
+def compact_cmd(path: str, retune: bool, timeout: float | None, fmt: str) -> None:
+    """Rewrite the live items into a new generation (reclaims deleted space)."""
+    bars = _PhaseBars()
+    with open_index(path) as index:
+        try:
+            try:
+                report = index.compact(timeout=0, retune=retune, progress=bars)
+            except LockTimeoutError:
+                _say_waiting(index.path, timeout)
+                report = index.compact(timeout=timeout, retune=retune, progress=bars)
+        finally:
+            bars.close()
+    emit([report], fmt)
+
+
+@cli.command("backup", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.argument("dest", type=click.Path())
+@_fmt_option
+def backup_cmd(path: str, dest: str, fmt: str) -> None:
+    """Copy the index at PATH to the new path DEST, consistently, while it is in use.
+
+    Readers and a writer keep working; the copy holds the index as of one moment (LMDB's
+    own copy plus the rows committed at that moment) and is an ordinary index. DEST must
+    not exist. See docs/operations.md for restoring and moving an index."""
+    if dest == STDIO:
+        raise click.UsageError("DEST is the folder of the copy, which standard output (-) "
+                               "cannot hold; give a path that does not exist yet")
+    bars = _PhaseBars()
+    with open_index(path, readonly=True) as index:
+        try:
+            report = index.backup(dest, progress=bars)
+        finally:
+            bars.close()
+    emit([report], fmt)
+
+
+class _PhaseBars:
+    """A progress bar per phase for callbacks of the form progress(phase, done, total)."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if self.bar is None or self.bar.label != phase:
+            self.close()
+            self.bar = _progress(max(total, 1), phase)
+        self.bar.update(done - self.bar.pos)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.render_finish()
+            self.bar = None
+
+
+@cli.command("dedup", context_settings=CONTEXT)
+@click.argument("input_path", metavar="INPUT.jsonl", type=click.Path(dir_okay=False))
+@click.option("--threshold", default=0.8, show_default=True, type=float,
+              help="Pairs with Jaccard >= this are duplicates.")
+@click.option("--shingle", default="word:5", show_default=True,
+              help="word:N (N words, after lower-casing) or char:N.")
+@click.option("--verify", type=click.Choice(["exact", "estimate"]), default="exact",
+              show_default=True, help="Score candidate pairs exactly or from signatures.")
+@click.option("--key-field",
+              help="Key field (default: 'key' or 'id', whichever the first record has; from "
+                   "standard input or a pipe: 'id').")
+@click.option("--text-field", default="text", show_default=True)
+@click.option("--out", "out", type=click.Path(dir_okay=False, allow_dash=True),
+              help='Pairs as JSON lines {"a", "b", "jaccard"} (default and -: standard '
+                   'output).')
+@click.option("--clusters", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Clusters as JSON lines (-: standard output).")
+@click.option("--keep", type=click.Choice(["first", "longest"]),
+              help="Write the deduplicated collection, keeping this member of a cluster.")
+@click.option("--output", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Where --keep writes the deduplicated collection (-: standard output).")
+@click.option("--against", type=click.Path(exists=True, file_okay=False),
+              help="Find the documents' duplicates among this jaccard index's items instead.")
+@click.option("--num-perm", default=128, show_default=True)
+@click.option("--mode", type=click.Choice(["oph", "classic"]), default="oph", show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def dedup_cmd(input_path: str, threshold: float, shingle: str, verify: str,
+              key_field: str | None,
+              text_field: str, out: str | None, clusters: str | None, keep: str | None,
+              output: str | None, against: str | None, num_perm: int, mode: str,
+              seed: int) -> None:
+    """Near-duplicate pairs and clusters of a JSON-lines collection (a similarity self-join).
+
+    Candidate pairs share a MinHash band; each is verified (exactly by default) and the
+    pairs are grouped into clusters. A summary goes to stderr. INPUT.jsonl may be - for
+    standard input.
+
+    Bands lean towards recall (14 bands of 9 rows at 0.8): every candidate is verified, so
+    a false candidate costs a little time while a missed one is lost. An index created
+    with --threshold uses datasketch's even weighting instead (9 x 13 at 0.8), as its
+    estimated scores may be unverified. See docs/jaccard.md.
+    """
+    from ..text.dedup import dedup_jsonl
+
+    if (keep is None) != (output is None):
+        raise click.UsageError("--keep and --output go together")
+    out = out or STDIO
+    _one_stdout(("--out", out), ("--clusters", clusters), ("--output", output))
+    if output is not None and is_stream(input_path):
+        raise click.UsageError("--keep copies the kept lines from a second reading of "
+                               "INPUT.jsonl; give it as a file, not standard input or a pipe")
+    if not 0.0 < threshold <= 1.0:
+        raise click.UsageError(f"--threshold must be in (0, 1]; found {threshold}")
+    # (the summary names the key field: stderr holds that one JSON object)
+    key_field = _key_field(input_path, key_field, jsonl=True, stream_default="id", say=False)
+    if against:
+        _dedup_against(input_path, against, threshold, key_field, text_field, out, verify)
+        return
+    bars = _PhaseBars()
+    try:
+        result = dedup_jsonl(input_path, key_field=key_field, text_field=text_field,
+                             pairs=out, clusters=clusters, output=output, keep=keep or "first",
+                             progress=bars, threshold=threshold, shingle=shingle,
+                             num_perm=num_perm, verify=verify, mode=mode, seed=seed)
+    finally:
+        bars.close()
+    click.echo(json.dumps({"summary": {**result.stats, "key_field": key_field}},
+                          default=_json_default), err=True)
+
+
+def _one_stdout(*options: tuple[str, str | None]) -> None:
+    """At most one output may go to standard output."""
+    _one_dash("output", options)
+
+
+def _one_stdin(*options: tuple[str, str | None]) -> None:
+    """At most one input may come from standard input."""
+    _one_dash("input", options)
+
+
+def _one_dash(stream: str, options: tuple[tuple[str, str | None], ...]) -> None:
+    named = [name for name, value in options if value == STDIO]
+    if len(named) > 1:
+        both = len(named) == 2
+        raise click.UsageError(f"{' and '.join(named)} {'both' if both else 'all'} name "
+                               f"standard {stream} (-); give {'one' if both else 'all but one'} "
+                               "of them a file")
+
+
+def _dedup_against(input_path: str, index_path: str, threshold: float, key_field: str,
+                   text_field: str, out: str, verify: str) -> None:
+    from ..io.jsonl import read_jsonl_docs
+    from ..storage.streams import open_output
+
+    keys, texts = read_jsonl_docs(input_path, key_field, text_field)
+    t0 = time.perf_counter()
+    n_pairs = 0
+    with open_index(index_path, readonly=True) as index:
+        if index.metric.name != "jaccard":
+            raise InputFormatError(f"{index_path} is a {index.metric.name} index, not jaccard")
+        exact = None if verify == "exact" else False
+        with open_output(out) as sink, index.reader() as r, \
+                _progress(len(texts), "matching") as bar:
+            for key, text in zip(keys, texts):
+                for other, score in r.query(text, k=None, threshold=threshold, exact=exact):
+                    sink.write(json.dumps({"a": key, "b": other, "jaccard": _tidy(score)},
+                                          default=_json_default) + "\n")
+                    n_pairs += 1
+                bar.update(1)
+    click.echo(json.dumps({"summary": {"documents": len(texts), "pairs": n_pairs,
+                                       "seconds": round(time.perf_counter() - t0, 3),
+                                       "key_field": key_field}}), err=True)
+
+
+@cli.command("tune", context_settings=CONTEXT)
+@click.argument("path", required=False, type=click.Path(file_okay=False))
+@click.option("--input", "input_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Tune on vectors from a file before building (needs --metric; -: "
+                   "standard input).")
+@click.option("--metric", type=click.Choice(["cosine", "l2", "l1", "hamming"]),
+              help="With --input: the metric of the index to be built.")
+@click.option("--sample", default=100_000, show_default=True, type=click.IntRange(min=1),
+              help="With --input: rows of the file, drawn at random, to build the trial "
+                   "index from.")
+@click.option("--target-recall", default=0.9, show_default=True, type=float)
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Neighbours per query.")
+@click.option("--queries", default=200, show_default=True, type=click.IntRange(min=1),
+              help="Sample queries.")
+@click.option("--apply", is_flag=True,
+              help="Store the chosen settings as the index's defaults; refused (exit 1, "
+                   "nothing stored) when the held-out recall misses the target by more "
+                   "than its standard error.")
+@_fmt_option
+def tune_cmd(path: str | None, input_path: str | None, metric: str | None, sample: int,
+             target_recall: float, k: int, queries: int, apply: bool, fmt: str) -> None:
+    """Measure recall and queries/s over query settings; print the frontier and the choice."""
+    import tempfile
+
+    if (path is None) == (input_path is None):
+        raise click.UsageError("give an index PATH, or --input FILE with --metric")
+    tmp = None
+    try:
+        if input_path:
+            if metric is None:
+                raise click.UsageError("--input needs --metric")
+            if apply:
+                raise click.UsageError("--apply stores settings in an index; give its PATH")
+            rows = open_vectors(input_path).sample(sample)
+            tmp = tempfile.mkdtemp(prefix="lshdb-tune-")
+            index = create(os.path.join(tmp, "trial.lshdb"), metric=metric,
+                           dim=rows.shape[1] * (8 if metric == "hamming" else 1),
+                           target_recall=target_recall)
+            index.add(range(len(rows)), rows)
+        else:
+            index = open_index(str(path), readonly=not apply)
+        bars = _PhaseBars()
+        refused: TuningError | None = None
+        with index:
+            try:
+                result = index.tune(target_recall, k, queries, apply=apply, progress=bars)
+            except TuningError as exc:  # the measurements are printed, then the error
+                refused, result = exc, exc.result
+            finally:
+                bars.close()
+            build = index.family.describe() if index.family else None
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    cols = ["scan", "probes", "min_hits", "candidates", "rerank", "recall", "held_out_recall",
+            "median_ms", "queries_per_s"]
+    if fmt == "json":
+        emit([{"build": build, **{k2: v for k2, v in result.items() if k2 != "explored"}}], fmt)
+    else:
+        click.echo(f"build parameters: {json.dumps(build)}")
+        click.echo(f"recall/speed frontier (recall@{k}, {result['queries']} queries):")
+        emit([{c: row.get(c) for c in cols} for row in result["frontier"]], fmt, table=True)
+        chosen = result["chosen"]
+        click.echo("chosen: " + (json.dumps({c: chosen.get(c) for c in cols}) if chosen else
+                                 f"none reaches recall {target_recall}"))
+    if refused is not None:
+        raise refused
+
+
+@cli.command("demo", context_settings=CONTEXT)
+@click.option("-n", "n", default=100_000, show_default=True,
+              type=click.IntRange(min=DEMO_MIN_ROWS), help="Vectors to generate.")
+@click.option("--dim", default=128, show_default=True, type=click.IntRange(1, 65536))
+@click.option("--metric", type=click.Choice(["cosine", "l2"]), default="cosine", show_default=True)
+@click.option("--queries", default=200, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--keep", type=click.Path(file_okay=False), help="Build here and keep the index.")
+@_fmt_option
+def demo_cmd(n: int, dim: int, metric: str, queries: int, seed: int, keep: str | None,
+             fmt: str) -> None:
+    """Build an index from generated clustered vectors, query it, compare with brute force."""
+    from ..demo import run_demo
+
+    emit([run_demo(n, dim, metric, queries, seed, keep, _progress)], fmt)
+
+
+def main() -> None:
+    cli(prog_name="lshdb")
+
+
+if __name__ == "__main__":
+    main()
