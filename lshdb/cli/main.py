@@ -2,21 +2,19 @@
 
 Output is JSON lines by default (one object per line, for scripts) and an aligned table with
 ``--format table`` (for people). Every error is printed as ``Error: ...`` on stderr with exit
-status 1. Long work shows a progress bar on stderr when it is a terminal.
+status 1. Long work shows a progress bar on stderr when it is a terminal, else a line every
+few seconds (:mod:`lshdb.cli.progress`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import click
@@ -26,7 +24,6 @@ from .. import __version__
 from ..demo import DEMO_MIN_ROWS
 from ..errors import (
     InputFormatError,
-    InvalidVectorError,
     KeyNotFoundError,
     LockTimeoutError,
     LshdbError,
@@ -37,6 +34,9 @@ from ..index.index import check as deep_check
 from ..index.index import open as open_index
 from ..io.inputs import open_vectors, read_keys
 from ..storage.streams import STDIO, is_stream
+from .loading import load, say_waiting, write_block
+from .progress import PhaseBars, progress
+from .words import cli_words, tidy
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -57,44 +57,9 @@ class _Group(click.Group):
             click.echo("Error: aborted", err=True)
             sys.exit(1)
         except (LshdbError, OSError) as exc:
-            click.echo(f"Error: {_cli_words(str(exc))}", err=True)
+            click.echo(f"Error: {cli_words(str(exc))}", err=True)
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
-
-
-# the library's hints name its Python arguments and calls; at the command line the flags
-# and commands say it
-_CLI_WORDS = (("pass missing_ok=True", "pass --missing-ok"), ("use upsert()", "use --upsert"),
-              ("raise timeout=", "raise --timeout"), ("(n_queries=)", "(--queries)"),
-              ("a lower target_recall", "a lower --target-recall"),
-              ("lshdb.create()", "lshdb create"), ("or open() it", "or add to it with lshdb add"),
-              ("open it with readonly=True to query it",
-               "read-only commands (query, get, stats) still work"))
-_FLAGS = {"L": "--tables", "k": "--bits", "w": "--width", "num_perm": "--num-perm",
-          "max_value": "--max-value", "target_recall": "--target-recall",
-          "min_hits": "--min-hits", "probes": "--probes", "rerank": "--rerank",
-          "candidates": "--candidates", "store_tokens": "--store-tokens", "codes": "--codes",
-          "threshold": "--threshold", "shingle": "--shingle", "mode": "--mode",
-          "seed": "--seed", "durability": "--durability", "family": "--family",
-          "scan": "--scan", "timeout": "--timeout"}
-_NAMES = "|".join(sorted(map(re.escape, _FLAGS), key=len, reverse=True))
-# an option named as the subject of a message ("k must be ...", "w is the ...")
-_SUBJECT = re.compile(rf"(^|; |\()({_NAMES})(?= must| is | applies| \(| do )")
-# an option with a value ("min_hits=4", "family='unary'", "store_tokens=True")
-_ASSIGN = re.compile(rf"(?<![\w.-])({_NAMES})=('?)([\w.]+)\2")
-_UNKNOWN = re.compile(r"unknown options? ((?:'\w+'(?:, )?)+); valid options are .*$")
-
-
-def _cli_words(message: str) -> str:
-    for api, flag in _CLI_WORDS:
-        message = message.replace(api, flag)
-    message = _UNKNOWN.sub(lambda m: "{} {} not apply to this metric".format(
-        ", ".join(_FLAGS.get(n, "--" + n.replace("_", "-"))
-                  for n in re.findall(r"'(\w+)'", m.group(1))),
-        "does" if m.group(1).count("'") == 2 else "do"), message)
-    message = _SUBJECT.sub(lambda m: m.group(1) + _FLAGS[m.group(2)], message)
-    return _ASSIGN.sub(lambda m: _FLAGS[m.group(1)] + (
-        "" if m.group(3) == "True" else " " + m.group(3)), message)
 
 
 def _fmt_option(f: Any) -> Any:
@@ -107,7 +72,7 @@ def emit(records: Iterable[dict[str, Any]], fmt: str, table: bool = False) -> No
     wide record, which otherwise reads better as ``field: value`` lines)."""
     if fmt == "json":
         for r in records:
-            click.echo(json.dumps(_tidy(r), default=_json_default))
+            click.echo(json.dumps(tidy(r), default=_json_default))
         return
     rows = [{k: _cell(v) for k, v in r.items()} for r in records]
     if not rows:
@@ -122,24 +87,6 @@ def emit(records: Iterable[dict[str, Any]], fmt: str, table: bool = False) -> No
     click.echo("  ".join(c.ljust(width[c]) for c in cols).rstrip())
     for r in rows:
         click.echo("  ".join(r.get(c, "").ljust(width[c]) for c in cols).rstrip())
-
-
-def _tidy(v: Any) -> Any:
-    """``v`` with each float rounded to the digits it holds: 7 significant digits for a
-    float32 value (distances; 0.7 rather than 0.70000005 or 0.699999988079071), 12 for any
-    other (0.3 rather than 0.30000000000000004)."""
-    if isinstance(v, (float, np.floating)) and not isinstance(v, bool):
-        f = float(v)
-        if not np.isfinite(f):
-            return f
-        if isinstance(v, np.float32) or float(np.float32(f)) == f:
-            return float(f"{f:.7g}")
-        return float(f"{f:.12g}")
-    if isinstance(v, dict):
-        return {k: _tidy(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_tidy(x) for x in v]
-    return v
 
 
 def _cell(v: Any) -> str:
@@ -158,45 +105,6 @@ def _json_default(v: Any) -> Any:
     if isinstance(v, bytes):
         return v.decode("utf-8", "backslashreplace")
     raise TypeError(f"cannot serialise {type(v).__name__}")
-
-
-# without a terminal, long work says how far it got in a line this often (seconds)
-PROGRESS_EVERY = 5.0
-
-
-def _progress(length: int, label: str) -> Any:
-    """A progress bar on stderr when it is a terminal; otherwise a line on stderr every
-    :data:`PROGRESS_EVERY` seconds (logs of long jobs show they are alive)."""
-    if sys.stderr.isatty():
-        return click.progressbar(length=length, label=label, file=sys.stderr, show_eta=True,
-                                 show_pos=True)
-    return _ProgressLines(length, label)
-
-
-class _ProgressLines:
-    """The parts of click's progress bar that lshdb uses, printed as occasional lines."""
-
-    def __init__(self, length: int, label: str) -> None:
-        self.length, self.label, self.pos = length, label, 0
-        self._t0 = self._last = time.monotonic()
-
-    def __enter__(self) -> _ProgressLines:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        pass
-
-    def update(self, n: int) -> None:
-        self.pos += n
-        now = time.monotonic()
-        if now - self._last >= PROGRESS_EVERY and self.pos < self.length:
-            self._last = now
-            click.echo(f"{self.label}: {self.pos}/{self.length} "
-                       f"({100 * self.pos // max(self.length, 1)}%, {now - self._t0:.0f} s)",
-                       err=True)
-
-    def render_finish(self) -> None:
-        pass
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -383,104 +291,6 @@ def _check_shingle(index: Index, shingle: str | None) -> None:
             "an index shingles every document the same way")
 
 
-def _say_waiting(path: str, timeout: float | None) -> None:
-    limit = "" if timeout is None else f" (for up to {timeout:g} s: --timeout)"
-    click.echo(f"waiting for the write lock of {path}: another process is writing{limit}",
-               err=True)
-
-
-def _writer(index: Index, timeout: float | None) -> Any:
-    """An entered write block; says on stderr when it has to wait for the write lock."""
-    try:
-        w = index.writer(timeout=0)
-        w.__enter__()
-        return w
-    except LockTimeoutError:
-        pass
-    _say_waiting(index.path, timeout)
-    w = index.writer(timeout=timeout)
-    w.__enter__()
-    return w
-
-
-@contextlib.contextmanager
-def _interrupt_after() -> Iterator[None]:
-    """Hold a Ctrl-C (SIGINT) that arrives during the block until it ends (main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    old = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old if old is not None else signal.SIG_DFL)
-        if held:
-            raise KeyboardInterrupt
-
-
-def _load(index: Index, src: Any, keys_file: str | None, how: str, batch: int | None,
-          timeout: float | None = None, resumable: bool = True) -> dict[str, int]:
-    """Write the input in transactions of ``batch`` rows (``how``: add, upsert or skip,
-    that is add --skip-existing); returns the counts of rows added, replaced, skipped.
-    When a later transaction fails or is interrupted, says how many rows the earlier ones
-    committed (``resumable``: and how to add the rest)."""
-    keys: list[Any] | None = read_keys(keys_file) if keys_file else src.keys
-    if keys is not None and len(keys) != len(src):
-        raise InputFormatError(f"{len(keys)} keys for {len(src)} vectors; give one key per vector")
-    n = len(src)
-    if n == 0:
-        raise InputFormatError("the input holds no vectors or items")
-    size = batch or n
-    counts = {"added": 0, "replaced": 0, "skipped": 0}
-    pending = dict(counts)
-    committed = 0
-    with _progress(n, "adding") as bar:
-        writer = None
-        in_txn = 0
-        try:
-            for s, X in src.blocks(min(size, 65536)):
-                if writer is None:
-                    writer = _writer(index, timeout)
-                ks = keys[s : s + len(X)] if keys is not None else range(s, s + len(X))
-                try:
-                    if how == "upsert":
-                        replaced = writer.upsert(ks, X)
-                        pending["replaced"] += replaced
-                        pending["added"] += len(X) - replaced
-                    else:
-                        added = writer.add(ks, X, skip_existing=how == "skip")
-                        pending["added"] += added
-                        pending["skipped"] += len(X) - added
-                except InvalidVectorError as exc:  # its row numbers count from the block's
-                    raise exc.in_input(s) from None
-                in_txn += len(X)
-                if in_txn >= size:
-                    w, writer = writer, None
-                    with _interrupt_after():  # the commit and its count go together
-                        w.__exit__(None, None, None)
-                        committed += in_txn
-                    in_txn = 0
-                    counts = {c: counts[c] + pending[c] for c in counts}
-                    pending = dict.fromkeys(counts, 0)
-                bar.update(len(X))
-            if writer is not None:
-                w, writer = writer, None
-                w.__exit__(None, None, None)
-                counts = {c: counts[c] + pending[c] for c in counts}
-        except BaseException as exc:
-            if writer is not None:
-                writer.__exit__(*sys.exc_info())
-            if committed and resumable:
-                what = "the interruption" if isinstance(exc, (KeyboardInterrupt, click.Abort)) \
-                    else "the error"
-                click.echo(f"{committed} of {n} rows were committed before {what} (the "
-                           f"input's first {committed}); add the rest with --skip-existing",
-                           err=True)
-            raise
-    return counts
-
-
 _input_options = [
     click.option("--input", "input_path", required=True,
                  type=click.Path(dir_okay=False, allow_dash=True),
@@ -564,7 +374,7 @@ def add_cmd(path: str, input_path: str, keys_file: str | None, key_field: str | 
                      vector_field, text_field, tokens_field)
         t0 = time.perf_counter()
         how = "upsert" if upsert else "skip" if skip_existing else "add"
-        counts = _load(index, src, keys_file, how, batch_size, timeout)
+        counts = load(index, src, keys_file, how, batch_size, timeout)
         dt = time.perf_counter() - t0
         shown = {"added": counts["added"]}
         if upsert:
@@ -597,7 +407,7 @@ def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str 
     index = create(path, metric=metric, dim=dim, **_options(**kw))
     try:
         with index:
-            n = _load(index, src, keys_file, "add", batch_size, timeout,
+            n = load(index, src, keys_file, "add", batch_size, timeout,
                       resumable=False)["added"]
             summary = _summary(index)
     except BaseException:
@@ -688,7 +498,7 @@ def get_cmd(path: str, key: str, int_key: bool) -> None:
                 raise KeyNotFoundError(f"key {key!r} (a string) is not in the index, but the "
                                        f"integer {key} is: add --int-key") from None
             raise
-        click.echo(json.dumps({"key": the_key, "vector": _tidy(v.tolist())}))
+        click.echo(json.dumps({"key": the_key, "vector": tidy(v.tolist())}))
 
 
 @cli.command("delete", context_settings=CONTEXT)
@@ -705,7 +515,7 @@ def delete_cmd(path: str, keys_file: str, missing_ok: bool, timeout: float | Non
     """Delete the keys listed in a file (one transaction)."""
     keys = read_keys(keys_file)
     with open_index(path) as index:
-        w = _writer(index, timeout)
+        w = write_block(index, timeout)
         try:
             n = w.delete(keys, missing_ok=missing_ok)
         except BaseException:
@@ -768,13 +578,13 @@ def check_cmd(path: str, fix: bool, drop_damaged: bool, fmt: str) -> None:
     reported as a problem."""
     if drop_damaged and not fix:
         raise click.UsageError("--drop-damaged removes items from the index; give --fix too")
-    bars = _PhaseBars()
+    bars = PhaseBars()
     try:
         report = deep_check(path, fix=fix, progress=bars, isolate=True,
                             drop_damaged=drop_damaged)
     finally:
         bars.close()
-    report = {**report, "problems": [_cli_words(p) for p in report["problems"]]}
+    report = {**report, "problems": [cli_words(p) for p in report["problems"]]}
     if fmt == "json":
         emit([report], fmt)
     else:
@@ -798,13 +608,13 @@ def check_cmd(path: str, fix: bool, drop_damaged: bool, fmt: str) -> None:
 @_fmt_option
 def compact_cmd(path: str, retune: bool, timeout: float | None, fmt: str) -> None:
     """Rewrite the live items into a new generation (reclaims deleted space)."""
-    bars = _PhaseBars()
+    bars = PhaseBars()
     with open_index(path) as index:
         try:
             try:
                 report = index.compact(timeout=0, retune=retune, progress=bars)
             except LockTimeoutError:
-                _say_waiting(index.path, timeout)
+                say_waiting(index.path, timeout)
                 report = index.compact(timeout=timeout, retune=retune, progress=bars)
         finally:
             bars.close()
@@ -824,31 +634,13 @@ def backup_cmd(path: str, dest: str, fmt: str) -> None:
     if dest == STDIO:
         raise click.UsageError("DEST is the folder of the copy, which standard output (-) "
                                "cannot hold; give a path that does not exist yet")
-    bars = _PhaseBars()
+    bars = PhaseBars()
     with open_index(path, readonly=True) as index:
         try:
             report = index.backup(dest, progress=bars)
         finally:
             bars.close()
     emit([report], fmt)
-
-
-class _PhaseBars:
-    """A progress bar per phase for callbacks of the form progress(phase, done, total)."""
-
-    def __init__(self) -> None:
-        self.bar: Any = None
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        if self.bar is None or self.bar.label != phase:
-            self.close()
-            self.bar = _progress(max(total, 1), phase)
-        self.bar.update(done - self.bar.pos)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.render_finish()
-            self.bar = None
 
 
 @cli.command("dedup", context_settings=CONTEXT)
@@ -909,7 +701,7 @@ def dedup_cmd(input_path: str, threshold: float, shingle: str, verify: str,
     if against:
         _dedup_against(input_path, against, threshold, key_field, text_field, out, verify)
         return
-    bars = _PhaseBars()
+    bars = PhaseBars()
     try:
         result = dedup_jsonl(input_path, key_field=key_field, text_field=text_field,
                              pairs=out, clusters=clusters, output=output, keep=keep or "first",
@@ -953,10 +745,10 @@ def _dedup_against(input_path: str, index_path: str, threshold: float, key_field
             raise InputFormatError(f"{index_path} is a {index.metric.name} index, not jaccard")
         exact = None if verify == "exact" else False
         with open_output(out) as sink, index.reader() as r, \
-                _progress(len(texts), "matching") as bar:
+                progress(len(texts), "matching") as bar:
             for key, text in zip(keys, texts):
                 for other, score in r.query(text, k=None, threshold=threshold, exact=exact):
-                    sink.write(json.dumps({"a": key, "b": other, "jaccard": _tidy(score)},
+                    sink.write(json.dumps({"a": key, "b": other, "jaccard": tidy(score)},
                                           default=_json_default) + "\n")
                     n_pairs += 1
                 bar.update(1)
@@ -1007,7 +799,7 @@ def tune_cmd(path: str | None, input_path: str | None, metric: str | None, sampl
             index.add(range(len(rows)), rows)
         else:
             index = open_index(str(path), readonly=not apply)
-        bars = _PhaseBars()
+        bars = PhaseBars()
         refused: TuningError | None = None
         with index:
             try:
@@ -1049,7 +841,7 @@ def demo_cmd(n: int, dim: int, metric: str, queries: int, seed: int, keep: str |
     """Build an index from generated clustered vectors, query it, compare with brute force."""
     from ..demo import run_demo
 
-    emit([run_demo(n, dim, metric, queries, seed, keep, _progress)], fmt)
+    emit([run_demo(n, dim, metric, queries, seed, keep, progress)], fmt)
 
 
 def main() -> None:

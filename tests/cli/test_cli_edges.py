@@ -284,17 +284,15 @@ def test_json_output_has_no_float_noise(tmp_path):
 
 
 def test_long_commands_report_progress_in_lines_without_a_terminal(tmp_path, monkeypatch):
-    import importlib
-
-    cli_main = importlib.import_module("lshdb.cli.main")  # (lshdb.cli.main is a function)
+    from lshdb.cli import progress
 
     X = np.random.default_rng(5).standard_normal((800, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", X)
     ix = tmp_path / "ix.lshdb"
     run("build", ix, "--metric", "cosine", "--input", tmp_path / "x.npy", "--batch-size", 100)
-    monkeypatch.setattr(cli_main, "PROGRESS_EVERY", 1e9)  # within the interval: no line
+    monkeypatch.setattr(progress, "PROGRESS_EVERY", 1e9)  # within the interval: no line
     assert not run("tune", ix, "--queries", 20).stderr
-    monkeypatch.setattr(cli_main, "PROGRESS_EVERY", 0.0)  # a line at every step
+    monkeypatch.setattr(progress, "PROGRESS_EVERY", 0.0)  # a line at every step
     out = run("tune", ix, "--queries", 20)
     steps = [line for line in out.stderr.splitlines() if line.startswith("queries: ")]
     assert [s.split()[1] for s in steps] == [f"{j}/20" for j in range(1, 20)], out.stderr
