@@ -263,7 +263,9 @@ class Reader:
         """
         if k is not None or threshold is None and self.metric.name != "jaccard":
             _check_k(k)
-        self._check_options(probes, candidates, min_hits, rerank)
+        radius = threshold is not None and self.metric.name != "jaccard"
+        # (a radius query refuses rerank itself, whether or not the index has codes)
+        self._check_options(probes, candidates, min_hits, None if radius else rerank)
         x, extra = self.metric.prepare_query(vector)
         if threshold is not None and self.metric.name != "jaccard":
             return self._within(x, threshold, k, probes, candidates, min_hits, exact, rerank,
@@ -292,7 +294,9 @@ class Reader:
                 items = list(vectors)
             return [self.query(v, k, probes, candidates, min_hits, threshold, exact, rerank,
                                scan) for v in items]
-        self._check_options(probes, candidates, min_hits, rerank)
+        radius = threshold is not None and self.metric.name != "jaccard"
+        # (a radius query refuses rerank itself, whether or not the index has codes)
+        self._check_options(probes, candidates, min_hits, None if radius else rerank)
         X = self.metric.prepare(vectors, "queries")
         if threshold is not None:
             if k is not None:
