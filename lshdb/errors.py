@@ -56,6 +56,17 @@ class InvalidVectorError(LshdbError, ValueError):
         """The error ``"{what}: {noun} {row} {problem}"`` about one row of a batch."""
         return cls(f"{what}: {noun} {row} {problem}", row=row, noun=noun, problem=problem)
 
+    def renumbered(self, row: int) -> InvalidVectorError:
+        """This error about row ``row`` of the caller's batch, of which only some rows were
+        checked (itself when it is not about one row)."""
+        if self.row is None:
+            return self
+        old, new = (f"{self.noun} {r} {self.problem}" for r in (self.row, row))
+        message = str(self)
+        if message.endswith(old):
+            message = message[: len(message) - len(old)] + new
+        return type(self)(message, row=row, noun=self.noun, problem=self.problem)
+
     def in_input(self, first: int) -> InvalidVectorError:
         """This error raised for a batch that begins at row ``first`` of a larger input, its
         row counted from the input's first (itself when it is not about one row)."""

@@ -32,6 +32,7 @@ from ..errors import (
     IndexClosedError,
     IndexExistsError,
     InvalidParameterError,
+    InvalidVectorError,
     KeyExistsError,
     KeyNotFoundError,
     LockTimeoutError,
@@ -683,16 +684,24 @@ class Writer:
         KeyExistsError
             A key is already in the index (use :meth:`upsert` to replace it).
         """
+        kept = None
         if skip_existing:
-            keys, vectors = self._new_only(keys, vectors)
+            keys, vectors, kept = self._new_only(keys, vectors)
             if not keys:
                 return 0
-        prepared = self._prepare(keys, vectors)
+        try:
+            prepared = self._prepare(keys, vectors)
+        except InvalidVectorError as exc:  # name the row as the caller counts it
+            if kept is None or exc.row is None:
+                raise
+            raise exc.renumbered(kept[exc.row]) from None
         self._run("add", *prepared)
         return len(prepared[0])
 
-    def _new_only(self, keys: Iterable[Key], vectors: Any) -> tuple[list[Key], Any]:
-        """The keys (and their vectors) that the index does not hold yet."""
+    def _new_only(self, keys: Iterable[Key], vectors: Any
+                  ) -> tuple[list[Key], Any, list[int] | None]:
+        """The keys (and their vectors) that the index does not hold yet, and their rows in
+        the batch (None: all of them)."""
         if self._txn is None:
             raise LshdbError("the writer is not active; use it inside `with index.writer()`")
         raw = _as_list(keys)
@@ -705,11 +714,11 @@ class Writer:
         with store_mod.translated(self._store.gen_dir):
             existing = self._ids_of(packed)
         if not existing:
-            return raw, vectors
+            return raw, vectors, None
         keep = [i for i, p in enumerate(packed) if p not in existing]
         if isinstance(vectors, np.ndarray):
-            return [raw[i] for i in keep], vectors[keep]
-        return [raw[i] for i in keep], [vectors[i] for i in keep]
+            return [raw[i] for i in keep], vectors[keep], keep
+        return [raw[i] for i in keep], [vectors[i] for i in keep], keep
 
     def upsert(self, keys: Iterable[Key], vectors: Any) -> int:
         """Add items, replacing the vectors of keys that already exist; returns how many

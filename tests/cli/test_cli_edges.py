@@ -300,3 +300,19 @@ def test_long_commands_report_progress_in_lines_without_a_terminal(tmp_path, mon
     out = run("add", ix, "--input", tmp_path / "x.npy", "--upsert", "--batch-size", 100)
     assert [line.split()[1] for line in out.stderr.splitlines()] == [
         f"{j}/800" for j in range(100, 800, 100)]
+
+
+def test_skip_existing_names_a_bad_row_by_its_place_in_the_input(tmp_path):
+    X = np.random.default_rng(6).standard_normal((10, 4)).astype(np.float32)
+    np.save(tmp_path / "head.npy", X[:5])
+    ix = tmp_path / "ix.lshdb"
+    run("build", ix, "--metric", "l2", "--input", tmp_path / "head.npy")
+    X[7, 2] = np.nan
+    np.save(tmp_path / "all.npy", X)
+    out = run("add", ix, "--input", tmp_path / "all.npy", "--skip-existing", ok=False)
+    assert out.stderr.startswith("Error: row 7 of the input holds NaN or inf"), out.stderr
+    with lshdb.open(str(ix)) as index:  # the Python API counts the batch's rows alike
+        with pytest.raises(lshdb.InvalidVectorError) as bad:
+            index.add(range(10), X, skip_existing=True)
+        assert bad.value.row == 7 and str(bad.value).startswith("vectors: row 7 holds NaN")
+        assert len(index) == 5
