@@ -24,6 +24,7 @@ __all__ = [
     "LockTimeoutError",
     "IndexClosedError",
     "InputFormatError",
+    "NotFittedError",
 ]
 
 
@@ -120,3 +121,7 @@ class IndexClosedError(LshdbError):
 
 class InputFormatError(LshdbError, ValueError):
     """An input file that cannot be read: unknown format, bad header, a bad line."""
+
+
+class NotFittedError(LshdbError, ValueError):
+    """A featuriser whose edges must be learned was used before ``fit``."""
