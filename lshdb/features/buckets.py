@@ -93,22 +93,27 @@ def _strictly_increasing(e: np.ndarray) -> np.ndarray:
 def _quantile_edges(z: np.ndarray, bins: tuple[int, ...]) -> list[np.ndarray]:
     """Per level, ``nb`` edges splitting the values ``z`` into ``nb + 1`` equal shares.
 
-    Each edge sits midway between two distinct neighbouring values, never on one, so
-    that a value computed with another rounding (PyTorch's product against numpy's)
+    Each edge sits midway across the widest gap between distinct neighbouring values
+    within 1% of a share of its quantile, so no fitted value lies within rounding of an
+    edge and a value computed with another rounding (PyTorch's product against numpy's)
     lands in the same bucket.
     """
     u, counts = np.unique(z, return_counts=True)
     if len(u) < 2:
         return [_strictly_increasing(np.full(nb, u[0], dtype=np.float32)) for nb in bins]
     below = np.cumsum(counts)[:-1]  # values below the gap after u[m]
-    mids = ((u[:-1].astype(np.float64) + u[1:]) / 2).astype(np.float32)
+    gaps = np.diff(u.astype(np.float64))
     out = []
     for nb in bins:
         target = len(z) * np.arange(1, nb + 1) / (nb + 1)
         hi = np.clip(np.searchsorted(below, target), 0, len(below) - 1)
         lo = np.maximum(hi - 1, 0)
-        pick = np.where(np.abs(below[lo] - target) <= np.abs(below[hi] - target), lo, hi)
-        out.append(_strictly_increasing(mids[pick]))
+        near = np.where(np.abs(below[lo] - target) <= np.abs(below[hi] - target), lo, hi)
+        w = int(0.01 * len(z) / (nb + 1))
+        window = np.clip(near[:, None] + np.arange(-w, w + 1)[None, :], 0, len(gaps) - 1)
+        pick = window[np.arange(nb), np.argmax(gaps[window], axis=1)]
+        out.append(_strictly_increasing(((u[pick].astype(np.float64) + u[pick + 1]) / 2)
+                                        .astype(np.float32)))
     return out
 
 
