@@ -158,12 +158,18 @@ class _Lookup:
     def cells(z: np.ndarray, lo: Any, scale: Any) -> np.ndarray:
         """The cell of each value: 0 below ``lo``, 1.._CELLS + 1 from ``lo`` up."""
         with np.errstate(over="ignore", invalid="ignore"):
-            c = np.floor((z - lo) * scale)
-        return (np.clip(c, -1, _CELLS) + 1).astype(np.int64)
+            c = np.subtract(z, lo)
+            np.multiply(c, scale, out=c)
+        np.floor(c, out=c)
+        np.clip(c, -1, _CELLS, out=c)
+        out = c.astype(np.int64)
+        out += 1
+        return out
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
         """``(n, levels, projections)`` buckets (a strided view) of projections ``z``."""
-        flat = self.cells(z, self.lo, self.scale) + self.base
+        flat = self.cells(z, self.lo, self.scale)
+        flat += self.base
         key = flat * (self.depth + 1)
         for k in range(self.depth):
             key += np.take(self.slots[k], flat) < z
