@@ -62,18 +62,25 @@ def debian() -> tuple[np.ndarray, np.ndarray, list[str]]:
     return X, np.array([classes.index(s) for s in labels]), classes
 
 
-def swiss_roll(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A swiss roll lifted smoothly into ``dim`` dims (random cosine features of the 3-D
-    point), labelled by a 16 x 8 checkerboard on its two intrinsic coordinates."""
+def swiss_roll(n: int, dim: int, seed: int, lift: str = "cos",
+               checker: tuple[int, int] = (16, 8)) -> tuple[np.ndarray, np.ndarray]:
+    """A swiss roll lifted into ``dim`` dims, labelled by a checkerboard on its two
+    intrinsic coordinates. ``lift="cos"``: random cosine features of the 3-D point (smooth,
+    nonlinear); ``"linear"``: a random linear map of (x, y, z, 1), so the raw vector holds
+    only the 3-D point and its direction still names it."""
     rng = np.random.default_rng(seed)
     t = 1.5 * np.pi * (1 + 2 * rng.random(n))
     h = 21 * rng.random(n)
     p = np.stack([t * np.cos(t), h, t * np.sin(t)], axis=1)
-    W = rng.standard_normal((3, dim)) / 4.0
-    b = rng.uniform(0, 2 * np.pi, dim)
-    X = np.cos(p @ W + b).astype(np.float32)
-    a = np.floor((t - 1.5 * np.pi) / (3 * np.pi) * 16).astype(int)
-    c = np.floor(h / 21 * 8).astype(int)
+    if lift == "linear":
+        P = np.concatenate([(p - [0, 10.5, 0]) / 10, np.ones((n, 1))], axis=1)
+        X = (P @ rng.standard_normal((4, dim))).astype(np.float32)
+    else:
+        W = rng.standard_normal((3, dim)) / 4.0
+        b = rng.uniform(0, 2 * np.pi, dim)
+        X = np.cos(p @ W + b).astype(np.float32)
+    a = np.floor((t - 1.5 * np.pi) / (3 * np.pi) * checker[0]).astype(int)
+    c = np.floor(h / 21 * checker[1]).astype(int)
     return X, (a + c) % 2
 
 
@@ -312,13 +319,17 @@ def dev_occupancy(X: np.ndarray) -> list[dict[str, Any]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--folds", type=int, default=4)
+    ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--synthetic-epochs", type=int, default=15)
     ap.add_argument("--repeats", type=int, default=5, help="throughput repeats")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 2 folds, 1 seed, 1 epoch")
     ap.add_argument("--only", choices=("speed", "task", "synthetic"), default=None)
+    ap.add_argument("--lift", choices=("cos", "linear"), default="cos",
+                    help="how the synthetic swiss roll is lifted into 256 dims")
+    ap.add_argument("--checker", default="16,8", help="checkerboard cells along t and h")
+    ap.add_argument("--out", default="features", help="results file name (no .md)")
     args = ap.parse_args()
     if args.quick:
         args.folds, args.seeds, args.epochs, args.synthetic_epochs, args.repeats = 2, 1, 1, 1, 1
@@ -366,17 +377,19 @@ def main() -> None:
             "Bucket occupancy on the training rows (mean over projections and splits) and "
             "test rows in buckets no training row reached:\n", table(occ_rows), ""]
     if args.only in (None, "synthetic"):
-        Xs, ys = swiss_roll(12000, 256, seed=0)
-        r, d, o = cross_validate(Xs, ys, name="swiss roll 256-d, 64 proj, emb 128",
-                                 reduce_to=None, n_proj=64, emb=128, folds=args.folds,
-                                 seeds=1, epochs=args.synthetic_epochs, log=log)
+        checker = tuple(int(c) for c in args.checker.split(","))
+        Xs, ys = swiss_roll(12000, 256, seed=0, lift=args.lift, checker=(checker[0], checker[1]))
+        r, d, o = cross_validate(Xs, ys, name=f"swiss roll 256-d ({args.lift} lift), 64 proj, "
+                                 "emb 128", reduce_to=None, n_proj=64, emb=128,
+                                 folds=args.folds, seeds=1, epochs=args.synthetic_epochs, log=log)
         parts += [
-            f"### Synthetic: swiss roll lifted into 256 dims, 16 x 8 checkerboard label, "
+            f"### Synthetic: swiss roll lifted into 256 dims ({args.lift} lift), "
+            f"{checker[0]} x {checker[1]} checkerboard label, "
             f"12,000 points, {args.folds}-fold x 1 seed, {args.synthetic_epochs} epochs\n",
             table(r), "", table(d), "", table(o), ""]
     cmd = "python benchmarks/features.py " + " ".join(sys.argv[1:])
     log("done")
-    write_result("features", "LSH bucket features as a model input layer", "\n".join(parts), cmd)
+    write_result(args.out, "LSH bucket features as a model input layer", "\n".join(parts), cmd)
 
 
 if __name__ == "__main__":
