@@ -18,7 +18,8 @@ Parts (all seeded; each prints as it goes and the whole lands in
    cascade; in the published setting (inputs reduced to 32 dims by PCA, 32 projections,
    ``emb_dim`` 512) and on the full 384-d vectors.
 5. A synthetic manifold (a swiss roll lifted into 256 dims, a checkerboard label on it)
-   where memorising the position should pay.
+   where memorising the position should pay: ``--only synthetic --lift linear --out
+   features_linear_lift`` (raw vector = the 3-D point) or the default cosine lift.
 """
 
 from __future__ import annotations
