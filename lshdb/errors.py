@@ -26,6 +26,7 @@ __all__ = [
     "InputFormatError",
     "StorageError",
     "TuningError",
+    "NotFittedError",
 ]
 
 
@@ -147,3 +148,7 @@ class TuningError(LshdbError):
     def __init__(self, message: str, result: dict | None = None) -> None:  # type: ignore[type-arg]
         super().__init__(message)
         self.result = result or {}
+
+
+class NotFittedError(LshdbError, ValueError):
+    """A featuriser whose edges must be learned was used before ``fit``."""
