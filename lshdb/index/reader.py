@@ -32,7 +32,7 @@ from ..storage.codec import (
 )
 from ..storage.store import table_name
 from ..tuning import params
-from .blas import for_values, one_thread
+from .blas import for_rows, for_values, one_thread
 
 if TYPE_CHECKING:
     from ..storage.rows import RowFile, RowNorms
@@ -235,6 +235,7 @@ class Reader:
         stats["seconds_lookup"] = time.perf_counter() - t0
         return ids, stats
 
+    @one_thread
     def bucket_ids(self, vectors: Any) -> np.ndarray:
         """The bucket key of each row of ``vectors`` in each table, hashed by the index's own
         family: an ``(n, n_tables)`` int64 array (the bits of the uint64 keys the tables
@@ -255,7 +256,8 @@ class Reader:
                 f"{params.CALIBRATE_MIN} rows; it holds {self.live}); add rows first")
         X, _ = self.metric.prepare_items(vectors)
         params.validate_rows(fam, X, self._index.options)
-        return fam.hash(X).view(np.int64)
+        with for_rows(len(X)):  # (a large batch gets OpenBLAS's threads back)
+            return fam.hash(X).view(np.int64)
 
     # -- queries ---------------------------------------------------------------------
     @one_thread
