@@ -453,6 +453,15 @@ class Index:
 
         return check(self.path, fix=fix, progress=progress, isolate=isolate)
 
+    def reader_slots(self, clear_stale: bool = False) -> dict[str, int]:
+        """LMDB reader slots of this index: ``max``, ``used``, ``active`` and ``cleared``.
+
+        Every process reading the index holds a slot per concurrent snapshot; a process
+        killed while holding one leaves it taken until ``clear_stale=True`` (LMDB's
+        ``reader_check``) frees the slots of processes that no longer exist.
+        """
+        return self._ensure_open().reader_slots(clear_stale)
+
     def sync(self) -> None:
         """Flush everything to disk (useful after writes in ``durability="fast"``)."""
         store = self._ensure_open()
