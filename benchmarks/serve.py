@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import lshdb  # noqa: E402
 from benchmarks.common import ROOT, median, table, write_result  # noqa: E402
-from lshdb.datasets import clustered  # noqa: E402
+from lshdb.io.datasets import clustered  # noqa: E402
 
 DIM = 128
 K = 10

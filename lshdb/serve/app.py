@@ -28,7 +28,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import InputFormatError, InvalidParameterError, LshdbError, ReadOnlyError
-from ..index import Index
+from ..index.index import Index
 from .counters import Counters
 from .schema import openapi
 from .wire import SCORE, decode_key, encode_key, error_body, status_of, to_array

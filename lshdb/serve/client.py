@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..codec import Key
 from ..errors import InvalidKeyError, InvalidParameterError, KeyNotFoundError, ServerError
+from ..storage.codec import Key
 from .wire import SCORE, decode_key, encode_key, raise_error
 
 __all__ = ["connect", "Client"]

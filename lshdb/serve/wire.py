@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from .. import errors
-from ..codec import Key
 from ..errors import (
     InvalidKeyError,
     InvalidVectorError,
@@ -26,6 +25,7 @@ from ..errors import (
     ReadOnlyError,
     ServerError,
 )
+from ..storage.codec import Key
 
 __all__ = ["encode_key", "decode_key", "status_of", "error_body", "raise_error",
            "to_array", "SCORE"]

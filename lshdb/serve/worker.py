@@ -34,7 +34,7 @@ def _watch_parent(parent: int, server: Any) -> None:
 def main() -> None:
     import uvicorn
 
-    from ..index import open as open_index
+    from ..index.index import open as open_index
     from .app import Service, Settings, create_app
     from .counters import Counters
 

@@ -67,7 +67,7 @@ def run(path: str, host: str = "127.0.0.1", port: int = 8000, workers: int | Non
         The serve extra is missing, the index cannot be opened, or the settings are invalid.
     """
     check_installed()
-    from ..index import open as open_index
+    from ..index.index import open as open_index
 
     n = workers if workers is not None else default_workers()
     if n < 1:
