@@ -9,8 +9,11 @@ and measures, on the same 1,000 held-out queries (k=10):
    writer process beside the server adding 1,000 vectors/s (batches of 100, full
    durability, through the embedded API as ``lshdb add`` would);
 
-throughput (requests/s over the whole load), p50 and p99 latency per request. Rounds are
-interleaved; tables give the median of the rounds and ratios measured within each round.
+throughput (requests/s over the whole load), p50 and p99 latency per request, and the CPU
+time per request of the workers and of the clients. The machine is shared: the CPU that
+other processes used meanwhile (in cores) is measured too, since it is what the workers and
+clients could not have. Rounds are interleaved; tables give the median of the rounds and
+ratios measured within each round.
 Then, once: 100,000+ requests against 2 workers with the writer running and one worker
 killed with SIGKILL midway (failed answers counted), and the time from ``lshdb serve`` to
 the first answer with 2 workers on a 1,000,000-vector index.
@@ -146,9 +149,29 @@ def _writer(path: str, V: np.ndarray, tag: str, go: Any, stop: Any, out: Any) ->
     index.close()
 
 
+def _cpu(pid: int) -> float:
+    """CPU seconds a process has used (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy() -> float:
+    """CPU seconds every core of the machine has been busy since boot."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
 def load(url: str, Q: np.ndarray, requests: int, clients: int, path: str | None = None,
-         V: np.ndarray | None = None, tag: str = "", kill: Any = None) -> dict[str, Any]:
-    """``requests`` queries from ``clients`` processes (and a writer if ``V`` is given)."""
+         V: np.ndarray | None = None, tag: str = "", kill: Any = None,
+         server_pids: list[int] | None = None) -> dict[str, Any]:
+    """``requests`` queries from ``clients`` processes (and a writer if ``V`` is given),
+    with the CPU time of the server's workers, of the clients and writer, and of every
+    other process on the machine meanwhile (the machine is shared)."""
     ctx = mp.get_context("fork")
     go, stop, out, wout = ctx.Event(), ctx.Event(), ctx.Queue(), ctx.Queue()
     per = requests // clients
@@ -159,12 +182,19 @@ def load(url: str, Q: np.ndarray, requests: int, clients: int, path: str | None 
     for p in procs + ([writer] if writer else []):
         p.start()
     time.sleep(0.5)  # every client connected
+    mine = [p.pid for p in procs + ([writer] if writer else [])]
+    pids = server_pids or []
+    cpu0 = [_cpu(p) for p in pids], [_cpu(p) for p in mine], _machine_busy()
+    wall0 = time.perf_counter()
     go.set()
     if kill is not None:
         kill()
     results = [out.get(timeout=1200) for _ in procs]
     stop.set()
     rate = wout.get(timeout=60) if writer else None
+    server_cpu = sum(_cpu(p) - c for p, c in zip(pids, cpu0[0]))
+    own_cpu = sum(_cpu(p) - c for p, c in zip(mine, cpu0[1]))
+    others = (_machine_busy() - cpu0[2] - server_cpu - own_cpu) / (time.perf_counter() - wall0)
     for p in procs + ([writer] if writer else []):
         p.join(60)
     start, end = min(r[0] for r in results), max(r[1] for r in results)
@@ -174,7 +204,8 @@ def load(url: str, Q: np.ndarray, requests: int, clients: int, path: str | None 
             "p99_ms": float(np.percentile(lat, 99) * 1e3),
             "failed": sum(r[3] for r in results), "wrong": sum(r[4] for r in results),
             "client_cpu_ms_per_request": sum(r[5] for r in results) / len(lat) * 1e3,
-            "writer_rate": rate}
+            "server_cpu_ms_per_request": server_cpu / len(lat) * 1e3,
+            "others_cores": max(0.0, others), "writer_rate": rate}
 
 
 def embedded(path: str, Q: np.ndarray, requests: int) -> dict[str, Any]:
@@ -214,7 +245,8 @@ def rounds(base: str, Q: np.ndarray, V: np.ndarray, args: Any, work: str) -> tup
             Vs = None
             if with_writer:
                 Vs, vi = V[vi : vi + 60_000], vi + 60_000
-            got[label] = load(s.url, Q, args.requests, args.clients, path, Vs, f"r{rnd}{n}")
+            got[label] = load(s.url, Q, args.requests, args.clients, path, Vs, f"r{rnd}{n}",
+                              server_pids=[w["pid"] for w in s.workers()])
             rc = s.stop()
             print(f"round {rnd} {label}: {got[label]['throughput']:.0f}/s "
                   f"p50 {got[label]['p50_ms']:.2f} p99 {got[label]['p99_ms']:.2f} ms "
@@ -231,7 +263,9 @@ def rounds(base: str, Q: np.ndarray, V: np.ndarray, args: Any, work: str) -> tup
             "p99/p50, 1 worker + writer": got["1 worker + writer 1,000/s"]["p99_ms"]
             / got["1 worker + writer 1,000/s"]["p50_ms"],
             "p99/p50, 2 workers + writer": got["2 workers + writer 1,000/s"]["p99_ms"]
-            / got["2 workers + writer 1,000/s"]["p50_ms"]})
+            / got["2 workers + writer 1,000/s"]["p50_ms"],
+            "other processes, cores (mean of the setups)": float(np.mean(
+                [g["others_cores"] for g in got.values() if "others_cores" in g]))})
     rows = []
     for label, runs in per.items():
         row: dict[str, Any] = {"setup": label}
@@ -240,7 +274,9 @@ def rounds(base: str, Q: np.ndarray, V: np.ndarray, args: Any, work: str) -> tup
         row["p99/p50"] = median([r["p99_ms"] / r["p50_ms"] for r in runs])
         if "failed" in runs[0]:
             row["failed"] = sum(r["failed"] + r["wrong"] for r in runs)
+            row["server CPU ms/request"] = median([r["server_cpu_ms_per_request"] for r in runs])
             row["client CPU ms/request"] = median([r["client_cpu_ms_per_request"] for r in runs])
+            row["other processes, cores"] = median([r["others_cores"] for r in runs])
         if runs[0].get("writer_rate"):
             row["writer vectors/s"] = median([r["writer_rate"] for r in runs])
         rows.append(row)
@@ -263,7 +299,7 @@ def kill_run(base: str, Q: np.ndarray, V: np.ndarray, args: Any, work: str) -> d
 
     t = threading.Thread(target=kill)
     got = load(s.url, Q, args.kill_requests, args.clients, path, V[-200_000:], "kill",
-               kill=t.start)
+               kill=t.start, server_pids=[w["pid"] for w in s.workers()])
     t.join()
     ws = s.workers()
     got["restarts"] = sum(w["restarts"] for w in ws)
