@@ -117,7 +117,9 @@ def test_answers_equal_the_embedded_index(built, server):
                           ).json() == {"results": [{"key": key, "distance": d}]}
     health = httpx.get(server.url + "/healthz").json()
     assert health["status"] == "ok" and health["rows"] == 1993
-    assert httpx.get(server.url + "/openapi.json").json()["paths"]["/query"]["post"]
+    paths = httpx.get(server.url + "/openapi.json").json()["paths"]
+    assert set(paths) == {"/healthz", "/stats", "/query", "/items", "/items/{key}",
+                          "/openapi.json"}
 
 
 def _client_on(server, worker, tries=400):
@@ -334,3 +336,14 @@ def test_the_core_install_needs_no_serve_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if it were not installed
     r = CliRunner().invoke(cli, ["serve", str(tmp_path / "ix.lshdb")])
     assert r.exit_code == 1 and "pip install 'lshdb[serve]'" in r.output
+
+
+def test_more_workers_than_the_reader_table_holds_is_refused(tmp_path):
+    from click.testing import CliRunner
+
+    from lshdb.cli.main import cli
+
+    with lshdb.create(tmp_path / "ix.lshdb", metric="cosine", dim=4):
+        pass
+    r = CliRunner().invoke(cli, ["serve", str(tmp_path / "ix.lshdb"), "--workers", "300"])
+    assert r.exit_code == 1 and "reader slots" in r.output and "fewer workers" in r.output
