@@ -26,6 +26,7 @@ from .errors import (
     NotAnIndexError,
     ReadOnlyError,
     ServerError,
+    TuningError,
 )
 from .hashing import families, theory
 from .index.index import FORMAT_VERSION, Index, Writer, check, create, open
@@ -49,5 +50,6 @@ __all__ = [
     "LshdbError", "InvalidParameterError", "InvalidVectorError", "DimensionMismatchError",
     "InvalidKeyError", "DuplicateKeyError", "KeyExistsError", "KeyNotFoundError",
     "NotAnIndexError", "IndexExistsError", "FormatVersionError", "CorruptIndexError",
-    "ReadOnlyError", "LockTimeoutError", "IndexClosedError", "InputFormatError", "ServerError",
+    "ReadOnlyError", "LockTimeoutError", "IndexClosedError", "InputFormatError", "TuningError",
+    "ServerError",
 ]

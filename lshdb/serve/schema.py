@@ -17,11 +17,12 @@ _VECTOR = {"type": "array", "items": {"type": "number"},
 _TOKENS = {"type": "array", "items": {"type": ["string", "integer"]}}
 _OPTIONS = {
     "k": {"type": ["integer", "null"], "minimum": 1, "default": 10,
-          "description": "Neighbours per query (jaccard: null for every item over threshold)"},
+          "description": "Neighbours per query (null with a threshold: every item it admits)"},
     "probes": {"type": "integer", "minimum": 1}, "candidates": {"type": "integer", "minimum": 0},
     "min_hits": {"type": "integer", "minimum": 1}, "rerank": {"type": "integer", "minimum": 1},
     "scan": {"type": "boolean"},
-    "threshold": {"type": "number", "minimum": 0, "maximum": 1, "description": "jaccard only"},
+    "threshold": {"type": "number", "minimum": 0, "description":
+                  "A radius (dense: the largest distance) or the least jaccard similarity"},
     "exact": {"type": "boolean", "description": "jaccard only"},
 }
 

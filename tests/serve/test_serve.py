@@ -104,6 +104,9 @@ def test_answers_equal_the_embedded_index(built, server):
             assert c.query(q, k=5) == index.query(q, k=5)
         assert c.query(Q[0], k=7, probes=3) == index.query(Q[0], k=7, probes=3)
         assert c.query(Q[1], scan=True) == index.query(Q[1], scan=True)
+        radius = index.query(Q[2], k=10)[5][1]  # a radius query: every item within it
+        assert c.query(Q[2], k=None, threshold=radius) == \
+            index.query(Q[2], k=None, threshold=radius)
         assert c.query_batch(Q[:20], k=4) == index.query_batch(Q[:20], k=4)
         for key in (0, 1234, "alpha", b"\x00raw\xff"):
             got = c.get(key)
