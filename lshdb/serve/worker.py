@@ -46,7 +46,11 @@ def main() -> None:
     index = open_index(cfg["path"], readonly=bool(cfg["readonly"]))
     try:
         # slots a killed predecessor left behind (the supervisor cleared those of earlier runs)
-        index.reader_slots(clear_stale=True)
+        cleared = index.reader_slots(clear_stale=True)["cleared"]
+        if cleared:
+            logging.getLogger("lshdb.serve").warning(
+                "worker %d: cleared %d stale LMDB reader slot(s) of a dead process", slot,
+                cleared)
         settings = Settings(path=cfg["path"], readonly=bool(cfg["readonly"]),
                             token=cfg.get("token"), max_body=int(cfg["max_body"]),
                             max_batch=int(cfg["max_batch"]),

@@ -58,6 +58,14 @@ class Server:
         else:
             raise AssertionError("the server did not answer /healthz")
 
+    def log_text(self):
+        self.log.flush()
+        return open(self.log.name, encoding="utf-8", errors="replace").read()
+
+    def reader_slots(self):
+        r = httpx.get(self.url + "/stats", headers=self.headers(), timeout=10)
+        return r.json()["server"]["reader_slots"]
+
     def headers(self):
         return {"Authorization": f"Bearer {TOKEN}"}
 
@@ -209,13 +217,30 @@ def test_every_bad_request_gets_its_status_and_leaves_workers_and_index_alone(bu
     assert c.query(Q[0]) == lshdb.open(path, readonly=True).query(Q[0])
 
 
+def _leave_a_stale_reader_slot(path):
+    """A process killed with SIGKILL while it holds a read snapshot of the index."""
+    code = ("import sys, time, lshdb\n"
+            "with lshdb.open(sys.argv[1], readonly=True) as ix, ix.reader():\n"
+            "    print('in', flush=True); time.sleep(600)\n")
+    p = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE)
+    assert p.stdout.readline() == b"in\n"
+    with lshdb.open(path, readonly=True) as index:
+        assert index.reader_slots()["active"] == 1
+    p.kill()
+    p.wait()
+    p.stdout.close()
+
+
 def test_token_and_readonly(built, tmp_path):
     path, X, Q = built
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
+    _leave_a_stale_reader_slot(path)
     s = Server(path, "--workers", 1, "--readonly", "--token-file", token_file,
                log=tmp_path / "serve.log")
     try:
+        assert "cleared 1 stale reader slot" in s.log_text()  # at start
+        assert s.reader_slots()["active"] == 0
         v = X[0].tolist()
         _error(httpx.post(s.url + "/query", json={"vector": v}), 401, "Unauthorized")
         _error(httpx.post(s.url + "/query", json={"vector": v},
