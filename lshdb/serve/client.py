@@ -13,6 +13,7 @@ import base64
 import http.client
 import json
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterable
 from typing import Any
@@ -25,10 +26,12 @@ from .wire import SCORE, decode_key, encode_key, raise_error
 
 __all__ = ["connect", "Client"]
 
-# the connection dropped before an answer came: on a reused keep-alive connection the
-# server may have closed it while idle, so the request is sent once more on a new one
-_DROPPED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
-            http.client.BadStatusLine)
+# the connection dropped before the whole answer came (a worker killed mid-request, a
+# keep-alive connection closed by the server): a read is sent once more on a new one
+_DROPPED = (ConnectionError, http.client.HTTPException)
+# a connection idle for longer than this is replaced before use: the server closes idle
+# keep-alive connections after 30 s, and a write is never sent twice
+IDLE_REUSE = 20.0
 
 
 def connect(url: str, token: str | None = None, timeout: float = 60.0) -> Client:
@@ -58,14 +61,15 @@ class Client:
         self._metric: str | None = None
 
     # -- transport -------------------------------------------------------------------
-    def _conn(self) -> tuple[http.client.HTTPConnection, bool]:
+    def _conn(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn, True
+        if conn is not None and time.monotonic() - getattr(self._local, "used", 0.0) < IDLE_REUSE:
+            return conn  # type: ignore[no-any-return]
+        self._drop()
         cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
         conn = cls(self._host, self._port, timeout=self._timeout)
         self._local.conn = conn
-        return conn, False
+        return conn
 
     def _drop(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -73,23 +77,33 @@ class Client:
             conn.close()
             self._local.conn = None
 
-    def request(self, method: str, path: str, body: Any = None) -> Any:
-        """Send one request; the decoded JSON answer, or the error it describes raised."""
+    def request(self, method: str, path: str, body: Any = None, read: bool = True) -> Any:
+        """Send one request; the decoded JSON answer, or the error it describes raised.
+
+        A read (``read=True``) whose connection drops before the whole answer came is sent
+        once more on a new connection; a write is not (whether it was committed is then
+        unknown: the ConnectionError says so, and ``upsert`` can be repeated safely).
+        """
         payload = None if body is None else json.dumps(body).encode()
         for attempt in (0, 1):
-            conn, reused = self._conn()
+            conn = self._conn()
             try:
                 conn.request(method, self._prefix + path, payload, self._headers)
                 resp = conn.getresponse()
                 raw = resp.read()
-            except _DROPPED:
+            except _DROPPED as exc:
                 self._drop()
-                if reused and attempt == 0:
+                if read and attempt == 0:
                     continue
-                raise
+                if read:
+                    raise
+                raise ConnectionError(f"{method} {path}: the connection dropped before the "
+                                      f"answer came ({type(exc).__name__}: {exc}); the write "
+                                      "may or may not have been committed") from exc
             except BaseException:
                 self._drop()
                 raise
+            self._local.used = time.monotonic()
             if resp.getheader("connection", "").lower() == "close":
                 self._drop()
             try:
@@ -208,7 +222,7 @@ class Client:
         ks = keys.tolist() if isinstance(keys, np.ndarray) else list(keys)
         field, value = self._many(vectors)
         self.request("POST", "/items", {"keys": [encode_key(k) for k in ks], field: value,
-                                        "upsert": upsert})
+                                        "upsert": upsert}, read=False)
 
     def add(self, keys: Iterable[Key], vectors: Any) -> None:
         """Add new items in one transaction on the server (see :meth:`lshdb.Writer.add`)."""
@@ -225,5 +239,5 @@ class Client:
                                         "wrap it in a list")
         ks = keys.tolist() if isinstance(keys, np.ndarray) else list(keys)
         answer = self.request("DELETE", "/items", {"keys": [encode_key(k) for k in ks],
-                                                   "missing_ok": missing_ok})
+                                                   "missing_ok": missing_ok}, read=False)
         return int(answer["deleted"])
