@@ -162,7 +162,7 @@ class Service:
         raw = b"".join(chunks)
         try:
             body = json.loads(raw)
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # too deep: also bad
             raise InputFormatError(f"the body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
             raise InputFormatError(f"the body must be a JSON object; found "

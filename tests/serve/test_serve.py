@@ -173,6 +173,7 @@ def test_every_bad_request_gets_its_status_and_leaves_workers_and_index_alone(bu
     post = httpx.post
     _error(post(u + "/query", content=b"{not json"), 400, "InputFormatError")
     _error(post(u + "/query", content=b"[1, 2]"), 400, "InputFormatError")
+    _error(post(u + "/query", content=b"[" * 50_000), 400, "InputFormatError")  # too deep
     _error(post(u + "/query", json={"vector": v[:5]}), 400, "DimensionMismatchError")
     _error(post(u + "/query", content=b'{"vector": [NaN' + b", 0.5" * 31 + b"]}"), 400,
            "InvalidVectorError")
