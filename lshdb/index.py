@@ -245,9 +245,10 @@ class Index:
             try:
                 rows = RowFile(os.path.join(gen_dir, ROWS_NAME), metric.row_dim(),
                                metric.row_dtype, writable=not self.readonly)
-                codes = RowFile(os.path.join(gen_dir, CODES_NAME), opts["codes"] // 8,
+                code_bytes = _code_bytes(opts, codes_raw)
+                codes = RowFile(os.path.join(gen_dir, CODES_NAME), code_bytes,
                                 np.dtype(np.uint8), writable=not self.readonly, checked=False) \
-                    if opts.get("codes") and opts.get("store") != "codes" else None
+                    if code_bytes else None
             except FileNotFoundError as exc:
                 raise CorruptIndexError(f"{gen_dir} lacks a row file ({exc.filename}); the "
                                         "index is damaged") from exc
@@ -275,6 +276,12 @@ class Index:
             SimHashCoder.from_params(metric.dim, unpack_meta(bytes(codes_raw), "codes"))
             if codes_raw is not None else None)
         self._pid = os.getpid()
+
+    def auto_codes(self) -> bool:
+        """True if the calibration may give this index hash codes (a cosine or l2 index
+        whose creator said nothing about codes)."""
+        return (self.metric.name in ("cosine", "l2") and "codes" not in self.options
+                and self.options.get("store") != "codes")
 
     def _ensure_open(self) -> Store:
         store = self._store
@@ -488,8 +495,14 @@ class _ReaderContext(AbstractContextManager):  # type: ignore[type-arg]
             except BaseException:
                 self._cm.__exit__(None, None, None)
                 raise
-            if reader.retired_to is None:
+            if reader.retired_to is None and not reader.codes_started:
                 return reader
+            if reader.codes_started:  # another process gave this generation codes
+                self._cm.__exit__(None, None, None)
+                with index._follow_lock:
+                    if index._codes is None:
+                        index._follow()
+                continue
             self._cm.__exit__(None, None, None)
             index._check_current()
         raise LshdbError(f"{index.path} kept changing generation; retry")
@@ -538,6 +551,7 @@ class Writer:
             return self._txn is None
         try:
             self._txn.abort()
+            self._drop_new_codes()
         finally:
             self._txn = None
             index._open_writer = None
@@ -547,6 +561,13 @@ class Writer:
 
     def _begin(self) -> None:
         index = self._index
+        self._new_codes: RowFile | None = None
+        self._chosen_codes = 0
+        if index._codes is None and index.auto_codes():
+            store = index._ensure_open()
+            with store.read() as txn:  # codes started by another process's calibration
+                if txn.get(b"codes", db=store.db(b"meta")) is not None:
+                    index._follow()
         self._store = index._ensure_open()
         self._rows = index._rows
         self._family = index.family
@@ -571,6 +592,7 @@ class Writer:
         try:
             if exc_type is not None:
                 self._txn.abort()
+                self._drop_new_codes()
                 return
             self._commit()
         finally:
@@ -610,6 +632,7 @@ class Writer:
     def _regrow(self) -> None:
         """After MapFullError: abort, double the map, replay this block's operations."""
         self._txn.abort()
+        self._drop_new_codes()
         self._store.grow()
         self._begin()
         for op, args in self._log:
@@ -691,7 +714,43 @@ class Writer:
         self._txn.put(b"calibration", pack_meta(summary), db=meta)
         self._family = fam
         self._settings = merged
+        self._chosen_codes = int(summary.get("codes") or 0)
         return fam
+
+    def _start_codes(self, bits: int, live: np.ndarray, first: int, X: np.ndarray) -> None:
+        """Give this generation the hash codes its calibration chose: every row written so
+        far (this block's included) gets its code, and the ``codes`` record commits with
+        the block. Until then no committed state names the file, so one left by a crashed
+        writer is replaced."""
+        index = self._index
+        path = os.path.join(index.path, index.generation, CODES_NAME)
+        if os.path.exists(path):
+            os.unlink(path)
+        f = RowFile(path, bits // 8, np.dtype(np.uint8), writable=True, create=True,
+                    checked=False)
+        centre = live.mean(axis=0) if index.metric.name == "l2" else None
+        coder = SimHashCoder(index.metric.dim, bits, index.options.get("seed", 0), centre)
+        for s in range(0, first, 65536):
+            stop = min(first, s + 65536)
+            f.write(s, coder.encode(self._rows.read(np.arange(s, stop), first)))
+        f.write(first, coder.encode(X))
+        self._txn.put(b"codes", pack_meta(coder.params()), db=self._store.db(b"meta"))
+        self._coder = coder
+        self._new_codes = index._codes = f
+        index._code_cols = CodeColumns(f)
+        self._wrote_rows = True
+
+    def _drop_new_codes(self) -> None:
+        """Forget codes begun by this block, which did not commit."""
+        f, self._new_codes = self._new_codes, None
+        if f is not None:
+            index = self._index
+            index._codes = index._code_cols = None
+            f.close()
+            try:
+                os.unlink(f.path)
+            except FileNotFoundError:
+                pass
 
     def _live_ids(self) -> np.ndarray:
         cursor = self._txn.cursor(self._store.db(b"id2key"))
@@ -740,6 +799,8 @@ class Writer:
                 post_ids = np.concatenate([old_ids, ids])
             with for_rows(len(post_X)):
                 family = self._calibrate(post_X)
+                if self._chosen_codes and self._index._codes is None:
+                    self._start_codes(self._chosen_codes, post_X, first, X)
         txn, store = self._txn, self._store
         if family is not None:
             with for_rows(len(post_X)):
@@ -896,6 +957,18 @@ def _check_unique(keys: Sequence[Key], packed: list[bytes]) -> None:
                 raise DuplicateKeyError(
                     f"key {k!r} appears more than once in the batch; keys must be unique")
             seen.add(p)
+
+
+def _code_bytes(opts: dict[str, Any], codes_raw: Any) -> int:
+    """Bytes per code of a generation: the caller's ``codes``, else those its calibration
+    chose (the ``codes`` meta record); 0 without codes."""
+    if opts.get("store") == "codes":
+        return 0
+    if opts.get("codes"):
+        return int(opts["codes"]) // 8
+    if codes_raw is not None and "codes" not in opts:
+        return int(unpack_meta(bytes(codes_raw), "codes")["bits"]) // 8
+    return 0
 
 
 def _get_meta(txn: Any, db: Any, name: bytes) -> Any:

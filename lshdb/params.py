@@ -8,6 +8,7 @@ Query-time settings (probes, candidates) are stored in the index and can be chan
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -154,13 +155,8 @@ def default_L(metric: str, options: dict[str, Any]) -> int:
     return int(options.get("L", 16))
 
 
-# A cosine or l2 index without codes whose calibrated buckets would re-rank at least this
-# share of its rows to reach the target recall stores scan=True as its default. Re-ranking
-# costs 0.10-0.18 us a candidate at 128 dimensions and 0.40-0.46 us at 384; an exact scan
-# 0.033 and 0.077 us a row on one thread (200k x 128 and 20k x 384, rows strided as in the
-# map). On re-ranking alone the scan is cheaper past a fifth to a quarter of the rows, and
-# the buckets also pay their probes (128-256 at about 3 us each), hence 15%. Real sentence
-# embeddings (MiniLM, neighbours at cosine 0.63) need about 28%; clustered data under 1%.
+# The share of the rows that the buckets would re-rank past which, before paths were
+# costed (lshdb.paths), a default index chose the exact scan; shown as candidate_share.
 SCAN_SHARE = 0.15
 
 
@@ -215,18 +211,31 @@ def choose_family(metric: Metric, options: dict[str, Any],
     from .tuning import calibrate
 
     name = options.get("family", DEFAULT_FAMILY[metric.name])
-    plan = calibrate(metric, name, options, X, target=options.get("target_recall", 0.9))
+    target = options.get("target_recall", 0.9)
+    plan = calibrate(metric, name, options, X, target=target)
     settings = query_settings(options)
     if settings["probes"] is None:
         settings["probes"] = plan.probes
     if settings["min_hits"] is None:
         settings["min_hits"] = plan.min_hits
     share = plan.candidates / max(len(X), 1)
-    if settings["scan"] is None and share >= SCAN_SHARE and metric.name in ("cosine", "l2") \
-            and metric.row_dtype == np.float32 and not options.get("codes"):
-        settings["scan"] = True  # far neighbours: an exact scan is faster than the buckets
-    summary = {**plan.summary(), "sample_rows": len(X), "candidate_share": round(share, 4),
-               "scan": bool(settings["scan"])}
+    summary = {**plan.summary(), "sample_rows": len(X), "candidate_share": round(share, 4)}
+    if settings["scan"] is None and metric.name in ("cosine", "l2") \
+            and metric.row_dtype.kind == "f" and not options.get("codes") \
+            and plan.queries is not None and plan.neighbours is not None:
+        from .paths import choose
+
+        # every path on equal terms, with costs measured here (lshdb.paths)
+        pick = choose(metric, X, plan.queries, plan.neighbours, len(X),
+                      {"recall": plan.recall, "us": plan.micros}, target, 0.03,
+                      allow_codes="codes" not in options, seed=options.get("seed", 0))
+        settings["scan"] = pick["path"] != "buckets"
+        if pick["codes"] and settings["rerank"] is None:
+            settings["rerank"] = pick["rerank"]
+        summary.update(path=pick["path"], codes=pick["codes"], paths=pick["paths"],
+                       costs_us=pick["costs_us"])
+    summary.update(scan=bool(settings["scan"]), calibrated_at=round(time.time(), 3),
+                   live_rows=len(X))
     return plan.family, settings, summary
 
 

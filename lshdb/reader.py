@@ -78,6 +78,11 @@ class Reader:
             if codes_raw is not None:
                 coder = SimHashCoder.from_params(self.metric.dim, unpack_meta(codes_raw, "codes"))
         self._coder: SimHashCoder | None = coder if codes is not None else None
+        if self._coder is None:  # codes begun by a block that has not committed
+            self._code_cols = None
+        # codes committed by another process's calibration since this handle opened
+        self.codes_started = codes is None and index.coder is None and index.auto_codes() \
+            and self.family is not None and txn.get(b"codes", db=store.db(b"meta")) is not None
         self.settings = index.settings
         self._cursors: dict[int, Any] = {}
 
