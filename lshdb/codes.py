@@ -159,6 +159,11 @@ class SimHashCoder:
             out[s : s + 32768] = np.packbits(self._project.signs(block), axis=1)
         return out
 
+    def encode_one(self, x: np.ndarray) -> np.ndarray:
+        """The code of one float32 vector as uint64 words (``encode(x[None])[0]``)."""
+        signs = self._project.signs((x - self.centre)[None])
+        return np.packbits(signs[0]).view("<u8")
+
     def params(self) -> dict[str, Any]:
         return {"bits": self.bits, "seed": self.seed, "P": encode_array(self.P),
                 "centre": encode_array(self.centre)}

@@ -172,6 +172,7 @@ class Index:
             raise ReadOnlyError(f"{path} cannot be written by this process (read-only storage "
                                 "or permissions); open it with readonly=True to query it")
         self._lock = WriterLock(os.path.join(path, layout.LOCK))
+        self._current_path = os.path.join(path, layout.CURRENT)
         self._store: Store | None = None
         self._retired: list[Any] = []
         self._map_size = map_size
@@ -276,12 +277,14 @@ class Index:
             SimHashCoder.from_params(metric.dim, unpack_meta(bytes(codes_raw), "codes"))
             if codes_raw is not None else None)
         self._pid = os.getpid()
+        self._last_state: tuple[bytes, dict[str, Any]] | None = None
+        self._auto_codes = (metric.name in ("cosine", "l2") and "codes" not in opts
+                            and opts.get("store") != "codes")
 
     def auto_codes(self) -> bool:
         """True if the calibration may give this index hash codes (a cosine or l2 index
         whose creator said nothing about codes)."""
-        return (self.metric.name in ("cosine", "l2") and "codes" not in self.options
-                and self.options.get("store") != "codes")
+        return self._auto_codes
 
     def _ensure_open(self) -> Store:
         store = self._store
@@ -318,7 +321,7 @@ class Index:
     def _current_changed(self) -> bool:
         """Cheap test (one stat) for a CURRENT replaced since this handle last looked."""
         try:
-            st = os.stat(os.path.join(self.path, layout.CURRENT))
+            st = os.stat(self._current_path)
         except FileNotFoundError:
             return False  # mid-replace; the next look will see it
         return (st.st_ino, st.st_mtime_ns) != self._current_id

@@ -12,6 +12,7 @@ hamming    uint8, ``dim / 8`` packed bytes     number of differing bits
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,14 @@ def _check_finite(X: np.ndarray, what: str) -> None:
         raise InvalidVectorError.at_row(
             what, int(np.flatnonzero(bad)[0]),
             f"holds NaN or inf ({int(bad.sum())} such rows); clean the input first")
+
+
+def _finite_float32(x: np.ndarray) -> np.ndarray | None:
+    """A float vector as float32, or None if it holds NaN or inf (float32 squares summed in
+    float64 cannot overflow, so a finite sum means finite values)."""
+    x32 = x.astype(np.float32)
+    x64 = x32.astype(np.float64)
+    return x32 if math.isfinite(float(x64 @ x64)) else None
 
 
 class Metric:
@@ -65,12 +74,21 @@ class Metric:
         return self.prepare_one(x, what), None
 
     def prepare_one(self, x: Any, what: str = "query") -> np.ndarray:
+        if type(x) is np.ndarray and x.shape == (self.dim,) and x.dtype.kind == "f":
+            out = self._prepare_vector(x)  # the common case, without 2-D passes
+            if out is not None:
+                return out
         A = _as_array(x, what)
         if A.ndim != 1:
             raise InvalidVectorError(
                 f"{what} must be a 1-D vector of {self.dim} values; found shape {A.shape} "
                 "(use query_batch for many queries)")
         return self._prepare(A[None, :], what)[0]
+
+    def _prepare_vector(self, x: np.ndarray) -> np.ndarray | None:
+        """The stored form of one float vector of the right dimension, as :meth:`_prepare`
+        computes it; None when it needs the full checks (which raise)."""
+        return None
 
     def _prepare(self, A: np.ndarray, what: str) -> np.ndarray:
         if A.dtype.kind not in "fiu":
@@ -119,6 +137,14 @@ class Cosine(Metric):
                                                     dtype=np.float64))[:, None]
         return out
 
+    def _prepare_vector(self, x: np.ndarray) -> np.ndarray | None:
+        x32 = x.astype(np.float32)
+        x64 = x32.astype(np.float64)
+        norm = math.sqrt(float(x64 @ x64))
+        if not 0.0 < norm <= 3e38:  # zero, NaN, inf or huge: the full path says which
+            return None
+        return x32 / np.float32(norm)  # as _prepare divides
+
     def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
         return np.float32(1.0) - rows @ q
 
@@ -128,6 +154,9 @@ class Cosine(Metric):
 
 class L2(Metric):
     name = "l2"
+
+    def _prepare_vector(self, x: np.ndarray) -> np.ndarray | None:
+        return _finite_float32(x)
 
     def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
         diff = rows - q
@@ -141,6 +170,9 @@ class L2(Metric):
 
 class L1(Metric):
     name = "l1"
+
+    def _prepare_vector(self, x: np.ndarray) -> np.ndarray | None:
+        return _finite_float32(x)
 
     def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
         return np.abs(rows - q).sum(axis=1)

@@ -47,14 +47,16 @@ def _best_of(f: Any, repeat: int = 5) -> float:
     return best
 
 
-def costs(dim: int, itemsize: int = 4) -> dict[str, Any]:
-    """Microseconds per row, code and candidate of each path on this machine (measured
-    once per process and row shape, on rows laid out as in a row file)."""
-    key = (dim, itemsize)
+def costs(dim: int, itemsize: int = 4, n: int = _TIMING_ROWS) -> dict[str, Any]:
+    """Microseconds per row, code and candidate of each path on this machine, for an index
+    of about ``n`` rows (measured once per process, row shape and power of two of ``n``
+    up to :data:`_TIMING_ROWS`, on rows laid out as in a row file: small indexes stay in
+    the caches, and their rows cost less)."""
+    m = min(_TIMING_ROWS, 1 << max(int(n) - 1, 1).bit_length())
+    key = (dim, itemsize, m)
     if key in _costs:
         return _costs[key]
     rng = np.random.default_rng(0)
-    m = _TIMING_ROWS
     dtype = np.float32 if itemsize == 4 else np.float16
     padded = (dim * itemsize + 7) // 8 * 8 + 8  # payload, padding and checksum
     buf = np.zeros((m, padded), dtype=np.uint8)
@@ -64,9 +66,10 @@ def costs(dim: int, itemsize: int = 4) -> dict[str, Any]:
     if itemsize == 4:
         scan = _best_of(lambda: np.argpartition(M @ q, 9)[:10]) / m
     else:
-        scan = _best_of(lambda: np.argpartition(M[:4096].astype(np.float32) @ q, 9)) / 4096
-    ids = np.sort(rng.choice(m, 200, replace=False))
-    rerank = _best_of(lambda: np.argpartition(M[ids].astype(np.float32) @ q, 9)) / 200
+        scan = _best_of(lambda: np.argpartition(M.astype(np.float32) @ q, 9)) / m
+    r = min(m, 200)
+    ids = np.sort(rng.choice(m, r, replace=False))
+    rerank = _best_of(lambda: np.argpartition(M[ids].astype(np.float32) @ q, 9)) / r
     out: dict[str, Any] = {"scan_row_us": scan * 1e6, "rerank_us": rerank * 1e6, "codes": {}}
     for bits in CODE_BITS:
         words = bits // 64
@@ -114,7 +117,7 @@ def choose(metric: Metric, X: np.ndarray, qidx: np.ndarray, nn: np.ndarray, n: i
     a query's path (what is common to every path, the query's preparation and its keys,
     left out).
     """
-    c = costs(metric.row_dim(), metric.row_dtype.itemsize)
+    c = costs(metric.row_dim(), metric.row_dtype.itemsize, n)
     paths: dict[str, dict[str, Any]] = {
         "buckets": {"recall": round(float(buckets["recall"]), 4),
                     "us": round(float(buckets["us"]), 1)},
