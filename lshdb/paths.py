@@ -35,7 +35,7 @@ RERANKS = (10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3
 CODE_MARGIN = 0.02
 _SAMPLE = 10_000  # rows whose codes stand for the index when ranking the neighbours
 _TIMING_ROWS = 20_000
-_costs: dict[tuple[int, int], dict[str, Any]] = {}
+_costs: dict[tuple[int, int, int], dict[str, Any]] = {}
 
 
 def _best_of(f: Any, repeat: int = 5) -> float:
