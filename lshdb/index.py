@@ -281,6 +281,10 @@ class Index:
         self._auto_codes = (metric.name in ("cosine", "l2") and "codes" not in opts
                             and opts.get("store") != "codes")
 
+    # a writer block that leaves the index RECALIBRATE_GROWTH times larger or smaller than
+    # its calibration retunes it (a compaction with retune=True); False turns that off
+    retune_on_growth = True
+
     def auto_codes(self) -> bool:
         """True if the calibration may give this index hash codes (a cosine or l2 index
         whose creator said nothing about codes)."""
@@ -566,6 +570,7 @@ class Writer:
         index = self._index
         self._new_codes: RowFile | None = None
         self._chosen_codes = 0
+        self._changed = self._retune = False  # rows added or deleted; calibration stale
         if index._codes is None and index.auto_codes():
             store = index._ensure_open()
             with store.read() as txn:  # codes started by another process's calibration
@@ -586,6 +591,13 @@ class Writer:
         self._wrote_rows = False
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._exit(exc_type)
+        if exc_type is None and self._retune and self._index.retune_on_growth:
+            # the index outgrew (or lost most of) the rows it was calibrated for: choose
+            # again, in a compaction (crash-safe; readers keep answering meanwhile)
+            self._index.compact(timeout=self._timeout, retune=True)
+
+    def _exit(self, exc_type: Any) -> None:
         index = self._index
         if self._txn is None:  # rolled back when the index was closed inside the block
             if exc_type is None:
@@ -619,7 +631,9 @@ class Writer:
                     state["run_seq"] = self._run_seq
                 if self._retired_to:
                     state["retired_to"] = self._retired_to
-                self._txn.put(b"state", pack_meta(state), db=self._store.db(b"meta"))
+                meta = self._store.db(b"meta")
+                self._txn.put(b"state", pack_meta(state), db=meta)
+                self._retune = self._changed and self._stale(meta)
                 self._txn.commit()
                 break
             except lmdb.MapFullError:
@@ -631,6 +645,17 @@ class Writer:
         index.family = self._family
         index.coder = self._coder
         index.settings = self._settings
+
+    def _stale(self, meta: Any) -> bool:
+        """True if the calibration this block commits with is stale (see
+        :func:`params.stale_calibration`); never for parameters the caller fixed."""
+        raw = self._txn.get(b"calibration", db=meta)
+        if raw is None or params.family_if_complete(self._index.metric,
+                                                    self._index.options) is not None:
+            return False
+        cal = unpack_meta(raw, "calibration")
+        return params.stale_calibration(int(cal.get("live_rows", cal.get("sample_rows", 0))),
+                                        self._live)
 
     def _regrow(self) -> None:
         """After MapFullError: abort, double the map, replay this block's operations."""
@@ -823,6 +848,7 @@ class Writer:
                  for j in range(n)], append=True)
         self._n_rows += n
         self._live += n
+        self._changed = True
 
     def _post(self, L: int, H: np.ndarray, ids: np.ndarray) -> None:
         """Post ``ids`` (hashes ``H``, one column per table): a small batch into a new
@@ -904,6 +930,7 @@ class Writer:
         return ids[~held]
 
     def _remove_ids(self, ids: np.ndarray, packed: list[bytes]) -> None:
+        self._changed = True
         family = self._family
         txn, store = self._txn, self._store
         if family is not None:  # before calibration there are no postings

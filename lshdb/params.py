@@ -18,7 +18,8 @@ from .families import BitSample, Family, Hyperplane, PStable, Unary
 from .metrics import Metric
 
 __all__ = ["validate_options", "family_if_complete", "choose_family", "default_L",
-           "query_settings", "validate_rows", "DEFAULT_FAMILY", "CALIBRATE_MIN"]
+           "query_settings", "validate_rows", "stale_calibration", "DEFAULT_FAMILY",
+           "CALIBRATE_MIN", "RECALIBRATE_GROWTH"]
 
 DEFAULT_FAMILY = {"cosine": "hyperplane", "l2": "pstable", "l1": "pstable",
                   "hamming": "bitsample", "jaccard": "minhash"}
@@ -144,6 +145,17 @@ def validate_options(metric: str, options: dict[str, Any], query_only: bool = Fa
 
 
 CALIBRATE_MIN = 1000  # rows needed before parameters are chosen from the data
+RECALIBRATE_GROWTH = 4  # live rows this many times those calibrated for (or a quarter of
+#                         them) make the writer retune the index (a compaction)
+
+
+def stale_calibration(calibrated_rows: int, live: int) -> bool:
+    """True if an index calibrated on ``calibrated_rows`` live rows should choose again now
+    that it holds ``live``: it grew or shrank by :data:`RECALIBRATE_GROWTH` times."""
+    if calibrated_rows <= 0 or live < CALIBRATE_MIN:
+        return False
+    return live >= RECALIBRATE_GROWTH * calibrated_rows or \
+        live * RECALIBRATE_GROWTH <= calibrated_rows
 
 
 def default_L(metric: str, options: dict[str, Any]) -> int:
@@ -234,8 +246,8 @@ def choose_family(metric: Metric, options: dict[str, Any],
             settings["rerank"] = pick["rerank"]
         summary.update(path=pick["path"], codes=pick["codes"], paths=pick["paths"],
                        costs_us=pick["costs_us"])
-    summary.update(scan=bool(settings["scan"]), calibrated_at=round(time.time(), 3),
-                   live_rows=len(X))
+    summary.update(scan=bool(settings["scan"]), live_rows=len(X),
+                   calibrated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     return plan.family, settings, summary
 
 
