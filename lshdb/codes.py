@@ -29,7 +29,8 @@ from .errors import CorruptIndexError, InvalidParameterError
 from .families import Projection
 from .rows import RowDerived, RowFile
 
-__all__ = ["SimHashCoder", "CODES_NAME", "CodeColumns", "hamming", "hamming_words", "nearest"]
+__all__ = ["SimHashCoder", "CODES_NAME", "CodeColumns", "hamming", "hamming_words",
+           "hamming_block", "nearest"]
 
 CODES_NAME = "codes.bin"
 _SCAN_BLOCK = 1 << 16  # codes per step of a scan
@@ -66,6 +67,15 @@ def hamming_words(cols: np.ndarray, q: np.ndarray) -> np.ndarray:
     for s in range(0, n, _SCAN_BLOCK):
         block = np.bitwise_count(np.bitwise_xor(cols[:, s : s + _SCAN_BLOCK], qc))
         np.sum(block, axis=0, dtype=np.uint16, out=total[s : s + _SCAN_BLOCK])
+    return total
+
+
+def hamming_block(cols: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """:func:`hamming_words` for a block of queries at once: ``Q`` is ``(b, words)`` uint64,
+    the result ``(b, n)`` uint16."""
+    total = np.zeros((len(Q), cols.shape[1]), dtype=np.uint16)
+    for j in range(cols.shape[0]):
+        total += np.bitwise_count(np.bitwise_xor(cols[j][None, :], Q[:, j, None]))
     return total
 
 

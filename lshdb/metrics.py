@@ -108,6 +108,11 @@ class Metric:
         """(len(Q), len(rows)) distances; the default loops over queries."""
         return np.stack([self.distances(rows, q) for q in Q])
 
+    def distances_each(self, rows: np.ndarray, Q: np.ndarray) -> np.ndarray:
+        """(b, m) distances from query ``Q[j]`` to each of its own rows ``rows[j]``
+        (``(b, m, dim)``); the default loops over queries."""
+        return np.stack([self.distances(r, q) for r, q in zip(rows, Q)])
+
 
 class Cosine(Metric):
     name = "cosine"
@@ -151,6 +156,9 @@ class Cosine(Metric):
     def distances_many(self, rows: np.ndarray, Q: np.ndarray) -> np.ndarray:
         return np.float32(1.0) - Q @ rows.T
 
+    def distances_each(self, rows: np.ndarray, Q: np.ndarray) -> np.ndarray:
+        return np.float32(1.0) - np.matmul(rows, Q[:, :, None])[:, :, 0]
+
 
 class L2(Metric):
     name = "l2"
@@ -161,6 +169,10 @@ class L2(Metric):
     def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
         diff = rows - q
         return np.sqrt(np.einsum("ij,ij->i", diff, diff))
+
+    def distances_each(self, rows: np.ndarray, Q: np.ndarray) -> np.ndarray:
+        diff = rows - Q[:, None, :]
+        return np.sqrt(np.einsum("bmd,bmd->bm", diff, diff))
 
     def distances_many(self, rows: np.ndarray, Q: np.ndarray) -> np.ndarray:
         sq = (np.einsum("ij,ij->i", rows, rows)[None, :] - 2 * (Q @ rows.T)

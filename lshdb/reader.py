@@ -26,7 +26,7 @@ from .codec import (
     unpack_key,
     unpack_meta,
 )
-from .codes import CodeColumns, SimHashCoder, hamming_words, nearest
+from .codes import CodeColumns, SimHashCoder, hamming_block, hamming_words, nearest
 from .errors import CorruptIndexError, InvalidParameterError, KeyNotFoundError
 from .families import Family, family_from_params
 from .store import table_name
@@ -265,6 +265,9 @@ class Reader:
         if self._scan(scan):
             if self._code_cols is None and self._blas_scan() and self.n_rows:
                 return self._rank_scan_batch(X, k, rerank)  # type: ignore[arg-type]
+            if self._code_cols is not None and self._coder is not None \
+                    and self.live == self.n_rows:
+                return self._rank_codes_batch(X, k, rerank)  # type: ignore[arg-type]
             return [self._rank_scan(x, k, rerank) for x in X]  # type: ignore[arg-type]
         p, c, h = self._settings(probes, candidates, min_hits)
         return [self._rank(x, self._gather(x, p, c, h), k, rerank)  # type: ignore[arg-type]
@@ -330,6 +333,26 @@ class Reader:
             block = X[s : s + step]
             D = self._product_distances(block)
             out += [self._rank_scan(x, k, rerank, d) for x, d in zip(block, D)]
+        return out
+
+    def _rank_codes_batch(self, X: np.ndarray, k: int,
+                          rerank: int | None) -> list[list[tuple[Key, float]]]:
+        """Code scans of many queries (no deleted rows): their codes in one encoding, the
+        Hamming distances of a block of queries in one pass over the codes, their exact
+        re-ranks in one product."""
+        assert self._code_cols is not None and self._coder is not None
+        R = rerank if rerank is not None else self.settings.get("rerank")
+        R = min(max(k, 100 if R is None else R), self.n_rows)
+        cols = self._code_cols.get(self.n_rows)
+        Qw = self._coder.encode(X).view("<u8")
+        M = self._rows.matrix(self.n_rows)
+        step = max(1, (1 << 20) // max(self.n_rows, 1))  # bounded (b, n) temporaries
+        out: list[list[tuple[Key, float]]] = []
+        for s in range(0, len(X), step):
+            H = hamming_block(cols, Qw[s : s + step])
+            best = np.stack([nearest(h, R) for h in H])
+            d = self.metric.distances_each(M[best], X[s : s + step])
+            out += [self._ranked(b, e, k) for b, e in zip(best, d)]
         return out
 
     def _product_distances(self, Q: np.ndarray) -> np.ndarray:

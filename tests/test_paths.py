@@ -118,3 +118,58 @@ def test_compaction_retunes_the_codes(tmp_path, far, monkeypatch):
         index.compact(retune=True)  # and come back
         assert index.coder is not None and _recall(index, X, Q) >= 0.9
     assert lshdb.check.check(path)["ok"]
+
+
+def test_the_writer_retunes_as_the_index_grows_and_shrinks(tmp_path, far):
+    X, Q = far
+    rng = np.random.default_rng(8)
+    Y = np.concatenate([X, X + 0.05 * rng.standard_normal(X.shape).astype(np.float32)])
+    path = str(tmp_path / "ix")
+    with lshdb.create(path, metric="cosine", dim=48) as index:
+        index.add(range(1000), Y[:1000])
+        cal = index.stats(buckets=False)["calibration"]
+        assert cal["live_rows"] == 1000 and index.generation == "g000001"
+        for s in range(1000, 3900, 300):  # 3,999 rows: not yet four times as many
+            index.add(range(s, min(s + 300, 3999)), Y[s : min(s + 300, 3999)])
+        assert index.generation == "g000001"
+        index.add([3999], Y[3999:4000])  # four times: the writer retunes, in a compaction
+        cal = index.stats(buckets=False)["calibration"]
+        assert index.generation == "g000002" and cal["live_rows"] == 4000
+        assert "T" in cal["calibrated_at"] and len(index) == 4000
+        assert _recall(index, Y[:4000], Q) >= 0.9
+        index.delete(range(3000))  # a quarter left: retuned again
+        cal = index.stats(buckets=False)["calibration"]
+        assert index.generation == "g000003" and cal["live_rows"] == 1000
+        keys = [k for k, _ in index.query(Y[3500], k=3)]
+        assert keys[0] == 3500
+    assert lshdb.check.check(path)["ok"]
+
+
+def test_retuning_on_growth_can_be_turned_off(tmp_path, far, monkeypatch):
+    X, _ = far
+    monkeypatch.setattr(lshdb.Index, "retune_on_growth", False)
+    with lshdb.create(str(tmp_path / "ix"), metric="cosine", dim=48) as index:
+        index.add(range(1000), X[:1000])
+        index.add(range(1000, 3000), X[1000:3000])
+        index.add(range(3000, 4000), np.flip(X[:1000], axis=1).copy())
+        assert index.generation == "g000001"
+        assert index.stats(buckets=False)["calibration"]["live_rows"] == 1000
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_batched_code_scans_answer_as_single_queries(tmp_path, far, codes_win, metric):
+    X, Q = far
+    with lshdb.create(str(tmp_path / "ix"), metric=metric, dim=48) as index:
+        index.add(range(3000), X)
+        assert index.coder is not None
+        for k, rerank in ((10, None), (3, 40), (50, 20)):
+            batch = index.query_batch(Q, k=k, rerank=rerank)
+            single = [index.query(q, k=k, rerank=rerank) for q in Q]
+            assert [[key for key, _ in g] for g in batch] == [[key for key, _ in g] for g in single]
+            np.testing.assert_allclose([d for g in batch for _, d in g],
+                                       [d for g in single for _, d in g], rtol=1e-5, atol=1e-6)
+        index.delete(range(0, 3000, 2))  # with deleted rows too
+        batch = index.query_batch(Q, k=10)
+        assert [[key for key, _ in g] for g in batch] == \
+            [[key for key, _ in index.query(q, k=10)] for q in Q]
+        assert all(key % 2 for g in batch for key, _ in g)
