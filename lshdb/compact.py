@@ -35,7 +35,7 @@ import numpy as np
 
 from . import layout, params, postings
 from .blas import for_rows
-from .codec import pack_ids, pack_meta, unpack_id, unpack_meta
+from .codec import mark_format, pack_ids, pack_meta, unpack_id, unpack_meta
 from .codes import CODES_NAME, SimHashCoder
 from .errors import ReadOnlyError
 from .rows import ROWS_NAME, RowFile
@@ -172,6 +172,8 @@ def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
             meta = new_store.db(b"meta")
             for name in (b"format", b"config"):
                 ntx.put(name, txn.get(name, db=meta_db), db=meta)
+            if codes_meta is not None and index.auto_codes():
+                mark_format(ntx, meta, 3)  # codes the calibration chose
             ntx.put(b"settings", pack_meta(settings), db=meta)
             if calibration is not None:
                 ntx.put(b"calibration", calibration, db=meta)

@@ -27,7 +27,7 @@ import numpy as np
 from . import layout, params, postings, runs
 from . import store as store_mod
 from .blas import enter_single, exit_single, for_rows
-from .codec import MAX_ROWS, Key, pack_ids, pack_keys, pack_meta, unpack_meta
+from .codec import MAX_ROWS, Key, mark_format, pack_ids, pack_keys, pack_meta, unpack_meta
 from .codes import CODES_NAME, CodeColumns, SimHashCoder
 from .errors import (
     CorruptIndexError,
@@ -54,8 +54,11 @@ if TYPE_CHECKING:
 
 __all__ = ["create", "open", "Index", "Writer", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)  # format 1: no runs (lshdb.runs)
+FORMAT_VERSION = 3  # the newest format this lshdb writes
+# format 1: no runs (lshdb.runs); 3: float16 rows or codes that the calibration chose (an
+# lshdb that reads only 1 and 2 would misread those rows, or write rows without codes).
+# An index is marked with the oldest format that describes it.
+READABLE_FORMATS = (1, 2, 3)
 DURABILITY = ("full", "fast")
 _open = open  # the builtin, shadowed by lshdb.open below
 
@@ -113,7 +116,8 @@ def create(path: str | os.PathLike[str], metric: str, dim: int | None = None,
                 config["dim"] = m.dim
             with store.env.begin(write=True) as txn:
                 meta = store.db(b"meta")
-                txn.put(b"format", pack_meta({"format_version": FORMAT_VERSION}), db=meta)
+                txn.put(b"format", pack_meta(
+                    {"format_version": 3 if opts.get("dtype") == "float16" else 2}), db=meta)
                 txn.put(b"config", pack_meta(config), db=meta)
                 txn.put(b"settings", pack_meta(params.query_settings(opts)), db=meta)
                 txn.put(b"state", pack_meta({"rows": 0, "live": 0}), db=meta)
@@ -763,6 +767,7 @@ class Writer:
             f.write(s, coder.encode(self._rows.read(np.arange(s, stop), first)))
         f.write(first, coder.encode(X))
         self._txn.put(b"codes", pack_meta(coder.params()), db=self._store.db(b"meta"))
+        mark_format(self._txn, self._store.db(b"meta"), 3)
         self._coder = coder
         self._new_codes = index._codes = f
         index._code_cols = CodeColumns(f)
@@ -875,9 +880,7 @@ class Writer:
         """Write a new run under the next sequence number (never reused in a generation:
         readers keep decoded runs by name)."""
         meta = self._store.db(b"meta")
-        fmt = _get_meta(self._txn, meta, b"format")
-        if fmt.get("format_version") != FORMAT_VERSION:  # format 1 has no runs: mark it
-            self._txn.put(b"format", pack_meta({"format_version": FORMAT_VERSION}), db=meta)
+        mark_format(self._txn, meta, 2)  # format 1 has no runs
         self._txn.put(runs.run_key(self._run_seq), runs.encode_run(tables, buckets, ids),
                       db=meta)
         self._run_seq += 1

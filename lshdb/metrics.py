@@ -38,6 +38,9 @@ def _finite_float32(x: np.ndarray) -> np.ndarray | None:
     return x32 if math.isfinite(float(x64 @ x64)) else None
 
 
+F16_MAX = 65504.0  # the largest finite float16
+
+
 class Metric:
     """Validation, storage dtype and exact distances of one metric."""
 
@@ -67,8 +70,21 @@ class Metric:
         return self._prepare(A, what)
 
     def prepare_items(self, X: Any, what: str = "vectors") -> tuple[np.ndarray, Any]:
-        """Stored rows of a batch and anything else the index keeps per item (None here)."""
-        return self.prepare(X, what), None
+        """Stored rows of a batch and anything else the index keeps per item (None here).
+
+        Under float16 rows the values are those the rows will hold (rounded to float16,
+        kept as float32), so that hashes and codes computed now agree with those computed
+        later from the stored rows."""
+        A = self.prepare(X, what)
+        if self.row_dtype.kind == "f" and self.row_dtype.itemsize == 2:
+            big = np.abs(A).max(axis=1) > F16_MAX
+            if big.any():
+                raise InvalidVectorError.at_row(
+                    what, int(np.flatnonzero(big)[0]),
+                    f"holds a value beyond float16's range (+-{F16_MAX:g}); this index "
+                    "stores float16 rows")
+            A = A.astype(np.float16).astype(np.float32)
+        return A, None
 
     def prepare_query(self, x: Any, what: str = "query") -> tuple[np.ndarray, Any]:
         return self.prepare_one(x, what), None
@@ -289,7 +305,10 @@ def get_metric(name: str, dim: int | None, options: dict[str, Any] | None = None
         return CosineCodes(int(dim), int(options.get("codes") or 256), int(options.get("seed", 0)))
     if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or not 1 <= dim <= 65536:
         raise InvalidParameterError(f"dim must be an int in 1..65536; found {dim!r}")
-    return cls(int(dim))
+    m = cls(int(dim))
+    if options and options.get("dtype") == "float16":
+        m.row_dtype = np.dtype("<f2")  # rows kept at half precision; distances in float32
+    return m
 
 
 def _as_array(X: Any, what: str) -> np.ndarray:

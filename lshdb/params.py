@@ -26,7 +26,7 @@ DEFAULT_FAMILY = {"cosine": "hyperplane", "l2": "pstable", "l1": "pstable",
 _FAMILIES_OF = {"cosine": ("hyperplane", "crosspolytope"), "l2": ("pstable",),
                 "l1": ("pstable", "unary"),
                 "hamming": ("bitsample",), "jaccard": ("minhash",)}
-_BUILD = {"family", "k", "L", "w", "seed", "max_value", "codes"}
+_BUILD = {"family", "k", "L", "w", "seed", "max_value", "codes", "dtype"}
 _JACCARD = {"family", "seed", "num_perm", "threshold", "bands", "rows", "mode", "scheme",
             "shingle", "store_tokens"}
 _QUERY = {"probes", "candidates", "min_hits", "rerank", "scan"}
@@ -114,6 +114,12 @@ def validate_options(metric: str, options: dict[str, Any], query_only: bool = Fa
 
             kind, n = parse_shingle(v)
             out[name] = f"{kind}:{n}"
+        elif name == "dtype":
+            if v not in ("float32", "float16") or metric not in ("cosine", "l2", "l1"):
+                raise InvalidParameterError(
+                    f"dtype is 'float32' or 'float16' for cosine, l2 and l1 rows; found {v!r} "
+                    f"for metric {metric!r}")
+            out[name] = v
         elif name == "store_tokens":
             out[name] = bool(v)
         elif name == "store":
@@ -136,6 +142,8 @@ def validate_options(metric: str, options: dict[str, Any], query_only: bool = Fa
             raise InvalidParameterError("an index of codes hashes them by bit sampling; "
                                         "leave family unset")
         out["family"] = "bitsample"
+    if out.get("dtype") == "float16" and out.get("store") == "codes":
+        raise InvalidParameterError("store='codes' keeps no rows; dtype does not apply")
     if "w" in out and metric not in ("l2", "l1"):
         raise InvalidParameterError(f"w is the p-stable width; metric {metric!r} has no width")
     family = out.get("family", DEFAULT_FAMILY[metric])

@@ -173,3 +173,92 @@ def test_batched_code_scans_answer_as_single_queries(tmp_path, far, codes_win, m
         assert [[key for key, _ in g] for g in batch] == \
             [[key for key, _ in index.query(q, k=10)] for q in Q]
         assert all(key % 2 for g in batch for key, _ in g)
+
+
+def _format(index) -> int:
+    from lshdb.codec import unpack_meta
+
+    with index.reader() as r:
+        return int(unpack_meta(r._txn.get(b"format", db=r._store.db(b"meta")),
+                               "format")["format_version"])
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2", "l1"])
+def test_float16_rows(tmp_path, far, metric):
+    X, Q = far
+    X, Q = X * 3.0, Q * 3.0  # values away from 1, for l2 and l1
+    path = str(tmp_path / "h")
+    with lshdb.create(path, metric=metric, dim=48, dtype="float16") as index:
+        assert _format(index) == 3  # older lshdb would misread the rows: refused there
+        index.add(range(3000), X)
+        got = index.get(7)
+        assert got.dtype == np.float16
+        stored = index.metric.prepare(X[7:8])[0].astype(np.float16)
+        np.testing.assert_array_equal(got, stored)
+        assert index._rows.row_bytes == 48 * 2 + 8  # half the payload of float32 rows
+        truth = exact_knn(X, Q, 10, metric)
+        for scan in (True, False):
+            got = index.query_batch(Q, k=10, scan=scan)
+            rec = np.mean([len({k for k, _ in g} & set(t.tolist())) / 10
+                           for g, t in zip(got, truth)])
+            assert rec >= (0.97 if scan and index.coder is None else 0.85), scan
+            assert all(isinstance(d, float) for g in got for _, d in g)
+        r0 = index.query(Q[0], k=1, scan=True)[0]  # distances in float32, from the rows
+        rows = index.metric.prepare_items(X)[0]
+        d = index.metric.distances(rows[[r0[0]]], index.metric.prepare_one(Q[0]))[0]
+        assert abs(r0[1] - float(d)) <= 1e-3 * max(1.0, abs(float(d)))
+        index.delete(range(0, 3000, 3))
+        index.compact()
+    assert lshdb.check.check(path)["ok"]
+    with lshdb.open(path, readonly=True) as index:
+        assert index.metric.row_dtype == np.float16 and len(index) == 2000
+
+
+def test_float16_refuses_values_out_of_range_and_other_metrics(tmp_path):
+    with lshdb.create(str(tmp_path / "h"), metric="l2", dim=4, dtype="float16") as index:
+        with pytest.raises(lshdb.InvalidVectorError, match="row 1 .*float16"):
+            index.add([1, 2], np.array([[1, 2, 3, 4], [1e5, 0, 0, 0]], dtype=np.float32))
+        assert len(index) == 0
+    for metric, dim in (("hamming", 16), ("jaccard", None)):
+        with pytest.raises(lshdb.InvalidParameterError, match="dtype"):
+            lshdb.create(str(tmp_path / metric), metric=metric, dim=dim, dtype="float16")
+    with pytest.raises(lshdb.InvalidParameterError, match="dtype"):
+        lshdb.create(str(tmp_path / "x"), metric="cosine", dim=4, dtype="int8")
+
+
+def test_older_formats_still_open(tmp_path, far, codes_win):
+    X, Q = far
+    with lshdb.create(str(tmp_path / "plain"), metric="cosine", dim=48, codes=0) as index:
+        index.add(range(3000), X)
+        assert _format(index) == 2  # nothing new in it: an older lshdb reads it too
+    with lshdb.create(str(tmp_path / "auto"), metric="cosine", dim=48) as index:
+        index.add(range(3000), X)
+        assert index.coder is not None and _format(index) == 3
+        index.compact(retune=True)
+        assert index.coder is not None and _format(index) == 3
+
+
+def test_cli_dtype_and_stats_show_the_calibration(tmp_path, far):
+    import json
+
+    from click.testing import CliRunner
+
+    from lshdb.cli import cli
+
+    X, _ = far
+    path = str(tmp_path / "c")
+    runner = CliRunner()
+    res = runner.invoke(cli, ["create", path, "--metric", "cosine", "--dim", "48",
+                              "--dtype", "float16"])
+    assert res.exit_code == 0, res.output
+    with lshdb.open(path) as index:
+        assert index.metric.row_dtype == np.float16
+        index.add(range(2000), X[:2000])
+    res = runner.invoke(cli, ["stats", path, "--no-buckets", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    cal = json.loads(res.output.splitlines()[0])["calibration"]
+    assert cal["live_rows"] == 2000 and cal["calibrated_at"].endswith("Z")
+    assert cal["path"] in ("buckets", "scan", "codes") and "scan" in cal["paths"]
+    res = runner.invoke(cli, ["create", str(tmp_path / "d"), "--metric", "hamming",
+                              "--dim", "16", "--dtype", "float16"])
+    assert res.exit_code == 1 and "Error:" in res.output and "dtype" in res.output
