@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lshdb.datasets import clustered
+from lshdb.io.datasets import clustered
 
 
 @pytest.fixture
