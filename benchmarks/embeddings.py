@@ -19,8 +19,8 @@ Recall@10 is against the exact cosine neighbours. A peer with settings (IndexLSH
 and T, hnswlib's ef) is shown at its fastest setting that reaches recall 0.9.
 
 usage: python benchmarks/embeddings.py [--sets minilm,real-200k] [--queries 300]
-                                       [--rounds 3] [--fixed]
-Writes benchmarks/results/embeddings.md.
+                                       [--rounds 3] [--fixed] [--out embeddings]
+Writes benchmarks/results/embeddings.md (or --out).
 """
 
 from __future__ import annotations
@@ -277,6 +277,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--fixed", action="store_true", help="also the 2,000-row fixed cost")
+    ap.add_argument("--out", default="embeddings", help="results/NAME.md to write")
     args = ap.parse_args()
     body = []
     for name in args.sets.split(","):
@@ -296,7 +297,7 @@ def main() -> None:
         body.append("### Fixed cost: 2,000 x 384 random vectors, one query per call\n\n"
                     + table(fixed_cost(args.rounds * 2)))
     cmd = "python benchmarks/embeddings.py " + " ".join(sys.argv[1:])
-    write_result("embeddings", "Real sentence embeddings", "\n\n".join(body), cmd.strip())
+    write_result(args.out, "Real sentence embeddings", "\n\n".join(body), cmd.strip())
 
 
 if __name__ == "__main__":
