@@ -17,6 +17,7 @@ import os
 import shutil
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, cast
@@ -600,7 +601,11 @@ class Writer:
         if exc_type is None and self._retune and self._index.retune_on_growth:
             # the index outgrew (or lost most of) the rows it was calibrated for: choose
             # again, in a compaction (crash-safe; readers keep answering meanwhile)
-            self._index.compact(timeout=self._timeout, retune=True)
+            try:
+                self._index.compact(timeout=self._timeout, retune=True)
+            except LshdbError as exc:  # the block's writes are committed all the same
+                warnings.warn(f"{self._index.path}: retuning for {self._live} live rows "
+                              f"failed ({exc}); run compact(retune=True)", stacklevel=2)
 
     def _exit(self, exc_type: Any) -> None:
         index = self._index

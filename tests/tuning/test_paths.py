@@ -262,3 +262,17 @@ def test_cli_dtype_and_stats_show_the_calibration(tmp_path, far):
     res = runner.invoke(cli, ["create", str(tmp_path / "d"), "--metric", "hamming",
                               "--dim", "16", "--dtype", "float16"])
     assert res.exit_code == 1 and "Error:" in res.output and "dtype" in res.output
+
+
+def test_a_failed_retune_warns_and_keeps_the_committed_rows(tmp_path, far, monkeypatch):
+    X, _ = far
+
+    def fail(self, timeout=None, retune=False, progress=None):
+        raise lshdb.LockTimeoutError("another writer held the lock")
+
+    with lshdb.create(str(tmp_path / "ix"), metric="cosine", dim=48) as index:
+        index.add(range(1000), X[:1000])
+        monkeypatch.setattr(lshdb.Index, "compact", fail)
+        with pytest.warns(UserWarning, match="retuning for 4000 live rows failed"):
+            index.add(range(1000, 4000), np.concatenate([X[1000:], X[:1000] * -1.0]))
+        assert len(index) == 4000 and index.generation == "g000001"
