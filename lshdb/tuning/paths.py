@@ -33,12 +33,12 @@ RERANKS = (10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3
 # rows; queries from outside sit farther from their neighbours, and codes lose more there
 # than buckets do (docs/performance.md): codes must clear the target by this much more.
 CODE_MARGIN = 0.02
-_SAMPLE = 10_000  # rows whose codes stand for the index when ranking the neighbours
+_SAMPLE = 8_000  # rows whose codes stand for the index when ranking the neighbours
 _TIMING_ROWS = 20_000
 _costs: dict[tuple[int, int, int], dict[str, Any]] = {}
 
 
-def _best_of(f: Any, repeat: int = 5) -> float:
+def _best_of(f: Any, repeat: int = 3) -> float:
     best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -61,7 +61,8 @@ def costs(dim: int, itemsize: int = 4, n: int = _TIMING_ROWS) -> dict[str, Any]:
     padded = (dim * itemsize + 7) // 8 * 8 + 8  # payload, padding and checksum
     buf = np.zeros((m, padded), dtype=np.uint8)
     M: np.ndarray = buf[:, : dim * itemsize].view(dtype)
-    M[:] = rng.standard_normal((m, dim)).astype(dtype)
+    block = rng.random((min(m, 1024), dim), dtype=np.float32) - np.float32(0.5)
+    M[:] = np.resize(block, (m, dim))  # the values only fill the rows: a block, repeated
     q = rng.standard_normal(dim).astype(np.float32)
     if itemsize == 4:
         scan = _best_of(lambda: np.argpartition(M @ q, 9)[:10]) / m
@@ -83,27 +84,36 @@ def costs(dim: int, itemsize: int = 4, n: int = _TIMING_ROWS) -> dict[str, Any]:
 
 
 def _code_ranks(metric: Metric, X: np.ndarray, qidx: np.ndarray, nn: np.ndarray,
-                n: int, bits: int, seed: int) -> np.ndarray:
+                n: int, seed: int) -> dict[int, np.ndarray]:
     """Each true neighbour's estimated rank by Hamming distance among ``n`` rows, from a
-    sample of ``X`` (the queries themselves left out): ``(len(qidx), k_nn)``."""
+    sample of ``X`` (the queries themselves left out), for each size of :data:`CODE_BITS`:
+    ``{bits: (len(qidx), k_nn)}``. One set of the largest codes serves every size (the
+    first ``bits`` of a code are a code of that size), computed without the exactness
+    screen of stored codes: ranks only need their statistics."""
     rng = np.random.default_rng(seed + 0x5A)
     pool = np.setdiff1d(np.arange(len(X)), qidx)
     S = pool if len(pool) <= _SAMPLE else rng.choice(pool, _SAMPLE, replace=False)
-    centre = X.mean(axis=0) if metric.name == "l2" else None
-    coder = SimHashCoder(X.shape[1], bits, seed, centre)
-    words = bits // 64
-    cs = coder.encode(X[S]).view("<u8").T.copy()  # word-major, as scans see them
-    cq = coder.encode(X[qidx]).view("<u8")
-    cn = coder.encode(X[nn.ravel()]).view("<u8").reshape(len(qidx), nn.shape[1], words)
+    centre = X.mean(axis=0) if metric.name == "l2" else np.zeros(X.shape[1], np.float32)
+    P = SimHashCoder(X.shape[1], max(CODE_BITS), seed).P
+
+    def words(A: np.ndarray) -> np.ndarray:
+        return np.packbits((np.asarray(A, np.float32) - centre) @ P > 0, axis=1).view("<u8")
+
+    cs, cq = words(X[S]).T.copy(), words(X[qidx])  # word-major sample, as scans see them
+    cn = words(X[nn.ravel()]).reshape(len(qidx), nn.shape[1], -1)
     scale = (n - 1) / len(S)
-    ranks = np.empty(nn.shape)
-    for i in range(len(qidx)):
-        hs = np.sort(hamming_words(cs, cq[i]))
-        hn = np.bitwise_count(cn[i] ^ cq[i]).sum(axis=1)
-        below = np.searchsorted(hs, hn, "left")
-        ties = np.searchsorted(hs, hn, "right") - below
-        ranks[i] = (below + ties / 2) * scale
-    return ranks
+    out = {}
+    for bits in CODE_BITS:
+        w = bits // 64
+        ranks = np.empty(nn.shape)
+        for i in range(len(qidx)):
+            hs = np.sort(hamming_words(cs[:w], cq[i, :w]))
+            hn = np.bitwise_count(cn[i, :, :w] ^ cq[i, :w]).sum(axis=1)
+            below = np.searchsorted(hs, hn, "left")
+            ties = np.searchsorted(hs, hn, "right") - below
+            ranks[i] = (below + ties / 2) * scale
+        out[bits] = ranks
+    return out
 
 
 def choose(metric: Metric, X: np.ndarray, qidx: np.ndarray, nn: np.ndarray, n: int,
@@ -124,8 +134,9 @@ def choose(metric: Metric, X: np.ndarray, qidx: np.ndarray, nn: np.ndarray, n: i
         "scan": {"recall": 1.0, "us": round(n * c["scan_row_us"] + k * c["rerank_us"], 1)},
     }
     if allow_codes and metric.name in ("cosine", "l2"):
+        all_ranks = _code_ranks(metric, X, qidx, nn, n, seed)
         for bits in CODE_BITS:
-            ranks = _code_ranks(metric, X, qidx, nn, n, bits, seed)
+            ranks = all_ranks[bits]
             cb = c["codes"][bits]
             for R in RERANKS:
                 if R < k:
