@@ -40,7 +40,7 @@ from ..storage.codec import mark_format, pack_ids, pack_meta, unpack_id, unpack_
 from ..storage.rows import ROWS_NAME, RowFile
 from ..storage.store import Store, table_name
 from ..tuning import params
-from .blas import for_rows
+from .blas import for_rows, single_threaded
 
 if TYPE_CHECKING:
     from .index import Index
@@ -144,6 +144,7 @@ def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
     codes_meta = txn.get(b"codes", db=meta_db)
     if retune and live >= params.CALIBRATE_MIN and not _fixed(index, family):
         sample = _sample_rows(rows, ids, n_rows)
+        params.time_paths(metric, index.options, len(sample), single_threaded)
         with for_rows(len(sample)):
             family, chosen, summary = params.choose_family(metric, index.options, sample)
         summary["live_rows"] = live

@@ -50,7 +50,7 @@ from ..storage.rows import ROWS_NAME, RowFile, RowNorms
 from ..storage.store import Store, WriterLock, table_name
 from ..tuning import params
 from . import check as check_mod
-from .blas import enter_single, exit_single, for_rows
+from .blas import enter_single, exit_single, for_rows, single_threaded
 from .reader import Reader
 
 if TYPE_CHECKING:
@@ -836,6 +836,8 @@ class Writer:
             if len(old_ids):
                 post_X = np.concatenate([self._rows.read(old_ids, first), X])
                 post_ids = np.concatenate([old_ids, ids])
+            params.time_paths(self._index.metric, self._index.options, len(post_X),
+                              single_threaded)
             with for_rows(len(post_X)):
                 family = self._calibrate(post_X)
                 if self._chosen_codes and self._index._codes is None:

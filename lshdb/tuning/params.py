@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -17,7 +19,7 @@ from ..errors import InvalidParameterError, InvalidVectorError
 from ..hashing.families import BitSample, Family, Hyperplane, PStable, Unary
 from ..metrics.dense import Metric
 
-__all__ = ["validate_options", "family_if_complete", "choose_family", "default_L",
+__all__ = ["validate_options", "family_if_complete", "choose_family", "time_paths", "default_L",
            "query_settings", "validate_rows", "stale_calibration", "DEFAULT_FAMILY",
            "CALIBRATE_MIN", "RECALIBRATE_GROWTH"]
 
@@ -257,6 +259,18 @@ def choose_family(metric: Metric, options: dict[str, Any],
     summary.update(scan=bool(settings["scan"]), live_rows=len(X),
                    calibrated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     return plan.family, settings, summary
+
+
+def time_paths(metric: Metric, options: dict[str, Any], n: int,
+               timing: Callable[[], AbstractContextManager[Any]]) -> None:
+    """Measure the paths' unit costs for ``n`` rows inside ``timing`` (the index's way of
+    keeping BLAS on one thread, as queries run), before a calibration whose own work runs
+    BLAS on every thread; :func:`choose_family` then finds them measured."""
+    if metric.name in ("cosine", "l2") and metric.row_dtype.kind == "f" \
+            and options.get("scan") is None and not options.get("codes"):
+        from .paths import costs
+
+        costs(metric.row_dim(), metric.row_dtype.itemsize, n, timing)
 
 
 def validate_rows(family: Family | None, X: np.ndarray, options: dict[str, Any]) -> None:

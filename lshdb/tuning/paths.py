@@ -18,6 +18,8 @@ calibration's margin) wins; :func:`choose` returns it with every path's predicti
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -47,15 +49,24 @@ def _best_of(f: Any, repeat: int = 3) -> float:
     return best
 
 
-def costs(dim: int, itemsize: int = 4, n: int = _TIMING_ROWS) -> dict[str, Any]:
+def costs(dim: int, itemsize: int = 4, n: int = _TIMING_ROWS,
+          timing: Callable[[], AbstractContextManager[Any]] | None = None) -> dict[str, Any]:
     """Microseconds per row, code and candidate of each path on this machine, for an index
     of about ``n`` rows (measured once per process, row shape and power of two of ``n``
     up to :data:`_TIMING_ROWS`, on rows laid out as in a row file: small indexes stay in
-    the caches, and their rows cost less)."""
+    the caches, and their rows cost less). ``timing`` is entered while timing: the index
+    passes what keeps BLAS on one thread, as its queries run."""
     m = min(_TIMING_ROWS, 1 << max(int(n) - 1, 1).bit_length())
     key = (dim, itemsize, m)
     if key in _costs:
         return _costs[key]
+    with timing() if timing is not None else nullcontext():
+        out = _measure(dim, itemsize, m)
+    _costs[key] = out
+    return out
+
+
+def _measure(dim: int, itemsize: int, m: int) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     dtype = np.float32 if itemsize == 4 else np.float16
     padded = (dim * itemsize + 7) // 8 * 8 + 8  # payload, padding and checksum
@@ -79,7 +90,6 @@ def costs(dim: int, itemsize: int = 4, n: int = _TIMING_ROWS) -> dict[str, Any]:
         P = rng.standard_normal((dim, bits)).astype(np.float32)
         enc = _best_of(lambda P=P: np.packbits(q @ P > 0))
         out["codes"][bits] = {"row_us": ham * 1e6, "query_us": enc * 1e6}
-    _costs[key] = out
     return out
 
 

@@ -25,7 +25,7 @@ def _table(scan: float, code: float) -> dict:
 
 @pytest.fixture
 def codes_win(monkeypatch):
-    monkeypatch.setattr(paths, "costs", lambda dim, itemsize=4, n=0: _table(1.0, 0.001))
+    monkeypatch.setattr(paths, "costs", lambda dim, itemsize=4, n=0, timing=None: _table(1.0, 0.001))
 
 
 @pytest.fixture(scope="module")
@@ -104,17 +104,17 @@ def test_a_rolled_back_block_leaves_no_codes(tmp_path, far, codes_win):
 def test_compaction_retunes_the_codes(tmp_path, far, monkeypatch):
     X, Q = far
     path = str(tmp_path / "ix")
-    monkeypatch.setattr(paths, "costs", lambda dim, itemsize=4, n=0: _table(1.0, 0.001))
+    monkeypatch.setattr(paths, "costs", lambda dim, itemsize=4, n=0, timing=None: _table(1.0, 0.001))
     with lshdb.create(path, metric="cosine", dim=48) as index:
         index.add(range(3000), X)
         assert index.coder is not None
-        monkeypatch.setattr(paths, "costs", lambda dim, itemsize=4, n=0: _table(1e-4, 10.0))
+        monkeypatch.setattr(paths, "costs", lambda dim, itemsize=4, n=0, timing=None: _table(1e-4, 10.0))
         index.compact(retune=True)  # scans are cheap now: the codes go
         cal = index.stats(buckets=False)["calibration"]
         assert cal["path"] == "scan" and index.coder is None and index.settings["scan"]
         assert not os.path.exists(f"{path}/{index.generation}/codes.bin")
         assert _recall(index, X, Q) == 1.0
-        monkeypatch.setattr(paths, "costs", lambda dim, itemsize=4, n=0: _table(1.0, 0.001))
+        monkeypatch.setattr(paths, "costs", lambda dim, itemsize=4, n=0, timing=None: _table(1.0, 0.001))
         index.compact(retune=True)  # and come back
         assert index.coder is not None and _recall(index, X, Q) >= 0.9
     assert lshdb.check(path)["ok"]
