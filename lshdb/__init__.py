@@ -25,6 +25,7 @@ from .errors import (
     LshdbError,
     NotAnIndexError,
     ReadOnlyError,
+    TuningError,
 )
 from .hashing import families, theory
 from .index.index import FORMAT_VERSION, Index, Writer, check, create, open
@@ -46,5 +47,5 @@ __all__ = [
     "LshdbError", "InvalidParameterError", "InvalidVectorError", "DimensionMismatchError",
     "InvalidKeyError", "DuplicateKeyError", "KeyExistsError", "KeyNotFoundError",
     "NotAnIndexError", "IndexExistsError", "FormatVersionError", "CorruptIndexError",
-    "ReadOnlyError", "LockTimeoutError", "IndexClosedError", "InputFormatError",
+    "ReadOnlyError", "LockTimeoutError", "IndexClosedError", "InputFormatError", "TuningError",
 ]

@@ -24,6 +24,7 @@ __all__ = [
     "LockTimeoutError",
     "IndexClosedError",
     "InputFormatError",
+    "TuningError",
 ]
 
 
@@ -120,3 +121,12 @@ class IndexClosedError(LshdbError):
 
 class InputFormatError(LshdbError, ValueError):
     """An input file that cannot be read: unknown format, bad header, a bad line."""
+
+
+class TuningError(LshdbError):
+    """``tune(apply=True)`` found no setting whose held-out recall confirms the target;
+    nothing was stored. ``result`` holds the measurements (what ``tune`` returns)."""
+
+    def __init__(self, message: str, result: dict | None = None) -> None:  # type: ignore[type-arg]
+        super().__init__(message)
+        self.result = result or {}

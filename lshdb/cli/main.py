@@ -21,11 +21,12 @@ import numpy as np
 
 from .. import __version__
 from ..demo import DEMO_MIN_ROWS
-from ..errors import InputFormatError, InvalidVectorError, LshdbError
+from ..errors import InputFormatError, InvalidVectorError, LshdbError, TuningError
 from ..index.index import Index, create
 from ..index.index import check as deep_check
 from ..index.index import open as open_index
 from ..io.inputs import open_vectors, read_keys
+from ..storage.streams import STDIO, is_stream
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -53,7 +54,8 @@ class _Group(click.Group):
 
 # the library's hints name its Python arguments; at the command line the flags say it
 _CLI_WORDS = (("pass missing_ok=True", "pass --missing-ok"), ("use upsert()", "use --upsert"),
-              ("raise timeout=", "raise --timeout"))
+              ("raise timeout=", "raise --timeout"), ("(n_queries=)", "(--queries)"),
+              ("a lower target_recall", "a lower --target-recall"))
 
 
 def _cli_words(message: str) -> str:
@@ -154,7 +156,9 @@ def _create_options(f: Any) -> Any:
                           "float16 halves them, distances stay float32)."),
         click.option("--max-value", type=int, help="Largest value for --family unary."),
         click.option("--probes", type=int, help="Buckets probed per query (default stored)."),
-        click.option("--seed", type=int, help="Seed of the random projections."),
+        click.option("--seed", type=int,
+                     help="Seed of the random projections (jaccard: of the MinHash "
+                          "permutations; default 0, and 1 with --mode classic, as datasketch)."),
         click.option("--durability", type=click.Choice(["full", "fast"]),
                      help="full: fsync every commit (default); fast: no fsync of the meta page (see docs/guarantees.md)."),
         click.option("--target-recall", type=float,
@@ -304,10 +308,12 @@ def _load(index: Index, src: Any, keys_file: str | None, upsert: bool,
 
 
 _input_options = [
-    click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
-                 help="Vectors: .npy, .fvecs, .bvecs, .ivecs or JSON lines."),
-    click.option("--keys", "keys_file", type=click.Path(dir_okay=False),
-                 help="One key per line (default: row numbers 0..n-1)."),
+    click.option("--input", "input_path", required=True,
+                 type=click.Path(dir_okay=False, allow_dash=True),
+                 help="Vectors: .npy, .fvecs, .bvecs, .ivecs or JSON lines (-: standard "
+                      "input, .npy or JSON lines)."),
+    click.option("--keys", "keys_file", type=click.Path(dir_okay=False, allow_dash=True),
+                 help="One key per line (default: row numbers 0..n-1; -: standard input)."),
     click.option("--key-field", default="key", show_default=True, help="JSON lines key field."),
     click.option("--vector-field", default="vector", show_default=True,
                  help="JSON lines vector field."),
@@ -358,6 +364,7 @@ def add_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
             vector_field: str, batch_size: int | None, text_field: str | None,
             tokens_field: str | None, upsert: bool, shingle: str | None, fmt: str) -> None:
     """Add vectors (or, to a jaccard index, documents) from a file to the index at PATH."""
+    _one_stdin(("--input", input_path), ("--keys", keys_file))
     with open_index(path) as index:
         _check_shingle(index, shingle)
         src = _items(index.metric.name, input_path, key_field, vector_field, text_field,
@@ -381,6 +388,7 @@ def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
     """Create an index at PATH and bulk-load a file into it.
 
     A build that fails or is interrupted removes the index it created."""
+    _one_stdin(("--input", input_path), ("--keys", keys_file))
     src = _items(metric, input_path, key_field, vector_field, text_field, tokens_field)
     dim = None if metric == "jaccard" else (src.dim * 8 if metric == "hamming" else src.dim)
     t0 = time.perf_counter()
@@ -399,9 +407,11 @@ def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
 
 @cli.command("query", context_settings=CONTEXT)
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
-@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
-              help="Query vectors (same formats as add).")
-@click.option("-k", "k", default=10, show_default=True, help="Neighbours per query.")
+@click.option("--input", "input_path", required=True,
+              type=click.Path(dir_okay=False, allow_dash=True),
+              help="Query vectors (same formats as add; -: standard input).")
+@click.option("-k", "k", type=click.IntRange(min=1),
+              help="Neighbours per query (default 10; with --threshold: all that qualify).")
 @click.option("--probes", type=int, help="Buckets probed per query (default: stored).")
 @click.option("--candidates", type=int, help="Cap on candidates re-ranked (0: none).")
 @click.option("--min-hits", type=int,
@@ -416,10 +426,11 @@ def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
 @click.option("--text-field", help="jaccard: JSON lines field holding each query document.")
 @click.option("--tokens-field", help="jaccard: JSON lines field holding a token list.")
 @click.option("--threshold", type=float,
-              help="jaccard: every item with Jaccard >= this (-k then caps the count).")
+              help="Every item within this distance (jaccard: with Jaccard >= this); -k "
+                   "caps the count.")
 @click.option("--estimate", is_flag=True, help="jaccard: score by signatures, not exactly.")
 @_fmt_option
-def query_cmd(path: str, input_path: str, k: int, probes: int | None,
+def query_cmd(path: str, input_path: str, k: int | None, probes: int | None,
               candidates: int | None, min_hits: int | None, rerank: int | None,
               scan: bool | None, key_field: str | None,
               vector_field: str,
@@ -427,18 +438,21 @@ def query_cmd(path: str, input_path: str, k: int, probes: int | None,
               estimate: bool, fmt: str) -> None:
     """Print the k nearest items of each query: {"query": i, "results": [...]}.
 
-    For a jaccard index the results carry "jaccard" scores instead of distances."""
+    With --threshold, every candidate within that distance instead, nearest first (at most
+    -k). For a jaccard index the results carry "jaccard" scores instead of distances."""
     with open_index(path, readonly=True) as index:
         src = _items(index.metric.name, input_path, None, vector_field, text_field,
                      tokens_field)  # results are numbered by query: no keys needed
         if len(src) == 0:
             raise InputFormatError("the input holds no queries")
         score = "jaccard" if index.metric.name == "jaccard" else "distance"
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"threshold": threshold}
         if index.metric.name == "jaccard":
-            extra = {"threshold": threshold, "exact": False if estimate else None}
-        elif threshold is not None or estimate:
-            raise InputFormatError("--threshold and --estimate apply to jaccard indexes")
+            extra["exact"] = False if estimate else None
+        elif estimate:
+            raise InputFormatError("--estimate applies to jaccard indexes")
+        if k is None and threshold is None:
+            k = 10
         with index.reader() as r:
             for s, Q in src.blocks(4096):
                 res = r.query_batch(Q, k, probes=probes, candidates=candidates,
@@ -470,8 +484,9 @@ def get_cmd(path: str, key: str, int_key: bool) -> None:
 
 @cli.command("delete", context_settings=CONTEXT)
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
-@click.option("--keys", "keys_file", required=True, type=click.Path(dir_okay=False),
-              help="One key per line.")
+@click.option("--keys", "keys_file", required=True,
+              type=click.Path(dir_okay=False, allow_dash=True),
+              help="One key per line (-: standard input).")
 @click.option("--missing-ok", is_flag=True, help="Skip keys that are not in the index.")
 @_nice_option
 @_fmt_option
@@ -486,8 +501,9 @@ def delete_cmd(path: str, keys_file: str, missing_ok: bool, fmt: str) -> None:
 @cli.command("stats", context_settings=CONTEXT)
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 @click.option("--no-buckets", is_flag=True, help="Skip the per-table bucket scan.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
-              help="Also draw the S-curve and bucket sizes to a PNG (needs matplotlib).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Also draw the S-curve and bucket sizes to a PNG (needs matplotlib; -: "
+                   "the PNG goes to standard output instead of the statistics).")
 @_fmt_option
 def stats_cmd(path: str, no_buckets: bool, plot_path: str | None, fmt: str) -> None:
     """Parameters, counts, bytes on disk by part, bucket sizes and the S-curve."""
@@ -500,6 +516,8 @@ def stats_cmd(path: str, no_buckets: bool, plot_path: str | None, fmt: str) -> N
     curve = report.s_curve(st)
     if plot_path:
         report.plot(plot_path, curve, histogram)
+        if plot_path == STDIO:
+            return
     if fmt == "json":
         emit([{**st, "tables": tables, "bucket_histogram": histogram, "s_curve": curve}], fmt)
         return
@@ -522,20 +540,28 @@ def stats_cmd(path: str, no_buckets: bool, plot_path: str | None, fmt: str) -> N
 @cli.command("check", context_settings=CONTEXT)
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 @click.option("--fix", is_flag=True, help="Repair what is safe and say what was done.")
+@click.option("--drop-damaged", is_flag=True,
+              help="With --fix: remove the items whose rows fail their checksum (keys, "
+                   "postings, codes) and print their keys, to add them again.")
 @_fmt_option
-def check_cmd(path: str, fix: bool, fmt: str) -> None:
+def check_cmd(path: str, fix: bool, drop_damaged: bool, fmt: str) -> None:
     """Deep integrity check; exit status 1 on any problem.
 
     The check runs in a child process: a damaged LMDB page that kills it (SIGBUS) is
     reported as a problem."""
+    if drop_damaged and not fix:
+        raise click.UsageError("--drop-damaged removes items from the index; give --fix too")
     bars = _PhaseBars()
     try:
-        report = deep_check(path, fix=fix, progress=bars, isolate=True)
+        report = deep_check(path, fix=fix, progress=bars, isolate=True,
+                            drop_damaged=drop_damaged)
     finally:
         bars.close()
     if fmt == "json":
         emit([report], fmt)
     else:
+        for key in report.get("dropped", []):
+            click.echo(f"dropped: {json.dumps(key, default=_json_default)}")
         for line in report["fixed"]:
             click.echo(f"fixed: {line}")
         for line in report["problems"]:
@@ -558,6 +584,28 @@ def compact_cmd(path: str, retune: bool, timeout: float | None, fmt: str) -> Non
     with open_index(path) as index:
         try:
             report = index.compact(timeout=timeout, retune=retune, progress=bars)
+        finally:
+            bars.close()
+    emit([report], fmt)
+
+
+@cli.command("backup", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.argument("dest", type=click.Path())
+@_fmt_option
+def backup_cmd(path: str, dest: str, fmt: str) -> None:
+    """Copy the index at PATH to the new path DEST, consistently, while it is in use.
+
+    Readers and a writer keep working; the copy holds the index as of one moment (LMDB's
+    own copy plus the rows committed at that moment) and is an ordinary index. DEST must
+    not exist. See docs/operations.md for restoring and moving an index."""
+    if dest == STDIO:
+        raise click.UsageError("DEST is the folder of the copy, which standard output (-) "
+                               "cannot hold; give a path that does not exist yet")
+    bars = _PhaseBars()
+    with open_index(path, readonly=True) as index:
+        try:
+            report = index.backup(dest, progress=bars)
         finally:
             bars.close()
     emit([report], fmt)
@@ -591,13 +639,15 @@ class _PhaseBars:
               show_default=True, help="Score candidate pairs exactly or from signatures.")
 @click.option("--key-field", default="id", show_default=True)
 @click.option("--text-field", default="text", show_default=True)
-@click.option("--out", "out", type=click.Path(dir_okay=False),
-              help='Pairs as JSON lines {"a", "b", "jaccard"} (default: stdout).')
-@click.option("--clusters", type=click.Path(dir_okay=False), help="Clusters as JSON lines.")
+@click.option("--out", "out", type=click.Path(dir_okay=False, allow_dash=True),
+              help='Pairs as JSON lines {"a", "b", "jaccard"} (default and -: standard '
+                   'output).')
+@click.option("--clusters", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Clusters as JSON lines (-: standard output).")
 @click.option("--keep", type=click.Choice(["first", "longest"]),
               help="Write the deduplicated collection, keeping this member of a cluster.")
-@click.option("--output", type=click.Path(dir_okay=False),
-              help="Where --keep writes the deduplicated collection.")
+@click.option("--output", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Where --keep writes the deduplicated collection (-: standard output).")
 @click.option("--against", type=click.Path(exists=True, file_okay=False),
               help="Find the documents' duplicates among this jaccard index's items instead.")
 @click.option("--num-perm", default=128, show_default=True)
@@ -610,12 +660,18 @@ def dedup_cmd(input_path: str, threshold: float, shingle: str, verify: str, key_
     """Near-duplicate pairs and clusters of a JSON-lines collection (a similarity self-join).
 
     Candidate pairs share a MinHash band; each is verified (exactly by default) and the
-    pairs are grouped into clusters. A summary goes to stderr.
+    pairs are grouped into clusters. A summary goes to stderr. INPUT.jsonl may be - for
+    standard input.
     """
-    from ..text.dedup import dedup_jsonl, write_pairs
+    from ..text.dedup import dedup_jsonl
 
     if (keep is None) != (output is None):
         raise click.UsageError("--keep and --output go together")
+    out = out or STDIO
+    _one_stdout(("--out", out), ("--clusters", clusters), ("--output", output))
+    if output is not None and is_stream(input_path):
+        raise click.UsageError("--keep copies the kept lines from a second reading of "
+                               "INPUT.jsonl; give it as a file, not standard input or a pipe")
     if not 0.0 < threshold <= 1.0:
         raise click.UsageError(f"--threshold must be in (0, 1]; found {threshold}")
     if against:
@@ -629,14 +685,32 @@ def dedup_cmd(input_path: str, threshold: float, shingle: str, verify: str, key_
                              num_perm=num_perm, verify=verify, mode=mode, seed=seed)
     finally:
         bars.close()
-    if out is None:
-        write_pairs(result, "/dev/stdout")
     click.echo(json.dumps({"summary": result.stats}, default=_json_default), err=True)
 
 
+def _one_stdout(*options: tuple[str, str | None]) -> None:
+    """At most one output may go to standard output."""
+    _one_dash("output", options)
+
+
+def _one_stdin(*options: tuple[str, str | None]) -> None:
+    """At most one input may come from standard input."""
+    _one_dash("input", options)
+
+
+def _one_dash(stream: str, options: tuple[tuple[str, str | None], ...]) -> None:
+    named = [name for name, value in options if value == STDIO]
+    if len(named) > 1:
+        both = len(named) == 2
+        raise click.UsageError(f"{' and '.join(named)} {'both' if both else 'all'} name "
+                               f"standard {stream} (-); give {'one' if both else 'all but one'} "
+                               "of them a file")
+
+
 def _dedup_against(input_path: str, index_path: str, threshold: float, key_field: str,
-                   text_field: str, out: str | None, verify: str) -> None:
+                   text_field: str, out: str, verify: str) -> None:
     from ..io.jsonl import read_jsonl_docs
+    from ..storage.streams import open_output
 
     keys, texts = read_jsonl_docs(input_path, key_field, text_field)
     t0 = time.perf_counter()
@@ -645,36 +719,37 @@ def _dedup_against(input_path: str, index_path: str, threshold: float, key_field
         if index.metric.name != "jaccard":
             raise InputFormatError(f"{index_path} is a {index.metric.name} index, not jaccard")
         exact = None if verify == "exact" else False
-        sink = open(out, "w", encoding="utf-8") if out else sys.stdout
-        try:
-            with index.reader() as r, _progress(len(texts), "matching") as bar:
-                for key, text in zip(keys, texts):
-                    for other, score in r.query(text, k=None, threshold=threshold, exact=exact):
-                        sink.write(json.dumps({"a": key, "b": other, "jaccard": score},
-                                              default=_json_default) + "\n")
-                        n_pairs += 1
-                    bar.update(1)
-        finally:
-            if out:
-                sink.close()
+        with open_output(out) as sink, index.reader() as r, \
+                _progress(len(texts), "matching") as bar:
+            for key, text in zip(keys, texts):
+                for other, score in r.query(text, k=None, threshold=threshold, exact=exact):
+                    sink.write(json.dumps({"a": key, "b": other, "jaccard": score},
+                                          default=_json_default) + "\n")
+                    n_pairs += 1
+                bar.update(1)
     click.echo(json.dumps({"summary": {"documents": len(texts), "pairs": n_pairs,
                                        "seconds": round(time.perf_counter() - t0, 3)}}), err=True)
 
 
 @cli.command("tune", context_settings=CONTEXT)
 @click.argument("path", required=False, type=click.Path(file_okay=False))
-@click.option("--input", "input_path", type=click.Path(dir_okay=False),
-              help="Tune on vectors from a file before building (needs --metric).")
+@click.option("--input", "input_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Tune on vectors from a file before building (needs --metric; -: "
+                   "standard input).")
 @click.option("--metric", type=click.Choice(["cosine", "l2", "l1", "hamming"]),
               help="With --input: the metric of the index to be built.")
 @click.option("--sample", default=100_000, show_default=True, type=click.IntRange(min=1),
-              help="With --input: rows of the file to build the trial index from.")
+              help="With --input: rows of the file, drawn at random, to build the trial "
+                   "index from.")
 @click.option("--target-recall", default=0.9, show_default=True, type=float)
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1),
               help="Neighbours per query.")
 @click.option("--queries", default=200, show_default=True, type=click.IntRange(min=1),
               help="Sample queries.")
-@click.option("--apply", is_flag=True, help="Store the chosen settings as the index's defaults.")
+@click.option("--apply", is_flag=True,
+              help="Store the chosen settings as the index's defaults; refused (exit 1, "
+                   "nothing stored) when the held-out recall misses the target by more "
+                   "than its standard error.")
 @_fmt_option
 def tune_cmd(path: str | None, input_path: str | None, metric: str | None, sample: int,
              target_recall: float, k: int, queries: int, apply: bool, fmt: str) -> None:
@@ -690,8 +765,7 @@ def tune_cmd(path: str | None, input_path: str | None, metric: str | None, sampl
                 raise click.UsageError("--input needs --metric")
             if apply:
                 raise click.UsageError("--apply stores settings in an index; give its PATH")
-            src = open_vectors(input_path)
-            rows = np.asarray(next(src.blocks(sample))[1])
+            rows = open_vectors(input_path).sample(sample)
             tmp = tempfile.mkdtemp(prefix="lshdb-tune-")
             index = create(os.path.join(tmp, "trial.lshdb"), metric=metric,
                            dim=rows.shape[1] * (8 if metric == "hamming" else 1),
@@ -700,9 +774,12 @@ def tune_cmd(path: str | None, input_path: str | None, metric: str | None, sampl
         else:
             index = open_index(str(path), readonly=not apply)
         bars = _PhaseBars()
+        refused: TuningError | None = None
         with index:
             try:
                 result = index.tune(target_recall, k, queries, apply=apply, progress=bars)
+            except TuningError as exc:  # the measurements are printed, then the error
+                refused, result = exc, exc.result
             finally:
                 bars.close()
             build = index.family.describe() if index.family else None
@@ -720,6 +797,8 @@ def tune_cmd(path: str | None, input_path: str | None, metric: str | None, sampl
         chosen = result["chosen"]
         click.echo("chosen: " + (json.dumps({c: chosen.get(c) for c in cols}) if chosen else
                                  f"none reaches recall {target_recall}"))
+    if refused is not None:
+        raise refused
 
 
 @cli.command("demo", context_settings=CONTEXT)

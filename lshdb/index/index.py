@@ -75,7 +75,7 @@ def create(path: str | os.PathLike[str], metric: str, dim: int | None = None,
     ----------
     path : str or PathLike
         Must not exist yet (or be an empty directory).
-    metric : {"cosine", "l2", "l1", "hamming"}
+    metric : {"cosine", "l2", "l1", "hamming", "jaccard"}
     dim : int
         Vector dimension (for ``hamming``: the number of bits, a multiple of 8).
     **options
@@ -84,7 +84,11 @@ def create(path: str | os.PathLike[str], metric: str, dim: int | None = None,
         ``seed``, ``max_value`` (unary), ``probes`` and ``candidates`` (query defaults),
         ``durability`` (``"full"`` or ``"fast"``), ``map_size`` (initial LMDB map, grown on
         demand). Parameters left out are chosen from the first batch added; see
-        docs/tuning.md.
+        docs/tuning.md. Under ``jaccard``: ``num_perm``, ``threshold``, ``bands`` and
+        ``rows``, ``mode`` (``"oph"``, or ``"classic"`` for datasketch-compatible
+        signatures), ``seed`` (default 0; 1 under ``"classic"``, as datasketch's
+        ``MinHash``; stored, and shown by ``stats()``), ``scheme``, ``shingle`` and
+        ``store_tokens``.
 
     Raises
     ------
@@ -467,11 +471,21 @@ class Index:
 
         return compact(self, timeout=timeout, retune=retune, progress=progress)
 
+    def backup(self, dest: str | os.PathLike[str], progress: Any = None) -> dict[str, Any]:
+        """Write a consistent copy of the index, as of one snapshot, to the new path
+        ``dest`` while readers and writers carry on; see :mod:`lshdb.index.backup`."""
+        from .backup import backup
+
+        return backup(self, dest, progress=progress)
+
     def check(self, fix: bool = False, progress: Any = None,
-              isolate: bool = False) -> dict[str, Any]:
+              isolate: bool = False, drop_damaged: bool = False) -> dict[str, Any]:
         """Deep integrity check of this index's directory (its committed state, through a
-        handle of its own); see :func:`check`."""
-        return check(self.path, fix=fix, progress=progress, isolate=isolate)
+        handle of its own); see :func:`check`. ``fix=True, drop_damaged=True`` removes the
+        items whose rows fail their checksum and lists their keys in the report's
+        ``dropped``."""
+        return check(self.path, fix=fix, progress=progress, isolate=isolate,
+                     drop_damaged=drop_damaged)
 
     def sync(self) -> None:
         """Flush everything to disk (useful after writes in ``durability="fast"``)."""
@@ -946,13 +960,24 @@ class Writer:
         txn, store = self._txn, self._store
         if family is not None:  # before calibration there are no postings
             rest = self._remove_from_runs(ids, family.L)
+            # a row that fails its checksum cannot give its buckets: its id is looked for
+            # in every bucket instead (slow, and only for such rows)
+            damaged = self._rows.damaged(rest, self._n_rows)
+            lost, rest = rest[damaged], rest[~damaged]
             if len(rest):
                 H = family.hash(self._rows.read(rest, self._n_rows))
-                for t in range(family.L):
-                    missing = postings.remove(txn, store.db(table_name(t)), H[:, t], rest)
-                    if missing:
-                        raise CorruptIndexError(
-                            f"{missing} ids were missing from table {t}; run `lshdb check`")
+            for t in range(family.L):
+                db = store.db(table_name(t))
+                if len(lost):
+                    where, which = postings.find(txn, db, lost)
+                    if len(which):
+                        postings.remove(txn, db, where, which)
+                if not len(rest):
+                    continue
+                missing = postings.remove(txn, db, H[:, t], rest)
+                if missing:
+                    raise CorruptIndexError(
+                        f"{missing} ids were missing from table {t}; run `lshdb check`")
         k2i, i2k, tok = store.db(b"key2id"), store.db(b"id2key"), store.db(b"tokens")
         for p, b in zip(packed, pack_ids(ids)):
             txn.delete(p, db=k2i)
@@ -1023,11 +1048,18 @@ def _open_readonly(path: str) -> Index:
     return Index(path, readonly=True)
 
 
+def _open_writable(path: str) -> Index:
+    return Index(path)
+
+
 def check(path: str | os.PathLike[str], fix: bool = False,
           progress: Callable[[str, int, int], None] | None = None,
-          isolate: bool = False) -> dict[str, Any]:
+          isolate: bool = False, drop_damaged: bool = False) -> dict[str, Any]:
     """Deep integrity check of the index at ``path``: returns ``{"ok", "problems", "fixed",
     "counts"}``; see :mod:`lshdb.index.check` for what is checked and what ``fix`` repairs.
-    ``isolate=True`` runs it in a child process, which survives a damaged LMDB page."""
+    ``isolate=True`` runs it in a child process, which survives a damaged LMDB page.
+    ``fix=True, drop_damaged=True`` removes the items whose rows fail their checksum and
+    lists their keys in the report's ``dropped``."""
     return check_mod.check(os.fspath(path), _open_readonly, fix=fix, progress=progress,
-                           isolate=isolate)
+                           isolate=isolate, drop_damaged=drop_damaged,
+                           open_writable=_open_writable)

@@ -230,14 +230,23 @@ class Reader:
         stored item instead of probing buckets: by its code's Hamming distance with codes,
         else exactly (brute force over the stored rows; the rows it returns are verified).
 
+        A radius query: with ``threshold``, a dense metric returns every candidate within
+        that distance (``distance <= threshold``, up to float32 rounding: 1e-6 of the
+        threshold, at least 1e-6), nearest first, at most ``k`` of them
+        (``k=None`` for all); every candidate is re-ranked exactly (no code pre-filter),
+        and ``scan=True`` takes every stored item as a candidate.
+
         Under ``jaccard`` the item is a document, a token set or a signature and the result
         is ``[(key, jaccard)]``, highest first: every candidate with Jaccard >= ``threshold``
         (``k=None`` for all of them), scored exactly from stored token hashes when the index
         keeps them (``exact=False`` to use the signature estimate).
         """
-        if k is not None or self.metric.name != "jaccard":
+        if k is not None or threshold is None and self.metric.name != "jaccard":
             _check_k(k)
         x, extra = self.metric.prepare_query(vector)
+        if threshold is not None and self.metric.name != "jaccard":
+            return self._within(x, threshold, k, probes, candidates, min_hits, exact, rerank,
+                                scan)
         if self._scan(scan):
             return self._rank_scan(x, k, rerank)  # type: ignore[arg-type]
         p, c, h = self._settings(probes, candidates, min_hits)
@@ -261,8 +270,13 @@ class Reader:
                 items = list(vectors)
             return [self.query(v, k, probes, candidates, min_hits, threshold, exact, rerank,
                                scan) for v in items]
-        _check_k(k)
         X = self.metric.prepare(vectors, "queries")
+        if threshold is not None:
+            if k is not None:
+                _check_k(k)
+            return [self._within(x, threshold, k, probes, candidates, min_hits, exact, rerank,
+                                 scan) for x in X]
+        _check_k(k)
         if self._scan(scan):
             if self._code_cols is None and self._blas_scan() and self.n_rows:
                 return self._rank_scan_batch(X, k, rerank)  # type: ignore[arg-type]
@@ -273,6 +287,47 @@ class Reader:
         p, c, h = self._settings(probes, candidates, min_hits)
         return [self._rank(x, self._gather(x, p, c, h), k, rerank)  # type: ignore[arg-type]
                 for x in X]
+
+    def _within(self, x: np.ndarray, radius: Any, k: int | None, probes: int | None,
+                candidates: int | None, min_hits: int | None, exact: bool | None,
+                rerank: int | None, scan: bool | None) -> list[tuple[Key, float]]:
+        """The radius query of a dense metric (see :meth:`query`)."""
+        if isinstance(radius, bool) or not isinstance(radius, (int, float, np.integer,
+                                                               np.floating)) \
+                or not np.isfinite(radius) or radius < 0:
+            raise InvalidParameterError(
+                f"threshold is a distance: a finite number >= 0; found {radius!r}")
+        if exact is not None:
+            raise InvalidParameterError("exact applies to metric jaccard only")
+        if rerank is not None:
+            raise InvalidParameterError("rerank applies to k-nearest queries; a threshold "
+                                        "query re-ranks every candidate exactly")
+        # float32 distances carry rounding (an item's cosine distance to itself can come out
+        # as 6e-8): within 1e-6 of the radius counts as within it
+        limit = float(radius) + 1e-6 * max(1.0, float(radius))
+        if self._scan(scan):  # over the mapped rows unverified, as a k-nearest scan; the
+            # rows within the radius are read again below, verified
+            M = self._rows.matrix(self.n_rows)
+            step = 16 * _SCAN_ROWS
+            ids = np.concatenate([s + np.flatnonzero(
+                self.metric.distances(M[s : s + step], x).astype(np.float64) <= limit)
+                for s in range(0, self.n_rows, step)] or [np.empty(0, dtype=np.int64)])
+        else:
+            ids = self._gather(x, *self._settings(probes, candidates, min_hits))
+        keep_ids, keep_d = [], []
+        for s in range(0, len(ids), 65536):
+            block = ids[s : s + 65536]
+            d = self.metric.distances(self._rows.read(block, self.n_rows), x)
+            near = np.flatnonzero(d.astype(np.float64) <= limit)
+            keep_ids.append(block[near])
+            keep_d.append(d[near])
+        found = np.concatenate(keep_ids) if keep_ids else np.empty(0, dtype=np.int64)
+        dist = np.concatenate(keep_d) if keep_d else np.empty(0)
+        if len(found) and self.live < self.n_rows:  # deleted rows are still in the file
+            live = np.isin(found, self._live(found))
+            found, dist = found[live], dist[live]
+        order = np.lexsort((found, dist))[:k]
+        return [(self.key_of(int(found[j])), float(dist[j])) for j in order]
 
     def _rank_sets(self, x: np.ndarray, q_tokens: np.ndarray | None, ids: np.ndarray,
                    k: int | None, threshold: float | None,
