@@ -151,6 +151,9 @@ def _create_options(f: Any) -> Any:
         click.option("--codes", type=int,
                      help="cosine or l2: bits of a SimHash code per item (a multiple of 64, "
                           "up to 4096) that ranks candidates before the exact re-rank."),
+        click.option("--dtype", type=click.Choice(["float32", "float16"]),
+                     help="cosine, l2, l1: precision of the stored rows (default float32; "
+                          "float16 halves them, distances stay float32)."),
         click.option("--max-value", type=int, help="Largest value for --family unary."),
         click.option("--probes", type=int, help="Buckets probed per query (default stored)."),
         click.option("--seed", type=int,

@@ -40,19 +40,26 @@ class Gate:
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
+        self.enter_shared()
+        try:
+            yield
+        finally:
+            self.exit_shared()
+
+    def enter_shared(self) -> None:
+        """:meth:`shared` without ``with`` (a read snapshot's fast path)."""
         with self._cond:
             while self._exclusive:
                 self._cond.wait()
             self._shared += 1
         self._mine.depth = getattr(self._mine, "depth", 0) + 1
-        try:
-            yield
-        finally:
-            self._mine.depth -= 1
-            with self._cond:
-                self._shared -= 1
-                if self._shared == 0:
-                    self._cond.notify_all()
+
+    def exit_shared(self) -> None:
+        self._mine.depth -= 1
+        with self._cond:
+            self._shared -= 1
+            if self._shared == 0:
+                self._cond.notify_all()
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
