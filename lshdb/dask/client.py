@@ -1,0 +1,65 @@
+"""Dask, imported on demand, and a client from a scheduler spec (``local:N`` or an address)."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from ..errors import InvalidParameterError, LshdbError
+
+__all__ = ["MissingDependencyError", "require", "connect"]
+
+_HINT = "install it with: pip install 'lshdb[dask]'"
+
+
+class MissingDependencyError(LshdbError, ImportError):
+    """An optional dependency (here Dask or pyarrow) is not installed."""
+
+
+def require(what: str = "distributed") -> Any:
+    """Import and return ``dask`` (and check ``what``: ``distributed``, ``dataframe`` or
+    ``pyarrow``), or raise :class:`MissingDependencyError` naming the extra to install."""
+    try:
+        import dask
+
+        if what == "distributed":
+            import distributed  # noqa: F401
+        elif what == "dataframe":
+            import dask.dataframe  # noqa: F401
+        elif what == "pyarrow":
+            import pyarrow  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError(f"this needs Dask ({exc.name} is missing); {_HINT}") from exc
+    return dask
+
+
+@contextlib.contextmanager
+def connect(scheduler: str, memory_limit: str | None = None) -> Iterator[Any]:
+    """A ``distributed.Client`` for ``local:N`` (a LocalCluster of N single-threaded worker
+    processes, closed on exit) or a scheduler address such as ``tcp://host:8786``.
+
+    Raises
+    ------
+    InvalidParameterError
+        A spec that is neither.
+    """
+    require("distributed")
+    from distributed import Client, LocalCluster
+
+    m = re.fullmatch(r"local:(\d+)", scheduler.strip())
+    if m:
+        n = int(m.group(1))
+        if not 1 <= n <= 1024:
+            raise InvalidParameterError(f"local:N needs 1 <= N <= 1024; found {scheduler!r}")
+        kw: dict[str, Any] = {} if memory_limit is None else {"memory_limit": memory_limit}
+        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                          dashboard_address=None, **kw) as cluster, Client(cluster) as client:
+            yield client
+        return
+    if "://" not in scheduler and not re.fullmatch(r"[\w.\-]+:\d+", scheduler.strip()):
+        raise InvalidParameterError(
+            f"--dask takes local:N or a scheduler address (tcp://host:port); found {scheduler!r}")
+    with Client(scheduler) as client:
+        yield client
