@@ -579,7 +579,7 @@ class _PhaseBars:
 
 
 @cli.command("dedup", context_settings=CONTEXT)
-@click.argument("input_path", metavar="INPUT.jsonl", type=click.Path(dir_okay=False))
+@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
 @click.option("--threshold", default=0.8, show_default=True, type=float,
               help="Pairs with Jaccard >= this are duplicates.")
 @click.option("--shingle", default="word:5", show_default=True,
@@ -588,26 +588,34 @@ class _PhaseBars:
               show_default=True, help="Score candidate pairs exactly or from signatures.")
 @click.option("--key-field", default="id", show_default=True)
 @click.option("--text-field", default="text", show_default=True)
-@click.option("--out", "out", type=click.Path(dir_okay=False),
-              help='Pairs as JSON lines {"a", "b", "jaccard"} (default: stdout).')
-@click.option("--clusters", type=click.Path(dir_okay=False), help="Clusters as JSON lines.")
+@click.option("--out", "out", type=click.Path(),
+              help='Pairs {"a", "b", "jaccard"} (default: stdout). With --dask: NAME.parquet '
+                   "is a folder of Parquet parts, NAME/ a folder of JSON-lines parts.")
+@click.option("--clusters", type=click.Path(), help="Clusters (JSON lines, or as --out).")
 @click.option("--keep", type=click.Choice(["first", "longest"]),
               help="Write the deduplicated collection, keeping this member of a cluster.")
 @click.option("--output", type=click.Path(dir_okay=False),
               help="Where --keep writes the deduplicated collection.")
 @click.option("--against", type=click.Path(exists=True, file_okay=False),
               help="Find the documents' duplicates among this jaccard index's items instead.")
+@click.option("--add-to", type=click.Path(exists=True, file_okay=False),
+              help="With --dask: then add the documents kept (and, with --against, matching "
+                   "nothing there) to this jaccard index.")
+@click.option("--dask", "scheduler", metavar="SCHEDULER",
+              help="Run on Dask: local:N (N worker processes) or a scheduler address. "
+                   "INPUT may then be JSON lines or Parquet files or globs.")
 @click.option("--num-perm", default=128, show_default=True)
 @click.option("--mode", type=click.Choice(["oph", "classic"]), default="oph", show_default=True)
 @click.option("--seed", default=0, show_default=True)
-def dedup_cmd(input_path: str, threshold: float, shingle: str, verify: str, key_field: str,
-              text_field: str, out: str | None, clusters: str | None, keep: str | None,
-              output: str | None, against: str | None, num_perm: int, mode: str,
-              seed: int) -> None:
+def dedup_cmd(inputs: tuple[str, ...], threshold: float, shingle: str, verify: str,
+              key_field: str, text_field: str, out: str | None, clusters: str | None,
+              keep: str | None, output: str | None, against: str | None, add_to: str | None,
+              scheduler: str | None, num_perm: int, mode: str, seed: int) -> None:
     """Near-duplicate pairs and clusters of a JSON-lines collection (a similarity self-join).
 
     Candidate pairs share a MinHash band; each is verified (exactly by default) and the
-    pairs are grouped into clusters. A summary goes to stderr.
+    pairs are grouped into clusters. A summary goes to stderr. With --dask the same pairs
+    and clusters are computed on a Dask cluster (needs lshdb[dask]).
     """
     from .dedup import dedup_jsonl, write_pairs
 
@@ -615,6 +623,18 @@ def dedup_cmd(input_path: str, threshold: float, shingle: str, verify: str, key_
         raise click.UsageError("--keep and --output go together")
     if not 0.0 < threshold <= 1.0:
         raise click.UsageError(f"--threshold must be in (0, 1]; found {threshold}")
+    if scheduler:
+        if keep:
+            raise click.UsageError("--keep/--output do not run on --dask; use --add-to")
+        _dedup_dask(list(inputs), scheduler, key_field, text_field, out, clusters, against,
+                    add_to, threshold=threshold, shingle=shingle, num_perm=num_perm,
+                    verify=verify, mode=mode, seed=seed)
+        return
+    if add_to:
+        raise click.UsageError("--add-to needs --dask")
+    if len(inputs) != 1:
+        raise click.UsageError("without --dask, give one JSON-lines INPUT")
+    input_path = inputs[0]
     if against:
         _dedup_against(input_path, against, threshold, key_field, text_field, out, verify)
         return
@@ -629,6 +649,30 @@ def dedup_cmd(input_path: str, threshold: float, shingle: str, verify: str, key_
     if out is None:
         write_pairs(result, "/dev/stdout")
     click.echo(json.dumps({"summary": result.stats}, default=_json_default), err=True)
+
+
+def _dedup_dask(inputs: list[str], scheduler: str, key_field: str, text_field: str,
+                out: str | None, clusters: str | None, against: str | None,
+                add_to: str | None, **options: Any) -> None:
+    import tempfile
+
+    from .dask.jobs import run_dedup
+
+    tmp = None
+    if out is None:
+        tmp = tempfile.mkdtemp(prefix="lshdb-dedup-")
+        out = os.path.join(tmp, "pairs.jsonl")
+    try:
+        summary = run_dedup(inputs, scheduler, key_field, text_field, out, clusters, against,
+                            add_to, **options)
+        if tmp:
+            with open(out, "rb") as f:
+                shutil.copyfileobj(f, sys.stdout.buffer)
+            sys.stdout.flush()
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    click.echo(json.dumps({"summary": summary}, default=_json_default), err=True)
 
 
 def _dedup_against(input_path: str, index_path: str, threshold: float, key_field: str,

@@ -89,6 +89,11 @@ class DedupFrames:
         The folded union-find: ``(documents, roots)`` of every document in a cluster, by
         ``p << 32 | row`` (used to pick the documents a deduplicated collection keeps).
 
+    npartitions : int
+    pair_parts, cluster_parts : list of dask.delayed.Delayed
+        The pandas partitions of ``pairs`` and ``clusters`` (for writers that compute
+        them with ``stats`` in one graph).
+
     Compute them together (``dask.compute(f.pairs, f.clusters, f.stats)``) so that the
     shared work is done once.
     """
@@ -98,6 +103,8 @@ class DedupFrames:
     stats: Any
     roots: Any
     npartitions: int
+    pair_parts: list[Any]
+    cluster_parts: list[Any]
 
 
 def _part_id(ids: np.ndarray) -> np.ndarray:
@@ -418,12 +425,12 @@ def dedup(frame: Any, text: str = "text", key: str = "id", threshold: float = 0.
     stats = delayed(_stats, pure=True)(
         o, [delayed(_counts, pure=True)(s, "docs", "live") for s in signed],
         [delayed(_counts, pure=True)(v, "candidates", "a") for v in verified], roots, checks)
+    pair_parts = [delayed(_pairs_frame, pure=True)(v) for v in verified]
     with dask.config.set({"dataframe.convert-string": False}):  # keys stay str or int
-        pairs = dd.from_delayed([delayed(_pairs_frame, pure=True)(v) for v in verified],
-                                meta=_meta(PAIRS_META), verify_meta=False)
+        pairs = dd.from_delayed(pair_parts, meta=_meta(PAIRS_META), verify_meta=False)
         clusters = dd.from_delayed(cluster_parts, meta=_meta(CLUSTERS_META), verify_meta=False)
     return DedupFrames(pairs=pairs, clusters=clusters, stats=stats, roots=roots,
-                       npartitions=n_parts)
+                       npartitions=n_parts, pair_parts=pair_parts, cluster_parts=cluster_parts)
 
 
 def _match_part(part: Any, index: str, o: _Options, exact: bool | None) -> Any:
