@@ -4,9 +4,9 @@
 and either deduplicates them within themselves (pairs and clusters) or, with ``against``,
 matches them against a persistent jaccard index (each worker opens it read-only). With
 ``add_to`` it then adds the survivors, the documents that a deduplicated collection keeps
-(the first of each cluster and every document in none) and that matched nothing in
-``against``, to a jaccard index through its one writer, here on the client, a partition at a
-time: next month's run checks against this month's.
+(the first of each cluster and every document in none, but the empty ones) and that
+matched nothing in ``against``, to a jaccard index through its one writer, here on the
+client, a partition at a time: next month's run checks against this month's.
 
 Thread safety: one job at a time per process (it owns its client).
 """
@@ -27,12 +27,14 @@ __all__ = ["run_dedup"]
 
 def _survivors(part: Any, p: int, key: str, text: str, nodes: np.ndarray, roots: np.ndarray,
                matched: set[Any]) -> tuple[list[Any], list[str]]:
-    """The documents of partition ``p`` that a deduplicated collection keeps."""
+    """The documents of partition ``p`` that a deduplicated collection keeps (but the
+    empty ones, which have no MinHash to store)."""
     ids = (np.uint64(p) << np.uint64(32)) | np.arange(len(part), dtype=np.uint64)
     at = np.minimum(np.searchsorted(nodes, ids), max(len(nodes) - 1, 0))
     dropped = (nodes[at] == ids) & (roots[at] != ids) if len(nodes) else np.zeros(len(ids), bool)
     keys, texts = part[key].tolist(), part[text].tolist()
-    keep = [i for i in np.flatnonzero(~dropped).tolist() if keys[i] not in matched]
+    keep = [i for i in np.flatnonzero(~dropped).tolist()
+            if keys[i] not in matched and texts[i].split()]
     return [keys[i] for i in keep], [texts[i] for i in keep]
 
 
