@@ -7,6 +7,8 @@ status 1. Long work shows a progress bar on stderr when it is a terminal.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import json
 import os
@@ -371,13 +373,28 @@ def add_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
 @_with_inputs
 @click.option("--metric", required=True, type=click.Choice(["cosine", "l2", "l1", "hamming", "jaccard"]))
 @_create_options
+@click.option("--shards", type=click.IntRange(1, 4096),
+              help="Build S shard indexes under PATH (vectors), queried as one index.")
+@click.option("--dask", "scheduler", metavar="SCHEDULER",
+              help="With --shards: build the shards on Dask, local:N or a scheduler address.")
 @_fmt_option
 def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
               vector_field: str, batch_size: int | None, text_field: str | None,
-              tokens_field: str | None, metric: str, fmt: str, **kw: Any) -> None:
+              tokens_field: str | None, metric: str, shards: int | None,
+              scheduler: str | None, fmt: str, **kw: Any) -> None:
     """Create an index at PATH and bulk-load a file into it.
 
-    A build that fails or is interrupted removes the index it created."""
+    A build that fails or is interrupted removes the index it created. With --shards, PATH
+    holds S ordinary indexes with one family and a manifest; `lshdb query`, `stats` and
+    `check` read it as one index."""
+    if shards is not None or scheduler is not None:
+        if shards is None:
+            raise click.UsageError("--dask builds shards; give --shards S")
+        if metric == "jaccard" or text_field or tokens_field:
+            raise click.UsageError("--shards builds vector indexes (not jaccard)")
+        _build_sharded(path, input_path, keys_file, key_field, vector_field, metric, shards,
+                       scheduler, fmt, _options(**kw))
+        return
     src = _items(metric, input_path, key_field, vector_field, text_field, tokens_field)
     dim = None if metric == "jaccard" else (src.dim * 8 if metric == "hamming" else src.dim)
     t0 = time.perf_counter()
@@ -392,6 +409,23 @@ def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
     dt = time.perf_counter() - t0
     emit([{**summary, "added": n, "seconds": round(dt, 3), "vectors_per_s": round(n / dt)}],
          fmt)
+
+
+def _build_sharded(path: str, input_path: str, keys_file: str | None, key_field: str,
+                   vector_field: str, metric: str, shards: int, scheduler: str | None,
+                   fmt: str, options: dict[str, Any]) -> None:
+    from .dask.shards import build_sharded
+
+    if scheduler is None:
+        summary = build_sharded(path, input_path, metric, shards, None, keys_file, key_field,
+                                vector_field, **options)
+    else:
+        from .dask.client import connect
+
+        with connect(scheduler) as client:
+            summary = build_sharded(path, input_path, metric, shards, client, keys_file,
+                                    key_field, vector_field, **options)
+    emit([summary], fmt)
 
 
 @cli.command("query", context_settings=CONTEXT)
@@ -415,13 +449,16 @@ def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
 @click.option("--threshold", type=float,
               help="jaccard: every item with Jaccard >= this (-k then caps the count).")
 @click.option("--estimate", is_flag=True, help="jaccard: score by signatures, not exactly.")
+@click.option("--dask", "scheduler", metavar="SCHEDULER",
+              help="A sharded index: run each shard's part on a Dask worker (local:N or an "
+                   "address; the shards must be on the workers' disks).")
 @_fmt_option
 def query_cmd(path: str, input_path: str, k: int, probes: int | None,
               candidates: int | None, min_hits: int | None, rerank: int | None,
               scan: bool | None, key_field: str | None,
               vector_field: str,
               text_field: str | None, tokens_field: str | None, threshold: float | None,
-              estimate: bool, fmt: str) -> None:
+              estimate: bool, scheduler: str | None, fmt: str) -> None:
     """Print the k nearest items of each query: {"query": i, "results": [...]}.
 
     For a jaccard index the results carry "jaccard" scores instead of distances."""
@@ -436,10 +473,19 @@ def query_cmd(path: str, input_path: str, k: int, probes: int | None,
             extra = {"threshold": threshold, "exact": False if estimate else None}
         elif threshold is not None or estimate:
             raise InputFormatError("--threshold and --estimate apply to jaccard indexes")
-        with index.reader() as r:
+        with contextlib.ExitStack() as stack:
+            if scheduler is None:
+                batch = stack.enter_context(index.reader()).query_batch
+            else:
+                from .dask.client import connect
+
+                if not hasattr(index, "shard_paths"):
+                    raise click.UsageError("--dask queries a sharded index (build --shards)")
+                client = stack.enter_context(connect(scheduler))
+                batch = functools.partial(index.query_batch, client=client)
             for s, Q in src.blocks(4096):
-                res = r.query_batch(Q, k, probes=probes, candidates=candidates,
-                                    min_hits=min_hits, rerank=rerank, scan=scan, **extra)
+                res = batch(Q, k, probes=probes, candidates=candidates,
+                            min_hits=min_hits, rerank=rerank, scan=scan, **extra)
                 if fmt == "json":
                     emit(({"query": s + i, "results": [{"key": key, score: d} for key, d in hits]}
                           for i, hits in enumerate(res)), fmt)
@@ -527,7 +573,12 @@ def check_cmd(path: str, fix: bool, fmt: str) -> None:
     reported as a problem."""
     bars = _PhaseBars()
     try:
-        report = deep_check(path, fix=fix, progress=bars, isolate=True)
+        if os.path.isfile(os.path.join(path, "shards.json")):
+            from .dask.shards import check_sharded
+
+            report = check_sharded(path, fix=fix, progress=bars, isolate=True)
+        else:
+            report = deep_check(path, fix=fix, progress=bars, isolate=True)
     finally:
         bars.close()
     if fmt == "json":

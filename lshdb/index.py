@@ -154,6 +154,10 @@ def open(path: str | os.PathLike[str], readonly: bool = False,
     CorruptIndexError
         Its files fail validation.
     """
+    if os.path.isfile(os.path.join(path, "shards.json")):  # a sharded folder: lshdb.dask.shards
+        from .dask.shards import open_sharded
+
+        return cast(Index, open_sharded(path, readonly=readonly))  # Index's read API
     return Index(os.fspath(path), readonly=readonly, durability=durability, map_size=map_size)
 
 

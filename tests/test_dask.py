@@ -15,7 +15,6 @@ import dask
 import dask.dataframe as dd
 import pandas as pd
 import pytest
-from distributed import Client, LocalCluster
 
 import lshdb
 from lshdb.dask import dedup as dask_dedup
@@ -45,15 +44,6 @@ def as_lists(result) -> tuple[list, list]:
     pairs = [(a, b, j) for a, b, j in result.pairs()]
     clusters = [[result.keys[i] for i in m.tolist()] for m in result.clusters]
     return pairs, clusters
-
-
-@pytest.fixture(scope="module")
-def client():
-    # one retry of a task whose worker died, so that a worker killed twice fails the job
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), \
-            LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                         dashboard_address=None) as cluster, Client(cluster) as c:
-        yield c
 
 
 @pytest.mark.parametrize("seed, options", [

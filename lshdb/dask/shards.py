@@ -1,2 +1,365 @@
+"""Sharded vector indexes: S ordinary indexes under one folder, queried as one.
+
+On disk::
+
+    NAME.lshdb/
+      shards.json          the manifest: format, metric, dim, routing, the shard folders
+      shard-0000.lshdb/    an ordinary lshdb index (its own LMDB, rows, CURRENT)
+      ...
+
+Every shard has the same family, parameters and seed: :func:`build_sharded` calibrates once,
+on the same first block of rows a single build would calibrate on, empties that index and
+copies it as each shard (a calibrated family's functions depend on the calibration, not
+only on its parameters). A key lives in shard ``route(key)``: the first 8 bytes of
+BLAKE2b of the key's msgpack bytes, modulo S, the same on every machine. The manifest is
+written last, into a folder built under a temporary name and renamed into place, so a
+failed build leaves no sharded index.
+
+:class:`ShardedIndex` (what :func:`lshdb.open` returns for such a folder) has the read API of
+an :class:`~lshdb.index.Index`: ``query`` and ``query_batch`` ask every shard for its top k
+and merge them; ``get``, ``in`` and writes go to the key's shard; ``len`` and ``stats`` sum
+over the shards. Reading needs no Dask; building on a cluster and ``query_batch(...,
+client=...)`` (each shard's part on a worker) do.
+
+Thread safety: as an Index; a ShardedIndex holds one open Index per shard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from ..codec import Key, pack_keys
+from ..errors import CorruptIndexError, IndexExistsError, InvalidParameterError, NotAnIndexError
+from ..index import Index, create
+from ..index import open as open_index
+
+__all__ = ["MANIFEST", "ShardedIndex", "is_sharded", "open_sharded", "build_sharded", "route",
+           "check_sharded"]
+
 MANIFEST = "shards.json"
-ShardedIndex = build_sharded = is_sharded = open_sharded = None
+_FORMAT = "lshdb-shards"
+_VERSION = 1
+_CALIBRATION_ROWS = 65536  # the first block a single `lshdb build` calibrates on
+
+
+def is_sharded(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a sharded index folder (it holds a manifest)."""
+    return os.path.isfile(os.path.join(os.fspath(path), MANIFEST))
+
+
+def route(keys: Iterable[Key], n_shards: int) -> np.ndarray:
+    """The shard of each key: BLAKE2b-64 of its msgpack bytes modulo ``n_shards``."""
+    _, packed = pack_keys(list(keys))
+    return np.fromiter((int.from_bytes(hashlib.blake2b(p, digest_size=8).digest(), "big")
+                        % n_shards for p in packed), dtype=np.int64, count=len(packed))
+
+
+def _read_manifest(path: str) -> dict[str, Any]:
+    try:
+        with open(os.path.join(path, MANIFEST), encoding="utf-8") as f:
+            m = json.load(f)
+    except FileNotFoundError:
+        raise NotAnIndexError(f"{path} is not a sharded lshdb index (no {MANIFEST})") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptIndexError(f"{path}/{MANIFEST} is not valid JSON ({exc})") from None
+    if not isinstance(m, dict) or m.get("format") != _FORMAT or not m.get("shards"):
+        raise CorruptIndexError(f"{path}/{MANIFEST} is not an lshdb shard manifest")
+    if m.get("version") != _VERSION:
+        raise CorruptIndexError(f"{path}/{MANIFEST} has version {m.get('version')!r}; this "
+                                f"lshdb reads version {_VERSION}")
+    return m
+
+
+class ShardedIndex:
+    """S shard indexes queried as one; see the module docstring. Use :func:`lshdb.open`."""
+
+    def __init__(self, path: str, readonly: bool = False) -> None:
+        self.path = path
+        self.manifest = _read_manifest(path)
+        self.shard_paths = [os.path.join(path, s) for s in self.manifest["shards"]]
+        self.shards: list[Index] = []
+        try:
+            for p in self.shard_paths:
+                self.shards.append(open_index(p, readonly=readonly))
+        except BaseException:
+            self.close()
+            raise
+        first = self.shards[0]
+        self.metric, self.family, self.options = first.metric, first.family, first.options
+        self.settings = first.settings
+
+    # -- life cycle
+    def close(self) -> None:
+        for s in self.shards:
+            s.close()
+
+    def __enter__(self) -> ShardedIndex:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ShardedIndex({self.path!r}, shards={len(self.shards)})"
+
+    # -- reads
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[_ShardedReader]:
+        """One snapshot per shard (each consistent; the shards are not one transaction)."""
+        with contextlib.ExitStack() as stack:
+            yield _ShardedReader(self, [stack.enter_context(s.reader()) for s in self.shards])
+
+    def query(self, vector: Any, k: int | None = 10, **kw: Any) -> list[tuple[Key, float]]:
+        with self.reader() as r:
+            return r.query(vector, k, **kw)
+
+    def query_batch(self, vectors: Any, k: int | None = 10, client: Any = None,
+                    **kw: Any) -> list[list[tuple[Key, float]]]:
+        """:meth:`query` for many; with a Dask ``client``, each shard's part runs on a
+        worker (which opens the shard from the path in the manifest: the shard must be on
+        that worker's disk)."""
+        if client is None:
+            with self.reader() as r:
+                return r.query_batch(vectors, k, **kw)
+        futures = [client.submit(_query_shard, p, vectors, k, kw, pure=False)
+                   for p in self.shard_paths]
+        return _merge_batch(client.gather(futures), k, self._larger_is_better())
+
+    def get(self, key: Key) -> np.ndarray:
+        return self._shard_of(key).get(key)
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.shards)
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            return key in self._shard_of(key)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return False
+
+    def keys(self) -> list[Key]:
+        return [k for s in self.shards for k in s.keys()]
+
+    def stats(self, buckets: bool = True) -> dict[str, Any]:
+        """Shard 0's stats with the counts and bytes summed over the shards, and a line per
+        shard under ``shards``."""
+        each = [s.stats(buckets=buckets) for s in self.shards]
+        out = dict(each[0])
+        out["path"] = self.path
+        for name in ("rows", "live", "deleted"):
+            out[name] = sum(int(e.get(name) or 0) for e in each)
+        out["bytes"] = {part: sum(int(e["bytes"].get(part, 0)) for e in each)
+                        for part in each[0].get("bytes", {})}
+        out.pop("tables", None)
+        out.pop("bucket_histogram", None)
+        out["shards"] = [{"path": p, "live": e.get("live"), "rows": e.get("rows")}
+                         for p, e in zip(self.manifest["shards"], each)]
+        return out
+
+    # -- writes, routed by key
+    def _shard_of(self, key: Key) -> Index:
+        return self.shards[int(route([key], len(self.shards))[0])]
+
+    def _routed(self, keys: Iterable[Key]) -> tuple[list[Key], np.ndarray]:
+        keys = list(keys)
+        return keys, route(keys, len(self.shards))
+
+    def add(self, keys: Iterable[Key], vectors: Any) -> None:
+        """Add to each key's shard (one transaction per shard: a failure can leave the
+        shards before it written)."""
+        self._write("add", keys, vectors)
+
+    def upsert(self, keys: Iterable[Key], vectors: Any) -> None:
+        self._write("upsert", keys, vectors)
+
+    def delete(self, keys: Iterable[Key], missing_ok: bool = False) -> int:
+        keys, dest = self._routed(keys)
+        return sum(self.shards[s].delete([keys[i] for i in np.flatnonzero(dest == s).tolist()],
+                                         missing_ok=missing_ok)
+                   for s in np.unique(dest).tolist())
+
+    def _write(self, op: str, keys: Iterable[Key], vectors: Any) -> None:
+        keys, dest = self._routed(keys)
+        items = vectors if isinstance(vectors, list) else np.asarray(vectors)
+        for s in np.unique(dest).tolist():
+            rows = np.flatnonzero(dest == s)
+            part = [items[i] for i in rows.tolist()] if isinstance(items, list) else items[rows]
+            getattr(self.shards[s], op)([keys[i] for i in rows.tolist()], part)
+
+    def _larger_is_better(self) -> bool:
+        return self.metric.name == "jaccard"
+
+
+class _ShardedReader:
+    """Readers of every shard, queried together."""
+
+    def __init__(self, index: ShardedIndex, readers: list[Any]) -> None:
+        self._index, self._readers = index, readers
+
+    def query(self, vector: Any, k: int | None = 10, **kw: Any) -> list[tuple[Key, float]]:
+        hits = [h for r in self._readers for h in r.query(vector, k, **kw)]
+        return _top(hits, k, self._index._larger_is_better())
+
+    def query_batch(self, vectors: Any, k: int | None = 10, **kw: Any
+                    ) -> list[list[tuple[Key, float]]]:
+        return _merge_batch([r.query_batch(vectors, k, **kw) for r in self._readers], k,
+                            self._index._larger_is_better())
+
+    def get(self, key: Key) -> np.ndarray:
+        return self._index.get(key)
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self._readers)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
+
+
+def _top(hits: list[tuple[Key, float]], k: int | None, larger: bool) -> list[tuple[Key, float]]:
+    hits.sort(key=lambda h: -h[1] if larger else h[1])
+    return hits if k is None else hits[:k]
+
+
+def _merge_batch(per_shard: list[list[list[tuple[Key, float]]]], k: int | None,
+                 larger: bool) -> list[list[tuple[Key, float]]]:
+    return [_top([h for shard in per_shard for h in shard[i]], k, larger)
+            for i in range(len(per_shard[0]) if per_shard else 0)]
+
+
+def _query_shard(path: str, vectors: Any, k: int | None, kw: dict[str, Any]
+                 ) -> list[list[tuple[Key, float]]]:
+    with open_index(path, readonly=True) as ix, ix.reader() as r:
+        return r.query_batch(vectors, k, **kw)
+
+
+def open_sharded(path: str | os.PathLike[str], readonly: bool = False) -> ShardedIndex:
+    """Open a sharded index folder (see :func:`lshdb.open`)."""
+    return ShardedIndex(os.fspath(path), readonly=readonly)
+
+
+def check_sharded(path: str, fix: bool = False, progress: Any = None,
+                  isolate: bool = False) -> dict[str, Any]:
+    """:func:`lshdb.check.check` of every shard, and the manifest against the folder."""
+    from ..check import check
+
+    m = _read_manifest(path)
+    report: dict[str, Any] = {"ok": True, "problems": [], "fixed": [], "shards": []}
+    for name in m["shards"]:
+        sub = os.path.join(path, name)
+        if not os.path.isdir(sub):
+            report["problems"].append(f"{name}: the manifest names it but it is missing")
+            continue
+        r = check(sub, fix=fix, progress=progress, isolate=isolate)
+        report["problems"] += [f"{name}: {p}" for p in r["problems"]]
+        report["fixed"] += [f"{name}: {p}" for p in r["fixed"]]
+        report["shards"].append({"shard": name, "ok": r["ok"]})
+    report["ok"] = not report["problems"]
+    return report
+
+
+# -- building -------------------------------------------------------------------------
+
+
+def _build_shard(path: str, template: str, source: dict[str, Any], shard: int,
+                 n_shards: int) -> int:
+    """Copy the empty calibrated ``template`` to ``path`` and add the rows routed to shard
+    ``shard``; returns their count."""
+    from ..inputs import open_vectors, read_keys
+
+    src = open_vectors(source["input"], source["key_field"], source["vector_field"])
+    keys = read_keys(source["keys_file"]) if source.get("keys_file") else src.keys
+    shutil.copytree(template, path)
+    n = 0
+    with open_index(path) as ix, ix.writer() as w:
+        for s, X in src.blocks(65536):
+            ks = list(keys[s:s + len(X)]) if keys is not None else list(range(s, s + len(X)))
+            mine = np.flatnonzero(route(ks, n_shards) == shard)
+            if len(mine):
+                w.add([ks[i] for i in mine.tolist()], np.asarray(X)[mine])
+                n += len(mine)
+    return n
+
+
+def _calibrated_template(path: str, metric: str, dim: int, sample: np.ndarray,
+                         options: dict[str, Any]) -> dict[str, Any]:
+    """An empty index at ``path`` whose family and query settings were calibrated on
+    ``sample`` (added, deleted and compacted away): the family's functions depend on the
+    calibration, not only on its parameters, so the shards copy it whole."""
+    with create(path, metric=metric, dim=dim, **options) as cal:
+        cal.add(range(len(sample)), sample)
+        cal.delete(range(len(sample)))
+        cal.compact()
+        return dict(cal.family.describe()) if cal.family else {}
+
+
+def build_sharded(path: str | os.PathLike[str], input_path: str, metric: str, shards: int,
+                  client: Any = None, keys_file: str | None = None, key_field: str = "key",
+                  vector_field: str = "vector", **options: Any) -> dict[str, Any]:
+    """Build a sharded index of the vectors in ``input_path`` (formats as ``lshdb build``).
+
+    Calibrates once on the first 65,536 rows, creates ``shards`` shard indexes with those
+    parameters fixed, and fills each with the rows routed to it: on ``client``'s workers
+    when given (one task per shard, each reading the input itself), else here in turn.
+
+    Raises
+    ------
+    IndexExistsError
+        ``path`` exists and is not empty.
+    InvalidParameterError
+        ``shards`` below 1, or an option the index rejects.
+    """
+    from ..inputs import open_vectors
+
+    path = os.fspath(path)
+    if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= 4096:
+        raise InvalidParameterError(f"shards must be an int in 1..4096; found {shards!r}")
+    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+        raise IndexExistsError(f"{path} already exists; choose a new path")
+    t0 = time.perf_counter()
+    src = open_vectors(input_path, key_field, vector_field)
+    dim = src.dim * 8 if metric == "hamming" else src.dim
+    parent = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(parent, f".{os.path.basename(path)}.building-{uuid.uuid4().hex[:8]}")
+    os.makedirs(tmp)
+    try:
+        sample = np.asarray(next(src.blocks(_CALIBRATION_ROWS))[1])
+        template = os.path.join(tmp, "calibration.lshdb")
+        family = _calibrated_template(template, metric, dim, sample, options)
+        del sample, src
+        names = [f"shard-{s:04d}.lshdb" for s in range(shards)]
+        source = {"input": os.path.abspath(input_path), "key_field": key_field,
+                  "vector_field": vector_field,
+                  "keys_file": os.path.abspath(keys_file) if keys_file else None}
+        args = [(os.path.join(tmp, nm), template, source, s, shards)
+                for s, nm in enumerate(names)]
+        if client is not None:
+            counts = client.gather([client.submit(_build_shard, *a, pure=False) for a in args])
+        else:
+            counts = [_build_shard(*a) for a in args]
+        shutil.rmtree(template)
+        manifest = {"format": _FORMAT, "version": _VERSION, "metric": metric, "dim": dim,
+                    "route": "blake2b64-msgpack-mod", "shards": names, "created": time.time()}
+        with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        if os.path.isdir(path):
+            os.rmdir(path)
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"path": path, "metric": metric, "dim": dim, "shards": shards,
+            "family": family,
+            "added": int(sum(counts)), "per_shard": [int(c) for c in counts],
+            "seconds": round(time.perf_counter() - t0, 3)}
