@@ -215,18 +215,16 @@ def _candidates(*pieces: Any) -> np.ndarray:
     return np.stack((a, b))
 
 
-def _features(texts: list[Any], o: _Options, p: int, rows: np.ndarray
-              ) -> tuple[np.ndarray, Any]:
-    """(rows kept, payload) for the given rows of a partition: CSR hashes or signatures."""
-    live, offsets, hashes = _shingle(texts, o, p)
-    at = np.searchsorted(live, rows)
+def _features(texts: list[Any], o: _Options, p: int, rows: np.ndarray) -> Any:
+    """The payload of the given rows of a partition (all with shingles): their CSR hashes,
+    or their signatures. Only these texts are shingled: each text's values depend on it
+    alone."""
+    subset = [texts[i] for i in rows.tolist()]
+    live, offsets, hashes = _shingle(subset, o, p)
     if o.verify == "estimate":
-        sig = sign_texts(texts, live, offsets, hashes, o.kind, o.n_gram, o.num_perm, o.mode,
-                         o.seed)
-        return rows, sig[at]
-    cnt = offsets[at + 1] - offsets[at]
-    idx = np.arange(int(cnt.sum())) + np.repeat(offsets[at] - (np.cumsum(cnt) - cnt), cnt)
-    return rows, (np.concatenate(([0], np.cumsum(cnt))), hashes[idx])
+        return sign_texts(subset, live, offsets, hashes, o.kind, o.n_gram, o.num_perm, o.mode,
+                          o.seed)
+    return offsets, hashes
 
 
 class _Reread:
@@ -254,7 +252,7 @@ def _ship(part: _Reread, q: int, o: _Options, *cands: np.ndarray) -> list[Any]:
             b = np.concatenate((c[0], b))
         wanted.append(np.unique(b & _ROW_MASK).astype(np.int64))
     rows = np.unique(np.concatenate(wanted)) if wanted else np.zeros(0, np.int64)
-    _, payload = _features(texts, o, q, rows)
+    payload = _features(texts, o, q, rows)
     out = []
     for w in wanted:
         pos = np.searchsorted(rows, w)
@@ -346,7 +344,7 @@ def _meta(columns: dict[str, Any]) -> Any:
 def dedup(frame: Any, text: str = "text", key: str = "id", threshold: float = 0.8,
           shingle: str = "word:5", num_perm: int = 128, verify: str = "exact",
           mode: str = "oph", seed: int = 0, bands: tuple[int, int] | None = None,
-          fp_weight: float = 0.1, fn_weight: float = 0.9, bands_per_round: int = 3,
+          fp_weight: float = 0.1, fn_weight: float = 0.9, bands_per_round: int = 8,
           buckets: int | None = None, split_every: int = 8) -> DedupFrames:
     """Find the near-duplicate pairs and clusters of a Dask DataFrame of documents, lazily.
 
@@ -359,7 +357,8 @@ def dedup(frame: Any, text: str = "text", key: str = "id", threshold: float = 0.
     bands_per_round : int
         Bands shuffled together (fewer: less memory per round, more rounds).
     buckets : int, optional
-        Bucket tasks per round (default: the number of partitions).
+        Bucket tasks per round (default: the number of partitions, at most 8; each round
+        has partitions x buckets transfers).
     split_every : int
         Fan-in of the union-find fold.
 
@@ -392,7 +391,7 @@ def dedup(frame: Any, text: str = "text", key: str = "id", threshold: float = 0.
     if parts is None:
         raise InvalidParameterError("frame must be a dask.dataframe.DataFrame")
     n_parts = len(parts)
-    m = int(buckets or n_parts)
+    m = int(buckets or min(n_parts, 8))
     if m < 1:
         raise InvalidParameterError(f"buckets must be >= 1; found {buckets!r}")
     delayed = dask.delayed

@@ -38,6 +38,17 @@ def _survivors(part: Any, p: int, key: str, text: str, nodes: np.ndarray, roots:
     return [keys[i] for i in keep], [texts[i] for i in keep]
 
 
+def _blocksize(inputs: list[str], workers: int) -> int:
+    """JSON-lines blocks of ~1/8 of the input per worker (so that every worker has work
+    to balance), between 1 and 64 MB."""
+    import glob
+    import os
+
+    total = sum(os.path.getsize(f) for spec in inputs for f in (glob.glob(spec) or [spec])
+                if os.path.isfile(f))
+    return max(1 << 20, min(64 << 20, total // (8 * max(workers, 1)) + 1))
+
+
 def run_dedup(inputs: list[str], scheduler: str, key: str = "id", text: str = "text",
               pairs: str | None = None, clusters: str | None = None,
               against: str | None = None, add_to: str | None = None,
@@ -58,8 +69,9 @@ def run_dedup(inputs: list[str], scheduler: str, key: str = "id", text: str = "t
             if ix.metric.name != "jaccard":
                 raise InputFormatError(f"{add_to} is a {ix.metric.name} index, not jaccard")
     with connect(scheduler) as client:
-        frame = read_documents(inputs, key, text)
-        summary: dict[str, Any] = {"workers": len(client.scheduler_info()["workers"])}
+        workers = len(client.scheduler_info()["workers"])
+        frame = read_documents(inputs, key, text, blocksize=_blocksize(inputs, workers))
+        summary: dict[str, Any] = {"workers": workers}
         matched: set[Any] = set()
         if against is not None:
             m = match_index(frame, against, text=text, key=key,
