@@ -52,38 +52,68 @@ def _is_parquet(path: str) -> bool:
     return path.endswith((".parquet", ".pq")) or os.path.isdir(path)
 
 
-def _jsonl_block(spec: tuple[str, int, int], key: str, text: str) -> Any:
-    """The documents of the lines that start in bytes [start, end) of a JSON-lines file."""
-    import pandas as pd
-
+def _block_bytes(spec: tuple[str, int, int]) -> tuple[int, bytes]:
+    """The lines that start in bytes [start, end) of a file, and the offset of the first."""
     path, start, end = spec
-    keys: list[Any] = []
-    texts: list[Any] = []
     with open(path, "rb") as f:
         if start:
             f.seek(start - 1)
             f.readline()  # the line in progress belongs to the previous block
-        pos = f.tell()
-        while pos < end:
-            raw = f.readline()
-            if not raw:
-                break
-            at, pos = pos, pos + len(raw)
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise InputFormatError(f"{path}: line at byte {at}: not valid UTF-8 JSON "
-                                       f"({exc})") from None
-            if not isinstance(obj, dict) or key not in obj or text not in obj:
-                raise InputFormatError(f"{path}: line at byte {at}: needs the fields {key!r} "
-                                       f"and {text!r}")
-            if not isinstance(obj[text], str):
-                raise InputFormatError(f"{path}: line at byte {at}: field {text!r} must be a "
-                                       f"string; found {type(obj[text]).__name__}")
-            keys.append(obj[key])
-            texts.append(obj[text])
+        first = f.tell()
+        if first >= end:
+            return first, b""
+        data = f.read(end - first)
+        if not data.endswith(b"\n"):
+            data += f.readline()  # the line running past the block's end is this block's
+    return first, data
+
+
+def _jsonl_block(spec: tuple[str, int, int], key: str, text: str) -> Any:
+    """The documents of the lines that start in bytes [start, end) of a JSON-lines file:
+    parsed by pyarrow when it can, else line by line (which names the bad line)."""
+    import pandas as pd
+
+    first, data = _block_bytes(spec)
+    try:
+        import pyarrow as pa
+        import pyarrow.json as pj
+
+        table = pj.read_json(pa.BufferReader(data)) if data.strip() else None
+        if table is not None and key in table.column_names and text in table.column_names \
+                and pa.types.is_string(table.schema.field(text).type) \
+                and (pa.types.is_string(table.schema.field(key).type)
+                     or pa.types.is_integer(table.schema.field(key).type)) \
+                and table.column(key).null_count == 0 and table.column(text).null_count == 0:
+            return pd.DataFrame({key: pd.Series(table.column(key).to_pylist(), dtype=object),
+                                 text: pd.Series(table.column(text).to_pylist(), dtype=object)})
+    except (ImportError, ValueError, TypeError):  # pyarrow's errors derive from these
+        pass
+    return _parse_lines(spec[0], first, data, key, text)
+
+
+def _parse_lines(path: str, start: int, data: bytes, key: str, text: str) -> Any:
+    import pandas as pd
+
+    keys: list[Any] = []
+    texts: list[Any] = []
+    at = start
+    for raw in data.splitlines(keepends=True):
+        here, at = at, at + len(raw)
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputFormatError(f"{path}: line at byte {here}: not valid UTF-8 JSON "
+                                   f"({exc})") from None
+        if not isinstance(obj, dict) or key not in obj or text not in obj:
+            raise InputFormatError(f"{path}: line at byte {here}: needs the fields {key!r} "
+                                   f"and {text!r}")
+        if not isinstance(obj[text], str):
+            raise InputFormatError(f"{path}: line at byte {here}: field {text!r} must be a "
+                                   f"string; found {type(obj[text]).__name__}")
+        keys.append(obj[key])
+        texts.append(obj[text])
     return pd.DataFrame({key: pd.Series(keys, dtype=object),
                          text: pd.Series(texts, dtype=object)})
 
