@@ -192,3 +192,14 @@ def test_read_documents_reports_bad_lines(client, tmp_path):
         frame.compute()
     with pytest.raises(lshdb.InputFormatError, match="no file matches"):
         read_documents([str(tmp_path / "none*.jsonl")])
+
+
+def test_without_dask_the_core_works_and_the_error_names_the_extra(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"id": 1, "text": "a b c"}\n')
+    block = "import sys; sys.modules['dask'] = None; sys.modules['distributed'] = None; "
+    code = (block + "import lshdb, lshdb.dask; from lshdb.cli import cli; "
+            f"cli(['dedup', {str(tmp_path / 'd.jsonl')!r}, '--dask', 'local:1'])")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 1
+    assert "pip install 'lshdb[dask]'" in run.stderr and "Traceback" not in run.stderr

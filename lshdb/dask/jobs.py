@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputFormatError
-from .client import connect
+from .client import connect, require
 from .outputs import read_documents, write_results
 
 __all__ = ["run_dedup"]
@@ -58,10 +58,10 @@ def run_dedup(inputs: list[str], scheduler: str, key: str = "id", text: str = "t
     ``options`` go to :func:`lshdb.dask.dedup.dedup` (``threshold`` and ``verify`` also to
     the match against ``against``).
     """
-    import dask
-
     from ..index import open as open_index
     from .dedup import dedup, match_index
+
+    dask = require("dataframe")
 
     t0 = time.perf_counter()
     if add_to is not None:
