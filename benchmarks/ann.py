@@ -35,7 +35,7 @@ from benchmarks.common import (  # noqa: E402
     timed,
     write_result,
 )
-from lshdb.datasets import exact_knn  # noqa: E402
+from lshdb.io.datasets import exact_knn  # noqa: E402
 
 
 def recall_at_10(results: list[list[tuple[object, float]]], truth: np.ndarray) -> float:

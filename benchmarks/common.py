@@ -124,7 +124,7 @@ def dense_set(name: str, n_queries: int, seed: int
             return None
         X, Q, gt = real
         return X, Q[:n_queries], gt[:n_queries]
-    from lshdb.datasets import clustered
+    from lshdb.io.datasets import clustered
 
     X, Q = clustered(CLUSTERED[name], 128, seed=seed, n_queries=n_queries)
     return X, Q, None

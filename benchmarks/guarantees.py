@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import lshdb  # noqa: E402
 from benchmarks.common import median, table, write_result  # noqa: E402
-from lshdb.datasets import clustered  # noqa: E402
+from lshdb.io.datasets import clustered  # noqa: E402
 
 DIM = 128
 FIXED = {"k": 12, "L": 16}  # fixed parameters: the runs measure storage, not calibration
@@ -207,7 +207,7 @@ def small_batches(workdir: str, seed: int, base: int = 200_000,
     with every batch appended to the tables (``RUN_MAX = 0``, the layout before runs), in
     the same process: wall time, CPU time and bytes written per batch over whole merge
     cycles; then query latency by the number of runs waiting."""
-    from lshdb import runs
+    from lshdb.storage import runs
 
     X, _ = clustered(base + (batches + runs.RUN_MAX + 1) * 1000, DIM, seed=seed)
     Q, _ = clustered(500, DIM, seed=seed + 1)

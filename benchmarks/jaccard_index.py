@@ -32,8 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import lshdb  # noqa: E402
 from benchmarks.common import ROOT, SHARED, table, write_result  # noqa: E402
 from benchmarks.minhash import ensure_corpora, load  # noqa: E402
-from lshdb.minhash import band_keys, text_signatures  # noqa: E402
-from lshdb.text import word_shingles  # noqa: E402
+from lshdb.hashing.minhash import band_keys, text_signatures  # noqa: E402
+from lshdb.hashing.shingles import word_shingles  # noqa: E402
 
 
 def lmdb_floor(bucket_keys: np.ndarray, batch: int, workdir: str) -> float:

@@ -38,8 +38,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import ROOT, SHARED, median, table, write_result  # noqa: E402
-from lshdb.minhash import classic_signatures, oph_signatures, text_signatures  # noqa: E402
-from lshdb.text import hash_strings  # noqa: E402
+from lshdb.hashing.minhash import classic_signatures, oph_signatures, text_signatures  # noqa: E402
+from lshdb.hashing.shingles import hash_strings  # noqa: E402
 
 N = 5
 NUM_PERM = 128

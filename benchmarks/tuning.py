@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import lshdb  # noqa: E402
 from benchmarks.common import dense_set, table, write_result  # noqa: E402
-from lshdb.datasets import exact_knn  # noqa: E402
+from lshdb.io.datasets import exact_knn  # noqa: E402
 
 
 def recall(results: list[list[Any]], truth: np.ndarray) -> float:

@@ -2,38 +2,55 @@
 
 Workflow: ``create`` an index for a metric and dimension (or ``open`` an existing one), add
 vectors through a ``writer()`` transaction, ``query`` for the nearest stored items with exact
-distances. See the README for the command line, tuning and guarantees.
+distances. The docs/ folder has the user guide, the command line, tuning and guarantees.
 """
 
 from __future__ import annotations
 
-from . import check, errors, families, theory  # check: lshdb.check.check(path)
+import os
+from typing import cast
+
+from . import errors
 from .errors import (
-                     CorruptIndexError,
-                     DimensionMismatchError,
-                     DuplicateKeyError,
-                     FormatVersionError,
-                     IndexClosedError,
-                     IndexExistsError,
-                     InputFormatError,
-                     InvalidKeyError,
-                     InvalidParameterError,
-                     InvalidVectorError,
-                     KeyExistsError,
-                     KeyNotFoundError,
-                     LockTimeoutError,
-                     LshdbError,
-                     NotAnIndexError,
-                     ReadOnlyError,
+    CorruptIndexError,
+    DimensionMismatchError,
+    DuplicateKeyError,
+    FormatVersionError,
+    IndexClosedError,
+    IndexExistsError,
+    InputFormatError,
+    InvalidKeyError,
+    InvalidParameterError,
+    InvalidVectorError,
+    KeyExistsError,
+    KeyNotFoundError,
+    LockTimeoutError,
+    LshdbError,
+    NotAnIndexError,
+    ReadOnlyError,
 )
-from .index import FORMAT_VERSION, Index, Writer, create, open
-from .reader import Reader
+from .hashing import families, theory
+from .index.index import FORMAT_VERSION, Index, Writer, check, create
+from .index.index import open as _open_index
+from .index.reader import Reader
+
+
+def open(path: str | os.PathLike[str], readonly: bool = False, durability: str | None = None,
+         map_size: int | None = None) -> Index:
+    """Open an existing index (see :func:`lshdb.index.index.open`); a folder with a
+    ``shards.json`` manifest opens as a :class:`lshdb.dask.shards.ShardedIndex`, which has
+    the Index's read API and routed writes."""
+    if os.path.isfile(os.path.join(path, "shards.json")):
+        from .dask.shards import open_sharded
+
+        return cast(Index, open_sharded(path, readonly=readonly))
+    return _open_index(path, readonly=readonly, durability=durability, map_size=map_size)
 
 
 def tune(index: Index, target_recall: float = 0.9, k: int = 10, n_queries: int = 200,
          seed: int = 0, apply: bool = False) -> dict:  # type: ignore[type-arg]
     """Measure an index's recall/speed frontier and choose query settings (see lshdb.tuner)."""
-    from .tuner import tune as _tune
+    from .index.tune import tune as _tune
 
     return _tune(index, target_recall, k, n_queries, seed, apply)
 

@@ -1,5 +1,5 @@
 """``python -m lshdb ...``: the ``lshdb`` command line."""
 
-from .cli import main
+from .cli.main import main
 
 main()

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from .datasets import clustered, exact_knn
 from .errors import InvalidParameterError
-from .index import create
-from .index import open as open_index
+from .index.index import create
+from .index.index import open as open_index
+from .io.datasets import clustered, exact_knn
 
 __all__ = ["run_demo", "DEMO_MIN_ROWS"]
 

@@ -35,8 +35,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import lshdb  # noqa: E402
-import lshdb.rows  # noqa: E402
-from lshdb.check import check  # noqa: E402
+import lshdb.storage.rows  # noqa: E402
+from lshdb import check  # noqa: E402
 
 DIM = 8
 
@@ -79,7 +79,7 @@ def writer(path: str, seed: int, start: int, log: str, durability: str,
            early_flush: int | None = None) -> None:
     """Run batches start, start+1, ... forever (until killed)."""
     if early_flush is not None:  # flush rows in the background from this many bytes
-        lshdb.rows._EARLY_FLUSH = early_flush
+        lshdb.storage.rows._EARLY_FLUSH = early_flush
     index = lshdb.open(path, durability=durability)
     keys = sorted(index.keys())
     with open(log + ".ready", "w") as f:  # the harness times its kill from here

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..dedup import connected_components
+from ..text.dedup import connected_components
 
 __all__ = ["forest", "merge", "fold", "members_by_root", "clusters_frame"]
 

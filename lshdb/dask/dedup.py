@@ -33,7 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from ..dedup import (
+from ..errors import DuplicateKeyError, InputFormatError, InvalidParameterError, InvalidVectorError
+from ..hashing.minhash import band_keys
+from ..hashing.shingles import parse_shingle
+from ..text.dedup import (
     bucket_pairs,
     check_options,
     choose_bands,
@@ -41,9 +44,6 @@ from ..dedup import (
     shingle_texts,
     sign_texts,
 )
-from ..errors import DuplicateKeyError, InputFormatError, InvalidParameterError, InvalidVectorError
-from ..minhash import band_keys
-from ..text import parse_shingle
 from . import components
 from .client import require
 
@@ -435,7 +435,7 @@ def dedup(frame: Any, text: str = "text", key: str = "id", threshold: float = 0.
 def _match_part(part: Any, index: str, o: _Options, exact: bool | None) -> Any:
     import pandas as pd
 
-    from ..index import open as open_index
+    from ..index.index import open as open_index
 
     keys, texts = _columns(part, o, -1)
     a, b, j = [], [], []
@@ -461,7 +461,7 @@ def match_index(frame: Any, index: str, text: str = "text", key: str = "id",
     """
     dask = require("dataframe")
 
-    from ..index import open as open_index
+    from ..index.index import open as open_index
 
     check_options(threshold, 128, verify, "oph", None)
     with open_index(index, readonly=True) as ix:

@@ -58,7 +58,7 @@ def run_dedup(inputs: list[str], scheduler: str, key: str = "id", text: str = "t
     ``options`` go to :func:`lshdb.dask.dedup.dedup` (``threshold`` and ``verify`` also to
     the match against ``against``).
     """
-    from ..index import open as open_index
+    from ..index.index import open as open_index
     from .dedup import dedup, match_index
 
     dask = require("dataframe")

@@ -23,7 +23,7 @@ import uuid
 from typing import Any
 
 from ..errors import IndexExistsError, InputFormatError, InvalidParameterError, LshdbError
-from ..jsonl import atomic_write
+from ..io.jsonl import atomic_write
 from .client import require
 
 __all__ = ["DaskJobError", "read_documents", "write_results", "write_dedup", "target_kind"]

@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from ..codec import Key, pack_keys
 from ..errors import CorruptIndexError, IndexExistsError, InvalidParameterError, NotAnIndexError
-from ..index import Index, create
-from ..index import open as open_index
+from ..index.index import Index, create
+from ..index.index import open as open_index
+from ..storage.codec import Key, pack_keys
 
 __all__ = ["MANIFEST", "ShardedIndex", "is_sharded", "open_sharded", "build_sharded", "route",
            "check_sharded"]
@@ -250,7 +250,7 @@ def open_sharded(path: str | os.PathLike[str], readonly: bool = False) -> Sharde
 def check_sharded(path: str, fix: bool = False, progress: Any = None,
                   isolate: bool = False) -> dict[str, Any]:
     """:func:`lshdb.check.check` of every shard, and the manifest against the folder."""
-    from ..check import check
+    from ..index.index import check
 
     m = _read_manifest(path)
     report: dict[str, Any] = {"ok": True, "problems": [], "fixed": [], "shards": []}
@@ -274,7 +274,7 @@ def _build_shard(path: str, template: str, source: dict[str, Any], shard: int,
                  n_shards: int) -> int:
     """Copy the empty calibrated ``template`` to ``path`` and add the rows routed to shard
     ``shard``; returns their count."""
-    from ..inputs import open_vectors, read_keys
+    from ..io.inputs import open_vectors, read_keys
 
     src = open_vectors(source["input"], source["key_field"], source["vector_field"])
     keys = read_keys(source["keys_file"]) if source.get("keys_file") else src.keys
@@ -318,7 +318,7 @@ def build_sharded(path: str | os.PathLike[str], input_path: str, metric: str, sh
     InvalidParameterError
         ``shards`` below 1, or an option the index rejects.
     """
-    from ..inputs import open_vectors
+    from ..io.inputs import open_vectors
 
     path = os.fspath(path)
     if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= 4096:

@@ -1,0 +1,839 @@
+"""The ``lshdb`` command line: parse, call the library, print.
+
+Output is JSON lines by default (one object per line, for scripts) and an aligned table with
+``--format table`` (for people). Every error is printed as ``Error: ...`` on stderr with exit
+status 1. Long work shows a progress bar on stderr when it is a terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import click
+import numpy as np
+
+from .. import __version__
+from .. import open as open_index  # recognises a sharded folder too
+from ..demo import DEMO_MIN_ROWS
+from ..errors import InputFormatError, InvalidVectorError, LshdbError
+from ..index.index import Index, create
+from ..index.index import check as deep_check
+from ..io.inputs import open_vectors, read_keys
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _Group(click.Group):
+    """A click group whose every error is ``Error: ...`` with exit status 1."""
+
+    def main(self, args: Any = None, prog_name: str | None = None,  # type: ignore[override]
+             complete_var: str | None = None, standalone_mode: bool = True, **kw: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **kw)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **kw)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(1)
+        except click.Abort:
+            click.echo("Error: aborted", err=True)
+            sys.exit(1)
+        except (LshdbError, OSError) as exc:
+            click.echo(f"Error: {_cli_words(str(exc))}", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+# the library's hints name its Python arguments; at the command line the flags say it
+_CLI_WORDS = (("pass missing_ok=True", "pass --missing-ok"), ("use upsert()", "use --upsert"),
+              ("raise timeout=", "raise --timeout"))
+
+
+def _cli_words(message: str) -> str:
+    for api, flag in _CLI_WORDS:
+        message = message.replace(api, flag)
+    return message
+
+
+def _fmt_option(f: Any) -> Any:
+    return click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json",
+                        show_default=True, help="JSON lines for scripts, a table for people.")(f)
+
+
+def emit(records: Iterable[dict[str, Any]], fmt: str, table: bool = False) -> None:
+    """Print records as JSON lines or as one aligned table (``table=True``: even a single
+    wide record, which otherwise reads better as ``field: value`` lines)."""
+    if fmt == "json":
+        for r in records:
+            click.echo(json.dumps(r, default=_json_default))
+        return
+    rows = [{k: _cell(v) for k, v in r.items()} for r in records]
+    if not rows:
+        return
+    if len(rows) == 1 and len(rows[0]) > 6 and not table:
+        field_width = max(len(k) for k in rows[0])
+        for k, v in rows[0].items():
+            click.echo(f"{k.ljust(field_width)}  {v}")
+        return
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    width = {c: max(len(c), *(len(r.get(c, "")) for r in rows)) for c in cols}
+    click.echo("  ".join(c.ljust(width[c]) for c in cols).rstrip())
+    for r in rows:
+        click.echo("  ".join(r.get(c, "").ljust(width[c]) for c in cols).rstrip())
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, default=_json_default)
+    return str(v)
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "backslashreplace")
+    raise TypeError(f"cannot serialise {type(v).__name__}")
+
+
+def _progress(length: int, label: str) -> Any:
+    """A progress bar on stderr when it is a terminal; silent otherwise (click would still
+    print the label)."""
+    out = sys.stderr if sys.stderr.isatty() else io.StringIO()
+    return click.progressbar(length=length, label=label, file=out, show_eta=True,
+                             show_pos=True)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+# -- the group -------------------------------------------------------------------------
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="lshdb")
+def cli() -> None:
+    """lshdb: a persistent locality-sensitive-hashing index.
+
+    Build an index offline, then serve nearest-neighbour queries from many processes.
+    Start with `lshdb demo`.
+    """
+
+
+def _create_options(f: Any) -> Any:
+    opts = [
+        click.option("--tables", "L", type=int, help="Number of hash tables L (OR)."),
+        click.option("--bits", "k", type=int, help="Hash functions per table k (AND)."),
+        click.option("--width", "w", type=float, help="p-stable bucket width w (l2, l1)."),
+        click.option("--family", type=click.Choice(["hyperplane", "crosspolytope", "pstable",
+                                                    "unary", "bitsample"]),
+                     help="Hash family (default: the metric's)."),
+        click.option("--codes", type=int,
+                     help="cosine or l2: bits of a SimHash code per item (a multiple of 64, "
+                          "up to 4096) that ranks candidates before the exact re-rank."),
+        click.option("--max-value", type=int, help="Largest value for --family unary."),
+        click.option("--probes", type=int, help="Buckets probed per query (default stored)."),
+        click.option("--seed", type=int, help="Seed of the random projections."),
+        click.option("--durability", type=click.Choice(["full", "fast"]),
+                     help="full: fsync every commit (default); fast: no fsync of the meta page (see docs/guarantees.md)."),
+        click.option("--target-recall", type=float,
+                     help="Recall@10 the calibration aims for (default 0.9)."),
+        click.option("--num-perm", type=int, help="jaccard: MinHash values per item (128)."),
+        click.option("--threshold", "threshold", type=float,
+                     help="jaccard: similarity the bands are tuned for (0.5)."),
+        click.option("--shingle", help="jaccard: shingles of documents, word:N or char:N."),
+        click.option("--mode", type=click.Choice(["oph", "classic"]),
+                     help="jaccard: fast signatures (oph) or datasketch-compatible (classic)."),
+        click.option("--store-tokens", is_flag=True, default=None,
+                     help="jaccard: keep token hashes for exact Jaccard scores."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _options(**kw: Any) -> dict[str, Any]:
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+@cli.command("create", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("--metric", required=True, type=click.Choice(["cosine", "l2", "l1", "hamming", "jaccard"]))
+@click.option("--dim", type=int, help="Vector dimension (hamming: bits; not for jaccard).")
+@_create_options
+@_fmt_option
+def create_cmd(path: str, metric: str, dim: int | None, fmt: str, **kw: Any) -> None:
+    """Create an empty index at PATH."""
+    if dim is None and metric != "jaccard":
+        raise click.UsageError("Missing option '--dim'.")
+    if dim is not None and metric == "jaccard":
+        raise click.UsageError("--dim does not apply to jaccard; give --num-perm instead.")
+    with create(path, metric=metric, dim=dim, **_options(**kw)) as index:
+        emit([_summary(index)], fmt)
+
+
+def _summary(index: Index) -> dict[str, Any]:
+    fam = index.family.describe() if index.family else None
+    return {"path": index.path, "metric": index.metric.name, "dim": index.metric.dim,
+            "family": fam, "items": len(index)}
+
+
+class _ItemSource:
+    """Documents or token sets from JSON lines, shaped like a VectorSource."""
+
+    def __init__(self, path: str, key_field: str | None, text_field: str | None,
+                 tokens_field: str | None) -> None:
+        from ..io.jsonl import read_jsonl_docs
+
+        if text_field:
+            self.keys, self.items = read_jsonl_docs(path, key_field, text_field)
+        else:
+            self.keys, self.items = _read_token_sets(path, key_field, tokens_field or "tokens")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def blocks(self, size: int = 65536) -> Any:
+        for s in range(0, len(self.items), size):
+            yield s, self.items[s : s + size]
+
+
+def _read_token_sets(path: str, key_field: str | None, field: str
+                     ) -> tuple[list[Any], list[Any]]:
+    from ..io.jsonl import iter_lines
+
+    keys: list[Any] = []
+    items: list[Any] = []
+    for lineno, raw in iter_lines(path):
+        try:
+            obj = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputFormatError(f"{path}:{lineno}: not valid UTF-8 JSON ({exc})") from exc
+        if not isinstance(obj, dict) or field not in obj or (
+                key_field is not None and key_field not in obj):
+            needs = field if key_field is None else f"{key_field!r} and {field!r}"
+            raise InputFormatError(f"{path}:{lineno}: needs the field(s) {needs}")
+        if not isinstance(obj[field], list):
+            raise InputFormatError(f"{path}:{lineno}: {field!r} must be a list of tokens")
+        keys.append(lineno if key_field is None else obj[key_field])
+        items.append(obj[field])
+    return keys, items
+
+
+def _items(index_metric: str, path: str, key_field: str | None, vector_field: str,
+           text_field: str | None, tokens_field: str | None) -> Any:
+    if index_metric == "jaccard" or text_field or tokens_field:
+        if index_metric != "jaccard":
+            raise InputFormatError("--text-field and --tokens-field apply to jaccard indexes")
+        if not text_field and not tokens_field:
+            text_field = "text"
+        return _ItemSource(path, key_field, text_field, tokens_field)
+    return open_vectors(path, key_field, vector_field)
+
+
+def _check_shingle(index: Index, shingle: str | None) -> None:
+    if shingle is None or index.metric.name != "jaccard":
+        return
+    from ..hashing.shingles import parse_shingle
+
+    kind, n = parse_shingle(shingle)
+    if f"{kind}:{n}" != index.options.get("shingle"):
+        raise InputFormatError(
+            f"--shingle {shingle} differs from the index's {index.options.get('shingle')}; "
+            "an index shingles every document the same way")
+
+
+def _load(index: Index, src: Any, keys_file: str | None, upsert: bool,
+          batch: int | None) -> int:
+    keys: list[Any] | None = read_keys(keys_file) if keys_file else src.keys
+    if keys is not None and len(keys) != len(src):
+        raise InputFormatError(f"{len(keys)} keys for {len(src)} vectors; give one key per vector")
+    n = len(src)
+    if n == 0:
+        raise InputFormatError("the input holds no vectors or items")
+    size = batch or n
+    done = 0
+    with _progress(n, "adding") as bar:
+        writer = None
+        in_txn = 0
+        try:
+            for s, X in src.blocks(min(size, 65536)):
+                if writer is None:
+                    writer = index.writer()
+                    writer.__enter__()
+                ks = keys[s : s + len(X)] if keys is not None else range(s, s + len(X))
+                try:
+                    (writer.upsert if upsert else writer.add)(ks, X)
+                except InvalidVectorError as exc:  # its row numbers count from the block's
+                    raise exc.in_input(s) from None
+                in_txn += len(X)
+                if in_txn >= size:
+                    w, writer, in_txn = writer, None, 0
+                    w.__exit__(None, None, None)
+                done += len(X)
+                bar.update(len(X))
+            if writer is not None:
+                w, writer = writer, None
+                w.__exit__(None, None, None)
+        except BaseException:
+            if writer is not None:
+                writer.__exit__(*sys.exc_info())
+            raise
+    return done
+
+
+_input_options = [
+    click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
+                 help="Vectors: .npy, .fvecs, .bvecs, .ivecs or JSON lines."),
+    click.option("--keys", "keys_file", type=click.Path(dir_okay=False),
+                 help="One key per line (default: row numbers 0..n-1)."),
+    click.option("--key-field", default="key", show_default=True, help="JSON lines key field."),
+    click.option("--vector-field", default="vector", show_default=True,
+                 help="JSON lines vector field."),
+    click.option("--batch-size", type=click.IntRange(min=1),
+                 help="Rows per transaction (default: the whole file in one)."),
+    click.option("--text-field", help="jaccard: JSON lines field holding each document."),
+    click.option("--tokens-field", help="jaccard: JSON lines field holding a token list."),
+]
+
+
+def _apply_nice(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if value:
+        if not hasattr(os, "nice"):
+            raise click.BadParameter("this platform has no process priorities", ctx, param)
+        new = os.nice(value)
+        # Linux gives each thread its own priority and os.nice() sets the caller's only;
+        # threads started before (OpenBLAS's workers, created when numpy loads) get it here
+        tasks = "/proc/self/task"
+        for tid in os.listdir(tasks) if os.path.isdir(tasks) else []:
+            try:
+                os.setpriority(os.PRIO_PROCESS, int(tid), new)
+            except OSError:  # the thread has ended
+                pass
+    return value
+
+
+_nice_option = click.option(
+    "--nice", type=click.IntRange(0, 19), default=0, show_default=True, expose_value=False,
+    callback=_apply_nice,
+    help="Lower this process's CPU priority by N first (like nice(1)), so reader processes "
+         "keep their speed while it writes.")
+
+
+def _with_inputs(f: Any) -> Any:
+    for o in reversed(_input_options):
+        f = o(f)
+    return f
+
+
+@cli.command("add", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@_with_inputs
+@click.option("--upsert", is_flag=True, help="Replace the vectors of keys that exist.")
+@click.option("--shingle", help="jaccard: must match the index's shingles (a check).")
+@_nice_option
+@_fmt_option
+def add_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
+            vector_field: str, batch_size: int | None, text_field: str | None,
+            tokens_field: str | None, upsert: bool, shingle: str | None, fmt: str) -> None:
+    """Add vectors (or, to a jaccard index, documents) from a file to the index at PATH."""
+    with open_index(path) as index:
+        _check_shingle(index, shingle)
+        src = _items(index.metric.name, input_path, key_field, vector_field, text_field,
+                     tokens_field)
+        t0 = time.perf_counter()
+        n = _load(index, src, keys_file, upsert, batch_size)
+        dt = time.perf_counter() - t0
+        emit([{"added": n, "seconds": round(dt, 3), "vectors_per_s": round(n / dt),
+               "items": len(index)}], fmt)
+
+
+@cli.command("build", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(file_okay=False))
+@_with_inputs
+@click.option("--metric", required=True, type=click.Choice(["cosine", "l2", "l1", "hamming", "jaccard"]))
+@_create_options
+@click.option("--shards", type=click.IntRange(1, 4096),
+              help="Build S shard indexes under PATH (vectors), queried as one index.")
+@click.option("--dask", "scheduler", metavar="SCHEDULER",
+              help="With --shards: build the shards on Dask, local:N or a scheduler address.")
+@_fmt_option
+def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
+              vector_field: str, batch_size: int | None, text_field: str | None,
+              tokens_field: str | None, metric: str, shards: int | None,
+              scheduler: str | None, fmt: str, **kw: Any) -> None:
+    """Create an index at PATH and bulk-load a file into it.
+
+    A build that fails or is interrupted removes the index it created. With --shards, PATH
+    holds S ordinary indexes with one family and a manifest; `lshdb query`, `stats` and
+    `check` read it as one index."""
+    if shards is not None or scheduler is not None:
+        if shards is None:
+            raise click.UsageError("--dask builds shards; give --shards S")
+        if metric == "jaccard" or text_field or tokens_field:
+            raise click.UsageError("--shards builds vector indexes (not jaccard)")
+        _build_sharded(path, input_path, keys_file, key_field, vector_field, metric, shards,
+                       scheduler, fmt, _options(**kw))
+        return
+    src = _items(metric, input_path, key_field, vector_field, text_field, tokens_field)
+    dim = None if metric == "jaccard" else (src.dim * 8 if metric == "hamming" else src.dim)
+    t0 = time.perf_counter()
+    index = create(path, metric=metric, dim=dim, **_options(**kw))
+    try:
+        with index:
+            n = _load(index, src, keys_file, False, batch_size)
+            summary = _summary(index)
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)  # nothing half-built is left behind
+        raise
+    dt = time.perf_counter() - t0
+    emit([{**summary, "added": n, "seconds": round(dt, 3), "vectors_per_s": round(n / dt)}],
+         fmt)
+
+
+def _build_sharded(path: str, input_path: str, keys_file: str | None, key_field: str,
+                   vector_field: str, metric: str, shards: int, scheduler: str | None,
+                   fmt: str, options: dict[str, Any]) -> None:
+    from ..dask.shards import build_sharded
+
+    if scheduler is None:
+        summary = build_sharded(path, input_path, metric, shards, None, keys_file, key_field,
+                                vector_field, **options)
+    else:
+        from ..dask.client import connect
+
+        with connect(scheduler) as client:
+            summary = build_sharded(path, input_path, metric, shards, client, keys_file,
+                                    key_field, vector_field, **options)
+    emit([summary], fmt)
+
+
+@cli.command("query", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
+              help="Query vectors (same formats as add).")
+@click.option("-k", "k", default=10, show_default=True, help="Neighbours per query.")
+@click.option("--probes", type=int, help="Buckets probed per query (default: stored).")
+@click.option("--candidates", type=int, help="Cap on candidates re-ranked (0: none).")
+@click.option("--min-hits", type=int,
+              help="Keep candidates found in at least this many tables (default: stored).")
+@click.option("--rerank", type=int,
+              help="With codes: re-rank exactly the best N by Hamming distance (default: stored).")
+@click.option("--scan/--no-scan", default=None,
+              help="Rank every stored item (by code with codes=B, else exactly) instead of "
+                   "probing buckets (default: stored).")
+@click.option("--key-field", hidden=True, help="Ignored: queries need no keys.")
+@click.option("--vector-field", default="vector", show_default=True)
+@click.option("--text-field", help="jaccard: JSON lines field holding each query document.")
+@click.option("--tokens-field", help="jaccard: JSON lines field holding a token list.")
+@click.option("--threshold", type=float,
+              help="jaccard: every item with Jaccard >= this (-k then caps the count).")
+@click.option("--estimate", is_flag=True, help="jaccard: score by signatures, not exactly.")
+@click.option("--dask", "scheduler", metavar="SCHEDULER",
+              help="A sharded index: run each shard's part on a Dask worker (local:N or an "
+                   "address; the shards must be on the workers' disks).")
+@_fmt_option
+def query_cmd(path: str, input_path: str, k: int, probes: int | None,
+              candidates: int | None, min_hits: int | None, rerank: int | None,
+              scan: bool | None, key_field: str | None,
+              vector_field: str,
+              text_field: str | None, tokens_field: str | None, threshold: float | None,
+              estimate: bool, scheduler: str | None, fmt: str) -> None:
+    """Print the k nearest items of each query: {"query": i, "results": [...]}.
+
+    For a jaccard index the results carry "jaccard" scores instead of distances."""
+    with open_index(path, readonly=True) as index:
+        src = _items(index.metric.name, input_path, None, vector_field, text_field,
+                     tokens_field)  # results are numbered by query: no keys needed
+        if len(src) == 0:
+            raise InputFormatError("the input holds no queries")
+        score = "jaccard" if index.metric.name == "jaccard" else "distance"
+        extra: dict[str, Any] = {}
+        if index.metric.name == "jaccard":
+            extra = {"threshold": threshold, "exact": False if estimate else None}
+        elif threshold is not None or estimate:
+            raise InputFormatError("--threshold and --estimate apply to jaccard indexes")
+        with contextlib.ExitStack() as stack:
+            if scheduler is None:
+                batch = stack.enter_context(index.reader()).query_batch
+            else:
+                from ..dask.client import connect
+
+                if not hasattr(index, "shard_paths"):
+                    raise click.UsageError("--dask queries a sharded index (build --shards)")
+                client = stack.enter_context(connect(scheduler))
+                batch = functools.partial(index.query_batch, client=client)
+            for s, Q in src.blocks(4096):
+                res = batch(Q, k, probes=probes, candidates=candidates,
+                            min_hits=min_hits, rerank=rerank, scan=scan, **extra)
+                if fmt == "json":
+                    emit(({"query": s + i, "results": [{"key": key, score: d} for key, d in hits]}
+                          for i, hits in enumerate(res)), fmt)
+                else:
+                    emit([{"query": s + i, "rank": j + 1, "key": key, score: d}
+                          for i, hits in enumerate(res) for j, (key, d) in enumerate(hits)], fmt)
+
+
+@cli.command("get", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.argument("key")
+@click.option("--int-key", is_flag=True, help="Treat KEY as an integer.")
+def get_cmd(path: str, key: str, int_key: bool) -> None:
+    """Print the stored vector of KEY as JSON."""
+    the_key: Any = key
+    if int_key:
+        try:
+            the_key = int(key)
+        except ValueError:
+            raise click.BadParameter(f"{key!r} is not an integer", param_hint="KEY") from None
+    with open_index(path, readonly=True) as index:
+        v = index.get(the_key)
+        click.echo(json.dumps({"key": the_key, "vector": v.tolist()}))
+
+
+@cli.command("delete", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option("--keys", "keys_file", required=True, type=click.Path(dir_okay=False),
+              help="One key per line.")
+@click.option("--missing-ok", is_flag=True, help="Skip keys that are not in the index.")
+@_nice_option
+@_fmt_option
+def delete_cmd(path: str, keys_file: str, missing_ok: bool, fmt: str) -> None:
+    """Delete the keys listed in a file (one transaction)."""
+    keys = read_keys(keys_file)
+    with open_index(path) as index:
+        n = index.delete(keys, missing_ok=missing_ok)
+        emit([{"deleted": n, "items": len(index)}], fmt)
+
+
+@cli.command("stats", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option("--no-buckets", is_flag=True, help="Skip the per-table bucket scan.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Also draw the S-curve and bucket sizes to a PNG (needs matplotlib).")
+@_fmt_option
+def stats_cmd(path: str, no_buckets: bool, plot_path: str | None, fmt: str) -> None:
+    """Parameters, counts, bytes on disk by part, bucket sizes and the S-curve."""
+    from ..tuning import report
+
+    with open_index(path, readonly=True) as index:
+        st = index.stats(buckets=not no_buckets)
+    tables = st.pop("tables", [])
+    histogram = st.pop("bucket_histogram", [])
+    curve = report.s_curve(st)
+    if plot_path:
+        report.plot(plot_path, curve, histogram)
+    if fmt == "json":
+        emit([{**st, "tables": tables, "bucket_histogram": histogram, "s_curve": curve}], fmt)
+        return
+    emit([{"field": k, "value": v} for k, v in _flatten(st).items()], fmt)
+    if tables:
+        click.echo("")
+        emit([{"table": t, **row} for t, row in enumerate(tables)], fmt)
+    if curve:
+        click.echo(f"\nS-curve: probability of becoming a candidate by {curve['axis']} "
+                   f"(home buckets only)")
+        for line in report.bars([f"{x:.2f}" for x in curve["x"]], curve["p_candidate"]):
+            click.echo(line)
+    if histogram:
+        click.echo("\nbucket sizes (ids per bucket: buckets, all tables)")
+        for line in report.bars([h["ids"] for h in histogram],
+                                [float(h["buckets"]) for h in histogram], fmt="{:.0f}"):
+            click.echo(line)
+
+
+@cli.command("check", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option("--fix", is_flag=True, help="Repair what is safe and say what was done.")
+@_fmt_option
+def check_cmd(path: str, fix: bool, fmt: str) -> None:
+    """Deep integrity check; exit status 1 on any problem.
+
+    The check runs in a child process: a damaged LMDB page that kills it (SIGBUS) is
+    reported as a problem."""
+    bars = _PhaseBars()
+    try:
+        if os.path.isfile(os.path.join(path, "shards.json")):
+            from ..dask.shards import check_sharded
+
+            report = check_sharded(path, fix=fix, progress=bars, isolate=True)
+        else:
+            report = deep_check(path, fix=fix, progress=bars, isolate=True)
+    finally:
+        bars.close()
+    if fmt == "json":
+        emit([report], fmt)
+    else:
+        for line in report["fixed"]:
+            click.echo(f"fixed: {line}")
+        for line in report["problems"]:
+            click.echo(f"problem: {line}")
+        click.echo("ok" if report["ok"] else f"{len(report['problems'])} problem(s)")
+    if not report["ok"]:
+        sys.exit(1)
+
+
+@cli.command("compact", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option("--retune", is_flag=True,
+              help="Also re-choose the unset build parameters from the live rows.")
+@click.option("--timeout", type=float, help="Seconds to wait for the write lock.")
+@_nice_option
+@_fmt_option
+def compact_cmd(path: str, retune: bool, timeout: float | None, fmt: str) -> None:
+    """Rewrite the live items into a new generation (reclaims deleted space)."""
+    bars = _PhaseBars()
+    with open_index(path) as index:
+        try:
+            report = index.compact(timeout=timeout, retune=retune, progress=bars)
+        finally:
+            bars.close()
+    emit([report], fmt)
+
+
+class _PhaseBars:
+    """A progress bar per phase for callbacks of the form progress(phase, done, total)."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if self.bar is None or self.bar.label != phase:
+            self.close()
+            self.bar = _progress(max(total, 1), phase)
+        self.bar.update(done - self.bar.pos)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.render_finish()
+            self.bar = None
+
+
+@cli.command("dedup", context_settings=CONTEXT)
+@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
+@click.option("--threshold", default=0.8, show_default=True, type=float,
+              help="Pairs with Jaccard >= this are duplicates.")
+@click.option("--shingle", default="word:5", show_default=True,
+              help="word:N (N words, after lower-casing) or char:N.")
+@click.option("--verify", type=click.Choice(["exact", "estimate"]), default="exact",
+              show_default=True, help="Score candidate pairs exactly or from signatures.")
+@click.option("--key-field", default="id", show_default=True)
+@click.option("--text-field", default="text", show_default=True)
+@click.option("--out", "out", type=click.Path(),
+              help='Pairs {"a", "b", "jaccard"} (default: stdout). With --dask: NAME.parquet '
+                   "is a folder of Parquet parts, NAME/ a folder of JSON-lines parts.")
+@click.option("--clusters", type=click.Path(), help="Clusters (JSON lines, or as --out).")
+@click.option("--keep", type=click.Choice(["first", "longest"]),
+              help="Write the deduplicated collection, keeping this member of a cluster.")
+@click.option("--output", type=click.Path(dir_okay=False),
+              help="Where --keep writes the deduplicated collection.")
+@click.option("--against", type=click.Path(exists=True, file_okay=False),
+              help="Find the documents' duplicates among this jaccard index's items instead.")
+@click.option("--add-to", type=click.Path(exists=True, file_okay=False),
+              help="With --dask: then add the documents kept (and, with --against, matching "
+                   "nothing there) to this jaccard index.")
+@click.option("--dask", "scheduler", metavar="SCHEDULER",
+              help="Run on Dask: local:N (N worker processes) or a scheduler address. "
+                   "INPUT may then be JSON lines or Parquet files or globs.")
+@click.option("--num-perm", default=128, show_default=True)
+@click.option("--mode", type=click.Choice(["oph", "classic"]), default="oph", show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def dedup_cmd(inputs: tuple[str, ...], threshold: float, shingle: str, verify: str,
+              key_field: str, text_field: str, out: str | None, clusters: str | None,
+              keep: str | None, output: str | None, against: str | None, add_to: str | None,
+              scheduler: str | None, num_perm: int, mode: str, seed: int) -> None:
+    """Near-duplicate pairs and clusters of a JSON-lines collection (a similarity self-join).
+
+    Candidate pairs share a MinHash band; each is verified (exactly by default) and the
+    pairs are grouped into clusters. A summary goes to stderr. With --dask the same pairs
+    and clusters are computed on a Dask cluster (needs lshdb[dask]).
+    """
+    from ..text.dedup import dedup_jsonl, write_pairs
+
+    if (keep is None) != (output is None):
+        raise click.UsageError("--keep and --output go together")
+    if not 0.0 < threshold <= 1.0:
+        raise click.UsageError(f"--threshold must be in (0, 1]; found {threshold}")
+    if scheduler:
+        if keep:
+            raise click.UsageError("--keep/--output do not run on --dask; use --add-to")
+        _dedup_dask(list(inputs), scheduler, key_field, text_field, out, clusters, against,
+                    add_to, threshold=threshold, shingle=shingle, num_perm=num_perm,
+                    verify=verify, mode=mode, seed=seed)
+        return
+    if add_to:
+        raise click.UsageError("--add-to needs --dask")
+    if len(inputs) != 1:
+        raise click.UsageError("without --dask, give one JSON-lines INPUT")
+    input_path = inputs[0]
+    if against:
+        _dedup_against(input_path, against, threshold, key_field, text_field, out, verify)
+        return
+    bars = _PhaseBars()
+    try:
+        result = dedup_jsonl(input_path, key_field=key_field, text_field=text_field,
+                             pairs=out, clusters=clusters, output=output, keep=keep or "first",
+                             progress=bars, threshold=threshold, shingle=shingle,
+                             num_perm=num_perm, verify=verify, mode=mode, seed=seed)
+    finally:
+        bars.close()
+    if out is None:
+        write_pairs(result, "/dev/stdout")
+    click.echo(json.dumps({"summary": result.stats}, default=_json_default), err=True)
+
+
+def _dedup_dask(inputs: list[str], scheduler: str, key_field: str, text_field: str,
+                out: str | None, clusters: str | None, against: str | None,
+                add_to: str | None, **options: Any) -> None:
+    import tempfile
+
+    from ..dask.jobs import run_dedup
+
+    tmp = None
+    if out is None:
+        tmp = tempfile.mkdtemp(prefix="lshdb-dedup-")
+        out = os.path.join(tmp, "pairs.jsonl")
+    try:
+        summary = run_dedup(inputs, scheduler, key_field, text_field, out, clusters, against,
+                            add_to, **options)
+        if tmp:
+            with open(out, "rb") as f:
+                shutil.copyfileobj(f, sys.stdout.buffer)
+            sys.stdout.flush()
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    click.echo(json.dumps({"summary": summary}, default=_json_default), err=True)
+
+
+def _dedup_against(input_path: str, index_path: str, threshold: float, key_field: str,
+                   text_field: str, out: str | None, verify: str) -> None:
+    from ..io.jsonl import read_jsonl_docs
+
+    keys, texts = read_jsonl_docs(input_path, key_field, text_field)
+    t0 = time.perf_counter()
+    n_pairs = 0
+    with open_index(index_path, readonly=True) as index:
+        if index.metric.name != "jaccard":
+            raise InputFormatError(f"{index_path} is a {index.metric.name} index, not jaccard")
+        exact = None if verify == "exact" else False
+        sink = open(out, "w", encoding="utf-8") if out else sys.stdout
+        try:
+            with index.reader() as r, _progress(len(texts), "matching") as bar:
+                for key, text in zip(keys, texts):
+                    for other, score in r.query(text, k=None, threshold=threshold, exact=exact):
+                        sink.write(json.dumps({"a": key, "b": other, "jaccard": score},
+                                              default=_json_default) + "\n")
+                        n_pairs += 1
+                    bar.update(1)
+        finally:
+            if out:
+                sink.close()
+    click.echo(json.dumps({"summary": {"documents": len(texts), "pairs": n_pairs,
+                                       "seconds": round(time.perf_counter() - t0, 3)}}), err=True)
+
+
+@cli.command("tune", context_settings=CONTEXT)
+@click.argument("path", required=False, type=click.Path(file_okay=False))
+@click.option("--input", "input_path", type=click.Path(dir_okay=False),
+              help="Tune on vectors from a file before building (needs --metric).")
+@click.option("--metric", type=click.Choice(["cosine", "l2", "l1", "hamming"]),
+              help="With --input: the metric of the index to be built.")
+@click.option("--sample", default=100_000, show_default=True, type=click.IntRange(min=1),
+              help="With --input: rows of the file to build the trial index from.")
+@click.option("--target-recall", default=0.9, show_default=True, type=float)
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Neighbours per query.")
+@click.option("--queries", default=200, show_default=True, type=click.IntRange(min=1),
+              help="Sample queries.")
+@click.option("--apply", is_flag=True, help="Store the chosen settings as the index's defaults.")
+@_fmt_option
+def tune_cmd(path: str | None, input_path: str | None, metric: str | None, sample: int,
+             target_recall: float, k: int, queries: int, apply: bool, fmt: str) -> None:
+    """Measure recall and queries/s over query settings; print the frontier and the choice."""
+    import tempfile
+
+    if (path is None) == (input_path is None):
+        raise click.UsageError("give an index PATH, or --input FILE with --metric")
+    tmp = None
+    try:
+        if input_path:
+            if metric is None:
+                raise click.UsageError("--input needs --metric")
+            if apply:
+                raise click.UsageError("--apply stores settings in an index; give its PATH")
+            src = open_vectors(input_path)
+            rows = np.asarray(next(src.blocks(sample))[1])
+            tmp = tempfile.mkdtemp(prefix="lshdb-tune-")
+            index = create(os.path.join(tmp, "trial.lshdb"), metric=metric,
+                           dim=rows.shape[1] * (8 if metric == "hamming" else 1),
+                           target_recall=target_recall)
+            index.add(range(len(rows)), rows)
+        else:
+            index = open_index(str(path), readonly=not apply)
+        bars = _PhaseBars()
+        with index:
+            try:
+                result = index.tune(target_recall, k, queries, apply=apply, progress=bars)
+            finally:
+                bars.close()
+            build = index.family.describe() if index.family else None
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    cols = ["scan", "probes", "min_hits", "candidates", "rerank", "recall", "held_out_recall",
+            "median_ms", "queries_per_s"]
+    if fmt == "json":
+        emit([{"build": build, **{k2: v for k2, v in result.items() if k2 != "explored"}}], fmt)
+    else:
+        click.echo(f"build parameters: {json.dumps(build)}")
+        click.echo(f"recall/speed frontier (recall@{k}, {result['queries']} queries):")
+        emit([{c: row.get(c) for c in cols} for row in result["frontier"]], fmt, table=True)
+        chosen = result["chosen"]
+        click.echo("chosen: " + (json.dumps({c: chosen.get(c) for c in cols}) if chosen else
+                                 f"none reaches recall {target_recall}"))
+
+
+@cli.command("demo", context_settings=CONTEXT)
+@click.option("-n", "n", default=100_000, show_default=True,
+              type=click.IntRange(min=DEMO_MIN_ROWS), help="Vectors to generate.")
+@click.option("--dim", default=128, show_default=True, type=click.IntRange(1, 65536))
+@click.option("--metric", type=click.Choice(["cosine", "l2"]), default="cosine", show_default=True)
+@click.option("--queries", default=200, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--keep", type=click.Path(file_okay=False), help="Build here and keep the index.")
+@_fmt_option
+def demo_cmd(n: int, dim: int, metric: str, queries: int, seed: int, keep: str | None,
+             fmt: str) -> None:
+    """Build an index from generated clustered vectors, query it, compare with brute force."""
+    from ..demo import run_demo
+
+    emit([run_demo(n, dim, metric, queries, seed, keep, _progress)], fmt)
+
+
+def main() -> None:
+    cli(prog_name="lshdb")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Metrics: how input is validated and stored, and the exact distance used to re-rank.
+
+=========  ==================================  ==========================================
+metric     stored row                          distance returned by queries
+=========  ==================================  ==========================================
+cosine     float32, normalised to unit length  1 - cos(x, q), in [0, 2]
+l2         float32                             Euclidean distance
+l1         float32                             Manhattan distance
+hamming    uint8, ``dim / 8`` packed bytes     number of differing bits
+=========  ==================================  ==========================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError
+
+__all__ = ["Metric", "Cosine", "L2", "L1", "Hamming", "CosineCodes"]
+
+
+def _check_finite(X: np.ndarray, what: str) -> None:
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        raise InvalidVectorError.at_row(
+            what, int(np.flatnonzero(bad)[0]),
+            f"holds NaN or inf ({int(bad.sum())} such rows); clean the input first")
+
+
+class Metric:
+    """Validation, storage dtype and exact distances of one metric."""
+
+    name = ""
+    row_dtype: np.dtype[Any] = np.dtype("<f4")
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+
+    def row_dim(self) -> int:
+        """Values stored per row."""
+        return self.dim
+
+    def hash_dim(self) -> int:
+        """The dimension the hash family works on (the vector's; the code's bits)."""
+        return self.dim
+
+    # -- validation ------------------------------------------------------------------
+    def prepare(self, X: Any, what: str = "vectors") -> np.ndarray:
+        """Validate a 2-D batch and return it as stored rows (a new array)."""
+        A = _as_array(X, what)
+        if A.ndim != 2:
+            raise InvalidVectorError(
+                f"{what} must be a 2-D array (n, {self.dim}); found {A.ndim}-D shape {A.shape}")
+        if A.shape[0] == 0:
+            raise InvalidVectorError(f"{what}: the batch is empty; pass at least one vector")
+        return self._prepare(A, what)
+
+    def prepare_items(self, X: Any, what: str = "vectors") -> tuple[np.ndarray, Any]:
+        """Stored rows of a batch and anything else the index keeps per item (None here)."""
+        return self.prepare(X, what), None
+
+    def prepare_query(self, x: Any, what: str = "query") -> tuple[np.ndarray, Any]:
+        return self.prepare_one(x, what), None
+
+    def prepare_one(self, x: Any, what: str = "query") -> np.ndarray:
+        A = _as_array(x, what)
+        if A.ndim != 1:
+            raise InvalidVectorError(
+                f"{what} must be a 1-D vector of {self.dim} values; found shape {A.shape} "
+                "(use query_batch for many queries)")
+        return self._prepare(A[None, :], what)[0]
+
+    def _prepare(self, A: np.ndarray, what: str) -> np.ndarray:
+        if A.dtype.kind not in "fiu":
+            raise InvalidVectorError(f"{what} must be numeric (float or int); found dtype {A.dtype}")
+        if A.shape[1] != self.dim:
+            raise DimensionMismatchError(
+                f"{what} have dimension {A.shape[1]}; this index expects {self.dim}")
+        out = np.array(A, dtype=np.float32, order="C")
+        _check_finite(out, what)
+        return out
+
+    # -- distances -------------------------------------------------------------------
+    def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def distances_many(self, rows: np.ndarray, Q: np.ndarray) -> np.ndarray:
+        """(len(Q), len(rows)) distances; the default loops over queries."""
+        return np.stack([self.distances(rows, q) for q in Q])
+
+
+class Cosine(Metric):
+    name = "cosine"
+
+    def _prepare(self, A: np.ndarray, what: str) -> np.ndarray:
+        if A.dtype != np.float32 or not A.flags.c_contiguous:
+            A = super()._prepare(A, what)  # converted (and checked) into a new array
+        else:
+            super()._prepare(A[:0], what)  # dtype and dimension checks only
+        # one pass for the norms (a NaN or inf makes its row's norm non-finite, and is
+        # found by the full check), one pass writing the normalised copy
+        norms = np.sqrt(np.einsum("ij,ij->i", A, A, dtype=np.float64))
+        if not np.isfinite(norms).all():
+            _check_finite(A, what)
+        zero = norms == 0
+        if zero.any():
+            raise InvalidVectorError.at_row(
+                what, int(np.flatnonzero(zero)[0]),
+                "is the zero vector, which has no direction under cosine; drop it or use "
+                "metric='l2'")
+        huge = np.flatnonzero(norms > 3e38)  # past float32's range: divide those in float64
+        if len(huge):
+            norms[huge] = 1.0
+        out = A / norms.astype(np.float32)[:, None]
+        if len(huge):
+            out[huge] = A[huge] / np.sqrt(np.einsum("ij,ij->i", A[huge], A[huge],
+                                                    dtype=np.float64))[:, None]
+        return out
+
+    def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+        return np.float32(1.0) - rows @ q
+
+    def distances_many(self, rows: np.ndarray, Q: np.ndarray) -> np.ndarray:
+        return np.float32(1.0) - Q @ rows.T
+
+
+class L2(Metric):
+    name = "l2"
+
+    def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+        diff = rows - q
+        return np.sqrt(np.einsum("ij,ij->i", diff, diff))
+
+    def distances_many(self, rows: np.ndarray, Q: np.ndarray) -> np.ndarray:
+        sq = (np.einsum("ij,ij->i", rows, rows)[None, :] - 2 * (Q @ rows.T)
+              + np.einsum("ij,ij->i", Q, Q)[:, None])
+        return np.sqrt(np.maximum(sq, 0))
+
+
+class L1(Metric):
+    name = "l1"
+
+    def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+        return np.abs(rows - q).sum(axis=1)
+
+
+class Hamming(Metric):
+    name = "hamming"
+    row_dtype = np.dtype(np.uint8)
+
+    def __init__(self, dim: int) -> None:
+        if dim % 8:
+            raise InvalidParameterError(
+                f"hamming dim is the number of bits and must be a multiple of 8; found {dim}")
+        super().__init__(dim)
+
+    def row_dim(self) -> int:
+        return self.dim // 8
+
+    def _prepare(self, A: np.ndarray, what: str) -> np.ndarray:
+        if A.dtype == np.bool_:
+            if A.shape[1] != self.dim:
+                raise DimensionMismatchError(
+                    f"{what} have {A.shape[1]} bits; this index expects {self.dim}")
+            return np.packbits(A, axis=1)
+        if A.dtype != np.uint8:
+            raise InvalidVectorError(
+                f"{what} for metric hamming must be packed uint8 codes ({self.dim // 8} bytes "
+                f"per row, np.packbits order) or bool bits; found dtype {A.dtype}")
+        if A.shape[1] != self.dim // 8:
+            raise DimensionMismatchError(
+                f"{what} have {A.shape[1]} bytes per row; this index expects "
+                f"{self.dim // 8} ({self.dim} bits)")
+        return np.array(A, dtype=np.uint8, order="C")
+
+    def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+        return np.bitwise_count(rows ^ q).sum(axis=1, dtype=np.int64).astype(np.float32)
+
+
+class CosineCodes(Cosine):
+    """Cosine with only a SimHash code stored per item (``store="codes"``, memory-light).
+
+    The stored row is the item's ``bits``-bit code; distances are estimated from the
+    Hamming distance ``h`` between codes as ``1 - cos(pi * h / bits)`` (the code of a
+    vector is the sign pattern of ``bits`` random projections, so ``h / bits`` estimates
+    the angle over pi). The original vectors are not kept: ``get`` returns the code.
+    """
+
+    row_dtype = np.dtype(np.uint8)
+
+    def __init__(self, dim: int, bits: int, seed: int = 0) -> None:
+        from ..hashing.codes import SimHashCoder
+
+        super().__init__(dim)
+        self.coder = SimHashCoder(dim, bits, seed)
+        self.bits = bits
+
+    def row_dim(self) -> int:
+        return self.bits // 8
+
+    def hash_dim(self) -> int:
+        return self.bits
+
+    def prepare(self, X: Any, what: str = "vectors") -> np.ndarray:
+        return self.coder.encode(super().prepare(X, what))
+
+    def prepare_one(self, x: Any, what: str = "query") -> np.ndarray:
+        return self.coder.encode(super().prepare_one(x, what)[None])[0]
+
+    def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+        from ..hashing.codes import hamming
+
+        h = hamming(rows, q).astype(np.float64)
+        return (1.0 - np.cos(np.pi * h / self.bits)).astype(np.float32)
+
+
+def _as_array(X: Any, what: str) -> np.ndarray:
+    try:
+        A = np.asarray(X)
+    except (ValueError, TypeError) as exc:
+        raise InvalidVectorError(
+            f"{what} cannot be read as an array (ragged rows of different lengths?): {exc}"
+        ) from exc
+    if A.dtype == object:
+        raise InvalidVectorError(f"{what} must be a numeric array; found ragged or object data")
+    return A

@@ -1,0 +1,45 @@
+"""The metrics by name, registered here explicitly: ``get_metric`` builds one for an index."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidParameterError
+from .dense import L1, L2, Cosine, CosineCodes, Hamming, Metric
+from .sets import JaccardMetric
+
+__all__ = ["METRICS", "METRIC_NAMES", "get_metric"]
+
+METRICS: dict[str, type[Metric]] = {"cosine": Cosine, "l2": L2, "l1": L1, "hamming": Hamming}
+METRIC_NAMES = sorted([*METRICS, "jaccard"])
+
+
+def get_metric(name: str, dim: int | None, options: dict[str, Any] | None = None) -> Metric:
+    """The metric ``name`` for ``dim``-dimensional items with the index's ``options``."""
+    if name == "jaccard":
+        opts = dict(options or {})
+        if dim is not None:
+            if opts.get("num_perm", dim) != dim:
+                raise InvalidParameterError(
+                    f"dim {dim} and num_perm {opts['num_perm']} disagree; give one of them")
+            opts["num_perm"] = dim
+        return JaccardMetric(opts)
+    cls = METRICS.get(name)
+    if cls is None:
+        raise InvalidParameterError(
+            f"unknown metric {name!r}; choose one of {', '.join(METRIC_NAMES)}")
+    if dim is None:
+        raise InvalidParameterError(f"metric {name!r} needs dim")
+    if options and options.get("store") == "codes":
+        if name != "cosine":
+            raise InvalidParameterError("store='codes' keeps SimHash codes: metric cosine only")
+        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or not 1 <= dim <= 65536:
+            raise InvalidParameterError(f"dim must be an int in 1..65536; found {dim!r}")
+        return CosineCodes(int(dim), int(options.get("codes") or 256), int(options.get("seed", 0)))
+    if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or not 1 <= dim <= 65536:
+        raise InvalidParameterError(f"dim must be an int in 1..65536; found {dim!r}")
+    return cls(int(dim))
+
+

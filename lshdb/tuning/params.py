@@ -1,0 +1,248 @@
+"""Options and default parameters: what ``create`` accepts and how unset values are chosen.
+
+Build-time parameters (family, k, L, w) are fixed when the first batch is added: values the
+caller left out are chosen from that batch (docs/tuning.md explains how).
+Query-time settings (probes, candidates) are stored in the index and can be changed later.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidParameterError, InvalidVectorError
+from ..hashing.families import BitSample, Family, Hyperplane, PStable, Unary
+from ..metrics.dense import Metric
+
+__all__ = ["validate_options", "family_if_complete", "choose_family", "default_L",
+           "query_settings", "validate_rows", "DEFAULT_FAMILY", "CALIBRATE_MIN"]
+
+DEFAULT_FAMILY = {"cosine": "hyperplane", "l2": "pstable", "l1": "pstable",
+                  "hamming": "bitsample", "jaccard": "minhash"}
+_FAMILIES_OF = {"cosine": ("hyperplane", "crosspolytope"), "l2": ("pstable",),
+                "l1": ("pstable", "unary"),
+                "hamming": ("bitsample",), "jaccard": ("minhash",)}
+_BUILD = {"family", "k", "L", "w", "seed", "max_value", "codes"}
+_JACCARD = {"family", "seed", "num_perm", "threshold", "bands", "rows", "mode", "scheme",
+            "shingle", "store_tokens"}
+_QUERY = {"probes", "candidates", "min_hits", "rerank", "scan"}
+_OTHER = {"durability", "map_size", "target_recall", "store"}
+NUM_PERM_MAX = 8192  # MinHash values per item, at most
+
+
+def check_int(name: str, v: Any, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+        raise InvalidParameterError(f"{name} must be an int in {lo}..{hi}; found {v!r}")
+    return int(v)
+
+
+def validate_options(metric: str, options: dict[str, Any], query_only: bool = False) -> dict[str, Any]:
+    """Check option names and values; return a clean dict (unknown names are errors)."""
+    if metric == "jaccard":
+        allowed = {"candidates"} if query_only else _JACCARD | {"candidates"} | _OTHER
+    else:
+        allowed = _QUERY if query_only else _BUILD | _QUERY | _OTHER
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise InvalidParameterError(
+            f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"valid options are {', '.join(sorted(allowed))}")
+    out: dict[str, Any] = {}
+    for name, v in options.items():
+        if v is None:
+            continue
+        if name == "family":
+            if v not in _FAMILIES_OF[metric]:
+                raise InvalidParameterError(
+                    f"family {v!r} does not serve metric {metric!r}; choose one of "
+                    f"{', '.join(_FAMILIES_OF[metric])}")
+            out[name] = v
+        elif name == "k":
+            out[name] = check_int("k", v, 1, 64)
+        elif name == "L":
+            out[name] = check_int("L", v, 1, 1000)
+        elif name == "seed":
+            out[name] = check_int("seed", v, 0, 2**63 - 1)
+        elif name == "max_value":
+            out[name] = check_int("max_value", v, 1, 2**24)
+        elif name == "probes":
+            out[name] = check_int("probes", v, 1, 1_000_000)
+        elif name == "candidates":
+            out[name] = check_int("candidates", v, 0, 2**32)
+        elif name == "min_hits":
+            out[name] = check_int("min_hits", v, 1, 1_000_000)
+        elif name == "rerank":
+            out[name] = check_int("rerank", v, 0, 2**32)
+        elif name == "scan":
+            out[name] = bool(v)
+        elif name == "codes":
+            out[name] = check_int("codes", v, 0, 4096)
+            if out[name] % 64 or (out[name] and metric not in ("cosine", "l2")):
+                raise InvalidParameterError(
+                    "codes are SimHash bits for cosine or l2 indexes, a multiple of 64 "
+                    f"(e.g. 256); found {v!r} for metric {metric!r}")
+        elif name == "map_size":
+            out[name] = check_int("map_size", v, 1 << 16, 1 << 50)
+        elif name == "w":
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) \
+                    or not math.isfinite(v) or v <= 0:
+                raise InvalidParameterError(f"w must be a positive number; found {v!r}")
+            out[name] = float(v)
+        elif name == "num_perm":
+            out[name] = check_int("num_perm", v, 2, NUM_PERM_MAX)
+        elif name in ("bands", "rows"):
+            out[name] = check_int(name, v, 1, 8192)
+        elif name == "threshold":
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+                raise InvalidParameterError(f"threshold must be in (0, 1]; found {v!r}")
+            out[name] = float(v)
+        elif name == "mode":
+            if v not in ("oph", "classic"):
+                raise InvalidParameterError(f"mode must be 'oph' or 'classic'; found {v!r}")
+            out[name] = v
+        elif name == "scheme":
+            if v not in ("affine32", "affine64", "legacy"):
+                raise InvalidParameterError(
+                    f"scheme must be 'affine32', 'affine64' or 'legacy'; found {v!r}")
+            out[name] = v
+        elif name == "shingle":
+            from ..hashing.shingles import parse_shingle
+
+            kind, n = parse_shingle(v)
+            out[name] = f"{kind}:{n}"
+        elif name == "store_tokens":
+            out[name] = bool(v)
+        elif name == "store":
+            if v not in ("vectors", "codes"):
+                raise InvalidParameterError(f"store must be 'vectors' or 'codes'; found {v!r}")
+            out[name] = v
+        elif name == "target_recall":
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+                raise InvalidParameterError(f"target_recall must be in (0, 1); found {v!r}")
+            out[name] = float(v)
+        elif name == "durability":
+            if v not in ("full", "fast"):
+                raise InvalidParameterError(f"durability must be 'full' or 'fast'; found {v!r}")
+            out[name] = v
+    if out.get("store") == "codes":
+        if metric != "cosine":
+            raise InvalidParameterError("store='codes' keeps SimHash codes: metric cosine only")
+        out.setdefault("codes", 256)
+        if out.get("family", "bitsample") != "bitsample":
+            raise InvalidParameterError("an index of codes hashes them by bit sampling; "
+                                        "leave family unset")
+        out["family"] = "bitsample"
+    if "w" in out and metric not in ("l2", "l1"):
+        raise InvalidParameterError(f"w is the p-stable width; metric {metric!r} has no width")
+    family = out.get("family", DEFAULT_FAMILY[metric])
+    if "max_value" in out and family != "unary":
+        raise InvalidParameterError("max_value applies to family='unary' only")
+    return out
+
+
+CALIBRATE_MIN = 1000  # rows needed before parameters are chosen from the data
+
+
+def default_L(metric: str, options: dict[str, Any]) -> int:
+    """Number of tables when the caller gave none."""
+    if metric == "jaccard":
+        from ..metrics.sets import jaccard_defaults
+
+        return int(jaccard_defaults(options)["bands"])
+    return int(options.get("L", 16))
+
+
+# A cosine or l2 index without codes whose calibrated buckets would re-rank at least this
+# share of its rows to reach the target recall stores scan=True as its default. Re-ranking
+# costs 0.10-0.18 us a candidate at 128 dimensions and 0.40-0.46 us at 384; an exact scan
+# 0.033 and 0.077 us a row on one thread (200k x 128 and 20k x 384, rows strided as in the
+# map). On re-ranking alone the scan is cheaper past a fifth to a quarter of the rows, and
+# the buckets also pay their probes (128-256 at about 3 us each), hence 15%. Real sentence
+# embeddings (MiniLM, neighbours at cosine 0.63) need about 28%; clustered data under 1%.
+SCAN_SHARE = 0.15
+
+
+def query_settings(options: dict[str, Any]) -> dict[str, Any]:
+    """The query-time defaults stored in the index."""
+    return {"probes": options.get("probes"), "candidates": options.get("candidates"),
+            "min_hits": options.get("min_hits"), "rerank": options.get("rerank"),
+            "scan": options.get("scan")}
+
+
+def family_if_complete(metric: Metric, options: dict[str, Any]) -> Family | None:
+    """The family, if the caller fixed every build-time parameter; else None (calibrate)."""
+    name = options.get("family", DEFAULT_FAMILY[metric.name])
+    if name == "minhash":
+        from ..hashing.bands import MinHashBands
+
+        o = metric.options  # type: ignore[attr-defined]
+        return MinHashBands(metric.dim, o["rows"], o["bands"], int(o.get("seed", 0)))
+    if "k" not in options:
+        return None
+    if name == "pstable" and "w" not in options:
+        return None
+    if name == "unary" and "max_value" not in options:
+        return None
+    return _build(metric, name, options, options["k"], options.get("w"))
+
+
+def _build(metric: Metric, name: str, options: dict[str, Any], k: int, w: float | None) -> Family:
+    L = default_L(metric.name, options)
+    seed = options.get("seed", 0)
+    if name == "hyperplane":
+        return Hyperplane(metric.hash_dim(), k, L, seed)
+    if name == "crosspolytope":
+        from ..hashing.crosspolytope import CrossPolytope
+
+        return CrossPolytope(metric.hash_dim(), k, L, seed)
+    if name == "bitsample":
+        return BitSample(metric.hash_dim(), k, L, seed)
+    if name == "unary":
+        return Unary(metric.hash_dim(), k, L, options["max_value"], seed)
+    return PStable(metric.hash_dim(), k, L, float(w), seed,  # type: ignore[arg-type]
+                   "gaussian" if metric.name == "l2" else "cauchy")
+
+
+def choose_family(metric: Metric, options: dict[str, Any],
+                  X: np.ndarray) -> tuple[Family, dict[str, Any], dict[str, Any]]:
+    """Calibrate the unset build parameters on ``X``.
+
+    Returns the family, query settings to store (the caller's own settings win) and a
+    summary of the calibration for ``stats``.
+    """
+    from .calibration import calibrate
+
+    name = options.get("family", DEFAULT_FAMILY[metric.name])
+    plan = calibrate(metric, name, options, X, target=options.get("target_recall", 0.9))
+    settings = query_settings(options)
+    if settings["probes"] is None:
+        settings["probes"] = plan.probes
+    if settings["min_hits"] is None:
+        settings["min_hits"] = plan.min_hits
+    share = plan.candidates / max(len(X), 1)
+    if settings["scan"] is None and share >= SCAN_SHARE and metric.name in ("cosine", "l2") \
+            and metric.row_dtype == np.float32 and not options.get("codes"):
+        settings["scan"] = True  # far neighbours: an exact scan is faster than the buckets
+    summary = {**plan.summary(), "sample_rows": len(X), "candidate_share": round(share, 4),
+               "scan": bool(settings["scan"])}
+    return plan.family, settings, summary
+
+
+def validate_rows(family: Family | None, X: np.ndarray, options: dict[str, Any]) -> None:
+    """Family-specific checks on prepared rows (the unary family needs small integers)."""
+    if isinstance(family, Unary):
+        limit: int | None = family.max_value
+    elif family is None and options.get("family") == "unary":
+        limit = options.get("max_value")
+    else:
+        return
+    if (X < 0).any() or (X != np.round(X)).any():
+        raise InvalidVectorError(
+            "family 'unary' takes non-negative integer vectors; found negative or "
+            "fractional values")
+    if limit is not None and X.max() > limit:
+        raise InvalidVectorError(
+            f"family 'unary' was built for values up to {limit}; found {X.max():g}. "
+            "Create the index with a larger max_value")
