@@ -136,10 +136,11 @@ def _sign(part: Any, p: int, o: _Options, m: int) -> dict[str, Any]:
     live, offsets, hashes = _shingle(texts, o, p)
     sig = sign_texts(texts, live, offsets, hashes, o.kind, o.n_gram, o.num_perm, o.mode, o.seed)
     bkeys = band_keys(sig, o.b, o.r, o.seed) if len(live) else np.zeros((0, o.b), _U64)
-    key_hash = _key_hash(keys)
-    dest = (key_hash % _U64(m)).astype(np.int64)
-    rows = np.arange(len(keys))
-    key_parts = [[(keys[i], p, i) for i in rows[dest == j].tolist()] for j in range(m)]
+    dest = (_key_hash(keys) % _U64(m)).astype(np.int64)
+    order = np.argsort(dest, kind="stable")
+    bounds = np.cumsum(np.bincount(dest, minlength=m))[:-1]
+    key_parts = [(p, rows, [keys[i] for i in rows.tolist()])
+                 for rows in np.split(order, bounds)]
     ids = (_U64(p) << _ROW_BITS) | live.astype(_U64)
     return {"docs": len(texts), "live": len(live), "ids": ids, "bkeys": bkeys,
             "key_parts": key_parts}
@@ -151,20 +152,33 @@ def _key_hash(keys: list[Any]) -> np.ndarray:
     return pd.util.hash_pandas_object(pd.Series(keys, dtype=object), index=False).to_numpy()
 
 
-def _check_keys(*parts: list[tuple[Any, int, int]]) -> int:
+def _check_keys(*parts: tuple[int, np.ndarray, list[Any]]) -> int:
     """Raise on a key that two documents share (the single process's rule)."""
-    seen: dict[Any, tuple[int, int]] = {}
-    for part in parts:
-        for key, p, i in part:
-            if isinstance(key, bool) or not isinstance(key, (str, int)):
-                raise InputFormatError(f"partition {p} row {i}: a key must be a string or an "
-                                       f"integer; found {type(key).__name__}")
-            first = seen.setdefault(key, (p, i))
-            if first != (p, i):
-                raise DuplicateKeyError(f"key {key!r} appears more than once (partition "
-                                        f"{first[0]} row {first[1]} and partition {p} row "
-                                        f"{i}); keys must be unique")
-    return len(seen)
+    import pandas as pd
+
+    keys = [k for part in parts for k in part[2]]
+    for k in keys:
+        if type(k) not in (str, int):  # bool is an int, and not a key
+            p, i = _where(parts, keys.index(k))
+            raise InputFormatError(f"partition {p} row {i}: a key must be a string or an "
+                                   f"integer; found {type(k).__name__}")
+    dup = np.flatnonzero(pd.Series(keys, dtype=object).duplicated(keep=False).to_numpy())
+    if len(dup):
+        first = int(dup[0])
+        second = next(int(d) for d in dup[1:] if keys[d] == keys[first])
+        (p0, i0), (p1, i1) = _where(parts, first), _where(parts, second)
+        raise DuplicateKeyError(f"key {keys[first]!r} appears more than once (partition "
+                                f"{p0} row {i0} and partition {p1} row {i1}); keys must be "
+                                "unique")
+    return len(keys)
+
+
+def _where(parts: tuple[tuple[int, np.ndarray, list[Any]], ...], at: int) -> tuple[int, int]:
+    for p, rows, keys in parts:
+        if at < len(keys):
+            return p, int(rows[at])
+        at -= len(keys)
+    raise IndexError(at)
 
 
 def _split(signed: dict[str, Any], j0: int, j1: int, m: int, *_after: Any) -> list[np.ndarray]:

@@ -68,9 +68,10 @@ def test_dask_dedup_equals_single_process(client, seed, options):
 
 
 def test_repeated_key_is_an_error(client):
-    frame = dd.from_pandas(pd.DataFrame({"id": ["a", "b", "c", "b"],
-                                         "text": ["x y z", "x y", "p q", "r s"]}), npartitions=2)
-    with pytest.raises(DuplicateKeyError, match="'b'"):
+    frame = dd.from_pandas(pd.DataFrame({"id": ["a", "c", "b", "a2", "c2", "b"],
+                                         "text": ["x y z", "x y", "p q", "r s", "t", "u"]}),
+                           npartitions=2)
+    with pytest.raises(DuplicateKeyError, match="'b' .*partition 0 row 2 and partition 1 row 2"):
         dask.compute(dask_dedup(frame, threshold=0.5).pairs)
 
 
