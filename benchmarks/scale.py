@@ -22,7 +22,7 @@ the single index against the fan-out over the shards, both against brute force.
 
 usage: flock /tmp/lshdb-bench.lock python benchmarks/scale.py [--docs 1000000]
            [--repeats 3] [--baseline-docs 50000] [--vectors 1000000] [--part all|dedup|shards]
-Writes benchmarks/results/scale.md.
+Writes benchmarks/results/scale.md (scale_dedup.md, scale_shards.md for one part).
 """
 
 from __future__ import annotations
@@ -483,7 +483,8 @@ def main() -> None:
             parts.append("## Sharded vector index\n\n" + body)
         print(json.dumps(summaries, indent=1, default=str))
         cmd = " ".join(["flock /tmp/lshdb-bench.lock python benchmarks/scale.py", *sys.argv[1:]])
-        write_result("scale", "Past one machine: dedup on Dask and sharded indexes",
+        name = "scale" if args.part == "all" else f"scale_{args.part}"
+        write_result(name, "Past one machine: dedup on Dask and sharded indexes",
                      "\n\n".join(parts), cmd)
     finally:
         shutil.rmtree(work, ignore_errors=True)
