@@ -179,15 +179,14 @@ def run_one(system: str, corpus: str, out: str) -> dict[str, Any]:
         return {"seconds": seconds, "peak_mb": _peak_mb(), "pairs": r.stats["similar_pairs"],
                 "candidates": r.stats["candidate_pairs"], "bands": r.stats["bands"]}
     if system.startswith("local:"):
-        from distributed import Client, LocalCluster
+        from distributed import Client
 
+        from lshdb.dask.client import local_cluster
         from lshdb.dask.outputs import read_documents, write_dedup
 
         n = int(system.split(":")[1])
         t0 = time.perf_counter()
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                          dashboard_address=None, memory_limit=None) as cluster, \
-                Client(cluster) as client:
+        with local_cluster(n) as cluster, Client(cluster) as client:
             start = time.perf_counter() - t0
             t0 = time.perf_counter()
             frame = read_documents([corpus], blocksize=_blocksize(corpus, n))

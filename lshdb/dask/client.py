@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import InvalidParameterError, LshdbError
 
-__all__ = ["MissingDependencyError", "require", "connect"]
+__all__ = ["MissingDependencyError", "require", "local_cluster", "connect"]
 
 _HINT = "install it with: pip install 'lshdb[dask]'"
 
@@ -35,6 +35,19 @@ def require(what: str = "distributed") -> Any:
     return dask
 
 
+def local_cluster(n_workers: int, **options: Any) -> Any:
+    """A ``distributed.LocalCluster`` of single-threaded worker processes, started without
+    Dask's default ``MALLOC_TRIM_THRESHOLD_=65536``: setting it turns off glibc's adaptive
+    mmap threshold, so every large numpy temporary is a fresh mmap and its page faults,
+    which made signing 2.2x slower (docs/scale.md)."""
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                            dashboard_address=None, **options)
+
+
 @contextlib.contextmanager
 def connect(scheduler: str, memory_limit: str | None = None) -> Iterator[Any]:
     """A ``distributed.Client`` for ``local:N`` (a LocalCluster of N single-threaded worker
@@ -46,7 +59,7 @@ def connect(scheduler: str, memory_limit: str | None = None) -> Iterator[Any]:
         A spec that is neither.
     """
     require("distributed")
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     m = re.fullmatch(r"local:(\d+)", scheduler.strip())
     if m:
@@ -54,8 +67,7 @@ def connect(scheduler: str, memory_limit: str | None = None) -> Iterator[Any]:
         if not 1 <= n <= 1024:
             raise InvalidParameterError(f"local:N needs 1 <= N <= 1024; found {scheduler!r}")
         kw: dict[str, Any] = {} if memory_limit is None else {"memory_limit": memory_limit}
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                          dashboard_address=None, **kw) as cluster, Client(cluster) as client:
+        with local_cluster(n, **kw) as cluster, Client(cluster) as client:
             yield client
         return
     if "://" not in scheduler and not re.fullmatch(r"[\w.\-]+:\d+", scheduler.strip()):

@@ -10,10 +10,11 @@ def client():
     """A real Dask LocalCluster of two single-threaded worker processes, shared by the Dask
     tests (started once: a cluster takes seconds)."""
     import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from lshdb.dask.client import local_cluster
 
     # one retry of a task whose worker died, so that a worker killed twice fails the job
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}), \
-            LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                         dashboard_address=None) as cluster, Client(cluster) as c:
+            local_cluster(2) as cluster, Client(cluster) as c:
         yield c
