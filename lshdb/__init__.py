@@ -28,20 +28,23 @@ from .errors import (
     LshdbError,
     NotAnIndexError,
     ReadOnlyError,
+    ServerError,
+    TuningError,
 )
 from .hashing import families, theory
 from .index.index import FORMAT_VERSION, Index, Writer, check, create
 from .index.index import open as _open_index
 from .index.reader import Reader
+from .serve.client import Client, connect
 
 
 def open(path: str | os.PathLike[str], readonly: bool = False, durability: str | None = None,
          map_size: int | None = None) -> Index:
     """Open an existing index (see :func:`lshdb.index.index.open`); a folder with a
-    ``shards.json`` manifest opens as a :class:`lshdb.dask.shards.ShardedIndex`, which has
+    ``shards.json`` manifest opens as a :class:`lshdb.index.sharded.ShardedIndex`, which has
     the Index's read API and routed writes."""
     if os.path.isfile(os.path.join(path, "shards.json")):
-        from .dask.shards import open_sharded
+        from .index.sharded import open_sharded
 
         return cast(Index, open_sharded(path, readonly=readonly))
     return _open_index(path, readonly=readonly, durability=durability, map_size=map_size)
@@ -57,10 +60,12 @@ def tune(index: Index, target_recall: float = 0.9, k: int = 10, n_queries: int =
 __version__ = "0.1.0"
 
 __all__ = [
-    "__version__", "FORMAT_VERSION", "create", "open", "tune", "Index", "Writer", "Reader",
+    "__version__", "FORMAT_VERSION", "create", "open", "connect", "tune", "Index", "Writer",
+    "Reader", "Client",
     "errors", "families", "theory", "check",
     "LshdbError", "InvalidParameterError", "InvalidVectorError", "DimensionMismatchError",
     "InvalidKeyError", "DuplicateKeyError", "KeyExistsError", "KeyNotFoundError",
     "NotAnIndexError", "IndexExistsError", "FormatVersionError", "CorruptIndexError",
-    "ReadOnlyError", "LockTimeoutError", "IndexClosedError", "InputFormatError",
+    "ReadOnlyError", "LockTimeoutError", "IndexClosedError", "InputFormatError", "TuningError",
+    "ServerError",
 ]

@@ -24,6 +24,9 @@ __all__ = [
     "LockTimeoutError",
     "IndexClosedError",
     "InputFormatError",
+    "TuningError",
+    "NotFittedError",
+    "ServerError",
 ]
 
 
@@ -120,3 +123,28 @@ class IndexClosedError(LshdbError):
 
 class InputFormatError(LshdbError, ValueError):
     """An input file that cannot be read: unknown format, bad header, a bad line."""
+
+
+class TuningError(LshdbError):
+    """``tune(apply=True)`` found no setting whose held-out recall confirms the target;
+    nothing was stored. ``result`` holds the measurements (what ``tune`` returns)."""
+
+    def __init__(self, message: str, result: dict | None = None) -> None:  # type: ignore[type-arg]
+        super().__init__(message)
+        self.result = result or {}
+
+
+class NotFittedError(LshdbError, ValueError):
+    """A featuriser whose edges must be learned was used before ``fit``."""
+
+
+class ServerError(LshdbError):
+    """An lshdb server refused a request for a reason of its own: no or a wrong token (401),
+    a body or batch over its limits (413), an unknown route (404), an internal error (500).
+
+    ``status`` is the HTTP status and ``type`` the error type the server named.
+    """
+
+    def __init__(self, message: str, *, status: int = 0, type: str = "") -> None:
+        super().__init__(message)
+        self.status, self.type = status, type

@@ -24,10 +24,11 @@ import numpy as np
 from .. import __version__
 from .. import open as open_index  # recognises a sharded folder too
 from ..demo import DEMO_MIN_ROWS
-from ..errors import InputFormatError, InvalidVectorError, LshdbError
+from ..errors import InputFormatError, InvalidVectorError, LshdbError, TuningError
 from ..index.index import Index, create
 from ..index.index import check as deep_check
 from ..io.inputs import open_vectors, read_keys
+from ..storage.streams import STDIO, is_stream
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -55,7 +56,8 @@ class _Group(click.Group):
 
 # the library's hints name its Python arguments; at the command line the flags say it
 _CLI_WORDS = (("pass missing_ok=True", "pass --missing-ok"), ("use upsert()", "use --upsert"),
-              ("raise timeout=", "raise --timeout"))
+              ("raise timeout=", "raise --timeout"), ("(n_queries=)", "(--queries)"),
+              ("a lower target_recall", "a lower --target-recall"))
 
 
 def _cli_words(message: str) -> str:
@@ -151,9 +153,14 @@ def _create_options(f: Any) -> Any:
         click.option("--codes", type=int,
                      help="cosine or l2: bits of a SimHash code per item (a multiple of 64, "
                           "up to 4096) that ranks candidates before the exact re-rank."),
+        click.option("--dtype", type=click.Choice(["float32", "float16"]),
+                     help="cosine, l2, l1: precision of the stored rows (default float32; "
+                          "float16 halves them, distances stay float32)."),
         click.option("--max-value", type=int, help="Largest value for --family unary."),
         click.option("--probes", type=int, help="Buckets probed per query (default stored)."),
-        click.option("--seed", type=int, help="Seed of the random projections."),
+        click.option("--seed", type=int,
+                     help="Seed of the random projections (jaccard: of the MinHash "
+                          "permutations; default 0, and 1 with --mode classic, as datasketch)."),
         click.option("--durability", type=click.Choice(["full", "fast"]),
                      help="full: fsync every commit (default); fast: no fsync of the meta page (see docs/guarantees.md)."),
         click.option("--target-recall", type=float,
@@ -303,10 +310,12 @@ def _load(index: Index, src: Any, keys_file: str | None, upsert: bool,
 
 
 _input_options = [
-    click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
-                 help="Vectors: .npy, .fvecs, .bvecs, .ivecs or JSON lines."),
-    click.option("--keys", "keys_file", type=click.Path(dir_okay=False),
-                 help="One key per line (default: row numbers 0..n-1)."),
+    click.option("--input", "input_path", required=True,
+                 type=click.Path(dir_okay=False, allow_dash=True),
+                 help="Vectors: .npy, .fvecs, .bvecs, .ivecs or JSON lines (-: standard "
+                      "input, .npy or JSON lines)."),
+    click.option("--keys", "keys_file", type=click.Path(dir_okay=False, allow_dash=True),
+                 help="One key per line (default: row numbers 0..n-1; -: standard input)."),
     click.option("--key-field", default="key", show_default=True, help="JSON lines key field."),
     click.option("--vector-field", default="vector", show_default=True,
                  help="JSON lines vector field."),
@@ -357,6 +366,7 @@ def add_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
             vector_field: str, batch_size: int | None, text_field: str | None,
             tokens_field: str | None, upsert: bool, shingle: str | None, fmt: str) -> None:
     """Add vectors (or, to a jaccard index, documents) from a file to the index at PATH."""
+    _one_stdin(("--input", input_path), ("--keys", keys_file))
     with open_index(path) as index:
         _check_shingle(index, shingle)
         src = _items(index.metric.name, input_path, key_field, vector_field, text_field,
@@ -387,11 +397,15 @@ def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
     A build that fails or is interrupted removes the index it created. With --shards, PATH
     holds S ordinary indexes with one family and a manifest; `lshdb query`, `stats` and
     `check` read it as one index."""
+    _one_stdin(("--input", input_path), ("--keys", keys_file))
     if shards is not None or scheduler is not None:
         if shards is None:
             raise click.UsageError("--dask builds shards; give --shards S")
         if metric == "jaccard" or text_field or tokens_field:
             raise click.UsageError("--shards builds vector indexes (not jaccard)")
+        if STDIO in (input_path, keys_file):
+            raise click.UsageError("--shards reads --input (and --keys) once per shard; give "
+                                   "files, not standard input")
         _build_sharded(path, input_path, keys_file, key_field, vector_field, metric, shards,
                        scheduler, fmt, _options(**kw))
         return
@@ -430,9 +444,11 @@ def _build_sharded(path: str, input_path: str, keys_file: str | None, key_field:
 
 @cli.command("query", context_settings=CONTEXT)
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
-@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
-              help="Query vectors (same formats as add).")
-@click.option("-k", "k", default=10, show_default=True, help="Neighbours per query.")
+@click.option("--input", "input_path", required=True,
+              type=click.Path(dir_okay=False, allow_dash=True),
+              help="Query vectors (same formats as add; -: standard input).")
+@click.option("-k", "k", type=click.IntRange(min=1),
+              help="Neighbours per query (default 10; with --threshold: all that qualify).")
 @click.option("--probes", type=int, help="Buckets probed per query (default: stored).")
 @click.option("--candidates", type=int, help="Cap on candidates re-ranked (0: none).")
 @click.option("--min-hits", type=int,
@@ -447,13 +463,14 @@ def _build_sharded(path: str, input_path: str, keys_file: str | None, key_field:
 @click.option("--text-field", help="jaccard: JSON lines field holding each query document.")
 @click.option("--tokens-field", help="jaccard: JSON lines field holding a token list.")
 @click.option("--threshold", type=float,
-              help="jaccard: every item with Jaccard >= this (-k then caps the count).")
+              help="Every item within this distance (jaccard: with Jaccard >= this); -k "
+                   "caps the count.")
 @click.option("--estimate", is_flag=True, help="jaccard: score by signatures, not exactly.")
 @click.option("--dask", "scheduler", metavar="SCHEDULER",
               help="A sharded index: run each shard's part on a Dask worker (local:N or an "
                    "address; the shards must be on the workers' disks).")
 @_fmt_option
-def query_cmd(path: str, input_path: str, k: int, probes: int | None,
+def query_cmd(path: str, input_path: str, k: int | None, probes: int | None,
               candidates: int | None, min_hits: int | None, rerank: int | None,
               scan: bool | None, key_field: str | None,
               vector_field: str,
@@ -461,18 +478,21 @@ def query_cmd(path: str, input_path: str, k: int, probes: int | None,
               estimate: bool, scheduler: str | None, fmt: str) -> None:
     """Print the k nearest items of each query: {"query": i, "results": [...]}.
 
-    For a jaccard index the results carry "jaccard" scores instead of distances."""
+    With --threshold, every candidate within that distance instead, nearest first (at most
+    -k). For a jaccard index the results carry "jaccard" scores instead of distances."""
     with open_index(path, readonly=True) as index:
         src = _items(index.metric.name, input_path, None, vector_field, text_field,
                      tokens_field)  # results are numbered by query: no keys needed
         if len(src) == 0:
             raise InputFormatError("the input holds no queries")
         score = "jaccard" if index.metric.name == "jaccard" else "distance"
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"threshold": threshold}
         if index.metric.name == "jaccard":
-            extra = {"threshold": threshold, "exact": False if estimate else None}
-        elif threshold is not None or estimate:
-            raise InputFormatError("--threshold and --estimate apply to jaccard indexes")
+            extra["exact"] = False if estimate else None
+        elif estimate:
+            raise InputFormatError("--estimate applies to jaccard indexes")
+        if k is None and threshold is None:
+            k = 10
         with contextlib.ExitStack() as stack:
             if scheduler is None:
                 batch = stack.enter_context(index.reader()).query_batch
@@ -513,8 +533,9 @@ def get_cmd(path: str, key: str, int_key: bool) -> None:
 
 @cli.command("delete", context_settings=CONTEXT)
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
-@click.option("--keys", "keys_file", required=True, type=click.Path(dir_okay=False),
-              help="One key per line.")
+@click.option("--keys", "keys_file", required=True,
+              type=click.Path(dir_okay=False, allow_dash=True),
+              help="One key per line (-: standard input).")
 @click.option("--missing-ok", is_flag=True, help="Skip keys that are not in the index.")
 @_nice_option
 @_fmt_option
@@ -529,8 +550,9 @@ def delete_cmd(path: str, keys_file: str, missing_ok: bool, fmt: str) -> None:
 @cli.command("stats", context_settings=CONTEXT)
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 @click.option("--no-buckets", is_flag=True, help="Skip the per-table bucket scan.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
-              help="Also draw the S-curve and bucket sizes to a PNG (needs matplotlib).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Also draw the S-curve and bucket sizes to a PNG (needs matplotlib; -: "
+                   "the PNG goes to standard output instead of the statistics).")
 @_fmt_option
 def stats_cmd(path: str, no_buckets: bool, plot_path: str | None, fmt: str) -> None:
     """Parameters, counts, bytes on disk by part, bucket sizes and the S-curve."""
@@ -543,6 +565,8 @@ def stats_cmd(path: str, no_buckets: bool, plot_path: str | None, fmt: str) -> N
     curve = report.s_curve(st)
     if plot_path:
         report.plot(plot_path, curve, histogram)
+        if plot_path == STDIO:
+            return
     if fmt == "json":
         emit([{**st, "tables": tables, "bucket_histogram": histogram, "s_curve": curve}], fmt)
         return
@@ -565,25 +589,34 @@ def stats_cmd(path: str, no_buckets: bool, plot_path: str | None, fmt: str) -> N
 @cli.command("check", context_settings=CONTEXT)
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 @click.option("--fix", is_flag=True, help="Repair what is safe and say what was done.")
+@click.option("--drop-damaged", is_flag=True,
+              help="With --fix: remove the items whose rows fail their checksum (keys, "
+                   "postings, codes) and print their keys, to add them again.")
 @_fmt_option
-def check_cmd(path: str, fix: bool, fmt: str) -> None:
+def check_cmd(path: str, fix: bool, drop_damaged: bool, fmt: str) -> None:
     """Deep integrity check; exit status 1 on any problem.
 
     The check runs in a child process: a damaged LMDB page that kills it (SIGBUS) is
     reported as a problem."""
+    if drop_damaged and not fix:
+        raise click.UsageError("--drop-damaged removes items from the index; give --fix too")
     bars = _PhaseBars()
     try:
         if os.path.isfile(os.path.join(path, "shards.json")):
-            from ..dask.shards import check_sharded
+            from ..index.sharded import check_sharded
 
-            report = check_sharded(path, fix=fix, progress=bars, isolate=True)
+            report = check_sharded(path, fix=fix, progress=bars, isolate=True,
+                                   drop_damaged=drop_damaged)
         else:
-            report = deep_check(path, fix=fix, progress=bars, isolate=True)
+            report = deep_check(path, fix=fix, progress=bars, isolate=True,
+                                drop_damaged=drop_damaged)
     finally:
         bars.close()
     if fmt == "json":
         emit([report], fmt)
     else:
+        for key in report.get("dropped", []):
+            click.echo(f"dropped: {json.dumps(key, default=_json_default)}")
         for line in report["fixed"]:
             click.echo(f"fixed: {line}")
         for line in report["problems"]:
@@ -606,6 +639,28 @@ def compact_cmd(path: str, retune: bool, timeout: float | None, fmt: str) -> Non
     with open_index(path) as index:
         try:
             report = index.compact(timeout=timeout, retune=retune, progress=bars)
+        finally:
+            bars.close()
+    emit([report], fmt)
+
+
+@cli.command("backup", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.argument("dest", type=click.Path())
+@_fmt_option
+def backup_cmd(path: str, dest: str, fmt: str) -> None:
+    """Copy the index at PATH to the new path DEST, consistently, while it is in use.
+
+    Readers and a writer keep working; the copy holds the index as of one moment (LMDB's
+    own copy plus the rows committed at that moment) and is an ordinary index. DEST must
+    not exist. See docs/operations.md for restoring and moving an index."""
+    if dest == STDIO:
+        raise click.UsageError("DEST is the folder of the copy, which standard output (-) "
+                               "cannot hold; give a path that does not exist yet")
+    bars = _PhaseBars()
+    with open_index(path, readonly=True) as index:
+        try:
+            report = index.backup(dest, progress=bars)
         finally:
             bars.close()
     emit([report], fmt)
@@ -639,14 +694,16 @@ class _PhaseBars:
               show_default=True, help="Score candidate pairs exactly or from signatures.")
 @click.option("--key-field", default="id", show_default=True)
 @click.option("--text-field", default="text", show_default=True)
-@click.option("--out", "out", type=click.Path(),
-              help='Pairs {"a", "b", "jaccard"} (default: stdout). With --dask: NAME.parquet '
-                   "is a folder of Parquet parts, NAME/ a folder of JSON-lines parts.")
-@click.option("--clusters", type=click.Path(), help="Clusters (JSON lines, or as --out).")
+@click.option("--out", "out", type=click.Path(allow_dash=True),
+              help='Pairs as JSON lines {"a", "b", "jaccard"} (default and -: standard '
+                   "output). With --dask: NAME.parquet is a folder of Parquet parts, NAME/ a "
+                   "folder of JSON-lines parts.")
+@click.option("--clusters", type=click.Path(allow_dash=True),
+              help="Clusters as JSON lines (-: standard output; with --dask also as --out).")
 @click.option("--keep", type=click.Choice(["first", "longest"]),
               help="Write the deduplicated collection, keeping this member of a cluster.")
-@click.option("--output", type=click.Path(dir_okay=False),
-              help="Where --keep writes the deduplicated collection.")
+@click.option("--output", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Where --keep writes the deduplicated collection (-: standard output).")
 @click.option("--against", type=click.Path(exists=True, file_okay=False),
               help="Find the documents' duplicates among this jaccard index's items instead.")
 @click.option("--add-to", type=click.Path(exists=True, file_okay=False),
@@ -665,10 +722,11 @@ def dedup_cmd(inputs: tuple[str, ...], threshold: float, shingle: str, verify: s
     """Near-duplicate pairs and clusters of a JSON-lines collection (a similarity self-join).
 
     Candidate pairs share a MinHash band; each is verified (exactly by default) and the
-    pairs are grouped into clusters. A summary goes to stderr. With --dask the same pairs
-    and clusters are computed on a Dask cluster (needs lshdb[dask]).
+    pairs are grouped into clusters. A summary goes to stderr. INPUT.jsonl may be - for
+    standard input. With --dask the same pairs and clusters are computed on a Dask cluster
+    (needs lshdb[dask]), from JSON-lines or Parquet files or globs.
     """
-    from ..text.dedup import dedup_jsonl, write_pairs
+    from ..text.dedup import dedup_jsonl
 
     if (keep is None) != (output is None):
         raise click.UsageError("--keep and --output go together")
@@ -677,15 +735,23 @@ def dedup_cmd(inputs: tuple[str, ...], threshold: float, shingle: str, verify: s
     if scheduler:
         if keep:
             raise click.UsageError("--keep/--output do not run on --dask; use --add-to")
-        _dedup_dask(list(inputs), scheduler, key_field, text_field, out, clusters, against,
-                    add_to, threshold=threshold, shingle=shingle, num_perm=num_perm,
-                    verify=verify, mode=mode, seed=seed)
+        if STDIO in (*inputs, clusters):
+            raise click.UsageError("with --dask, INPUT and --clusters are files, not -")
+        _dedup_dask(list(inputs), scheduler, key_field, text_field,
+                    None if out == STDIO else out, clusters, against, add_to,
+                    threshold=threshold, shingle=shingle, num_perm=num_perm, verify=verify,
+                    mode=mode, seed=seed)
         return
     if add_to:
         raise click.UsageError("--add-to needs --dask")
     if len(inputs) != 1:
         raise click.UsageError("without --dask, give one JSON-lines INPUT")
     input_path = inputs[0]
+    out = out or STDIO
+    _one_stdout(("--out", out), ("--clusters", clusters), ("--output", output))
+    if output is not None and is_stream(input_path):
+        raise click.UsageError("--keep copies the kept lines from a second reading of "
+                               "INPUT.jsonl; give it as a file, not standard input or a pipe")
     if against:
         _dedup_against(input_path, against, threshold, key_field, text_field, out, verify)
         return
@@ -697,8 +763,6 @@ def dedup_cmd(inputs: tuple[str, ...], threshold: float, shingle: str, verify: s
                              num_perm=num_perm, verify=verify, mode=mode, seed=seed)
     finally:
         bars.close()
-    if out is None:
-        write_pairs(result, "/dev/stdout")
     click.echo(json.dumps({"summary": result.stats}, default=_json_default), err=True)
 
 
@@ -726,9 +790,29 @@ def _dedup_dask(inputs: list[str], scheduler: str, key_field: str, text_field: s
     click.echo(json.dumps({"summary": summary}, default=_json_default), err=True)
 
 
+def _one_stdout(*options: tuple[str, str | None]) -> None:
+    """At most one output may go to standard output."""
+    _one_dash("output", options)
+
+
+def _one_stdin(*options: tuple[str, str | None]) -> None:
+    """At most one input may come from standard input."""
+    _one_dash("input", options)
+
+
+def _one_dash(stream: str, options: tuple[tuple[str, str | None], ...]) -> None:
+    named = [name for name, value in options if value == STDIO]
+    if len(named) > 1:
+        both = len(named) == 2
+        raise click.UsageError(f"{' and '.join(named)} {'both' if both else 'all'} name "
+                               f"standard {stream} (-); give {'one' if both else 'all but one'} "
+                               "of them a file")
+
+
 def _dedup_against(input_path: str, index_path: str, threshold: float, key_field: str,
-                   text_field: str, out: str | None, verify: str) -> None:
+                   text_field: str, out: str, verify: str) -> None:
     from ..io.jsonl import read_jsonl_docs
+    from ..storage.streams import open_output
 
     keys, texts = read_jsonl_docs(input_path, key_field, text_field)
     t0 = time.perf_counter()
@@ -737,36 +821,37 @@ def _dedup_against(input_path: str, index_path: str, threshold: float, key_field
         if index.metric.name != "jaccard":
             raise InputFormatError(f"{index_path} is a {index.metric.name} index, not jaccard")
         exact = None if verify == "exact" else False
-        sink = open(out, "w", encoding="utf-8") if out else sys.stdout
-        try:
-            with index.reader() as r, _progress(len(texts), "matching") as bar:
-                for key, text in zip(keys, texts):
-                    for other, score in r.query(text, k=None, threshold=threshold, exact=exact):
-                        sink.write(json.dumps({"a": key, "b": other, "jaccard": score},
-                                              default=_json_default) + "\n")
-                        n_pairs += 1
-                    bar.update(1)
-        finally:
-            if out:
-                sink.close()
+        with open_output(out) as sink, index.reader() as r, \
+                _progress(len(texts), "matching") as bar:
+            for key, text in zip(keys, texts):
+                for other, score in r.query(text, k=None, threshold=threshold, exact=exact):
+                    sink.write(json.dumps({"a": key, "b": other, "jaccard": score},
+                                          default=_json_default) + "\n")
+                    n_pairs += 1
+                bar.update(1)
     click.echo(json.dumps({"summary": {"documents": len(texts), "pairs": n_pairs,
                                        "seconds": round(time.perf_counter() - t0, 3)}}), err=True)
 
 
 @cli.command("tune", context_settings=CONTEXT)
 @click.argument("path", required=False, type=click.Path(file_okay=False))
-@click.option("--input", "input_path", type=click.Path(dir_okay=False),
-              help="Tune on vectors from a file before building (needs --metric).")
+@click.option("--input", "input_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Tune on vectors from a file before building (needs --metric; -: "
+                   "standard input).")
 @click.option("--metric", type=click.Choice(["cosine", "l2", "l1", "hamming"]),
               help="With --input: the metric of the index to be built.")
 @click.option("--sample", default=100_000, show_default=True, type=click.IntRange(min=1),
-              help="With --input: rows of the file to build the trial index from.")
+              help="With --input: rows of the file, drawn at random, to build the trial "
+                   "index from.")
 @click.option("--target-recall", default=0.9, show_default=True, type=float)
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1),
               help="Neighbours per query.")
 @click.option("--queries", default=200, show_default=True, type=click.IntRange(min=1),
               help="Sample queries.")
-@click.option("--apply", is_flag=True, help="Store the chosen settings as the index's defaults.")
+@click.option("--apply", is_flag=True,
+              help="Store the chosen settings as the index's defaults; refused (exit 1, "
+                   "nothing stored) when the held-out recall misses the target by more "
+                   "than its standard error.")
 @_fmt_option
 def tune_cmd(path: str | None, input_path: str | None, metric: str | None, sample: int,
              target_recall: float, k: int, queries: int, apply: bool, fmt: str) -> None:
@@ -782,8 +867,7 @@ def tune_cmd(path: str | None, input_path: str | None, metric: str | None, sampl
                 raise click.UsageError("--input needs --metric")
             if apply:
                 raise click.UsageError("--apply stores settings in an index; give its PATH")
-            src = open_vectors(input_path)
-            rows = np.asarray(next(src.blocks(sample))[1])
+            rows = open_vectors(input_path).sample(sample)
             tmp = tempfile.mkdtemp(prefix="lshdb-tune-")
             index = create(os.path.join(tmp, "trial.lshdb"), metric=metric,
                            dim=rows.shape[1] * (8 if metric == "hamming" else 1),
@@ -792,9 +876,12 @@ def tune_cmd(path: str | None, input_path: str | None, metric: str | None, sampl
         else:
             index = open_index(str(path), readonly=not apply)
         bars = _PhaseBars()
+        refused: TuningError | None = None
         with index:
             try:
                 result = index.tune(target_recall, k, queries, apply=apply, progress=bars)
+            except TuningError as exc:  # the measurements are printed, then the error
+                refused, result = exc, exc.result
             finally:
                 bars.close()
             build = index.family.describe() if index.family else None
@@ -812,6 +899,51 @@ def tune_cmd(path: str | None, input_path: str | None, metric: str | None, sampl
         chosen = result["chosen"]
         click.echo("chosen: " + (json.dumps({c: chosen.get(c) for c in cols}) if chosen else
                                  f"none reaches recall {target_recall}"))
+    if refused is not None:
+        raise refused
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """Bytes from ``16M``-style sizes (K, M, G: powers of 1024)."""
+    text = value.strip().upper().removesuffix("B")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    try:
+        n = int(float(text[:-1] if scale > 1 else text) * scale)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a size (e.g. 16M, 512K, 1048576)") from None
+    if n < 1:
+        raise click.BadParameter(f"{value!r} must be at least 1 byte")
+    return n
+
+
+@cli.command("serve", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (loopback by default; see docs/serve.md).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="Port (0: any free port; the first stdout line says which).")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Worker processes, each opening the index itself (default: one per CPU).")
+@click.option("--readonly", is_flag=True, help="Refuse writes (403).")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False),
+              help="File holding a bearer token that every request but /healthz must send.")
+@click.option("--max-body", default="16M", show_default=True, callback=_size,
+              help="Largest request body (413 beyond it).")
+@click.option("--max-batch", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Most vectors or keys in one request (413 beyond it).")
+@click.option("--write-timeout", default=5.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds a write waits for the index's write lock (503 after).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--access-log", is_flag=True, help="Log every request (uvicorn's access log).")
+def serve_cmd(path: str, **options: Any) -> None:
+    """Serve the index at PATH over HTTP (JSON) until SIGTERM or Ctrl-C.
+
+    Needs the serve extra: pip install 'lshdb[serve]'. API and operations: docs/serve.md.
+    """
+    from ..serve import run
+
+    sys.exit(run(path, **options))
 
 
 @cli.command("demo", context_settings=CONTEXT)

@@ -15,6 +15,12 @@
 ``fix=True`` repairs what is safe: stale temporary folders and retired generations no process
 uses are removed, and stale LMDB reader slots of dead processes are cleared.
 
+``drop_damaged=True`` (with ``fix=True``) also removes the items whose rows fail their
+checksum: their keys, their postings (found by reading every table, since a damaged row
+cannot give its buckets) and their token hashes, in one write transaction; the report's
+``dropped`` lists their keys so that they can be added again. A compaction then rewrites
+the live rows, leaving the damaged bytes behind, so that the check that follows passes.
+
 LMDB does not checksum its pages: a damaged B-tree page can send it past the end of
 ``data.mdb``, and the process dies of SIGBUS (or LMDB aborts) instead of raising.
 ``isolate=True`` (what ``lshdb check`` uses) runs the check in a child process, so that such
@@ -32,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LshdbError
+from ..errors import InvalidParameterError, LshdbError
 from ..storage import layout, postings, runs
-from ..storage.codec import unpack_id, unpack_key
+from ..storage.codec import pack_id, unpack_id, unpack_key
 from ..storage.store import table_name
 from ..tuning import params
 
@@ -60,21 +66,40 @@ class _Report:
 
 def check(path: str, open_index: Callable[[str], Any], fix: bool = False,
           progress: Callable[[str, int, int], None] | None = None,
-          isolate: bool = False) -> dict[str, Any]:
-    """Check the index at ``path``; returns ``{"ok", "problems", "fixed", "counts"}``.
+          isolate: bool = False, drop_damaged: bool = False,
+          open_writable: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """Check the index at ``path``; returns ``{"ok", "problems", "fixed", "counts"}``
+    (and ``"dropped"``, the keys removed, with ``drop_damaged=True``).
 
     ``open_index(path)`` opens a read-only handle (the index module passes its ``Index``, so
     that this module needs no import of it). ``progress(phase, done, total)`` is called as
     rows and tables are checked. With ``isolate=True`` the check runs in a child process
     (started afresh, about half a second more), and a child killed by a signal, or failing,
-    is reported as a problem.
+    is reported as a problem. ``drop_damaged=True`` (needs ``fix=True``, and
+    ``open_writable(path)``, which opens a writable handle) first removes the items whose
+    rows fail their checksum (see the module docstring).
     """
+    if drop_damaged and not fix:
+        raise InvalidParameterError("drop_damaged removes items from the index; pass "
+                                    "fix=True with it")
+    if drop_damaged and open_writable is None:
+        raise InvalidParameterError("drop_damaged needs open_writable, an opener of a "
+                                    "writable handle")
     if isolate:
-        return _isolated(os.fspath(path), open_index, fix, progress)
+        return _isolated(os.fspath(path), open_index, fix, progress, drop_damaged,
+                         open_writable)
     rep = _Report()
     path = os.fspath(path)
     _check_directory(path, rep, fix)
     counts: dict[str, Any] = {}
+    dropped: list[Any] | None = None
+    if drop_damaged:
+        try:
+            dropped = _drop_damaged(path, open_writable, rep,  # type: ignore[arg-type]
+                                    progress)
+        except LshdbError as exc:
+            rep.problem(f"cannot drop the damaged rows: {exc}")
+            dropped = []
     try:
         index = open_index(path)
     except LshdbError as exc:
@@ -91,22 +116,59 @@ def check(path: str, open_index: Callable[[str], Any], fix: bool = False,
         rep.problem(str(exc))
     finally:
         index.close()
-    return _result(rep, counts)
+    result = _result(rep, counts)
+    if dropped is not None:
+        result["dropped"] = dropped
+    return result
 
 
-def _child(path: str, open_index: Callable[[str], Any], fix: bool, conn: Any) -> None:
+def _drop_damaged(path: str, open_writable: Callable[[str], Any], rep: _Report,
+                  progress: Callable[[str, int, int], None] | None) -> list[Any]:
+    """Delete the items whose rows fail their checksum, then compact if any committed row
+    fails (a deleted row's bytes stay in the file until a compaction); their keys."""
+    with open_writable(path) as index:
+        with index.writer() as w:
+            n_rows, rows = w._n_rows, index._rows
+            bad: list[np.ndarray] = []
+            for s in range(0, n_rows, 65536):
+                block = np.arange(s, min(n_rows, s + 65536))
+                bad.append(block[rows.damaged(block, n_rows)])
+                if progress:
+                    progress("damaged rows", int(block[-1]) + 1, n_rows)
+            damaged = np.concatenate(bad) if bad else np.empty(0, dtype=np.int64)
+            i2k = w._store.db(b"id2key")
+            packed = [w._txn.get(pack_id(int(i)), db=i2k) for i in damaged]
+            keys = [unpack_key(p) for p in packed if p is not None]
+            if keys:
+                w.delete(keys)
+        if keys:
+            rep.fixed.append(f"dropped {len(keys)} item(s) whose rows fail their checksum; "
+                             "add them again")
+        if len(damaged):
+            index.compact(progress=progress)
+            rep.fixed.append(f"compacted away {len(damaged)} damaged row(s)")
+    return keys
+
+
+def _child(path: str, open_index: Callable[[str], Any], fix: bool, conn: Any,
+           drop_damaged: bool = False, open_writable: Callable[[str], Any] | None = None
+           ) -> None:
     """Entry point of the isolated check: progress messages, then the report."""
     report = check(path, open_index, fix,
-                   lambda phase, done, total: conn.send(("progress", phase, done, total)))
+                   lambda phase, done, total: conn.send(("progress", phase, done, total)),
+                   drop_damaged=drop_damaged, open_writable=open_writable)
     conn.send(("report", report))
     conn.close()
 
 
 def _isolated(path: str, open_index: Callable[[str], Any], fix: bool,
-              progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
+              progress: Callable[[str, int, int], None] | None, drop_damaged: bool = False,
+              open_writable: Callable[[str], Any] | None = None) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")  # nothing of this process's LMDB state
     recv, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child, args=(path, open_index, fix, send), name="lshdb-check")
+    child = ctx.Process(target=_child,
+                        args=(path, open_index, fix, send, drop_damaged, open_writable),
+                        name="lshdb-check")
     child.start()
     send.close()  # the child holds the only sending end: EOF when it exits
     report: dict[str, Any] | None = None

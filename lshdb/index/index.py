@@ -17,6 +17,7 @@ import os
 import shutil
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, cast
@@ -44,12 +45,12 @@ from ..hashing.registry import family_from_params
 from ..metrics import Metric, get_metric
 from ..storage import layout, postings, runs
 from ..storage import store as store_mod
-from ..storage.codec import MAX_ROWS, Key, pack_ids, pack_keys, pack_meta, unpack_meta
+from ..storage.codec import MAX_ROWS, Key, mark_format, pack_ids, pack_keys, pack_meta, unpack_meta
 from ..storage.rows import ROWS_NAME, RowFile, RowNorms
 from ..storage.store import Store, WriterLock, table_name
 from ..tuning import params
 from . import check as check_mod
-from .blas import enter_single, exit_single, for_rows
+from .blas import enter_single, exit_single, for_rows, single_threaded
 from .reader import Reader
 
 if TYPE_CHECKING:
@@ -57,8 +58,11 @@ if TYPE_CHECKING:
 
 __all__ = ["create", "open", "check", "Index", "Writer", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)  # format 1: no runs (lshdb.runs)
+FORMAT_VERSION = 3  # the newest format this lshdb writes
+# format 1: no runs (lshdb.runs); 3: float16 rows or codes that the calibration chose (an
+# lshdb that reads only 1 and 2 would misread those rows, or write rows without codes).
+# An index is marked with the oldest format that describes it.
+READABLE_FORMATS = (1, 2, 3)
 DURABILITY = ("full", "fast")
 _open = open  # the builtin, shadowed by lshdb.open below
 
@@ -71,7 +75,7 @@ def create(path: str | os.PathLike[str], metric: str, dim: int | None = None,
     ----------
     path : str or PathLike
         Must not exist yet (or be an empty directory).
-    metric : {"cosine", "l2", "l1", "hamming"}
+    metric : {"cosine", "l2", "l1", "hamming", "jaccard"}
     dim : int
         Vector dimension (for ``hamming``: the number of bits, a multiple of 8).
     **options
@@ -80,7 +84,11 @@ def create(path: str | os.PathLike[str], metric: str, dim: int | None = None,
         ``seed``, ``max_value`` (unary), ``probes`` and ``candidates`` (query defaults),
         ``durability`` (``"full"`` or ``"fast"``), ``map_size`` (initial LMDB map, grown on
         demand). Parameters left out are chosen from the first batch added; see
-        docs/tuning.md.
+        docs/tuning.md. Under ``jaccard``: ``num_perm``, ``threshold``, ``bands`` and
+        ``rows``, ``mode`` (``"oph"``, or ``"classic"`` for datasketch-compatible
+        signatures), ``seed`` (default 0; 1 under ``"classic"``, as datasketch's
+        ``MinHash``; stored, and shown by ``stats()``), ``scheme``, ``shingle`` and
+        ``store_tokens``.
 
     Raises
     ------
@@ -116,7 +124,8 @@ def create(path: str | os.PathLike[str], metric: str, dim: int | None = None,
                 config["dim"] = m.dim
             with store.env.begin(write=True) as txn:
                 meta = store.db(b"meta")
-                txn.put(b"format", pack_meta({"format_version": FORMAT_VERSION}), db=meta)
+                txn.put(b"format", pack_meta(
+                    {"format_version": 3 if opts.get("dtype") == "float16" else 2}), db=meta)
                 txn.put(b"config", pack_meta(config), db=meta)
                 txn.put(b"settings", pack_meta(params.query_settings(opts)), db=meta)
                 txn.put(b"state", pack_meta({"rows": 0, "live": 0}), db=meta)
@@ -175,6 +184,7 @@ class Index:
             raise ReadOnlyError(f"{path} cannot be written by this process (read-only storage "
                                 "or permissions); open it with readonly=True to query it")
         self._lock = WriterLock(os.path.join(path, layout.LOCK))
+        self._current_path = os.path.join(path, layout.CURRENT)
         self._store: Store | None = None
         self._retired: list[Any] = []
         self._map_size = map_size
@@ -248,9 +258,10 @@ class Index:
             try:
                 rows = RowFile(os.path.join(gen_dir, ROWS_NAME), metric.row_dim(),
                                metric.row_dtype, writable=not self.readonly)
-                codes = RowFile(os.path.join(gen_dir, CODES_NAME), opts["codes"] // 8,
+                code_bytes = _code_bytes(opts, codes_raw)
+                codes = RowFile(os.path.join(gen_dir, CODES_NAME), code_bytes,
                                 np.dtype(np.uint8), writable=not self.readonly, checked=False) \
-                    if opts.get("codes") and opts.get("store") != "codes" else None
+                    if code_bytes else None
             except FileNotFoundError as exc:
                 raise CorruptIndexError(f"{gen_dir} lacks a row file ({exc.filename}); the "
                                         "index is damaged") from exc
@@ -278,6 +289,18 @@ class Index:
             SimHashCoder.from_params(metric.dim, unpack_meta(bytes(codes_raw), "codes"))
             if codes_raw is not None else None)
         self._pid = os.getpid()
+        self._last_state: tuple[bytes, dict[str, Any]] | None = None
+        self._auto_codes = (metric.name in ("cosine", "l2") and "codes" not in opts
+                            and opts.get("store") != "codes")
+
+    # a writer block that leaves the index RECALIBRATE_GROWTH times larger or smaller than
+    # its calibration retunes it (a compaction with retune=True); False turns that off
+    retune_on_growth = True
+
+    def auto_codes(self) -> bool:
+        """True if the calibration may give this index hash codes (a cosine or l2 index
+        whose creator said nothing about codes)."""
+        return self._auto_codes
 
     def _ensure_open(self) -> Store:
         store = self._store
@@ -314,7 +337,7 @@ class Index:
     def _current_changed(self) -> bool:
         """Cheap test (one stat) for a CURRENT replaced since this handle last looked."""
         try:
-            st = os.stat(os.path.join(self.path, layout.CURRENT))
+            st = os.stat(self._current_path)
         except FileNotFoundError:
             return False  # mid-replace; the next look will see it
         return (st.st_ino, st.st_mtime_ns) != self._current_id
@@ -401,6 +424,11 @@ class Index:
         with self._snapshot() as r:
             return r.candidates(vector, **kw)
 
+    def bucket_ids(self, vectors: Any) -> np.ndarray:
+        """Bucket keys of the rows of ``vectors`` in each table; see :meth:`Reader.bucket_ids`."""
+        with self._snapshot() as r:
+            return r.bucket_ids(vectors)
+
     def get(self, key: Key) -> np.ndarray:
         """A copy of the stored vector of ``key`` (under cosine: normalised)."""
         with self._snapshot() as r:
@@ -448,11 +476,30 @@ class Index:
 
         return compact(self, timeout=timeout, retune=retune, progress=progress)
 
+    def backup(self, dest: str | os.PathLike[str], progress: Any = None) -> dict[str, Any]:
+        """Write a consistent copy of the index, as of one snapshot, to the new path
+        ``dest`` while readers and writers carry on; see :mod:`lshdb.index.backup`."""
+        from .backup import backup
+
+        return backup(self, dest, progress=progress)
+
     def check(self, fix: bool = False, progress: Any = None,
-              isolate: bool = False) -> dict[str, Any]:
+              isolate: bool = False, drop_damaged: bool = False) -> dict[str, Any]:
         """Deep integrity check of this index's directory (its committed state, through a
-        handle of its own); see :func:`check`."""
-        return check(self.path, fix=fix, progress=progress, isolate=isolate)
+        handle of its own); see :func:`check`. ``fix=True, drop_damaged=True`` removes the
+        items whose rows fail their checksum and lists their keys in the report's
+        ``dropped``."""
+        return check(self.path, fix=fix, progress=progress, isolate=isolate,
+                     drop_damaged=drop_damaged)
+
+    def reader_slots(self, clear_stale: bool = False) -> dict[str, int]:
+        """LMDB reader slots of this index: ``max``, ``used``, ``active`` and ``cleared``.
+
+        Every process reading the index holds a slot per concurrent snapshot; a process
+        killed while holding one leaves it taken until ``clear_stale=True`` (LMDB's
+        ``reader_check``) frees the slots of processes that no longer exist.
+        """
+        return self._ensure_open().reader_slots(clear_stale)
 
     def sync(self) -> None:
         """Flush everything to disk (useful after writes in ``durability="fast"``)."""
@@ -489,8 +536,14 @@ class _ReaderContext(AbstractContextManager):  # type: ignore[type-arg]
             except BaseException:
                 self._cm.__exit__(None, None, None)
                 raise
-            if reader.retired_to is None:
+            if reader.retired_to is None and not reader.codes_started:
                 return reader
+            if reader.codes_started:  # another process gave this generation codes
+                self._cm.__exit__(None, None, None)
+                with index._follow_lock:
+                    if index._codes is None:
+                        index._follow()
+                continue
             self._cm.__exit__(None, None, None)
             index._check_current()
         raise LshdbError(f"{index.path} kept changing generation; retry")
@@ -539,6 +592,7 @@ class Writer:
             return self._txn is None
         try:
             self._txn.abort()
+            self._drop_new_codes()
         finally:
             self._txn = None
             index._open_writer = None
@@ -548,6 +602,14 @@ class Writer:
 
     def _begin(self) -> None:
         index = self._index
+        self._new_codes: RowFile | None = None
+        self._chosen_codes = 0
+        self._changed = self._retune = False  # rows added or deleted; calibration stale
+        if index._codes is None and index.auto_codes():
+            store = index._ensure_open()
+            with store.read() as txn:  # codes started by another process's calibration
+                if txn.get(b"codes", db=store.db(b"meta")) is not None:
+                    index._follow()
         self._store = index._ensure_open()
         self._rows = index._rows
         self._family = index.family
@@ -563,6 +625,17 @@ class Writer:
         self._wrote_rows = False
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._exit(exc_type)
+        if exc_type is None and self._retune and self._index.retune_on_growth:
+            # the index outgrew (or lost most of) the rows it was calibrated for: choose
+            # again, in a compaction (crash-safe; readers keep answering meanwhile)
+            try:
+                self._index.compact(timeout=self._timeout, retune=True)
+            except LshdbError as exc:  # the block's writes are committed all the same
+                warnings.warn(f"{self._index.path}: retuning for {self._live} live rows "
+                              f"failed ({exc}); run compact(retune=True)", stacklevel=2)
+
+    def _exit(self, exc_type: Any) -> None:
         index = self._index
         if self._txn is None:  # rolled back when the index was closed inside the block
             if exc_type is None:
@@ -572,6 +645,7 @@ class Writer:
         try:
             if exc_type is not None:
                 self._txn.abort()
+                self._drop_new_codes()
                 return
             self._commit()
         finally:
@@ -595,7 +669,9 @@ class Writer:
                     state["run_seq"] = self._run_seq
                 if self._retired_to:
                     state["retired_to"] = self._retired_to
-                self._txn.put(b"state", pack_meta(state), db=self._store.db(b"meta"))
+                meta = self._store.db(b"meta")
+                self._txn.put(b"state", pack_meta(state), db=meta)
+                self._retune = self._changed and self._stale(meta)
                 self._txn.commit()
                 break
             except lmdb.MapFullError:
@@ -608,9 +684,21 @@ class Writer:
         index.coder = self._coder
         index.settings = self._settings
 
+    def _stale(self, meta: Any) -> bool:
+        """True if the calibration this block commits with is stale (see
+        :func:`params.stale_calibration`); never for parameters the caller fixed."""
+        raw = self._txn.get(b"calibration", db=meta)
+        if raw is None or params.family_if_complete(self._index.metric,
+                                                    self._index.options) is not None:
+            return False
+        cal = unpack_meta(raw, "calibration")
+        return params.stale_calibration(int(cal.get("live_rows", cal.get("sample_rows", 0))),
+                                        self._live)
+
     def _regrow(self) -> None:
         """After MapFullError: abort, double the map, replay this block's operations."""
         self._txn.abort()
+        self._drop_new_codes()
         self._store.grow()
         self._begin()
         for op, args in self._log:
@@ -692,7 +780,44 @@ class Writer:
         self._txn.put(b"calibration", pack_meta(summary), db=meta)
         self._family = fam
         self._settings = merged
+        self._chosen_codes = int(summary.get("codes") or 0)
         return fam
+
+    def _start_codes(self, bits: int, live: np.ndarray, first: int, X: np.ndarray) -> None:
+        """Give this generation the hash codes its calibration chose: every row written so
+        far (this block's included) gets its code, and the ``codes`` record commits with
+        the block. Until then no committed state names the file, so one left by a crashed
+        writer is replaced."""
+        index = self._index
+        path = os.path.join(index.path, index.generation, CODES_NAME)
+        if os.path.exists(path):
+            os.unlink(path)
+        f = RowFile(path, bits // 8, np.dtype(np.uint8), writable=True, create=True,
+                    checked=False)
+        centre = live.mean(axis=0) if index.metric.name == "l2" else None
+        coder = SimHashCoder(index.metric.dim, bits, index.options.get("seed", 0), centre)
+        for s in range(0, first, 65536):
+            stop = min(first, s + 65536)
+            f.write(s, coder.encode(self._rows.read(np.arange(s, stop), first)))
+        f.write(first, coder.encode(X))
+        self._txn.put(b"codes", pack_meta(coder.params()), db=self._store.db(b"meta"))
+        mark_format(self._txn, self._store.db(b"meta"), 3)
+        self._coder = coder
+        self._new_codes = index._codes = f
+        index._code_cols = CodeColumns(f)
+        self._wrote_rows = True
+
+    def _drop_new_codes(self) -> None:
+        """Forget codes begun by this block, which did not commit."""
+        f, self._new_codes = self._new_codes, None
+        if f is not None:
+            index = self._index
+            index._codes = index._code_cols = None
+            f.close()
+            try:
+                os.unlink(f.path)
+            except FileNotFoundError:
+                pass
 
     def _live_ids(self) -> np.ndarray:
         cursor = self._txn.cursor(self._store.db(b"id2key"))
@@ -739,8 +864,12 @@ class Writer:
             if len(old_ids):
                 post_X = np.concatenate([self._rows.read(old_ids, first), X])
                 post_ids = np.concatenate([old_ids, ids])
+            params.time_paths(self._index.metric, self._index.options, len(post_X),
+                              single_threaded)
             with for_rows(len(post_X)):
                 family = self._calibrate(post_X)
+                if self._chosen_codes and self._index._codes is None:
+                    self._start_codes(self._chosen_codes, post_X, first, X)
         txn, store = self._txn, self._store
         if family is not None:
             with for_rows(len(post_X)):
@@ -760,6 +889,7 @@ class Writer:
                  for j in range(n)], append=True)
         self._n_rows += n
         self._live += n
+        self._changed = True
 
     def _post(self, L: int, H: np.ndarray, ids: np.ndarray) -> None:
         """Post ``ids`` (hashes ``H``, one column per table): a small batch into a new
@@ -786,9 +916,7 @@ class Writer:
         """Write a new run under the next sequence number (never reused in a generation:
         readers keep decoded runs by name)."""
         meta = self._store.db(b"meta")
-        fmt = _get_meta(self._txn, meta, b"format")
-        if fmt.get("format_version") != FORMAT_VERSION:  # format 1 has no runs: mark it
-            self._txn.put(b"format", pack_meta({"format_version": FORMAT_VERSION}), db=meta)
+        mark_format(self._txn, meta, 2)  # format 1 has no runs
         self._txn.put(runs.run_key(self._run_seq), runs.encode_run(tables, buckets, ids),
                       db=meta)
         self._run_seq += 1
@@ -841,17 +969,29 @@ class Writer:
         return ids[~held]
 
     def _remove_ids(self, ids: np.ndarray, packed: list[bytes]) -> None:
+        self._changed = True
         family = self._family
         txn, store = self._txn, self._store
         if family is not None:  # before calibration there are no postings
             rest = self._remove_from_runs(ids, family.L)
+            # a row that fails its checksum cannot give its buckets: its id is looked for
+            # in every bucket instead (slow, and only for such rows)
+            damaged = self._rows.damaged(rest, self._n_rows)
+            lost, rest = rest[damaged], rest[~damaged]
             if len(rest):
                 H = family.hash(self._rows.read(rest, self._n_rows))
-                for t in range(family.L):
-                    missing = postings.remove(txn, store.db(table_name(t)), H[:, t], rest)
-                    if missing:
-                        raise CorruptIndexError(
-                            f"{missing} ids were missing from table {t}; run `lshdb check`")
+            for t in range(family.L):
+                db = store.db(table_name(t))
+                if len(lost):
+                    where, which = postings.find(txn, db, lost)
+                    if len(which):
+                        postings.remove(txn, db, where, which)
+                if not len(rest):
+                    continue
+                missing = postings.remove(txn, db, H[:, t], rest)
+                if missing:
+                    raise CorruptIndexError(
+                        f"{missing} ids were missing from table {t}; run `lshdb check`")
         k2i, i2k, tok = store.db(b"key2id"), store.db(b"id2key"), store.db(b"tokens")
         for p, b in zip(packed, pack_ids(ids)):
             txn.delete(p, db=k2i)
@@ -899,6 +1039,18 @@ def _check_unique(keys: Sequence[Key], packed: list[bytes]) -> None:
             seen.add(p)
 
 
+def _code_bytes(opts: dict[str, Any], codes_raw: Any) -> int:
+    """Bytes per code of a generation: the caller's ``codes``, else those its calibration
+    chose (the ``codes`` meta record); 0 without codes."""
+    if opts.get("store") == "codes":
+        return 0
+    if opts.get("codes"):
+        return int(opts["codes"]) // 8
+    if codes_raw is not None and "codes" not in opts:
+        return int(unpack_meta(bytes(codes_raw), "codes")["bits"]) // 8
+    return 0
+
+
 def _get_meta(txn: Any, db: Any, name: bytes) -> Any:
     raw = txn.get(name, db=db)
     if raw is None:
@@ -910,11 +1062,18 @@ def _open_readonly(path: str) -> Index:
     return Index(path, readonly=True)
 
 
+def _open_writable(path: str) -> Index:
+    return Index(path)
+
+
 def check(path: str | os.PathLike[str], fix: bool = False,
           progress: Callable[[str, int, int], None] | None = None,
-          isolate: bool = False) -> dict[str, Any]:
+          isolate: bool = False, drop_damaged: bool = False) -> dict[str, Any]:
     """Deep integrity check of the index at ``path``: returns ``{"ok", "problems", "fixed",
     "counts"}``; see :mod:`lshdb.index.check` for what is checked and what ``fix`` repairs.
-    ``isolate=True`` runs it in a child process, which survives a damaged LMDB page."""
+    ``isolate=True`` runs it in a child process, which survives a damaged LMDB page.
+    ``fix=True, drop_damaged=True`` removes the items whose rows fail their checksum and
+    lists their keys in the report's ``dropped``."""
     return check_mod.check(os.fspath(path), _open_readonly, fix=fix, progress=progress,
-                           isolate=isolate)
+                           isolate=isolate, drop_damaged=drop_damaged,
+                           open_writable=_open_writable)

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import CorruptIndexError, InvalidParameterError, KeyNotFoundError
-from ..hashing.codes import CodeColumns, SimHashCoder, hamming_words, nearest
+from ..errors import CorruptIndexError, InvalidParameterError, KeyNotFoundError, LshdbError
+from ..hashing.codes import CodeColumns, SimHashCoder, hamming_block, hamming_words, nearest
 from ..hashing.families import Family
 from ..hashing.registry import family_from_params
 from ..storage import postings, runs
@@ -30,7 +30,8 @@ from ..storage.codec import (
     unpack_meta,
 )
 from ..storage.store import table_name
-from .blas import for_values
+from ..tuning import params
+from .blas import PARALLEL_VALUES, parallel
 
 if TYPE_CHECKING:
     from ..storage.rows import RowFile, RowNorms
@@ -56,7 +57,9 @@ class Reader:
         raw = txn.get(b"state", db=store.db(b"meta"))
         if raw is None:
             raise CorruptIndexError("meta record 'state' is missing; the index is damaged")
-        state = unpack_meta(raw, "state")
+        seen = index._last_state  # the same record as the last snapshot's: decoded already
+        state = seen[1] if seen is not None and seen[0] == raw else unpack_meta(raw, "state")
+        index._last_state = (raw, state)
         self.state: dict[str, Any] = state
         self.n_rows: int = int(state["rows"])
         self.live: int = int(state["live"])
@@ -79,6 +82,11 @@ class Reader:
             if codes_raw is not None:
                 coder = SimHashCoder.from_params(self.metric.dim, unpack_meta(codes_raw, "codes"))
         self._coder: SimHashCoder | None = coder if codes is not None else None
+        if self._coder is None:  # codes begun by a block that has not committed
+            self._code_cols = None
+        # codes committed by another process's calibration since this handle opened
+        self.codes_started = codes is None and family is not None and index.auto_codes() \
+            and index.coder is None and txn.get(b"codes", db=store.db(b"meta")) is not None
         self.settings = index.settings
         self._cursors: dict[int, Any] = {}
 
@@ -208,6 +216,28 @@ class Reader:
         stats["seconds_lookup"] = time.perf_counter() - t0
         return ids, stats
 
+    def bucket_ids(self, vectors: Any) -> np.ndarray:
+        """The bucket key of each row of ``vectors`` in each table, hashed by the index's own
+        family: an ``(n, n_tables)`` int64 array (the bits of the uint64 keys the tables
+        store), usable as features (:mod:`lshdb.features`).
+
+        Raises
+        ------
+        LshdbError
+            The index has not chosen its hash family yet (it does at its first
+            ``params.CALIBRATE_MIN`` rows).
+        InvalidVectorError, DimensionMismatchError
+            The rows are not valid input for this index.
+        """
+        fam = self.family
+        if fam is None:
+            raise LshdbError(
+                f"the index has not chosen its hash family yet (it does once it holds "
+                f"{params.CALIBRATE_MIN} rows; it holds {self.live}); add rows first")
+        X, _ = self.metric.prepare_items(vectors)
+        params.validate_rows(fam, X, self._index.options)
+        return fam.hash(X).view(np.int64)
+
     # -- queries ---------------------------------------------------------------------
     def query(self, vector: Any, k: int | None = 10, probes: int | None = None,
               candidates: int | None = None, min_hits: int | None = None,
@@ -223,14 +253,23 @@ class Reader:
         stored item instead of probing buckets: by its code's Hamming distance with codes,
         else exactly (brute force over the stored rows; the rows it returns are verified).
 
+        A radius query: with ``threshold``, a dense metric returns every candidate within
+        that distance (``distance <= threshold``, up to float32 rounding: 1e-6 of the
+        threshold, at least 1e-6), nearest first, at most ``k`` of them
+        (``k=None`` for all); every candidate is re-ranked exactly (no code pre-filter),
+        and ``scan=True`` takes every stored item as a candidate.
+
         Under ``jaccard`` the item is a document, a token set or a signature and the result
         is ``[(key, jaccard)]``, highest first: every candidate with Jaccard >= ``threshold``
         (``k=None`` for all of them), scored exactly from stored token hashes when the index
         keeps them (``exact=False`` to use the signature estimate).
         """
-        if k is not None or self.metric.name != "jaccard":
+        if k is not None or threshold is None and self.metric.name != "jaccard":
             _check_k(k)
         x, extra = self.metric.prepare_query(vector)
+        if threshold is not None and self.metric.name != "jaccard":
+            return self._within(x, threshold, k, probes, candidates, min_hits, exact, rerank,
+                                scan)
         if self._scan(scan):
             return self._rank_scan(x, k, rerank)  # type: ignore[arg-type]
         p, c, h = self._settings(probes, candidates, min_hits)
@@ -254,15 +293,64 @@ class Reader:
                 items = list(vectors)
             return [self.query(v, k, probes, candidates, min_hits, threshold, exact, rerank,
                                scan) for v in items]
-        _check_k(k)
         X = self.metric.prepare(vectors, "queries")
+        if threshold is not None:
+            if k is not None:
+                _check_k(k)
+            return [self._within(x, threshold, k, probes, candidates, min_hits, exact, rerank,
+                                 scan) for x in X]
+        _check_k(k)
         if self._scan(scan):
             if self._code_cols is None and self._blas_scan() and self.n_rows:
                 return self._rank_scan_batch(X, k, rerank)  # type: ignore[arg-type]
+            if self._code_cols is not None and self._coder is not None \
+                    and self.live == self.n_rows:
+                return self._rank_codes_batch(X, k, rerank)  # type: ignore[arg-type]
             return [self._rank_scan(x, k, rerank) for x in X]  # type: ignore[arg-type]
         p, c, h = self._settings(probes, candidates, min_hits)
         return [self._rank(x, self._gather(x, p, c, h), k, rerank)  # type: ignore[arg-type]
                 for x in X]
+
+    def _within(self, x: np.ndarray, radius: Any, k: int | None, probes: int | None,
+                candidates: int | None, min_hits: int | None, exact: bool | None,
+                rerank: int | None, scan: bool | None) -> list[tuple[Key, float]]:
+        """The radius query of a dense metric (see :meth:`query`)."""
+        if isinstance(radius, bool) or not isinstance(radius, (int, float, np.integer,
+                                                               np.floating)) \
+                or not np.isfinite(radius) or radius < 0:
+            raise InvalidParameterError(
+                f"threshold is a distance: a finite number >= 0; found {radius!r}")
+        if exact is not None:
+            raise InvalidParameterError("exact applies to metric jaccard only")
+        if rerank is not None:
+            raise InvalidParameterError("rerank applies to k-nearest queries; a threshold "
+                                        "query re-ranks every candidate exactly")
+        # float32 distances carry rounding (an item's cosine distance to itself can come out
+        # as 6e-8): within 1e-6 of the radius counts as within it
+        limit = float(radius) + 1e-6 * max(1.0, float(radius))
+        if self._scan(scan):  # over the mapped rows unverified, as a k-nearest scan; the
+            # rows within the radius are read again below, verified
+            M = self._rows.matrix(self.n_rows)
+            step = 16 * _SCAN_ROWS
+            ids = np.concatenate([s + np.flatnonzero(
+                self.metric.distances(M[s : s + step], x).astype(np.float64) <= limit)
+                for s in range(0, self.n_rows, step)] or [np.empty(0, dtype=np.int64)])
+        else:
+            ids = self._gather(x, *self._settings(probes, candidates, min_hits))
+        keep_ids, keep_d = [], []
+        for s in range(0, len(ids), 65536):
+            block = ids[s : s + 65536]
+            d = self.metric.distances(self._rows.read(block, self.n_rows), x)
+            near = np.flatnonzero(d.astype(np.float64) <= limit)
+            keep_ids.append(block[near])
+            keep_d.append(d[near])
+        found = np.concatenate(keep_ids) if keep_ids else np.empty(0, dtype=np.int64)
+        dist = np.concatenate(keep_d) if keep_d else np.empty(0)
+        if len(found) and self.live < self.n_rows:  # deleted rows are still in the file
+            live = np.isin(found, self._live(found))
+            found, dist = found[live], dist[live]
+        order = np.lexsort((found, dist))[:k]
+        return [(self.key_of(int(found[j])), float(dist[j])) for j in order]
 
     def _rank_sets(self, x: np.ndarray, q_tokens: np.ndarray | None, ids: np.ndarray,
                    k: int | None, threshold: float | None,
@@ -312,7 +400,7 @@ class Reader:
         """The query's hash code as uint64 words (None before any code is stored)."""
         if self._coder is None:
             return None
-        return self._coder.encode(x[None])[0].view("<u8")
+        return self._coder.encode_one(x)
 
     def _rank_scan_batch(self, X: np.ndarray, k: int,
                          rerank: int | None) -> list[list[tuple[Key, float]]]:
@@ -326,14 +414,37 @@ class Reader:
             out += [self._rank_scan(x, k, rerank, d) for x, d in zip(block, D)]
         return out
 
+    def _rank_codes_batch(self, X: np.ndarray, k: int,
+                          rerank: int | None) -> list[list[tuple[Key, float]]]:
+        """Code scans of many queries (no deleted rows): their codes in one encoding, the
+        Hamming distances of a block of queries in one pass over the codes, their exact
+        re-ranks in one product."""
+        assert self._code_cols is not None and self._coder is not None
+        R = rerank if rerank is not None else self.settings.get("rerank")
+        R = min(max(k, 100 if R is None else R), self.n_rows)
+        cols = self._code_cols.get(self.n_rows)
+        Qw = self._coder.encode(X).view("<u8")
+        M = self._rows.matrix(self.n_rows)
+        step = max(1, (1 << 20) // max(self.n_rows, 1))  # bounded (b, n) temporaries
+        out: list[list[tuple[Key, float]]] = []
+        for s in range(0, len(X), step):
+            H = hamming_block(cols, Qw[s : s + step])
+            best = np.stack([nearest(h, R) for h in H])
+            d = self.metric.distances_each(M[best], X[s : s + step])
+            out += [self._ranked(b, e, k) for b, e in zip(best, d)]
+        return out
+
     def _product_distances(self, Q: np.ndarray) -> np.ndarray:
         """``(len(Q), n_rows)`` distances as one product over the map (cosine: rows are
         stored normalised; l2: through the rows' squared norms, kept per process). l2's
         expansion loses precision to cancellation: scans take extra rows for it, and the
         rows they return get exact distances (:meth:`_nearest_live`, :meth:`_rank`)."""
         M = self._rows.matrix(self.n_rows)
-        with for_values(M.size * len(Q)):  # large enough for OpenBLAS's threads to pay
+        if M.size * len(Q) < PARALLEL_VALUES:
             P = Q @ M.T
+        else:
+            with parallel():  # large enough for OpenBLAS's threads to pay
+                P = Q @ M.T
         if self.metric.name == "cosine":
             return np.float32(1.0) - P
         norms = self._row_norms
@@ -356,6 +467,9 @@ class Reader:
         if self._code_cols is None:
             if d is None:
                 d = self._scan_distances(x)
+            if self.metric.name == "cosine" and self._blas_scan():  # d is the distance
+                ids = self._nearest_live(d, k, deleted)
+                return self._ranked(ids, d[ids], k)
             extra = 2 * k + 16 if self.metric.name == "l2" else 0  # l2's expansion: margin
             return self._rank(x, self._nearest_live(d, k, deleted, extra), k,
                               rerank=self.n_rows)
@@ -367,7 +481,7 @@ class Reader:
         best = nearest(hamming_words(self._code_cols.get(self.n_rows), q), R + deleted)
         if deleted:
             best = self._live(best)
-        return self._rank(x, best, k, rerank=len(best))
+        return self._rank(x, best, k, rerank=len(best), verify_all=False)
 
     def _live(self, ids: np.ndarray) -> np.ndarray:
         """The ids among ``ids`` that hold a live item in this snapshot (in order)."""
@@ -410,7 +524,10 @@ class Reader:
                                for s in range(0, len(M), _SCAN_ROWS)])
 
     def _rank(self, x: np.ndarray, ids: np.ndarray, k: int,
-              rerank: int | None = None) -> list[tuple[Key, float]]:
+              rerank: int | None = None, verify_all: bool = True) -> list[tuple[Key, float]]:
+        """The ``k`` nearest of candidates ``ids`` by exact distance. Their rows are read
+        with their checksums, or (``verify_all=False``, a scan's re-rank) from the map and
+        only the rows returned are checksummed, as an exact scan does."""
         if len(ids) == 0:
             return []
         if self._code_cols is not None:
@@ -420,14 +537,41 @@ class Reader:
             if q is not None:  # rank by Hamming distance of the codes, keep the best R
                 cols = self._code_cols.gather(ids, self.n_rows)
                 ids = ids[nearest(hamming_words(cols, q), R)]
-        rows = self._rows.read(ids, self.n_rows)
-        d = self.metric.distances(rows, x)
+        if verify_all:
+            rows = self._rows.read(ids, self.n_rows)
+        else:
+            if len(ids) and int(ids.max()) >= self.n_rows:
+                raise CorruptIndexError(f"internal id {int(ids.max())} is past the committed "
+                                        "rows; run `lshdb check`")
+            rows = self._rows.matrix(self.n_rows)[ids]
+        return self._ranked(ids, self.metric.distances(rows, x), k, verify=not verify_all)
+
+    def _ranked(self, ids: np.ndarray, d: np.ndarray, k: int,
+                verify: bool = True) -> list[tuple[Key, float]]:
+        """The ``k`` best of ``ids`` by their distances ``d`` (ties: lower id first), with
+        their keys; ``verify``: checksum the rows returned (read unverified so far)."""
         if len(ids) > k:
             top = np.argpartition(d, k - 1)[:k]
+            top = top[np.lexsort((ids[top], d[top]))]
         else:
-            top = np.arange(len(ids))
-        top = top[np.lexsort((ids[top], d[top]))]
-        return [(self.key_of(int(ids[j])), float(d[j])) for j in top]
+            top = np.lexsort((ids, d))
+        best = ids[top]
+        if verify:
+            self._rows.read(best, self.n_rows)  # raises on a damaged row
+        return list(zip(self._keys_of(best.tolist()), d[top].tolist()))
+
+    def _keys_of(self, ids: list[int]) -> list[Key]:
+        """:meth:`key_of` for each id, with the same cross-checks, in one loop."""
+        store, get = self._store, self._txn.get
+        i2k, k2i = store.db(b"id2key"), store.db(b"key2id")
+        out = []
+        for i in ids:
+            packed = pack_id(i)
+            raw = get(packed, db=i2k)
+            if raw is None or get(raw, db=k2i) != packed:
+                return [self.key_of(i) for i in ids]  # names the problem
+            out.append(unpack_key(raw))
+        return out
 
     # -- statistics ------------------------------------------------------------------
     def _calibration(self) -> dict[str, Any] | None:

@@ -10,17 +10,19 @@ str key; a ``.jsonl`` keys file holds one JSON value (string or integer) per lin
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputFormatError
 from ..storage.codec import Key
-from .jsonl import iter_lines
+from ..storage.streams import display, is_stdio, is_stream, open_input
+from .jsonl import _lines, iter_lines
 
 __all__ = ["VectorSource", "open_vectors", "read_keys", "FORMATS"]
 
@@ -36,9 +38,17 @@ class VectorSource:
         self.path = path
         self.key_field = key_field
         self.vector_field = vector_field
-        if not os.path.isfile(path):
+        stream = is_stream(path)
+        name = display(path)
+        if not stream and not os.path.isfile(path):
             raise InputFormatError(f"input file {path} does not exist")
-        ext = os.path.splitext(path)[1].lower()
+        ext = "" if is_stdio(path) else os.path.splitext(path)[1].lower()
+        data = None
+        if stream:  # read once, whole: a pipe cannot be mapped or read twice
+            with open_input(path) as f:
+                data = f.read()
+            if ext not in FORMATS:
+                ext = _sniff(data, name)
         if ext not in FORMATS:
             raise InputFormatError(
                 f"{path}: unknown input format {ext or '(no extension)'!r}; use one of "
@@ -47,15 +57,19 @@ class VectorSource:
         self._keys: list[Key] | None = None
         if ext == ".npy":
             try:
-                self._array = np.load(path, mmap_mode="r", allow_pickle=False)
+                self._array = (np.load(io.BytesIO(data), allow_pickle=False) if data is not None
+                               else np.load(path, mmap_mode="r", allow_pickle=False))
             except ValueError as exc:
-                raise InputFormatError(f"{path} is not a readable .npy array: {exc}") from exc
+                raise InputFormatError(f"{name} is not a readable .npy array: {exc}") from exc
             if self._array.ndim != 2:
-                raise InputFormatError(f"{path} holds a {self._array.ndim}-D array; expected 2-D (n, dim)")
+                raise InputFormatError(f"{name} holds a {self._array.ndim}-D array; expected 2-D (n, dim)")
         elif ext in (".fvecs", ".bvecs", ".ivecs"):
-            self._array = _read_vecs(path, ext)
+            raw = (np.frombuffer(data, dtype=np.uint8) if data is not None
+                   else np.fromfile(path, dtype=np.uint8))
+            self._array = _read_vecs(raw, name, ext)
         else:
-            self._keys, self._array = _read_jsonl(path, key_field, vector_field)
+            lines = iter_lines(path) if data is None else _lines(io.BytesIO(data))
+            self._keys, self._array = _read_jsonl(lines, name, key_field, vector_field)
 
     @property
     def keys(self) -> list[Key] | None:
@@ -73,15 +87,36 @@ class VectorSource:
         for s in range(0, len(self), size):
             yield s, np.asarray(self._array[s : s + size])
 
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """``n`` rows drawn at random (seeded; in file order), or all rows if there are
+        fewer: a file's first rows may all come from one part of the data."""
+        if n >= len(self):
+            return np.asarray(self._array)
+        pick = np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False))
+        return np.asarray(self._array[pick])
+
 
 def open_vectors(path: str, key_field: str | None = "key",
                  vector_field: str = "vector") -> VectorSource:
-    """The vectors of a file; ``key_field=None`` reads JSON lines without keys (queries)."""
+    """The vectors of a file; ``key_field=None`` reads JSON lines without keys (queries).
+
+    ``-`` reads standard input, and a path that is not a regular file (a pipe, process
+    substitution) is read as a stream; a stream's format is its name's extension, else
+    ``.npy`` by its magic bytes or JSON lines by a leading ``{``."""
     return VectorSource(path, key_field, vector_field)
 
 
-def _read_vecs(path: str, ext: str) -> np.ndarray:
-    raw = np.fromfile(path, dtype=np.uint8)
+def _sniff(data: bytes, name: str) -> str:
+    if data.startswith(b"\x93NUMPY"):
+        return ".npy"
+    if data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
+        return ".jsonl"
+    raise InputFormatError(
+        f"cannot tell the format of {name}: a stream is read as .npy (by its magic bytes) or "
+        "JSON lines; give .fvecs, .bvecs or .ivecs input as a file")
+
+
+def _read_vecs(raw: np.ndarray, path: str, ext: str) -> np.ndarray:
     if len(raw) < 4:
         raise InputFormatError(f"{path} is empty or shorter than one {ext} header")
     dim = int(raw[:4].view("<i4")[0])
@@ -100,11 +135,11 @@ def _read_vecs(path: str, ext: str) -> np.ndarray:
     return body.view(dtype).reshape(len(table), dim)
 
 
-def _read_jsonl(path: str, key_field: str | None, vector_field: str
-                ) -> tuple[list[Key] | None, np.ndarray]:
+def _read_jsonl(lines: Iterable[tuple[int, bytes]], path: str, key_field: str | None,
+                vector_field: str) -> tuple[list[Key] | None, np.ndarray]:
     keys: list[Key] = []
     rows: list[Any] = []
-    for lineno, line in iter_lines(path):  # (blank lines and a byte order mark dropped)
+    for lineno, line in lines:  # (blank lines and a byte order mark dropped)
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -137,31 +172,42 @@ def _read_jsonl(path: str, key_field: str | None, vector_field: str
 
 
 def read_keys(path: str) -> list[Key]:
-    """Keys from a file (see the module docstring for the rules)."""
-    if not os.path.isfile(path):
+    """Keys from a file (see the module docstring for the rules); ``-`` reads them, one per
+    line, from standard input."""
+    if not is_stream(path) and not os.path.isfile(path):
         raise InputFormatError(f"keys file {path} does not exist")
-    ext = os.path.splitext(path)[1].lower()
+    ext = "" if is_stdio(path) else os.path.splitext(path)[1].lower()
+    with open_input(path) as fb:
+        data = fb.read()
+    name = display(path)
     if ext == ".npy":
-        arr = np.load(path, allow_pickle=False)
+        try:
+            arr = np.load(io.BytesIO(data), allow_pickle=False)
+        except ValueError as exc:
+            raise InputFormatError(f"{name} is not a readable .npy array: {exc}") from exc
         if arr.ndim != 1 or arr.dtype.kind not in "iuU":
-            raise InputFormatError(f"{path}: expected a 1-D integer or string array")
+            raise InputFormatError(f"{name}: expected a 1-D integer or string array")
         return arr.tolist()  # type: ignore[no-any-return]
     keys: list[Key] = []
-    with open(path, encoding="utf-8-sig") as f:  # (a leading byte order mark is dropped)
-        for lineno, line in enumerate(f, 1):
-            text = line.rstrip("\n").rstrip("\r")
-            if ext in (".jsonl", ".json", ".ndjson"):
-                if not text.strip():
-                    continue
-                try:
-                    v = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise InputFormatError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-                if not isinstance(v, (str, int)) or isinstance(v, bool):
-                    raise InputFormatError(f"{path}:{lineno}: a key must be a string or an integer")
-                keys.append(v)
-            else:
-                if text == "":
-                    continue
-                keys.append(int(text) if _INT.match(text) else text)
+    try:
+        text_all = data.decode("utf-8-sig")  # (a leading byte order mark is dropped)
+    except UnicodeDecodeError as exc:
+        raise InputFormatError(f"{name}: not valid UTF-8 ({exc.reason} at byte {exc.start})"
+                               ) from None
+    for lineno, line in enumerate(io.StringIO(text_all, newline=None), 1):
+        text = line.rstrip("\n").rstrip("\r")
+        if ext in (".jsonl", ".json", ".ndjson"):
+            if not text.strip():
+                continue
+            try:
+                v = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise InputFormatError(f"{name}:{lineno}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(v, (str, int)) or isinstance(v, bool):
+                raise InputFormatError(f"{name}:{lineno}: a key must be a string or an integer")
+            keys.append(v)
+        else:
+            if text == "":
+                continue
+            keys.append(int(text) if _INT.match(text) else text)
     return keys

@@ -3,9 +3,9 @@
 :func:`read_jsonl_docs` reads ``{"id": ..., "text": ...}`` lines as bytes and decodes and
 parses one line at a time, so any bad line (not UTF-8, not JSON, a missing field, a text
 that is not a string, a repeated key) is an :class:`~lshdb.errors.InputFormatError` naming
-``path:line``; nothing is skipped silently except blank lines. :func:`atomic_write` writes a
-file under a temporary name beside its destination, fsyncs it, renames it into place and
-fsyncs the folder, so a reader sees the old file or the whole new one.
+``path:line``; nothing is skipped silently except blank lines. Results are written with
+:func:`lshdb.storage.streams.open_output`: a regular file atomically (a temporary name beside it,
+fsynced, renamed into place), ``-`` and other streams in place.
 
 Thread safety: functions share no state.
 """
@@ -15,14 +15,13 @@ from __future__ import annotations
 import codecs
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputFormatError
+from ..storage.streams import atomic_write, display, open_input, open_output
 
 __all__ = ["Key", "iter_lines", "read_jsonl_docs", "atomic_write", "write_jsonl", "copy_lines"]
 
@@ -31,18 +30,22 @@ Key = str | int
 
 def iter_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
     """(line number, raw line) of every line that is not blank; a UTF-8 byte order mark
-    opening the file is dropped."""
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8):]
-            if raw.strip():
-                yield lineno, raw
+    opening the file is dropped. ``-`` reads standard input."""
+    with open_input(path) as f:
+        yield from _lines(f)
+
+
+def _lines(f: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+    for lineno, raw in enumerate(f, start=1):
+        if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8):]
+        if raw.strip():
+            yield lineno, raw
 
 
 def _parse(path: Any, lineno: int, raw: bytes, key_field: str | None, text_field: str
            ) -> tuple[Key, str]:
-    where = f"{os.fspath(path)}:{lineno}"
+    where = f"{display(path)}:{lineno}"
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -75,7 +78,7 @@ def read_jsonl_docs(path: str | os.PathLike[str], key_field: str | None = "id",
     """Read a JSON-lines file of documents.
 
     Each non-blank line must be a UTF-8 JSON object with a string or integer key field and
-    a string text field; blank lines are ignored. ``key_field=None`` reads no keys (the
+    a string text field; blank lines are ignored; ``-`` reads standard input. ``key_field=None`` reads no keys (the
     line numbers stand in for them). Lines are read as bytes and decoded one
     at a time, so a bad byte sequence is reported with its line number.
 
@@ -99,44 +102,20 @@ def read_jsonl_docs(path: str | os.PathLike[str], key_field: str | None = "id",
         key, text = _parse(path, lineno, raw, key_field, text_field)
         first = seen.setdefault(key, lineno)
         if first != lineno:
-            raise InputFormatError(f"{os.fspath(path)}:{lineno}: key {key!r} repeats line "
+            raise InputFormatError(f"{display(path)}:{lineno}: key {key!r} repeats line "
                                    f"{first}; keys must be unique")
         keys.append(key)
         texts.append(text)
     return keys, texts
 
 
-@contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
-    """Write to a temporary file beside ``path``; fsync, rename into place, fsync the folder."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        f: IO[Any] = (os.fdopen(fd, mode) if "b" in mode
-                      else os.fdopen(fd, mode, encoding="utf-8", newline="\n"))
-        with f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> int:
-    """Write one JSON object per line (UTF-8, atomically); returns the number of lines."""
+    """Write one JSON object per line (UTF-8); returns the number of lines.
+
+    A regular file is written atomically; ``-`` is standard output, and a path that is not
+    a regular file (``/dev/stdout``, a FIFO) is written in place (:mod:`lshdb.storage.streams`)."""
     count = 0
-    with atomic_write(path) as f:
+    with open_output(path) as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
@@ -156,7 +135,7 @@ def copy_lines(src: str | os.PathLike[str], dst: str | os.PathLike[str], mask: n
         ``src`` no longer holds those documents (the file changed since it was read).
     """
     written, i = 0, -1
-    with atomic_write(dst, "wb") as out:
+    with open_output(dst, binary=True) as out:
         for i, (lineno, raw) in enumerate(iter_lines(src)):
             if i >= len(mask):
                 raise InputFormatError(f"{os.fspath(src)}:{lineno}: more documents than the "

@@ -33,14 +33,18 @@ from .dense import Metric
 __all__ = ["JaccardMetric", "jaccard_defaults"]
 
 _CSR = tuple[np.ndarray, np.ndarray]
+DEFAULT_SEED = {"oph": 0, "classic": 1}  # classic: datasketch's MinHash(seed=1)
 
 
 def jaccard_defaults(options: dict[str, Any]) -> dict[str, Any]:
-    """Fill the jaccard options: num_perm, threshold, mode, scheme, shingle, bands, rows."""
+    """Fill the jaccard options: num_perm, threshold, mode, seed, scheme, shingle, bands,
+    rows. The seed is stored even when left out, so that the index states it: 0, or 1
+    under ``mode="classic"`` (datasketch's default, so that its signatures match)."""
     out = dict(options)
     out.setdefault("num_perm", 128)
     out.setdefault("threshold", 0.5)
     out.setdefault("mode", "oph")
+    out.setdefault("seed", DEFAULT_SEED[out["mode"]])
     out.setdefault("scheme", "affine32")
     out.setdefault("shingle", "word:5")
     out.setdefault("store_tokens", False)
@@ -65,7 +69,7 @@ class JaccardMetric(Metric):
         self.options = opts
         self.mode = opts["mode"]
         self.scheme = opts["scheme"]
-        self.seed = int(opts.get("seed", 1 if self.mode == "classic" else 0))
+        self.seed = int(opts["seed"])
         self.kind, self.n = parse_shingle(opts["shingle"])
         wide = self.mode == "classic" and self.scheme != "affine32"
         self.row_dtype = np.dtype("<u8" if wide else "<u4")

@@ -382,6 +382,21 @@ def read_buckets(cursors: list[Any], tables: list[int], buckets: bytes) -> list[
     return values
 
 
+def find(txn: Any, db: Any, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (bucket, id) pairs of a table that hold any of ``ids``, found by reading the
+    whole table: for ids whose buckets cannot be recomputed (a damaged row)."""
+    want = np.asarray(ids, dtype=np.int64)
+    buckets: list[int] = []
+    found: list[np.ndarray] = []
+    for bucket, _, arr in iter_table(txn, db):
+        hit = arr[np.isin(arr, want)]
+        if len(hit):
+            found.append(hit.astype(np.int64))
+            buckets += [int.from_bytes(bucket, "big")] * len(hit)
+    return (np.asarray(buckets, dtype=np.uint64),
+            np.concatenate(found) if found else np.empty(0, dtype=np.int64))
+
+
 def iter_table(txn: Any, db: Any) -> Iterator[tuple[bytes, bytes, np.ndarray]]:
     """Every chunk of a table: (bucket, suffix, ids), in key order."""
     cursor = txn.cursor(db)

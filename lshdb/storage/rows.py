@@ -11,6 +11,7 @@ import mmap
 import os
 import struct
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -166,6 +167,9 @@ class RowFile:
 
     # -- reading ---------------------------------------------------------------------
     def _records(self, n_rows: int) -> np.ndarray:
+        view = self._view
+        if view is not None and len(view) >= n_rows:  # mapped far enough already
+            return view
         with self._lock:
             if self._view is None or self._mapped_rows < n_rows:
                 self.require(n_rows)
@@ -188,15 +192,30 @@ class RowFile:
             return np.empty((0, self.dim), dtype=self.dtype)
         raw = np.take(self._records(n_rows), ids, axis=0)  # (len, row_bytes) uint8: a copy
         if verify and self.checked:
-            words = raw.view("<u8")
-            expect = _checksums(words[:, : self._n_words], ids, self._W, self._W0)
-            bad = np.flatnonzero(expect != words[:, self._n_words])
+            bad = np.flatnonzero(self._failing(raw, ids))
             if len(bad):
                 raise CorruptIndexError(
                     f"row {int(ids[bad[0]])} of {self.path} fails its checksum "
                     f"({len(bad)} bad rows among {len(ids)} read); run `lshdb check` and "
                     "restore the index from a backup")
         return raw[:, : self.payload_bytes].view(self.dtype)
+
+    def _failing(self, raw: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        words = raw.view("<u8")
+        expect = _checksums(words[:, : self._n_words], ids, self._W, self._W0)
+        return np.asarray(expect != words[:, self._n_words])
+
+    def damaged(self, ids: np.ndarray, n_rows: int) -> np.ndarray:
+        """Which of rows ``ids`` (all < ``n_rows``) fail their checksum, as a bool mask
+        (all False in a file without checksums)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not self.checked or not len(ids):
+            return np.zeros(len(ids), dtype=bool)
+        if ids.max() >= n_rows or ids.min() < 0:
+            raise CorruptIndexError(
+                f"an internal id {int(ids.max())} points past the {n_rows} committed rows; "
+                "run `lshdb check`")
+        return self._failing(np.take(self._records(n_rows), ids, axis=0), ids)
 
     def matrix(self, n_rows: int) -> np.ndarray:
         """The first ``n_rows`` payloads as one read-only view into the map, ``(n_rows, dim)``
@@ -208,6 +227,30 @@ class RowFile:
 
     def read_range(self, start: int, stop: int, n_rows: int, verify: bool = True) -> np.ndarray:
         return self.read(np.arange(start, stop), n_rows, verify)
+
+    def copy_to(self, dest: str, n_rows: int,
+                progress: Callable[[int, int], None] | None = None) -> None:
+        """Write the header and the first ``n_rows`` rows to the new file ``dest``, fsynced
+        (a backup: rows below a committed count never change)."""
+        self.require(n_rows)
+        end = _HEADER_BYTES + n_rows * self.row_bytes
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            done = 0
+            while done < end:
+                chunk = os.pread(self._fd, min(8 << 20, end - done), done)
+                if not chunk:
+                    raise CorruptIndexError(f"{self.path} ended at byte {done} while "
+                                            f"copying {n_rows} rows")
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+                done += len(chunk)
+                if progress:
+                    progress(max(0, done - _HEADER_BYTES) // self.row_bytes, n_rows)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         self._join_flusher()
@@ -243,6 +286,11 @@ class RowDerived:
         self._file = file
         self._lock = threading.Lock()
         self._state: tuple[np.ndarray, int] = (np.empty((*self.lead, 0), self.dtype), 0)
+
+    @property
+    def file(self) -> RowFile:
+        """The row file the array is derived from."""
+        return self._file
 
     def derive(self, rows: np.ndarray) -> np.ndarray:
         """The columns of ``rows`` (a ``(m, dim)`` view of the map): ``(*lead, m)``."""

@@ -43,6 +43,7 @@ from ..hashing.minhash import MODES, band_keys, classic_signatures_csr, oph_sign
 from ..hashing.shingles import parse_shingle, shingle_hashes, shingle_token_hashes
 from ..hashing.theory import optimal_bands
 from ..io.jsonl import Key, copy_lines, read_jsonl_docs, write_jsonl
+from ..storage.streams import is_stream
 from ..tuning.params import NUM_PERM_MAX, check_int
 
 __all__ = [
@@ -455,6 +456,10 @@ def dedup_jsonl(path: str | os.PathLike[str], *, key_field: str = "id", text_fie
                 progress: Progress | None = None, **options: Any) -> DedupResult:
     """Read a JSON-lines file, deduplicate it, and write whichever outputs are named.
 
+    ``path`` may be ``-`` (standard input) unless ``output`` is given (the kept lines are
+    copied from a second reading); an output may be ``-`` (standard output) or a stream
+    such as a FIFO, written in place; regular files are written atomically.
+
     ``options`` go to :func:`dedup` (unknown names raise ``InvalidParameterError``).
     """
     allowed = {"threshold", "shingle", "num_perm", "verify", "mode", "seed", "bands",
@@ -463,6 +468,10 @@ def dedup_jsonl(path: str | os.PathLike[str], *, key_field: str = "id", text_fie
     if unknown:
         raise InvalidParameterError(f"unknown dedup option(s) {', '.join(unknown)}; "
                                     f"known: {', '.join(sorted(allowed))}")
+    if output is not None and is_stream(path):
+        raise InvalidParameterError(
+            "writing the kept documents reads the input twice; give it as a file, not "
+            "standard input or a pipe")
     if keep not in _KEEP:
         raise InvalidParameterError(f"keep must be 'first' or 'longest'; found {keep!r}")
     # bad options and unwritable outputs fail now, not after the work
@@ -472,7 +481,7 @@ def dedup_jsonl(path: str | os.PathLike[str], *, key_field: str = "id", text_fie
     check_options(opt["threshold"], opt["num_perm"], opt["verify"], opt["mode"], opt["bands"])
     parse_shingle(opt["shingle"])
     for target in (pairs, clusters, output):
-        if target is None:
+        if target is None or is_stream(target):
             continue
         folder = os.path.dirname(os.path.abspath(target))
         if not (os.path.isdir(folder) and os.access(folder, os.W_OK)):

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import InvalidParameterError
 from ..hashing.theory import family_curve
+from ..storage.streams import open_output
 
 __all__ = ["s_curve", "bars", "plot"]
 
@@ -32,7 +33,8 @@ def bars(labels: list[str], values: list[float], width: int = 40,
 
 
 def plot(path: str, curve: dict[str, Any] | None, histogram: list[dict[str, Any]]) -> None:
-    """Write the S-curve and the bucket-size histogram to a PNG file."""
+    """Write the S-curve and the bucket-size histogram to a PNG file (``-``: standard
+    output; a regular file is written atomically)."""
     try:
         import matplotlib
 
@@ -57,5 +59,6 @@ def plot(path: str, curve: dict[str, Any] | None, histogram: list[dict[str, Any]
         axes[1].set_title("bucket sizes")
         axes[1].tick_params(axis="x", rotation=45)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with open_output(path, binary=True) as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)

@@ -60,7 +60,9 @@ def test_sharded_build_answers_like_the_single_index(client, vectors, tmp_path):
         fan_out, alone = sh.query_batch(Q, 10), one.query_batch(Q, 10)
         r_single = recall(alone, truth)
         assert r_single > 0.5
-        assert abs(recall(fan_out, truth) - r_single) <= 0.01
+        # each shard may choose its own query path as it grows (4,000 rows against 12,000),
+        # so the answers may differ; the fan-out must not be worse than the single index
+        assert recall(fan_out, truth) >= r_single - 0.01
         assert sh.query_batch(Q[:5], 10, client=client) == fan_out[:5]
         assert sh.query(Q[0], 10) == fan_out[0]
     # the CLI reads the folder as one index
