@@ -7,6 +7,9 @@ distances. The docs/ folder has the user guide, the command line, tuning and gua
 
 from __future__ import annotations
 
+import os
+from typing import cast
+
 from . import errors
 from .errors import (
     CorruptIndexError,
@@ -30,9 +33,22 @@ from .errors import (
     TuningError,
 )
 from .hashing import families, theory
-from .index.index import FORMAT_VERSION, Index, Writer, check, create, open
+from .index.index import FORMAT_VERSION, Index, Writer, check, create
+from .index.index import open as _open_index
 from .index.reader import Reader
 from .serve.client import Client, connect
+
+
+def open(path: str | os.PathLike[str], readonly: bool = False, durability: str | None = None,
+         map_size: int | None = None) -> Index:
+    """Open an existing index (see :func:`lshdb.index.index.open`); a folder with a
+    ``shards.json`` manifest opens as a :class:`lshdb.index.sharded.ShardedIndex`, which has
+    the Index's read API and routed writes."""
+    if os.path.isfile(os.path.join(path, "shards.json")):
+        from .index.sharded import open_sharded
+
+        return cast(Index, open_sharded(path, readonly=readonly))
+    return _open_index(path, readonly=readonly, durability=durability, map_size=map_size)
 
 
 def tune(index: Index, target_recall: float = 0.9, k: int = 10, n_queries: int = 200,

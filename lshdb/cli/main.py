@@ -8,6 +8,8 @@ few seconds (:mod:`lshdb.cli.progress`).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import re
@@ -21,6 +23,7 @@ import click
 import numpy as np
 
 from .. import __version__
+from .. import open as open_index  # recognises a sharded folder too
 from ..demo import DEMO_MIN_ROWS
 from ..errors import (
     InputFormatError,
@@ -31,7 +34,6 @@ from ..errors import (
 )
 from ..index.index import Index, create
 from ..index.index import check as deep_check
-from ..index.index import open as open_index
 from ..io.inputs import open_vectors, read_keys
 from ..storage.streams import STDIO, is_stream
 from .loading import load, say_waiting, write_block
@@ -394,17 +396,34 @@ def add_cmd(path: str, input_path: str, keys_file: str | None, key_field: str | 
 @click.option("--metric", required=True, type=click.Choice(["cosine", "l2", "l1", "hamming", "jaccard"]))
 @_create_options
 @_timeout_option
+@click.option("--shards", type=click.IntRange(1, 4096),
+              help="Build S shard indexes under PATH (vectors), queried as one index.")
+@click.option("--dask", "scheduler", metavar="SCHEDULER",
+              help="With --shards: build the shards on Dask, local:N or a scheduler address.")
 @_fmt_option
 def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str | None,
               vector_field: str, batch_size: int | None, text_field: str | None,
-              tokens_field: str | None, metric: str, timeout: float | None, fmt: str,
-              **kw: Any) -> None:
+              tokens_field: str | None, metric: str, timeout: float | None,
+              shards: int | None, scheduler: str | None, fmt: str, **kw: Any) -> None:
     """Create an index at PATH and bulk-load a file into it.
 
-    A build that fails or is interrupted removes the index it created."""
+    A build that fails or is interrupted removes the index it created. With --shards, PATH
+    holds S ordinary indexes with one family and a manifest; `lshdb query`, `stats` and
+    `check` read it as one index."""
     _one_stdin(("--input", input_path), ("--keys", keys_file))
-    src = _items(metric, input_path, _key_field(input_path, key_field), vector_field,
-                 text_field, tokens_field)
+    key_field = _key_field(input_path, key_field)
+    if shards is not None or scheduler is not None:
+        if shards is None:
+            raise click.UsageError("--dask builds shards; give --shards S")
+        if metric == "jaccard" or text_field or tokens_field:
+            raise click.UsageError("--shards builds vector indexes (not jaccard)")
+        if STDIO in (input_path, keys_file):
+            raise click.UsageError("--shards reads --input (and --keys) once per shard; give "
+                                   "files, not standard input")
+        _build_sharded(path, input_path, keys_file, key_field, vector_field, metric, shards,
+                       scheduler, fmt, _options(**kw))
+        return
+    src = _items(metric, input_path, key_field, vector_field, text_field, tokens_field)
     dim = None if metric == "jaccard" else (src.dim * 8 if metric == "hamming" else src.dim)
     t0 = time.perf_counter()
     index = create(path, metric=metric, dim=dim, **_options(**kw))
@@ -419,6 +438,23 @@ def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str 
     dt = time.perf_counter() - t0
     emit([{**summary, "added": n, "seconds": round(dt, 3), "vectors_per_s": round(n / dt)}],
          fmt)
+
+
+def _build_sharded(path: str, input_path: str, keys_file: str | None, key_field: str,
+                   vector_field: str, metric: str, shards: int, scheduler: str | None,
+                   fmt: str, options: dict[str, Any]) -> None:
+    from ..dask.shards import build_sharded
+
+    if scheduler is None:
+        summary = build_sharded(path, input_path, metric, shards, None, keys_file, key_field,
+                                vector_field, **options)
+    else:
+        from ..dask.client import connect
+
+        with connect(scheduler) as client:
+            summary = build_sharded(path, input_path, metric, shards, client, keys_file,
+                                    key_field, vector_field, **options)
+    emit([summary], fmt)
 
 
 @cli.command("query", context_settings=CONTEXT)
@@ -445,13 +481,16 @@ def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str 
               help="Every item within this distance (jaccard: with Jaccard >= this); -k "
                    "caps the count.")
 @click.option("--estimate", is_flag=True, help="jaccard: score by signatures, not exactly.")
+@click.option("--dask", "scheduler", metavar="SCHEDULER",
+              help="A sharded index: run each shard's part on a Dask worker (local:N or an "
+                   "address; the shards must be on the workers' disks).")
 @_fmt_option
 def query_cmd(path: str, input_path: str, k: int | None, probes: int | None,
               candidates: int | None, min_hits: int | None, rerank: int | None,
               scan: bool | None, key_field: str | None,
               vector_field: str,
               text_field: str | None, tokens_field: str | None, threshold: float | None,
-              estimate: bool, fmt: str) -> None:
+              estimate: bool, scheduler: str | None, fmt: str) -> None:
     """Print the k nearest items of each query: {"query": i, "results": [...]}.
 
     With --threshold, every candidate within that distance instead, nearest first (at most
@@ -469,10 +508,19 @@ def query_cmd(path: str, input_path: str, k: int | None, probes: int | None,
             raise InputFormatError("--estimate applies to jaccard indexes")
         if k is None and threshold is None:
             k = 10
-        with index.reader() as r:
+        with contextlib.ExitStack() as stack:
+            if scheduler is None:
+                batch = stack.enter_context(index.reader()).query_batch
+            else:
+                from ..dask.client import connect
+
+                if not hasattr(index, "shard_paths"):
+                    raise click.UsageError("--dask queries a sharded index (build --shards)")
+                client = stack.enter_context(connect(scheduler))
+                batch = functools.partial(index.query_batch, client=client)
             for s, Q in src.blocks(4096):
-                res = r.query_batch(Q, k, probes=probes, candidates=candidates,
-                                    min_hits=min_hits, rerank=rerank, scan=scan, **extra)
+                res = batch(Q, k, probes=probes, candidates=candidates,
+                            min_hits=min_hits, rerank=rerank, scan=scan, **extra)
                 if fmt == "json":
                     emit(({"query": s + i, "results": [{"key": key, score: d} for key, d in hits]}
                           for i, hits in enumerate(res)), fmt)
@@ -583,8 +631,14 @@ def check_cmd(path: str, fix: bool, drop_damaged: bool, fmt: str) -> None:
         raise click.UsageError("--drop-damaged removes items from the index; give --fix too")
     bars = PhaseBars()
     try:
-        report = deep_check(path, fix=fix, progress=bars, isolate=True,
-                            drop_damaged=drop_damaged)
+        if os.path.isfile(os.path.join(path, "shards.json")):
+            from ..index.sharded import check_sharded
+
+            report = check_sharded(path, fix=fix, progress=bars, isolate=True,
+                                   drop_damaged=drop_damaged)
+        else:
+            report = deep_check(path, fix=fix, progress=bars, isolate=True,
+                                drop_damaged=drop_damaged)
     finally:
         bars.close()
     report = {**report, "problems": [cli_words(p) for p in report["problems"]]}
@@ -647,7 +701,7 @@ def backup_cmd(path: str, dest: str, fmt: str) -> None:
 
 
 @cli.command("dedup", context_settings=CONTEXT)
-@click.argument("input_path", metavar="INPUT.jsonl", type=click.Path(dir_okay=False))
+@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
 @click.option("--threshold", default=0.8, show_default=True, type=float,
               help="Pairs with Jaccard >= this are duplicates.")
 @click.option("--shingle", default="word:5", show_default=True,
@@ -656,32 +710,39 @@ def backup_cmd(path: str, dest: str, fmt: str) -> None:
               show_default=True, help="Score candidate pairs exactly or from signatures.")
 @click.option("--key-field",
               help="Key field (default: 'key' or 'id', whichever the first record has; from "
-                   "standard input or a pipe: 'id').")
+                   "standard input, a pipe or with --dask: 'id').")
 @click.option("--text-field", default="text", show_default=True)
-@click.option("--out", "out", type=click.Path(dir_okay=False, allow_dash=True),
+@click.option("--out", "out", type=click.Path(allow_dash=True),
               help='Pairs as JSON lines {"a", "b", "jaccard"} (default and -: standard '
-                   'output).')
-@click.option("--clusters", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Clusters as JSON lines (-: standard output).")
+                   "output). With --dask: NAME.parquet is a folder of Parquet parts, NAME/ a "
+                   "folder of JSON-lines parts.")
+@click.option("--clusters", type=click.Path(allow_dash=True),
+              help="Clusters as JSON lines (-: standard output; with --dask also as --out).")
 @click.option("--keep", type=click.Choice(["first", "longest"]),
               help="Write the deduplicated collection, keeping this member of a cluster.")
 @click.option("--output", type=click.Path(dir_okay=False, allow_dash=True),
               help="Where --keep writes the deduplicated collection (-: standard output).")
 @click.option("--against", type=click.Path(exists=True, file_okay=False),
               help="Find the documents' duplicates among this jaccard index's items instead.")
+@click.option("--add-to", type=click.Path(exists=True, file_okay=False),
+              help="With --dask: then add the documents kept (and, with --against, matching "
+                   "nothing there) to this jaccard index.")
+@click.option("--dask", "scheduler", metavar="SCHEDULER",
+              help="Run on Dask: local:N (N worker processes) or a scheduler address. "
+                   "INPUT may then be JSON lines or Parquet files or globs.")
 @click.option("--num-perm", default=128, show_default=True)
 @click.option("--mode", type=click.Choice(["oph", "classic"]), default="oph", show_default=True)
 @click.option("--seed", default=0, show_default=True)
-def dedup_cmd(input_path: str, threshold: float, shingle: str, verify: str,
-              key_field: str | None,
-              text_field: str, out: str | None, clusters: str | None, keep: str | None,
-              output: str | None, against: str | None, num_perm: int, mode: str,
-              seed: int) -> None:
+def dedup_cmd(inputs: tuple[str, ...], threshold: float, shingle: str, verify: str,
+              key_field: str | None, text_field: str, out: str | None, clusters: str | None,
+              keep: str | None, output: str | None, against: str | None, add_to: str | None,
+              scheduler: str | None, num_perm: int, mode: str, seed: int) -> None:
     """Near-duplicate pairs and clusters of a JSON-lines collection (a similarity self-join).
 
     Candidate pairs share a MinHash band; each is verified (exactly by default) and the
     pairs are grouped into clusters. A summary goes to stderr. INPUT.jsonl may be - for
-    standard input.
+    standard input. With --dask the same pairs and clusters are computed on a Dask cluster
+    (needs lshdb[dask]), from JSON-lines or Parquet files or globs.
 
     Bands lean towards recall (14 bands of 9 rows at 0.8): every candidate is verified, so
     a false candidate costs a little time while a missed one is lost. An index created
@@ -692,13 +753,28 @@ def dedup_cmd(input_path: str, threshold: float, shingle: str, verify: str,
 
     if (keep is None) != (output is None):
         raise click.UsageError("--keep and --output go together")
+    if not 0.0 < threshold <= 1.0:
+        raise click.UsageError(f"--threshold must be in (0, 1]; found {threshold}")
+    if scheduler:
+        if keep:
+            raise click.UsageError("--keep/--output do not run on --dask; use --add-to")
+        if STDIO in (*inputs, clusters):
+            raise click.UsageError("with --dask, INPUT and --clusters are files, not -")
+        _dedup_dask(list(inputs), scheduler, key_field or "id", text_field,
+                    None if out == STDIO else out, clusters, against, add_to,
+                    threshold=threshold, shingle=shingle, num_perm=num_perm, verify=verify,
+                    mode=mode, seed=seed)
+        return
+    if add_to:
+        raise click.UsageError("--add-to needs --dask")
+    if len(inputs) != 1:
+        raise click.UsageError("without --dask, give one JSON-lines INPUT")
+    input_path = inputs[0]
     out = out or STDIO
     _one_stdout(("--out", out), ("--clusters", clusters), ("--output", output))
     if output is not None and is_stream(input_path):
         raise click.UsageError("--keep copies the kept lines from a second reading of "
                                "INPUT.jsonl; give it as a file, not standard input or a pipe")
-    if not 0.0 < threshold <= 1.0:
-        raise click.UsageError(f"--threshold must be in (0, 1]; found {threshold}")
     # (the summary names the key field: stderr holds that one JSON object)
     key_field = _key_field(input_path, key_field, jsonl=True, stream_default="id", say=False)
     if against:
@@ -714,6 +790,30 @@ def dedup_cmd(input_path: str, threshold: float, shingle: str, verify: str,
         bars.close()
     click.echo(json.dumps({"summary": {**result.stats, "key_field": key_field}},
                           default=_json_default), err=True)
+
+
+def _dedup_dask(inputs: list[str], scheduler: str, key_field: str, text_field: str,
+                out: str | None, clusters: str | None, against: str | None,
+                add_to: str | None, **options: Any) -> None:
+    import tempfile
+
+    from ..dask.jobs import run_dedup
+
+    tmp = None
+    if out is None:
+        tmp = tempfile.mkdtemp(prefix="lshdb-dedup-")
+        out = os.path.join(tmp, "pairs.jsonl")
+    try:
+        summary = run_dedup(inputs, scheduler, key_field, text_field, out, clusters, against,
+                            add_to, **options)
+        if tmp:
+            with open(out, "rb") as f:
+                shutil.copyfileobj(f, sys.stdout.buffer)
+            sys.stdout.flush()
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    click.echo(json.dumps({"summary": summary}, default=_json_default), err=True)
 
 
 def _one_stdout(*options: tuple[str, str | None]) -> None:
@@ -751,7 +851,7 @@ def _dedup_against(input_path: str, index_path: str, threshold: float, key_field
                 progress(len(texts), "matching") as bar:
             for key, text in zip(keys, texts):
                 for other, score in r.query(text, k=None, threshold=threshold, exact=exact):
-                    sink.write(json.dumps({"a": key, "b": other, "jaccard": tidy(score)},
+                    sink.write(json.dumps({"a": key, "b": other, "jaccard": score},
                                           default=_json_default) + "\n")
                     n_pairs += 1
                 bar.update(1)

@@ -55,6 +55,9 @@ __all__ = [
     "write_pairs",
     "write_clusters",
     "write_kept",
+    "check_options",
+    "choose_bands",
+    "shingle_texts", "sign_texts", "bucket_pairs", "exact_similarity",
 ]
 
 Progress = Callable[[str, int, int], None]
@@ -196,8 +199,7 @@ def _join(bkeys: np.ndarray, verify: Callable[[np.ndarray, np.ndarray], np.ndarr
         report("verify", j, b)
         col = bkeys[:, j]
         order = np.argsort(col, kind="stable")
-        pos, count = _pair_rows(col[order])
-        for x, y in _band_candidates(order, pos, count):
+        for x, y in bucket_pairs(order, col[order]):
             if j:  # a pair that shares a bucket in an earlier band was verified there
                 fresh = ~(bkeys[x, :j] == bkeys[y, :j]).any(axis=1)
                 x, y = x[fresh], y[fresh]
@@ -231,9 +233,9 @@ def _clusters(n: int, pa: np.ndarray, pb: np.ndarray) -> tuple[np.ndarray, list[
     return labels, clusters
 
 
-def _exact(offsets: np.ndarray, hashes: np.ndarray, x: np.ndarray, y: np.ndarray
-           ) -> np.ndarray:
-    """Exact Jaccard of pairs (x, y), over only the sets the pairs touch."""
+def exact_similarity(offsets: np.ndarray, hashes: np.ndarray, x: np.ndarray, y: np.ndarray
+                     ) -> np.ndarray:
+    """Exact Jaccard of pairs (x, y) of a CSR of hash sets, over only the sets they touch."""
     docs = np.unique(np.concatenate((x, y)))
     cnt = offsets[docs + 1] - offsets[docs]
     idx = np.arange(int(cnt.sum())) + np.repeat(offsets[docs] - (np.cumsum(cnt) - cnt), cnt)
@@ -248,7 +250,45 @@ def _bands(threshold: float, num_perm: int, fp_weight: float, fn_weight: float
     return optimal_bands(threshold, num_perm, fp_weight, fn_weight)
 
 
-def _check_options(threshold: float, num_perm: int, verify: str, mode: str,
+def choose_bands(threshold: float, num_perm: int, fp_weight: float = 0.1,
+                 fn_weight: float = 0.9, bands: tuple[int, int] | None = None
+                 ) -> tuple[int, int]:
+    """``bands`` if given, else :func:`lshdb.theory.optimal_bands` (as :func:`dedup` does)."""
+    return bands if bands is not None else _bands(float(threshold), int(num_perm),
+                                                  float(fp_weight), float(fn_weight))
+
+
+def bucket_pairs(order: np.ndarray, sorted_keys: np.ndarray
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Every pair sharing a key, in blocks of about a million: ``sorted_keys`` is one band's
+    keys sorted (stably), ``order`` the documents in that order; yields ``(order[i],
+    order[j])`` with ``i < j`` inside each run of equal keys."""
+    pos, count = _pair_rows(sorted_keys)
+    yield from _band_candidates(order, pos, count)
+
+
+def shingle_texts(texts: Sequence[str], kind: str, n_gram: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(live, offsets, hashes)``: the texts with shingles, and their distinct shingle
+    hashes, ``hashes[offsets[i]:offsets[i + 1]]`` for ``texts[live[i]]``. Each text's
+    values depend on that text alone, so any split of a collection gives the same rows."""
+    offsets, hashes = shingle_hashes(texts, kind, n_gram)
+    live = np.flatnonzero(np.diff(offsets) > 0)
+    return live, np.append(offsets[live], offsets[-1]), hashes
+
+
+def sign_texts(texts: Sequence[str], live: np.ndarray, offsets: np.ndarray,
+               hashes: np.ndarray, kind: str, n_gram: int, num_perm: int, mode: str,
+               seed: int) -> np.ndarray:
+    """The signatures of ``texts[live]`` (from :func:`shingle_texts`) as :func:`dedup`
+    computes them."""
+    if mode == "oph":
+        return oph_signatures(offsets, hashes, num_perm, seed)
+    tok_offsets, tokens = shingle_token_hashes([texts[i] for i in live], kind, n_gram)
+    return classic_signatures_csr(tok_offsets, tokens, num_perm, seed)
+
+
+def check_options(threshold: float, num_perm: int, verify: str, mode: str,
                    bands: tuple[int, int] | None) -> None:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)) \
             or not 0.0 < float(threshold) <= 1.0:
@@ -314,7 +354,7 @@ def dedup(keys: Sequence[Key], texts: Sequence[str], threshold: float = 0.8,
         A text that is not a str.
     """
     t_start = time.perf_counter()
-    _check_options(threshold, num_perm, verify, mode, bands)
+    check_options(threshold, num_perm, verify, mode, bands)
     kind, n_gram = parse_shingle(shingle)
     keys, texts = list(keys), list(texts)
     if len(keys) != len(texts):
@@ -333,28 +373,20 @@ def dedup(keys: Sequence[Key], texts: Sequence[str], threshold: float = 0.8,
 
     t0 = time.perf_counter()
     report("shingle", 0, n)
-    offsets, hashes = shingle_hashes(texts, kind, n_gram)
-    sizes = np.diff(offsets)
-    live = np.flatnonzero(sizes > 0)
-    empty = np.flatnonzero(sizes == 0)
-    live_offsets = np.append(offsets[live], offsets[-1])
+    live, live_offsets, hashes = shingle_texts(texts, kind, n_gram)
+    empty = np.setdiff1d(np.arange(n), live)
     report("shingle", n, n)
     seconds["shingle"] = time.perf_counter() - t0
     stats.update(empty_documents=len(empty), shingles=int(len(hashes)))
 
     t0 = time.perf_counter()
     report("sign", 0, len(live))
-    if mode == "oph":
-        sig = oph_signatures(live_offsets, hashes, num_perm, seed)
-    else:
-        tok_offsets, tokens = shingle_token_hashes([texts[i] for i in live], kind, n_gram)
-        sig = classic_signatures_csr(tok_offsets, tokens, num_perm, seed)
+    sig = sign_texts(texts, live, live_offsets, hashes, kind, n_gram, num_perm, mode, seed)
     report("sign", len(live), len(live))
     seconds["sign"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    b, r = bands if bands is not None else _bands(float(threshold), int(num_perm),
-                                                  float(fp_weight), float(fn_weight))
+    b, r = choose_bands(threshold, num_perm, fp_weight, fn_weight, bands)
     report("band", 0, b)
     bkeys = band_keys(sig, b, r, seed)
     report("band", b, b)
@@ -362,7 +394,7 @@ def dedup(keys: Sequence[Key], texts: Sequence[str], threshold: float = 0.8,
     stats.update(bands=int(b), rows=int(r))
 
     t0 = time.perf_counter()
-    verify_with = ((lambda x, y: _exact(live_offsets, hashes, x, y)) if verify == "exact"
+    verify_with = ((lambda x, y: exact_similarity(live_offsets, hashes, x, y)) if verify == "exact"
                    else (lambda x, y: (sig[x] == sig[y]).mean(axis=1)))
     xa, xb, pj, n_candidates, t_verify = _join(bkeys, verify_with, float(threshold), report)
     pa, pb = live[xa], live[xb]
@@ -446,7 +478,7 @@ def dedup_jsonl(path: str | os.PathLike[str], *, key_field: str = "id", text_fie
     defaults = inspect.signature(dedup).parameters
     opt = {name: options.get(name, defaults[name].default)
            for name in ("threshold", "num_perm", "verify", "mode", "bands", "shingle")}
-    _check_options(opt["threshold"], opt["num_perm"], opt["verify"], opt["mode"], opt["bands"])
+    check_options(opt["threshold"], opt["num_perm"], opt["verify"], opt["mode"], opt["bands"])
     parse_shingle(opt["shingle"])
     for target in (pairs, clusters, output):
         if target is None or is_stream(target):
