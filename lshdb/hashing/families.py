@@ -325,10 +325,6 @@ class PStable(Family):
         self.R = np.ascontiguousarray(R, dtype=np.uint64)
         self._project = Projection(self.A.astype(np.float64) / self.w, self.b)
 
-    @property
-    def metric_name(self) -> str:
-        return "l2" if self.distribution == "gaussian" else "l1"
-
     def _fractional(self, X: np.ndarray) -> np.ndarray:
         return self._project(X)
 
