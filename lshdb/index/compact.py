@@ -43,7 +43,7 @@ from ..tuning import params
 from .blas import for_rows
 
 if TYPE_CHECKING:
-    from .index import Index
+    from .handle import Index
 
 __all__ = ["compact"]
 
@@ -95,8 +95,8 @@ def compact(index: Index, timeout: float | None = None, retune: bool = False,
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        w._retired_to = new_gen
-    index._check_current()  # this handle moves to the new generation
+        w.retire_to(new_gen)
+    index.follow_generation()  # this handle moves to the new generation
     old_dir = os.path.join(index.path, old_gen)
     shutil.rmtree(old_dir, ignore_errors=True)
     after = _disk_bytes(os.path.join(index.path, new_gen))
@@ -116,8 +116,8 @@ def _disk_bytes(folder: str) -> int:
 
 def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
                       progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
-    txn, store, rows = w._txn, w._store, w._rows
-    n_rows = w._n_rows
+    txn, store, rows = w.txn, w.store, w.rows
+    n_rows = w.n_rows
     meta_db = store.db(b"meta")
     ids_l: list[int] = []
     keys: list[bytes] = []
@@ -127,8 +127,8 @@ def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
     ids = np.asarray(ids_l, dtype=np.int64)
     live = len(ids)
     metric = index.metric
-    family = w._family
-    settings = dict(w._settings)
+    family = w.family
+    settings = w.settings
     calibration = txn.get(b"calibration", db=meta_db)
     new_rows = RowFile(os.path.join(tmp, ROWS_NAME), metric.row_dim(), metric.row_dtype,
                        writable=True, create=True)
@@ -141,7 +141,7 @@ def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
     finally:
         new_rows.close()
     _fsync_file(os.path.join(tmp, ROWS_NAME))
-    codes = index._codes
+    codes = w.codes
     if codes is not None:
         new_codes = RowFile(os.path.join(tmp, CODES_NAME), codes.dim, codes.dtype,
                             writable=True, create=True, checked=False)

@@ -31,11 +31,14 @@ from ..storage.codec import (
 )
 from ..storage.store import table_name
 from .blas import for_values
+from .idsets import repeated, union
+from .sets import rank_sets
+from .stats import snapshot_stats
 
 if TYPE_CHECKING:
     from ..storage.rows import RowFile, RowNorms
     from ..storage.store import Store
-    from .index import Index
+    from .handle import Index
 
 __all__ = ["Reader"]
 
@@ -43,7 +46,14 @@ _SCAN_ROWS = 4096  # rows per block of an exact scan under metrics without a BLA
 
 
 class Reader:
-    """A read snapshot of an index."""
+    """A read snapshot of an index.
+
+    Not shared between threads. Besides the public queries and look-ups, lshdb's
+    maintenance code (check, backup) reads a snapshot through a small internal interface,
+    described in ``docs/internals.md``: :attr:`index`, :attr:`txn`, :attr:`store`,
+    :attr:`rows`, :attr:`codes`, :attr:`norms`, and the plain attributes ``n_rows``,
+    ``live``, ``state``, ``family``, ``settings`` and ``metric``.
+    """
 
     def __init__(self, index: Index, store: Store, rows: RowFile, txn: Any,
                  codes: CodeColumns | None = None, norms: RowNorms | None = None) -> None:
@@ -81,6 +91,37 @@ class Reader:
         self._coder: SimHashCoder | None = coder if codes is not None else None
         self.settings = index.settings
         self._cursors: dict[int, Any] = {}
+
+    # -- the internal interface (docs/internals.md) ------------------------------------
+    @property
+    def index(self) -> Index:
+        """The handle this snapshot was taken from."""
+        return self._index
+
+    @property
+    def txn(self) -> Any:
+        """The LMDB read transaction of this snapshot."""
+        return self._txn
+
+    @property
+    def store(self) -> Store:
+        """The :class:`~lshdb.storage.store.Store` of the snapshot's generation."""
+        return self._store
+
+    @property
+    def rows(self) -> RowFile:
+        """The row file of the snapshot's generation (rows below ``n_rows`` are fixed)."""
+        return self._rows
+
+    @property
+    def codes(self) -> CodeColumns | None:
+        """The stored hash codes, by column, if the index keeps codes beside its rows."""
+        return self._code_cols
+
+    @property
+    def norms(self) -> RowNorms | None:
+        """The rows' squared norms, for metrics that need them in scans."""
+        return self._row_norms
 
     # -- keys ------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -234,19 +275,23 @@ class Reader:
         (``k=None`` for all of them), scored exactly from stored token hashes when the index
         keeps them (``exact=False`` to use the signature estimate).
         """
-        if k is not None or threshold is None and self.metric.name != "jaccard":
-            _check_k(k)
-        x, extra = self.metric.prepare_query(vector)
-        if threshold is not None and self.metric.name != "jaccard":
+        metric = self.metric
+        metric.check_k(k, threshold)
+        x, extra = metric.prepare_query(vector)
+        if metric.is_set:
+            if self._scan(scan):
+                raise InvalidParameterError("scan ranks every stored vector; a jaccard index "
+                                            "is queried through its bands")
+            ids = self._gather(x, *self._settings(probes, candidates, min_hits))
+            return rank_sets(self, x, extra, ids, k, threshold, exact)
+        if threshold is not None:
             return self._within(x, threshold, k, probes, candidates, min_hits, exact, rerank,
                                 scan)
         if self._scan(scan):
             return self._rank_scan(x, k, rerank)  # type: ignore[arg-type]
         p, c, h = self._settings(probes, candidates, min_hits)
         ids = self._gather(x, p, c, h)
-        if self.metric.name == "jaccard":
-            return self._rank_sets(x, extra, ids, k, threshold, exact)
-        if threshold is not None or exact is not None:
+        if exact is not None:
             raise InvalidParameterError("threshold and exact apply to metric jaccard only")
         return self._rank(x, ids, k, rerank)  # type: ignore[arg-type]
 
@@ -256,7 +301,7 @@ class Reader:
                     rerank: int | None = None,
                     scan: bool | None = None) -> list[list[tuple[Key, float]]]:
         """:meth:`query` for each row of a 2-D array (under jaccard: each item of a list)."""
-        if self.metric.name == "jaccard":
+        if self.metric.is_set:
             if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
                 items: list[Any] = list(vectors)
             else:
@@ -265,11 +310,10 @@ class Reader:
                                scan) for v in items]
         X = self.metric.prepare(vectors, "queries")
         if threshold is not None:
-            if k is not None:
-                _check_k(k)
+            self.metric.check_k(k, threshold)
             return [self._within(x, threshold, k, probes, candidates, min_hits, exact, rerank,
                                  scan) for x in X]
-        _check_k(k)
+        self.metric.check_k(k, threshold)
         if self._scan(scan):
             if self._code_cols is None and self._blas_scan() and self.n_rows:
                 return self._rank_scan_batch(X, k, rerank)  # type: ignore[arg-type]
@@ -282,11 +326,7 @@ class Reader:
                 candidates: int | None, min_hits: int | None, exact: bool | None,
                 rerank: int | None, scan: bool | None) -> list[tuple[Key, float]]:
         """The radius query of a dense metric (see :meth:`query`)."""
-        if isinstance(radius, bool) or not isinstance(radius, (int, float, np.integer,
-                                                               np.floating)) \
-                or not np.isfinite(radius) or radius < 0:
-            raise InvalidParameterError(
-                f"threshold is a distance: a finite number >= 0; found {radius!r}")
+        self.metric.check_threshold(radius)
         if exact is not None:
             raise InvalidParameterError("exact applies to metric jaccard only")
         if rerank is not None:
@@ -319,49 +359,8 @@ class Reader:
         order = np.lexsort((found, dist))[:k]
         return [(self.key_of(int(found[j])), float(dist[j])) for j in order]
 
-    def _rank_sets(self, x: np.ndarray, q_tokens: np.ndarray | None, ids: np.ndarray,
-                   k: int | None, threshold: float | None,
-                   exact: bool | None) -> list[tuple[Key, float]]:
-        if threshold is not None and not 0.0 <= threshold <= 1.0:
-            raise InvalidParameterError(f"threshold must be in [0, 1]; found {threshold!r}")
-        stored = bool(self._index.options.get("store_tokens"))
-        use_exact = stored and q_tokens is not None if exact is None else exact
-        if use_exact and not stored:
-            raise InvalidParameterError(
-                "exact scores need an index created with store_tokens=True")
-        if use_exact and q_tokens is None:
-            raise InvalidParameterError("exact scores need the query's tokens, not a signature")
-        if len(ids) == 0:
-            return []
-        if use_exact:
-            scores = self._exact_jaccard(ids, q_tokens)  # type: ignore[arg-type]
-        else:
-            scores = (self._rows.read(ids, self.n_rows) == x).mean(axis=1)
-        keep = np.arange(len(ids)) if threshold is None else np.flatnonzero(scores >= threshold)
-        order = keep[np.lexsort((ids[keep], -scores[keep]))]
-        if k is not None:
-            order = order[:k]
-        return [(self.key_of(int(ids[j])), float(scores[j])) for j in order]
-
-    def _exact_jaccard(self, ids: np.ndarray, q: np.ndarray) -> np.ndarray:
-        db = self._store.db(b"tokens")
-        out = np.empty(len(ids))
-        for j, i in enumerate(ids.tolist()):
-            raw = self._txn.get(pack_id(i), db=db)
-            if raw is None or len(raw) % 8:
-                raise CorruptIndexError(f"the token hashes of internal id {i} are missing or "
-                                        "damaged; run `lshdb check`")
-            t = np.frombuffer(raw, dtype="<u8")
-            inter = len(np.intersect1d(t, q, assume_unique=True))
-            out[j] = inter / (len(t) + len(q) - inter)
-        return out
-
     def _scan(self, scan: bool | None) -> bool:
-        s = scan if scan is not None else self.settings.get("scan")
-        if s and self.metric.name == "jaccard":
-            raise InvalidParameterError("scan ranks every stored vector; a jaccard index is "
-                                        "queried through its bands")
-        return bool(s)
+        return bool(scan if scan is not None else self.settings.get("scan"))
 
     def _code_words(self, x: np.ndarray) -> np.ndarray | None:
         """The query's hash code as uint64 words (None before any code is stored)."""
@@ -389,16 +388,8 @@ class Reader:
         M = self._rows.matrix(self.n_rows)
         with for_values(M.size * len(Q)):  # large enough for OpenBLAS's threads to pay
             P = Q @ M.T
-        if self.metric.name == "cosine":
-            return np.float32(1.0) - P
-        norms = self._row_norms
-        if norms is None:
-            raise CorruptIndexError("an l2 scan needs the rows' norms")
-        P *= np.float32(-2.0)
-        P += norms.get(self.n_rows)
-        P += np.einsum("ij,ij->i", Q, Q)[:, None]
-        np.maximum(P, 0, out=P)
-        return np.sqrt(P, out=P)
+        norms = self._row_norms.get(self.n_rows) if self._row_norms is not None else None
+        return self.metric.product_distances(P, Q, norms)
 
     def _rank_scan(self, x: np.ndarray, k: int, rerank: int | None,
                    d: np.ndarray | None = None) -> list[tuple[Key, float]]:
@@ -411,7 +402,7 @@ class Reader:
         if self._code_cols is None:
             if d is None:
                 d = self._scan_distances(x)
-            extra = 2 * k + 16 if self.metric.name == "l2" else 0  # l2's expansion: margin
+            extra = self.metric.scan_margin(k)
             return self._rank(x, self._nearest_live(d, k, deleted, extra), k,
                               rerank=self.n_rows)
         q = self._code_words(x)
@@ -450,8 +441,8 @@ class Reader:
             take = min(n, 4 * take)
 
     def _blas_scan(self) -> bool:
-        """Cosine or l2 over float rows (not stored codes): distances are one product."""
-        return self.metric.name in ("cosine", "l2") and self._rows.dtype == np.float32
+        """A metric with a product form over float rows (not stored codes)."""
+        return self.metric.product_form and self._rows.dtype == np.float32
 
     def _scan_distances(self, x: np.ndarray) -> np.ndarray:
         """The distance from ``x`` to every committed row, read from the map unverified:
@@ -485,124 +476,7 @@ class Reader:
         return [(self.key_of(int(ids[j])), float(d[j])) for j in top]
 
     # -- statistics ------------------------------------------------------------------
-    def _calibration(self) -> dict[str, Any] | None:
-        """What the calibration chose and predicted (None: not calibrated)."""
-        raw = self._txn.get(b"calibration", db=self._store.db(b"meta"))
-        return unpack_meta(raw, "calibration") if raw is not None else None
-
     def stats(self, buckets: bool = True) -> dict[str, Any]:
-        store, txn = self._store, self._txn
-        fam = self.family
-        out: dict[str, Any] = {
-            "path": self._index.path,
-            "generation": self._index.generation,
-            "metric": self.metric.name,
-            "dim": self.metric.dim,
-            "family": fam.describe() if fam else None,
-            "settings": dict(self.settings),
-            "calibration": self._calibration(),
-            "durability": self._index.durability,
-            "rows": self.n_rows,
-            "live": self.live,
-            "deleted": self.n_rows - self.live,
-            # small batches waiting to be merged into the tables (lshdb.runs); the bucket
-            # statistics below count the tables only
-            "runs": int(self.state.get("runs", 0)),
-        }
-        sizes: dict[str, int] = {}
-        tables: list[dict[str, Any]] = []
-        for name in [b"meta", b"key2id", b"id2key"] + [
-                table_name(t) for t in range(fam.L if fam else 0)]:
-            st = txn.stat(store.db(name))
-            sizes[name.decode()] = st["psize"] * (st["branch_pages"] + st["leaf_pages"]
-                                                  + st["overflow_pages"])
-        n_tables = fam.L if fam else 0
-        histogram = np.zeros(33, dtype=np.int64)
-        if buckets and fam is not None:
-            for t in range(n_tables):
-                row, bucket_sizes = _bucket_stats(txn, store.db(table_name(t)))
-                tables.append(row)
-                if len(bucket_sizes):
-                    histogram += np.bincount(np.log2(bucket_sizes).astype(np.int64),
-                                             minlength=33)[:33]
-        posting_bytes = sum(v for k, v in sizes.items() if k.startswith("t"))
-        out["bytes"] = {
-            "rows": self._rows.size_bytes(),
-            "postings": posting_bytes,
-            "key_maps": sizes["key2id"] + sizes["id2key"],
-            "meta": sizes["meta"],
-            "lmdb_file": int(store.env.info()["last_pgno"] + 1) * txn.stat(store.db(b"meta"))["psize"],
-        }
-        if self.live:
-            out["bytes_per_vector_per_table"] = (
-                (posting_bytes + out["bytes"]["key_maps"]) / self.live / max(n_tables, 1))
-        if tables:
-            out["tables"] = tables
-            # values a probe reads per bucket: 1 after a bulk load or a compaction, towards 2
-            # as appends give buckets a tail chunk (docs/guarantees.md, "Small writes")
-            n_buckets = sum(t["buckets"] for t in tables)
-            out["chunks_per_bucket"] = sum(t["chunks"] for t in tables) / max(n_buckets, 1)
-            top = int(np.flatnonzero(histogram).max()) + 1 if histogram.any() else 0
-            out["bucket_histogram"] = [{"ids": f"{2**b}-{2 ** (b + 1) - 1}",
-                                        "buckets": int(histogram[b])} for b in range(top)]
-        return out
-
-
-def _bucket_stats(txn: Any, db: Any) -> tuple[dict[str, Any], np.ndarray]:
-    sizes: list[int] = []
-    chunks = 0
-    last = b""
-    for bucket, _, ids in postings.iter_table(txn, db):
-        chunks += 1
-        if bucket == last:
-            sizes[-1] += len(ids)
-        else:
-            sizes.append(len(ids))
-            last = bucket
-    a = np.asarray(sizes) if sizes else np.zeros(1, dtype=np.int64)
-    q = np.percentile(a, [50, 90, 99]) if sizes else [0, 0, 0]
-    return ({"buckets": len(sizes), "chunks": chunks, "ids": int(a.sum()),
-             "mean": float(a.mean()), "p50": float(q[0]), "p90": float(q[1]),
-             "p99": float(q[2]), "max": int(a.max())}, np.asarray(sizes))
-
-
-def union(ids: np.ndarray, n_rows: int, with_counts: bool = False
-          ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Sorted distinct ids (and how often each occurs): bitmap when dense, sort when sparse."""
-    if len(ids) * 4 >= n_rows:
-        if with_counts:
-            c = np.bincount(ids, minlength=n_rows)
-            u = np.flatnonzero(c)
-            return u, c[u]
-        m = np.zeros(n_rows, dtype=np.bool_)
-        m[ids] = True
-        return np.flatnonzero(m), None
-    s = np.sort(ids)
-    first = _run_starts(s)
-    u = s[first]
-    if not with_counts:
-        return u, None
-    starts = np.flatnonzero(first)
-    return u, np.diff(np.append(starts, len(s)))
-
-
-def repeated(s: np.ndarray, h: int) -> np.ndarray:
-    """The distinct values that occur at least ``h`` times in the sorted array ``s``."""
-    if len(s) < h:
-        return s[:0]
-    at = s[: len(s) - h + 1]
-    cand = at[at == s[h - 1 :]]  # s[i] == s[i + h - 1]: s[i] starts a run of >= h
-    return cand[_run_starts(cand)]
-
-
-def _run_starts(s: np.ndarray) -> np.ndarray:
-    """True where a sorted array's value differs from the one before (and at 0)."""
-    first = np.empty(len(s), dtype=np.bool_)
-    first[:1] = True
-    np.not_equal(s[1:], s[:-1], out=first[1:])
-    return first
-
-
-def _check_k(k: int | None) -> None:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InvalidParameterError(f"k must be an int >= 1; found {k!r}")
+        """Parameters, counts, bucket-size distribution per table and bytes on disk by part
+        (see :func:`lshdb.index.stats.snapshot_stats`)."""
+        return snapshot_stats(self, buckets)

@@ -16,9 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError
+from ..errors import (
+    CorruptIndexError,
+    DimensionMismatchError,
+    InvalidParameterError,
+    InvalidVectorError,
+)
 
-__all__ = ["Metric", "Cosine", "L2", "L1", "Hamming", "CosineCodes"]
+__all__ = ["Metric", "Cosine", "L2", "L1", "Hamming", "CosineCodes", "check_k"]
 
 
 def _check_finite(X: np.ndarray, what: str) -> None:
@@ -34,9 +39,51 @@ class Metric:
 
     name = ""
     row_dtype: np.dtype[Any] = np.dtype("<f4")
+    #: the field that carries a result's score (Python, CLI JSON lines, HTTP)
+    score_field = "distance"
+    #: items are sets (scored by similarity, highest first), not vectors
+    is_set = False
+    #: a scan keeps each row's squared norm (:class:`~lshdb.storage.rows.RowNorms`)
+    needs_norms = False
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
+
+    def stored_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The index options as stored at creation (a metric may fill in defaults)."""
+        return options
+
+    def code_centre(self, X: np.ndarray) -> np.ndarray | None:
+        """The centre of the first batch's SimHash codes (None: the origin)."""
+        return None
+
+    # -- query parameters ------------------------------------------------------------
+    def check_k(self, k: int | None, threshold: float | None) -> None:
+        """Validate a query's ``k``: an int >= 1; None only with a ``threshold``."""
+        if k is not None or threshold is None:
+            check_k(k)
+
+    def check_threshold(self, threshold: Any) -> None:
+        """Validate a radius query's ``threshold``: a distance, finite and >= 0."""
+        if isinstance(threshold, bool) or not isinstance(
+                threshold, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(threshold) or threshold < 0:
+            raise InvalidParameterError(
+                f"threshold is a distance: a finite number >= 0; found {threshold!r}")
+
+    # -- scans -----------------------------------------------------------------------
+    #: distances follow from the product ``Q @ rows.T`` (see :meth:`product_distances`)
+    product_form = False
+
+    def product_distances(self, P: np.ndarray, Q: np.ndarray,
+                          norms: np.ndarray | None) -> np.ndarray:
+        """Distances from the product ``P = Q @ rows.T`` (in place where it can), given
+        the rows' squared ``norms`` when :attr:`needs_norms`."""
+        raise NotImplementedError(f"metric {self.name} has no product form")
+
+    def scan_margin(self, k: int) -> int:
+        """Extra rows a scan takes beyond ``k`` when its distances are not exact."""
+        return 0
 
     def row_dim(self) -> int:
         """Values stored per row."""
@@ -93,6 +140,11 @@ class Metric:
 
 class Cosine(Metric):
     name = "cosine"
+    product_form = True
+
+    def product_distances(self, P: np.ndarray, Q: np.ndarray,
+                          norms: np.ndarray | None) -> np.ndarray:
+        return np.float32(1.0) - P  # rows are stored normalised
 
     def _prepare(self, A: np.ndarray, what: str) -> np.ndarray:
         if A.dtype != np.float32 or not A.flags.c_contiguous:
@@ -128,6 +180,25 @@ class Cosine(Metric):
 
 class L2(Metric):
     name = "l2"
+    needs_norms = True
+
+    def code_centre(self, X: np.ndarray) -> np.ndarray | None:
+        return X.mean(axis=0)  # type: ignore[no-any-return]
+
+    product_form = True
+
+    def product_distances(self, P: np.ndarray, Q: np.ndarray,
+                          norms: np.ndarray | None) -> np.ndarray:
+        if norms is None:
+            raise CorruptIndexError("an l2 scan needs the rows' norms")
+        P *= np.float32(-2.0)
+        P += norms
+        P += np.einsum("ij,ij->i", Q, Q)[:, None]
+        np.maximum(P, 0, out=P)
+        return np.sqrt(P, out=P)
+
+    def scan_margin(self, k: int) -> int:
+        return 2 * k + 16  # the product's expansion loses precision to cancellation
 
     def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
         diff = rows - q
@@ -226,3 +297,9 @@ def _as_array(X: Any, what: str) -> np.ndarray:
     if A.dtype == object:
         raise InvalidVectorError(f"{what} must be a numeric array; found ragged or object data")
     return A
+
+
+def check_k(k: int | None) -> None:
+    """Validate a query's ``k``: an int >= 1."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InvalidParameterError(f"k must be an int >= 1; found {k!r}")

@@ -154,7 +154,7 @@ def state(index) -> dict:
 
 def run_names(index) -> list[bytes]:
     with index.reader() as r:
-        c = r._txn.cursor(r._store.db(b"meta"))
+        c = r.txn.cursor(r.store.db(b"meta"))
         return [bytes(k) for k in c.iternext(values=False) if k.startswith(runs.PREFIX)]
 
 
@@ -289,7 +289,7 @@ def test_a_format_1_index_opens_and_is_marked_format_2_by_its_first_run(built):
 
     def version(index) -> int:
         with index.reader() as r:
-            raw = r._txn.get(b"format", db=r._store.db(b"meta"))
+            raw = r.txn.get(b"format", db=r.store.db(b"meta"))
             return int(unpack_meta(raw, "format")["format_version"])
 
     with lshdb.open(built) as index:

@@ -81,9 +81,9 @@ def test_codes_rank_candidates_and_scan(tmp_path, data3, metric):
         assert index.coder is not None and index.coder.bits == 256
         full = recall(index, X, Q, rerank=10**6)  # every candidate re-ranked exactly
         ranked = recall(index, X, Q, rerank=200)
-        assert index._code_cols._state[1] == 0  # ranking reads rows: no copy of every code
+        assert index.files().code_cols._state[1] == 0  # ranking reads rows: no copy of every code
         scanned = recall(index, X, Q, scan=True, rerank=400)
-        assert index._code_cols._state[1] == len(X)
+        assert index.files().code_cols._state[1] == len(X)
         assert ranked >= full - 0.05 and scanned >= 0.85
         index.delete(range(0, 6000, 2))  # a scan never returns a deleted key
         for q in Q[:20]:
@@ -161,7 +161,7 @@ def test_threads_scan_while_a_writer_commits(path):
         for t in readers:
             t.join()
         assert index.query(X[3999], k=1, scan=True, rerank=1)[0][0] == 3999
-        assert index._code_cols._state[1] == 4000
+        assert index.files().code_cols._state[1] == 4000
     assert not errors, errors[:5]
 
 

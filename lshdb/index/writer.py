@@ -1,0 +1,482 @@
+"""The write transaction of an index: :class:`Writer`, one LMDB write transaction a block.
+
+Inside ``with index.writer() as w`` every add, upsert and delete goes into one LMDB write
+transaction (committed on a clean exit, discarded on an exception); the rows go to the row
+file first, then the postings, the key maps and the state. On ``MapFullError`` the block is
+replayed on a larger map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import lmdb
+import numpy as np
+
+from ..errors import (
+    CorruptIndexError,
+    IndexClosedError,
+    InvalidParameterError,
+    KeyExistsError,
+    KeyNotFoundError,
+    LshdbError,
+)
+from ..hashing.codes import SimHashCoder
+from ..hashing.families import Family
+from ..storage import postings, runs
+from ..storage.codec import MAX_ROWS, Key, pack_ids, pack_keys, pack_meta
+from ..storage.store import table_name
+from ..tuning import params
+from .blas import enter_single, exit_single, for_rows
+from .format import FORMAT_VERSION, get_meta
+from .keys import as_key_list, check_unique
+
+if TYPE_CHECKING:
+    from ..storage.rows import RowFile
+    from ..storage.store import Store
+    from .handle import Index
+
+__all__ = ["Writer"]
+
+
+class Writer:
+    """The single writer of an index; use as ``with index.writer() as w``.
+
+    Not thread-safe: use it from the thread that entered the block (py-lmdb's rule for
+    write transactions).
+
+    Besides ``add``, ``upsert`` and ``delete``, an open block offers lshdb's maintenance
+    code (compaction, the deep check) a small internal interface, described in
+    ``docs/internals.md``: :attr:`txn`, :attr:`store`, :attr:`rows`, :attr:`codes`,
+    :attr:`n_rows`, :attr:`family`, :attr:`settings`, :meth:`put_meta`, :meth:`retire_to`
+    and :meth:`abandon`.
+    """
+
+    def __init__(self, index: Index, timeout: float | None) -> None:
+        self._index = index
+        self._timeout = timeout
+        self._txn: Any = None
+        self._log: list[tuple[str, tuple[Any, ...]]] = []
+        self._retired_to: str | None = None
+
+    # -- transaction -----------------------------------------------------------------
+    def __enter__(self) -> Writer:
+        index = self._index
+        index.write_lock.acquire(self._timeout)
+        enter_single()  # OpenBLAS on one thread while the block is open (lshdb.blas)
+        try:
+            index.follow_generation()
+            self._begin()
+        except BaseException:
+            exit_single()
+            index.write_lock.release()
+            raise
+        index.attach_writer(self)
+        return self
+
+    # -- the internal interface (docs/internals.md) ------------------------------------
+    @property
+    def txn(self) -> Any:
+        """The open LMDB write transaction (valid inside the block only)."""
+        if self._txn is None:
+            raise LshdbError("the writer is not active; use it inside `with index.writer()`")
+        return self._txn
+
+    @property
+    def store(self) -> Store:
+        """The :class:`~lshdb.storage.store.Store` of the generation being written."""
+        return self._store
+
+    @property
+    def rows(self) -> RowFile:
+        """The row file of the generation being written."""
+        return self._rows
+
+    @property
+    def codes(self) -> RowFile | None:
+        """The hash-code file, if the index keeps codes beside its rows."""
+        return self._codes
+
+    @property
+    def n_rows(self) -> int:
+        """Rows written so far: the committed ones and this block's."""
+        return self._n_rows
+
+    @property
+    def family(self) -> Family | None:
+        """The hash family (None until the index has calibrated)."""
+        return self._family
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """A copy of the query defaults as this block will commit them."""
+        return dict(self._settings)
+
+    def put_meta(self, name: bytes, value: Any) -> None:
+        """Write the ``meta`` record ``name`` in this block's transaction."""
+        self.txn.put(name, pack_meta(value), db=self._store.db(b"meta"))
+
+    def retire_to(self, generation: str) -> None:
+        """Mark this generation retired in favour of ``generation`` when the block commits
+        (readers that still open it move to the new one)."""
+        self._retired_to = generation
+
+    def abandon(self) -> bool:
+        """Roll this open block back and release the lock (the index is being closed);
+        False if another thread holds it."""
+        index = self._index
+        if self._txn is None or not index.write_lock.held_here():
+            return self._txn is None
+        try:
+            self._txn.abort()
+        finally:
+            self._txn = None
+            index.attach_writer(None)
+            exit_single()
+            index.write_lock.release()
+        return True
+
+    def _begin(self) -> None:
+        index = self._index
+        files = index.files()
+        self._store, self._rows, self._codes = files.store, files.rows, files.codes
+        self._family = index.family
+        self._coder = index.coder
+        self._settings = dict(index.settings)
+        self._txn = self._store.begin_write()
+        state = get_meta(self._txn, self._store.db(b"meta"), b"state")
+        self._committed_rows = int(state["rows"])
+        self._n_rows = self._committed_rows
+        self._live = int(state["live"])
+        self._runs = int(state.get("runs", 0))
+        self._run_seq = int(state.get("run_seq", 0))
+        self._wrote_rows = False
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        index = self._index
+        if self._txn is None:  # rolled back when the index was closed inside the block
+            if exc_type is None:
+                raise IndexClosedError(f"the index {index.path} was closed inside this "
+                                       "writer block; its writes were rolled back")
+            return
+        try:
+            if exc_type is not None:
+                self._txn.abort()
+                return
+            self._commit()
+        finally:
+            self._txn = None
+            index.attach_writer(None)
+            exit_single()
+            index.write_lock.release()
+
+    def _commit(self) -> None:
+        index = self._index
+        while True:
+            try:
+                if self._wrote_rows:
+                    self._rows.sync()  # rows before postings
+                    if self._codes is not None:
+                        self._codes.sync()
+                state: dict[str, Any] = {"rows": self._n_rows, "live": self._live}
+                if self._runs:
+                    state["runs"] = self._runs
+                if self._run_seq:
+                    state["run_seq"] = self._run_seq
+                if self._retired_to:
+                    state["retired_to"] = self._retired_to
+                self._txn.put(b"state", pack_meta(state), db=self._store.db(b"meta"))
+                self._txn.commit()
+                break
+            except lmdb.MapFullError:
+                self._regrow()
+        if index.durability == "full":
+            self._store.sync()  # covers the pages, then the meta page too: survives a power cut
+        else:
+            self._store.cover_pages()
+        index.family = self._family
+        index.coder = self._coder
+        index.settings = self._settings
+
+    def _regrow(self) -> None:
+        """After MapFullError: abort, double the map, replay this block's operations."""
+        self._txn.abort()
+        self._store.grow()
+        self._begin()
+        for op, args in self._log:
+            getattr(self, "_do_" + op)(*args)
+
+    def _run(self, op: str, *args: Any) -> Any:
+        if self._txn is None:
+            raise LshdbError("the writer is not active; use it inside `with index.writer()`")
+        while True:
+            try:
+                result = getattr(self, "_do_" + op)(*args)
+                self._log.append((op, args))
+                return result
+            except lmdb.MapFullError:
+                self._regrow()
+
+    # -- public operations -----------------------------------------------------------
+    def add(self, keys: Iterable[Key], vectors: Any) -> None:
+        """Add new items.
+
+        Raises
+        ------
+        InvalidVectorError, DimensionMismatchError
+            Bad vectors (nothing is written).
+        DuplicateKeyError
+            A key appears twice in the batch.
+        KeyExistsError
+            A key is already in the index (use :meth:`upsert` to replace it).
+        """
+        self._run("add", *self._prepare(keys, vectors))
+
+    def upsert(self, keys: Iterable[Key], vectors: Any) -> None:
+        """Add items, replacing the vectors of keys that already exist."""
+        self._run("upsert", *self._prepare(keys, vectors))
+
+    def delete(self, keys: Iterable[Key], missing_ok: bool = False) -> int:
+        """Delete items; returns how many were deleted.
+
+        Raises
+        ------
+        KeyNotFoundError
+            A key is not in the index (unless ``missing_ok``); nothing is deleted.
+        """
+        keys_n, packed = pack_keys(as_key_list(keys))
+        check_unique(keys_n, packed)
+        result: int = self._run("delete", keys_n, packed, missing_ok)
+        return result
+
+    # -- implementation --------------------------------------------------------------
+    def _prepare(self, keys: Iterable[Key], vectors: Any
+                 ) -> tuple[list[Key], list[bytes], np.ndarray, Any]:
+        index = self._index
+        X, extra = index.metric.prepare_items(vectors)
+        if index.options.get("store_tokens") and extra is None:
+            raise InvalidParameterError(
+                "this index stores token hashes for exact scores: give documents or token "
+                "sets, not ready signatures")
+        raw_keys = as_key_list(keys)
+        if len(raw_keys) != len(X):
+            raise InvalidParameterError(
+                f"{len(raw_keys)} keys for {len(X)} vectors; pass one key per row")
+        keys_n, packed = pack_keys(raw_keys)
+        check_unique(keys_n, packed)
+        params.validate_rows(self._family or index.family, X, index.options)
+        return keys_n, packed, X, extra
+
+    def _calibrate(self, sample: np.ndarray) -> Family:
+        """Choose the family and default probes from the rows held so far (one time)."""
+        index = self._index
+        fam, settings, summary = params.choose_family(index.metric, index.options, sample)
+        if fam.L != index.n_tables:
+            raise CorruptIndexError("the chosen number of tables differs from the stored one")
+        params.validate_rows(fam, sample, index.options)
+        merged = {k: (v if v is not None else settings.get(k))
+                  for k, v in {**settings, **self._settings}.items()}
+        meta = self._store.db(b"meta")
+        self._txn.put(b"family", pack_meta(fam.params()), db=meta)
+        self._txn.put(b"settings", pack_meta(merged), db=meta)
+        self._txn.put(b"calibration", pack_meta(summary), db=meta)
+        self._family = fam
+        self._settings = merged
+        return fam
+
+    def _live_ids(self) -> np.ndarray:
+        cursor = self._txn.cursor(self._store.db(b"id2key"))
+        return np.array([int.from_bytes(k, "big") for k in cursor.iternext(values=False)],
+                        dtype=np.int64)
+
+    def _ids_of(self, packed: list[bytes]) -> dict[bytes, int]:
+        cursor = self._txn.cursor(self._store.db(b"key2id"))
+        return {k: int.from_bytes(v, "big") for k, v in cursor.getmulti(packed)}
+
+    def _do_add(self, keys: list[Key], packed: list[bytes], X: np.ndarray, extra: Any) -> None:
+        existing = self._ids_of(packed)
+        if existing:
+            first = next(k for k, p in zip(keys, packed) if p in existing)
+            raise KeyExistsError(
+                f"{len(existing)} of {len(keys)} keys are already in the index (first: "
+                f"{first!r}); use upsert() to replace them")
+        self._insert(packed, X, extra)
+
+    def _insert(self, packed: list[bytes], X: np.ndarray, extra: Any = None) -> None:
+        n = len(X)
+        first = self._n_rows
+        if first + n > MAX_ROWS:
+            raise InvalidParameterError(
+                f"a generation holds at most {MAX_ROWS} rows; compact the index first")
+        self._rows.write(first, X)
+        self._wrote_rows = True
+        codes_file = self._codes
+        if codes_file is not None:
+            if self._coder is None:  # fixed with the first batch (its mean is the l2 centre)
+                centre = self._index.metric.code_centre(X)
+                self._coder = SimHashCoder(self._index.metric.dim,
+                                           self._index.options["codes"],
+                                           self._index.options.get("seed", 0), centre)
+                self._txn.put(b"codes", pack_meta(self._coder.params()),
+                              db=self._store.db(b"meta"))
+            codes_file.write(first, self._coder.encode(X))
+        ids = np.arange(first, first + n, dtype=np.int64)
+        family = self._family
+        post_ids, post_X = ids, X
+        if family is None and self._live + n >= params.CALIBRATE_MIN:
+            # enough rows to choose parameters: calibrate, then post the pending rows too
+            old_ids = self._live_ids()
+            if len(old_ids):
+                post_X = np.concatenate([self._rows.read(old_ids, first), X])
+                post_ids = np.concatenate([old_ids, ids])
+            with for_rows(len(post_X)):
+                family = self._calibrate(post_X)
+        txn, store = self._txn, self._store
+        if family is not None:
+            with for_rows(len(post_X)):
+                H = family.hash(post_X)
+            self._post(family.L, H, post_ids)
+        id_bytes = pack_ids(ids)
+        order = sorted(range(n), key=packed.__getitem__)
+        txn.cursor(store.db(b"key2id")).putmulti(
+            list(zip(map(packed.__getitem__, order), map(id_bytes.__getitem__, order))),
+            overwrite=False)
+        txn.cursor(store.db(b"id2key")).putmulti(list(zip(id_bytes, packed)), append=True)
+        if extra is not None and self._index.options.get("store_tokens"):
+            offsets, hashes = extra
+            raw = np.ascontiguousarray(hashes, dtype="<u8").tobytes()
+            txn.cursor(store.db(b"tokens")).putmulti(
+                [(id_bytes[j], raw[8 * int(offsets[j]) : 8 * int(offsets[j + 1])])
+                 for j in range(n)], append=True)
+        self._n_rows += n
+        self._live += n
+
+    def _post(self, L: int, H: np.ndarray, ids: np.ndarray) -> None:
+        """Post ``ids`` (hashes ``H``, one column per table): a small batch into a new
+        run, anything else (and the runs waiting) into the tables (:mod:`lshdb.runs`)."""
+        txn, store = self._txn, self._store
+        dbs = [store.db(table_name(t)) for t in range(L)]
+        empty = [txn.stat(db)["entries"] == 0 for db in dbs]
+        if not any(empty) and len(ids) * L < runs.DIRECT_PAIRS and self._runs < runs.RUN_MAX:
+            self._put_run(np.repeat(np.arange(L), len(ids)), H.T.ravel(), np.tile(ids, L))
+            return
+        waiting = self._take_runs()
+        for t, db in enumerate(dbs):
+            buckets, post = H[:, t], ids
+            if waiting:
+                parts = [r.table(t) for r in waiting]
+                buckets = np.concatenate([buckets] + [b for b, _ in parts])
+                post = np.concatenate([post] + [i for _, i in parts])
+            if empty[t]:
+                postings.bulk_load(txn.cursor(db), buckets, post)
+            else:
+                postings.append(txn, db, buckets, post)
+
+    def _put_run(self, tables: np.ndarray, buckets: np.ndarray, ids: np.ndarray) -> None:
+        """Write a new run under the next sequence number (never reused in a generation:
+        readers keep decoded runs by name)."""
+        meta = self._store.db(b"meta")
+        fmt = get_meta(self._txn, meta, b"format")
+        if fmt.get("format_version") != FORMAT_VERSION:  # format 1 has no runs: mark it
+            self._txn.put(b"format", pack_meta({"format_version": FORMAT_VERSION}), db=meta)
+        self._txn.put(runs.run_key(self._run_seq), runs.encode_run(tables, buckets, ids),
+                      db=meta)
+        self._run_seq += 1
+        self._runs += 1
+
+    def _waiting_runs(self) -> list[tuple[bytes, runs.Run]]:
+        """The runs of this transaction, decoded privately (an uncommitted run must not
+        reach the cache readers share)."""
+        if not self._runs:
+            return []
+        found = runs.list_runs(self._txn, self._store.db(b"meta"))
+        if len(found) != self._runs:
+            raise CorruptIndexError(f"the state counts {self._runs} runs but {len(found)} "
+                                    "are stored; run `lshdb check`")
+        return found
+
+    def _take_runs(self) -> list[runs.Run]:
+        """Remove the waiting runs from the snapshot and return them decoded."""
+        found = self._waiting_runs()
+        meta = self._store.db(b"meta")
+        for name, _ in found:
+            self._txn.delete(name, db=meta)
+        self._runs = 0
+        return [run for _, run in found]
+
+    def _remove_from_runs(self, ids: np.ndarray, L: int) -> np.ndarray:
+        """Remove ``ids`` (sorted) from the runs that hold them (each such run is replaced
+        by a new one without them); returns the ids the runs did not hold."""
+        found = self._waiting_runs()
+        if not found:
+            return ids
+        meta = self._store.db(b"meta")
+        held = np.zeros(len(ids), dtype=bool)
+        for name, run in found:
+            gone = np.isin(run.ids, ids)
+            n_gone = int(gone.sum())
+            if not n_gone:
+                continue
+            where = np.searchsorted(ids, np.unique(run.ids[gone]))
+            held[where] = True
+            if n_gone != L * len(where):
+                raise CorruptIndexError(
+                    f"run {name.decode()} holds {n_gone} entries of {len(where)} deleted ids "
+                    f"in {L} tables; run `lshdb check`")
+            self._txn.delete(name, db=meta)
+            self._runs -= 1
+            keep = ~gone
+            if keep.any():
+                self._put_run(run.tables[keep], run.buckets[keep], run.ids[keep])
+        return ids[~held]
+
+    def _remove_ids(self, ids: np.ndarray, packed: list[bytes]) -> None:
+        family = self._family
+        txn, store = self._txn, self._store
+        if family is not None:  # before calibration there are no postings
+            rest = self._remove_from_runs(ids, family.L)
+            # a row that fails its checksum cannot give its buckets: its id is looked for
+            # in every bucket instead (slow, and only for such rows)
+            damaged = self._rows.damaged(rest, self._n_rows)
+            lost, rest = rest[damaged], rest[~damaged]
+            if len(rest):
+                H = family.hash(self._rows.read(rest, self._n_rows))
+            for t in range(family.L):
+                db = store.db(table_name(t))
+                if len(lost):
+                    where, which = postings.find(txn, db, lost)
+                    if len(which):
+                        postings.remove(txn, db, where, which)
+                if not len(rest):
+                    continue
+                missing = postings.remove(txn, db, H[:, t], rest)
+                if missing:
+                    raise CorruptIndexError(
+                        f"{missing} ids were missing from table {t}; run `lshdb check`")
+        k2i, i2k, tok = store.db(b"key2id"), store.db(b"id2key"), store.db(b"tokens")
+        for p, b in zip(packed, pack_ids(ids)):
+            txn.delete(p, db=k2i)
+            txn.delete(b, db=i2k)
+            txn.delete(b, db=tok)
+        self._live -= len(ids)
+
+    def _do_upsert(self, keys: list[Key], packed: list[bytes], X: np.ndarray,
+                   extra: Any) -> None:
+        existing = self._ids_of(packed)
+        if existing:
+            old = sorted(existing.items(), key=lambda kv: kv[1])
+            self._remove_ids(np.array([i for _, i in old], dtype=np.int64), [p for p, _ in old])
+        self._insert(packed, X, extra)
+
+    def _do_delete(self, keys: list[Key], packed: list[bytes], missing_ok: bool) -> int:
+        existing = self._ids_of(packed)
+        if len(existing) < len(packed) and not missing_ok:
+            first = next(k for k, p in zip(keys, packed) if p not in existing)
+            raise KeyNotFoundError(
+                f"{len(packed) - len(existing)} of {len(keys)} keys are not in the index "
+                f"(first: {first!r}); nothing was deleted (pass missing_ok=True to skip them)")
+        if existing:
+            old = sorted(existing.items(), key=lambda kv: kv[1])
+            self._remove_ids(np.array([i for _, i in old], dtype=np.int64), [p for p, _ in old])
+        return len(existing)
