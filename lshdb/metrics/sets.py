@@ -121,10 +121,10 @@ class JaccardMetric(Metric):
 
     def _hash_tokens(self, toks: list[Any], what: str, i: int) -> np.ndarray:
         if self.mode == "classic":
-            from ..hashing.minhash import _token_hash
+            from ..hashing.minhash_classic import token_hash
 
             wide = self.scheme != "affine32"
-            h = np.array([_token_hash(t, wide, what, i, "item") for t in toks], dtype=np.uint64)
+            h = np.array([token_hash(t, wide, what, i, "item") for t in toks], dtype=np.uint64)
             return np.unique(h)
         strs = [t for t in toks if isinstance(t, str)]
         rest = [t for t in toks if not isinstance(t, str)]
