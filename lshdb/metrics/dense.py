@@ -45,6 +45,13 @@ class Metric:
     is_set = False
     #: a scan keeps each row's squared norm (:class:`~lshdb.storage.rows.RowNorms`)
     needs_norms = False
+    #: an index of this metric is created with a dimension (a set metric takes none)
+    takes_dim = True
+
+    @classmethod
+    def input_dim(cls, columns: int) -> int:
+        """The index dimension for input rows of ``columns`` values."""
+        return columns
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
@@ -220,6 +227,10 @@ class L1(Metric):
 class Hamming(Metric):
     name = "hamming"
     row_dtype = np.dtype(np.uint8)
+
+    @classmethod
+    def input_dim(cls, columns: int) -> int:
+        return 8 * columns  # packed bytes in, bits as the dimension
 
     def __init__(self, dim: int) -> None:
         if dim % 8:

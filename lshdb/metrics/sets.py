@@ -64,6 +64,7 @@ class JaccardMetric(Metric):
     name = "jaccard"
     score_field = "jaccard"
     is_set = True
+    takes_dim = False  # num_perm instead
 
     def __init__(self, options: dict[str, Any]) -> None:
         opts = jaccard_defaults(options)
