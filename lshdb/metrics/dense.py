@@ -45,8 +45,25 @@ class Metric:
     is_set = False
     #: a scan keeps each row's squared norm (:class:`~lshdb.storage.rows.RowNorms`)
     needs_norms = False
+    #: rows are stored normalised to unit length
+    normalised = False
     #: an index of this metric is created with a dimension (a set metric takes none)
     takes_dim = True
+    #: the hash families that serve this metric, the default first
+    families: tuple[str, ...] = ()
+    #: SimHash codes (``codes=B``) may be kept beside the rows
+    simhash_codes = False
+    #: ``store="codes"`` may keep SimHash codes instead of the rows
+    codes_only = False
+    #: the p-stable family's width ``w`` applies
+    has_width = False
+    #: the p-stable distribution whose projections preserve this distance
+    pstable_distribution = "cauchy"
+
+    @classmethod
+    def default_tables(cls, options: dict[str, Any]) -> int:
+        """Number of tables when the caller gave none."""
+        return int(options.get("L", 16))
 
     @classmethod
     def input_dim(cls, columns: int) -> int:
@@ -91,6 +108,24 @@ class Metric:
     def scan_margin(self, k: int) -> int:
         """Extra rows a scan takes beyond ``k`` when its distances are not exact."""
         return 0
+
+    # -- calibration -----------------------------------------------------------------
+    def ranking_distances(self, B: np.ndarray, Q: np.ndarray,
+                          norms: np.ndarray | None) -> np.ndarray:
+        """``(len(Q), len(B))`` values that order the rows ``B`` as their distances from
+        each query do (a cheaper form where one exists); ``norms`` are the rows' squared
+        norms when :attr:`needs_norms`."""
+        return np.stack([self.distances(B, q) for q in Q])
+
+    def neighbour_distances(self, Q: np.ndarray, N: np.ndarray) -> np.ndarray:
+        """Distances from queries ``Q`` ``(q, 1, dim)`` to their neighbours ``N``
+        ``(q, k, dim)``."""
+        return np.abs(Q.astype(np.float64) - N).sum(-1)  # type: ignore[no-any-return]
+
+    def neighbour_scale(self, Q: np.ndarray, N: np.ndarray) -> float:
+        """The typical distance to a near neighbour (the median), which scales the
+        p-stable width calibration tries."""
+        return float(np.median(self.neighbour_distances(Q, N)))
 
     def row_dim(self) -> int:
         """Values stored per row."""
@@ -147,7 +182,18 @@ class Metric:
 
 class Cosine(Metric):
     name = "cosine"
+    normalised = True
+    families = ("hyperplane", "crosspolytope")
+    simhash_codes = True
+    codes_only = True
     product_form = True
+
+    def ranking_distances(self, B: np.ndarray, Q: np.ndarray,
+                          norms: np.ndarray | None) -> np.ndarray:
+        return -(Q @ B.T)  # type: ignore[no-any-return]
+
+    def neighbour_distances(self, Q: np.ndarray, N: np.ndarray) -> np.ndarray:
+        return 1.0 - (Q * N).sum(-1)  # type: ignore[no-any-return]
 
     def product_distances(self, P: np.ndarray, Q: np.ndarray,
                           norms: np.ndarray | None) -> np.ndarray:
@@ -188,6 +234,17 @@ class Cosine(Metric):
 class L2(Metric):
     name = "l2"
     needs_norms = True
+    families = ("pstable",)
+    simhash_codes = True
+    has_width = True
+    pstable_distribution = "gaussian"
+
+    def ranking_distances(self, B: np.ndarray, Q: np.ndarray,
+                          norms: np.ndarray | None) -> np.ndarray:
+        return norms[None, :] - 2.0 * (Q @ B.T)  # type: ignore[index,no-any-return]
+
+    def neighbour_distances(self, Q: np.ndarray, N: np.ndarray) -> np.ndarray:
+        return np.sqrt(((Q - N) ** 2).sum(-1))  # type: ignore[no-any-return]
 
     def code_centre(self, X: np.ndarray) -> np.ndarray | None:
         return X.mean(axis=0)  # type: ignore[no-any-return]
@@ -219,6 +276,8 @@ class L2(Metric):
 
 class L1(Metric):
     name = "l1"
+    families = ("pstable", "unary")
+    has_width = True
 
     def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
         return np.abs(rows - q).sum(axis=1)
@@ -227,6 +286,14 @@ class L1(Metric):
 class Hamming(Metric):
     name = "hamming"
     row_dtype = np.dtype(np.uint8)
+    families = ("bitsample",)
+
+    def ranking_distances(self, B: np.ndarray, Q: np.ndarray,
+                          norms: np.ndarray | None) -> np.ndarray:
+        return _bit_distances(B, Q)
+
+    def neighbour_scale(self, Q: np.ndarray, N: np.ndarray) -> float:
+        return 1.0  # bit sampling has no width to scale
 
     @classmethod
     def input_dim(cls, columns: int) -> int:
@@ -291,6 +358,10 @@ class CosineCodes(Cosine):
     def prepare_one(self, x: Any, what: str = "query") -> np.ndarray:
         return self.coder.encode(super().prepare_one(x, what)[None])[0]
 
+    def ranking_distances(self, B: np.ndarray, Q: np.ndarray,
+                          norms: np.ndarray | None) -> np.ndarray:
+        return _bit_distances(B, Q)  # the estimate grows with the codes' Hamming distance
+
     def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
         from ..hashing.codes import hamming
 
@@ -314,3 +385,9 @@ def check_k(k: int | None) -> None:
     """Validate a query's ``k``: an int >= 1."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InvalidParameterError(f"k must be an int >= 1; found {k!r}")
+
+
+def _bit_distances(B: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """Hamming distances between packed bit rows, ``(len(Q), len(B))`` float64."""
+    return np.stack([np.bitwise_count(B ^ q).sum(1, dtype=np.int64)
+                     for q in Q]).astype(np.float64)

@@ -65,6 +65,11 @@ class JaccardMetric(Metric):
     score_field = "jaccard"
     is_set = True
     takes_dim = False  # num_perm instead
+    families = ("minhash",)
+
+    @classmethod
+    def default_tables(cls, options: dict[str, Any]) -> int:
+        return int(jaccard_defaults(options)["bands"])
 
     def __init__(self, options: dict[str, Any]) -> None:
         opts = jaccard_defaults(options)

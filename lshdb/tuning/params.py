@@ -15,15 +15,12 @@ import numpy as np
 from ..errors import InvalidParameterError, InvalidVectorError
 from ..hashing.families import BitSample, Family, Hyperplane, PStable, Unary
 from ..metrics.dense import Metric
+from ..metrics.registry import METRIC_NAMES, metric_class
 
 __all__ = ["validate_options", "family_if_complete", "choose_family", "default_L",
            "query_settings", "validate_rows", "DEFAULT_FAMILY", "CALIBRATE_MIN"]
 
-DEFAULT_FAMILY = {"cosine": "hyperplane", "l2": "pstable", "l1": "pstable",
-                  "hamming": "bitsample", "jaccard": "minhash"}
-_FAMILIES_OF = {"cosine": ("hyperplane", "crosspolytope"), "l2": ("pstable",),
-                "l1": ("pstable", "unary"),
-                "hamming": ("bitsample",), "jaccard": ("minhash",)}
+DEFAULT_FAMILY = {name: metric_class(name).families[0] for name in METRIC_NAMES}
 _BUILD = {"family", "k", "L", "w", "seed", "max_value", "codes"}
 _JACCARD = {"family", "seed", "num_perm", "threshold", "bands", "rows", "mode", "scheme",
             "shingle", "store_tokens"}
@@ -40,7 +37,8 @@ def check_int(name: str, v: Any, lo: int, hi: int) -> int:
 
 def validate_options(metric: str, options: dict[str, Any], query_only: bool = False) -> dict[str, Any]:
     """Check option names and values; return a clean dict (unknown names are errors)."""
-    if metric == "jaccard":
+    cls = metric_class(metric) if metric in DEFAULT_FAMILY else None
+    if cls is not None and cls.is_set:
         allowed = {"candidates"} if query_only else _JACCARD | {"candidates"} | _OTHER
     else:
         allowed = _QUERY if query_only else _BUILD | _QUERY | _OTHER
@@ -54,10 +52,11 @@ def validate_options(metric: str, options: dict[str, Any], query_only: bool = Fa
         if v is None:
             continue
         if name == "family":
-            if v not in _FAMILIES_OF[metric]:
+            families = metric_class(metric).families
+            if v not in families:
                 raise InvalidParameterError(
                     f"family {v!r} does not serve metric {metric!r}; choose one of "
-                    f"{', '.join(_FAMILIES_OF[metric])}")
+                    f"{', '.join(families)}")
             out[name] = v
         elif name == "k":
             out[name] = check_int("k", v, 1, 64)
@@ -79,7 +78,7 @@ def validate_options(metric: str, options: dict[str, Any], query_only: bool = Fa
             out[name] = bool(v)
         elif name == "codes":
             out[name] = check_int("codes", v, 0, 4096)
-            if out[name] % 64 or (out[name] and metric not in ("cosine", "l2")):
+            if out[name] % 64 or (out[name] and not metric_class(metric).simhash_codes):
                 raise InvalidParameterError(
                     "codes are SimHash bits for cosine or l2 indexes, a multiple of 64 "
                     f"(e.g. 256); found {v!r} for metric {metric!r}")
@@ -127,14 +126,14 @@ def validate_options(metric: str, options: dict[str, Any], query_only: bool = Fa
                 raise InvalidParameterError(f"durability must be 'full' or 'fast'; found {v!r}")
             out[name] = v
     if out.get("store") == "codes":
-        if metric != "cosine":
+        if not metric_class(metric).codes_only:
             raise InvalidParameterError("store='codes' keeps SimHash codes: metric cosine only")
         out.setdefault("codes", 256)
         if out.get("family", "bitsample") != "bitsample":
             raise InvalidParameterError("an index of codes hashes them by bit sampling; "
                                         "leave family unset")
         out["family"] = "bitsample"
-    if "w" in out and metric not in ("l2", "l1"):
+    if "w" in out and not metric_class(metric).has_width:
         raise InvalidParameterError(f"w is the p-stable width; metric {metric!r} has no width")
     family = out.get("family", DEFAULT_FAMILY[metric])
     if "max_value" in out and family != "unary":
@@ -147,11 +146,7 @@ CALIBRATE_MIN = 1000  # rows needed before parameters are chosen from the data
 
 def default_L(metric: str, options: dict[str, Any]) -> int:
     """Number of tables when the caller gave none."""
-    if metric == "jaccard":
-        from ..metrics.sets import jaccard_defaults
-
-        return int(jaccard_defaults(options)["bands"])
-    return int(options.get("L", 16))
+    return metric_class(metric).default_tables(options)
 
 
 # A cosine or l2 index without codes whose calibrated buckets would re-rank at least this
@@ -202,7 +197,7 @@ def _build(metric: Metric, name: str, options: dict[str, Any], k: int, w: float 
     if name == "unary":
         return Unary(metric.hash_dim(), k, L, options["max_value"], seed)
     return PStable(metric.hash_dim(), k, L, float(w), seed,  # type: ignore[arg-type]
-                   "gaussian" if metric.name == "l2" else "cauchy")
+                   metric.pstable_distribution)
 
 
 def choose_family(metric: Metric, options: dict[str, Any],
@@ -222,7 +217,7 @@ def choose_family(metric: Metric, options: dict[str, Any],
     if settings["min_hits"] is None:
         settings["min_hits"] = plan.min_hits
     share = plan.candidates / max(len(X), 1)
-    if settings["scan"] is None and share >= SCAN_SHARE and metric.name in ("cosine", "l2") \
+    if settings["scan"] is None and share >= SCAN_SHARE and metric.product_form \
             and metric.row_dtype == np.float32 and not options.get("codes"):
         settings["scan"] = True  # far neighbours: an exact scan is faster than the buckets
     summary = {**plan.summary(), "sample_rows": len(X), "candidate_share": round(share, 4),
