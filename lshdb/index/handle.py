@@ -19,7 +19,6 @@ import numpy as np
 
 from ..errors import (
     CorruptIndexError,
-    FormatVersionError,
     IndexClosedError,
     InvalidParameterError,
     LockTimeoutError,
@@ -27,19 +26,19 @@ from ..errors import (
     NotAnIndexError,
     ReadOnlyError,
 )
-from ..hashing.codes import CODES_NAME, CodeColumns, SimHashCoder
+from ..hashing.codes import CodeColumns, SimHashCoder
 from ..hashing.families import Family
-from ..hashing.registry import family_from_params
-from ..metrics import Metric, get_metric
+from ..metrics import Metric
 from ..storage import layout
 from ..storage import store as store_mod
-from ..storage.codec import Key, unpack_meta
-from ..storage.rows import ROWS_NAME, RowFile, RowNorms
-from ..storage.store import Store, WriterLock, table_name
+from ..storage.codec import Key
+from ..storage.rows import RowFile, RowNorms
+from ..storage.store import Store, WriterLock
 from ..tuning import params
 from . import check as check_mod
 from .blas import enter_single, exit_single
-from .format import DURABILITY, READABLE_FORMATS, get_meta
+from .format import DURABILITY
+from .generation import load_generation
 from .reader import Reader
 from .writer import Writer
 
@@ -126,59 +125,22 @@ class Index:
     def _load(self, gen: str) -> None:
         st = os.stat(os.path.join(self.path, layout.CURRENT))
         current_id = (st.st_ino, st.st_mtime_ns)
-        gen_dir = os.path.join(self.path, gen)
-        store = store_mod.acquire(gen_dir, map_size=self._map_size)
-        try:
-            with store.read() as txn:
-                meta = store.db(b"meta")
-                fmt = get_meta(txn, meta, b"format")
-                version = fmt.get("format_version") if isinstance(fmt, dict) else None
-                if version not in READABLE_FORMATS or isinstance(version, bool):
-                    raise FormatVersionError(
-                        f"{self.path} has format version {version!r}; this lshdb reads versions "
-                        f"{', '.join(map(str, READABLE_FORMATS))}. Upgrade lshdb to open it.")
-                config = get_meta(txn, meta, b"config")
-                settings = get_meta(txn, meta, b"settings")
-                fam_raw = txn.get(b"family", db=meta)
-                codes_raw = txn.get(b"codes", db=meta)
-            opts = config.get("options", {})
-            metric = get_metric(config["metric"], config["dim"], opts)
-            family = (family_from_params(metric.hash_dim(), unpack_meta(bytes(fam_raw), "family"))
-                      if fam_raw is not None else None)
-            n_tables = family.L if family else opts.get("L") or params.default_L(metric.name, opts)
-            store.open_dbs([table_name(t) for t in range(n_tables)])
-            try:
-                rows = RowFile(os.path.join(gen_dir, ROWS_NAME), metric.row_dim(),
-                               metric.row_dtype, writable=not self.readonly)
-                codes = RowFile(os.path.join(gen_dir, CODES_NAME), opts["codes"] // 8,
-                                np.dtype(np.uint8), writable=not self.readonly, checked=False) \
-                    if opts.get("codes") and opts.get("store") != "codes" else None
-            except FileNotFoundError as exc:
-                raise CorruptIndexError(f"{gen_dir} lacks a row file ({exc.filename}); the "
-                                        "index is damaged") from exc
-        except (KeyError, TypeError) as exc:
-            store_mod.release(store)
-            raise CorruptIndexError(f"{self.path}: meta records are malformed ({exc})") from exc
-        except BaseException:
-            store_mod.release(store)
-            raise
+        g = load_generation(self.path, gen, self.readonly, self._map_size)
         self.generation = gen
         self._current_id = current_id
-        self.metric: Metric = metric
-        self.config: dict[str, Any] = config
-        self.options: dict[str, Any] = opts
-        self.settings: dict[str, Any] = settings
-        self.family: Family | None = family
-        self.n_tables = n_tables
-        self.durability = self._durability_override or opts.get("durability", "full")
-        self._store = store
-        self._rows = rows
-        self._codes = codes
-        self._code_cols = CodeColumns(codes) if codes is not None else None
-        self._row_norms = RowNorms(rows) if metric.needs_norms else None
-        self.coder: SimHashCoder | None = (
-            SimHashCoder.from_params(metric.dim, unpack_meta(bytes(codes_raw), "codes"))
-            if codes_raw is not None else None)
+        self.metric: Metric = g.metric
+        self.config: dict[str, Any] = g.config
+        self.options: dict[str, Any] = g.options
+        self.settings: dict[str, Any] = g.settings
+        self.family: Family | None = g.family
+        self.n_tables = g.n_tables
+        self.durability = self._durability_override or g.options.get("durability", "full")
+        self._store = g.store
+        self._rows = g.rows
+        self._codes = g.codes
+        self._code_cols = CodeColumns(g.codes) if g.codes is not None else None
+        self._row_norms = RowNorms(g.rows) if g.metric.needs_norms else None
+        self.coder: SimHashCoder | None = g.coder
         self._pid = os.getpid()
 
     def _ensure_open(self) -> Store:
