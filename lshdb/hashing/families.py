@@ -338,6 +338,11 @@ class PStable(Family):
             acc += s[:, :, j].astype(np.int64) * R[j]
         return acc.view(np.uint64)
 
+    def slots(self, X: np.ndarray) -> np.ndarray:
+        """The integer slot of every function for each row, ``(n, L * k)`` table-major,
+        before the slots of a table are combined into its key."""
+        return self._project.floors(X)  # type: ignore[no-any-return]
+
     def _hash_block(self, X: np.ndarray) -> np.ndarray:
         return mix64(self._combine(self._project.floors(X)), copy=False)
 

@@ -202,7 +202,7 @@ def _sample_keys(base: Family, fam: Family, S: np.ndarray, cache: dict[Any, np.n
     if isinstance(base, PStable) and isinstance(fam, PStable):
         if fam.w not in cache:
             cache.clear()  # the grid visits one width at a time
-            slots = _pstable_sub(base, base.k, fam.w)._project.floors(S)
+            slots = _pstable_sub(base, base.k, fam.w).slots(S)
             # every k's combination at once: prefix sums of slot_j * R_j over j (int64
             # arithmetic wraps as the family's own does)
             terms = slots.reshape(len(S), base.L, base.k).astype(np.int64)
