@@ -25,6 +25,7 @@ __all__ = [
     "IndexClosedError",
     "InputFormatError",
     "TuningError",
+    "NotFittedError",
 ]
 
 
@@ -130,3 +131,7 @@ class TuningError(LshdbError):
     def __init__(self, message: str, result: dict | None = None) -> None:  # type: ignore[type-arg]
         super().__init__(message)
         self.result = result or {}
+
+
+class NotFittedError(LshdbError, ValueError):
+    """A featuriser whose edges must be learned was used before ``fit``."""

@@ -328,6 +328,11 @@ class Index:
             return r.candidates(vector, probes=probes, candidates=candidates,
                                 min_hits=min_hits)
 
+    def bucket_ids(self, vectors: Any) -> np.ndarray:
+        """Bucket keys of the rows of ``vectors`` in each table; see :meth:`Reader.bucket_ids`."""
+        with self._snapshot() as r:
+            return r.bucket_ids(vectors)
+
     def get(self, key: Key) -> np.ndarray:
         """A copy of the stored vector of ``key`` (under cosine: normalised)."""
         with self._snapshot() as r:

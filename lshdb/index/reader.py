@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import CorruptIndexError, InvalidParameterError, KeyNotFoundError
+from ..errors import CorruptIndexError, InvalidParameterError, KeyNotFoundError, LshdbError
 from ..hashing.codes import CodeColumns, SimHashCoder
 from ..hashing.families import Family
 from ..hashing.registry import family_from_params
@@ -30,6 +30,7 @@ from ..storage.codec import (
     unpack_meta,
 )
 from ..storage.store import table_name
+from ..tuning import params
 from .idsets import repeated, union
 from .ranking import SCAN_ROWS, Ranking
 from .sets import rank_sets
@@ -246,6 +247,28 @@ class Reader(Ranking):
         stats["candidates"] = len(ids)
         stats["seconds_lookup"] = time.perf_counter() - t0
         return ids, stats
+
+    def bucket_ids(self, vectors: Any) -> np.ndarray:
+        """The bucket key of each row of ``vectors`` in each table, hashed by the index's own
+        family: an ``(n, n_tables)`` int64 array (the bits of the uint64 keys the tables
+        store), usable as features (:mod:`lshdb.features`).
+
+        Raises
+        ------
+        LshdbError
+            The index has not chosen its hash family yet (it does at its first
+            ``params.CALIBRATE_MIN`` rows).
+        InvalidVectorError, DimensionMismatchError
+            The rows are not valid input for this index.
+        """
+        fam = self.family
+        if fam is None:
+            raise LshdbError(
+                f"the index has not chosen its hash family yet (it does once it holds "
+                f"{params.CALIBRATE_MIN} rows; it holds {self.live}); add rows first")
+        X, _ = self.metric.prepare_items(vectors)
+        params.validate_rows(fam, X, self._index.options)
+        return fam.hash(X).view(np.int64)
 
     # -- queries ---------------------------------------------------------------------
     def query(self, vector: Any, k: int | None = 10, probes: int | None = None,

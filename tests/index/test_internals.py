@@ -21,9 +21,25 @@ def _modules() -> list[tuple[Path, ast.Module]]:
     return [(p, ast.parse(p.read_text(encoding="utf-8"))) for p in sorted(PACKAGE.rglob("*.py"))]
 
 
+def _own_names(cls: ast.ClassDef) -> set[str]:
+    """The methods of a class and the attributes its methods set on ``self``."""
+    own = {n.name for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    for node in ast.walk(cls):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id == "self" and isinstance(node.ctx, ast.Store):
+            own.add(node.attr)
+    return own
+
+
 def test_no_module_touches_another_objects_private_attributes() -> None:
     found = []
     for path, tree in _modules():
+        allowed: dict[int, set[str]] = {}  # a class may use its own private names on any instance
+        for cls in ast.walk(tree):
+            if isinstance(cls, ast.ClassDef):
+                own = _own_names(cls)
+                for node in ast.walk(cls):
+                    allowed.setdefault(id(node), set()).update(own)
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and node.attr.startswith("_") \
                     and not node.attr.startswith("__"):
@@ -32,6 +48,8 @@ def test_no_module_touches_another_objects_private_attributes() -> None:
                     continue
                 if isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) \
                         and owner.func.id == "super":
+                    continue
+                if node.attr in allowed.get(id(node), ()):
                     continue
                 found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {ast.unparse(node)}")
     assert not found, "private attributes of other objects:\n" + "\n".join(found)
