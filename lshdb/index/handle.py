@@ -367,7 +367,7 @@ class Index:
 
     def tune(self, target_recall: float = 0.9, k: int = 10, n_queries: int = 200,
              seed: int = 0, apply: bool = False, progress: Any = None) -> dict[str, Any]:
-        """Measure the recall/speed frontier of query settings; see :mod:`lshdb.tuner`."""
+        """Measure the recall/speed frontier of query settings; see :mod:`lshdb.index.tune`."""
         from .tune import tune
 
         return tune(self, target_recall, k, n_queries, seed, apply, progress)
@@ -375,7 +375,7 @@ class Index:
     def compact(self, timeout: float | None = None, retune: bool = False,
                 progress: Any = None) -> dict[str, Any]:
         """Rewrite the live items into a new generation and swap it in; see
-        :mod:`lshdb.compact`. Readers keep answering throughout."""
+        :mod:`lshdb.index.compact`. Readers keep answering throughout."""
         from .compact import compact
 
         return compact(self, timeout=timeout, retune=retune, progress=progress)
@@ -409,7 +409,7 @@ class _ReaderContext(AbstractContextManager):  # type: ignore[type-arg]
         self._cm: Any = None
 
     def __enter__(self) -> Reader:
-        enter_single()  # OpenBLAS on one thread while the snapshot is open (lshdb.blas)
+        enter_single()  # OpenBLAS on one thread while the snapshot is open (lshdb.index.blas)
         try:
             return self._enter()
         except BaseException:

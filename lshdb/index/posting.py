@@ -40,7 +40,7 @@ class Posting:
 
     def _post(self, L: int, H: np.ndarray, ids: np.ndarray) -> None:
         """Post ``ids`` (hashes ``H``, one column per table): a small batch into a new
-        run, anything else (and the runs waiting) into the tables (:mod:`lshdb.runs`)."""
+        run, anything else (and the runs waiting) into the tables (:mod:`lshdb.storage.runs`)."""
         txn, store = self._txn, self._store
         dbs = [store.db(table_name(t)) for t in range(L)]
         empty = [txn.stat(db)["entries"] == 0 for db in dbs]

@@ -39,7 +39,7 @@ def snapshot_stats(r: Reader, buckets: bool = True) -> dict[str, Any]:
         "rows": r.n_rows,
         "live": r.live,
         "deleted": r.n_rows - r.live,
-        # small batches waiting to be merged into the tables (lshdb.runs); the bucket
+        # small batches waiting to be merged into the tables (lshdb.storage.runs); the bucket
         # statistics below count the tables only
         "runs": int(r.state.get("runs", 0)),
     }

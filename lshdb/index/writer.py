@@ -63,7 +63,7 @@ class Writer(Posting):
     def __enter__(self) -> Writer:
         index = self._index
         index.write_lock.acquire(self._timeout)
-        enter_single()  # OpenBLAS on one thread while the block is open (lshdb.blas)
+        enter_single()  # OpenBLAS on one thread while the block is open (lshdb.index.blas)
         try:
             index.follow_generation()
             self._begin()
