@@ -9,7 +9,7 @@ import glob
 import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ORDER = ["ann", "guarantees", "longruns", "tuning", "tuning_200k", "tuning_1m", "jaccard_index", "minhash", "dedup"]
+ORDER = ["ann", "guarantees", "serve", "longruns", "tuning", "tuning_200k", "tuning_1m", "jaccard_index", "minhash", "dedup"]
 
 
 def main() -> None:

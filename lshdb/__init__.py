@@ -25,11 +25,13 @@ from .errors import (
     LshdbError,
     NotAnIndexError,
     ReadOnlyError,
+    ServerError,
     TuningError,
 )
 from .hashing import families, theory
 from .index.index import FORMAT_VERSION, Index, Writer, check, create, open
 from .index.reader import Reader
+from .serve.client import Client, connect
 
 
 def tune(index: Index, target_recall: float = 0.9, k: int = 10, n_queries: int = 200,
@@ -42,10 +44,12 @@ def tune(index: Index, target_recall: float = 0.9, k: int = 10, n_queries: int =
 __version__ = "0.1.0"
 
 __all__ = [
-    "__version__", "FORMAT_VERSION", "create", "open", "tune", "Index", "Writer", "Reader",
+    "__version__", "FORMAT_VERSION", "create", "open", "connect", "tune", "Index", "Writer",
+    "Reader", "Client",
     "errors", "families", "theory", "check",
     "LshdbError", "InvalidParameterError", "InvalidVectorError", "DimensionMismatchError",
     "InvalidKeyError", "DuplicateKeyError", "KeyExistsError", "KeyNotFoundError",
     "NotAnIndexError", "IndexExistsError", "FormatVersionError", "CorruptIndexError",
     "ReadOnlyError", "LockTimeoutError", "IndexClosedError", "InputFormatError", "TuningError",
+    "ServerError",
 ]

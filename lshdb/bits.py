@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["mix64", "mix64_int"]
+__all__ = ["mix64", "mix64_int", "MIX_CONSTANTS"]
 
 _M1, _M2, _MASK64 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xFFFFFFFFFFFFFFFF
+MIX_CONSTANTS = (_M1, _M2, _MASK64)  # for loops that inline mix64_int
 _S27, _S30, _S31 = np.uint64(27), np.uint64(30), np.uint64(31)
 _MIX1, _MIX2 = np.uint64(_M1), np.uint64(_M2)
 

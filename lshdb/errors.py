@@ -26,6 +26,7 @@ __all__ = [
     "InputFormatError",
     "TuningError",
     "NotFittedError",
+    "ServerError",
 ]
 
 
@@ -135,3 +136,15 @@ class TuningError(LshdbError):
 
 class NotFittedError(LshdbError, ValueError):
     """A featuriser whose edges must be learned was used before ``fit``."""
+
+
+class ServerError(LshdbError):
+    """An lshdb server refused a request for a reason of its own: no or a wrong token (401),
+    a body or batch over its limits (413), an unknown route (404), an internal error (500).
+
+    ``status`` is the HTTP status and ``type`` the error type the server named.
+    """
+
+    def __init__(self, message: str, *, status: int = 0, type: str = "") -> None:
+        super().__init__(message)
+        self.status, self.type = status, type

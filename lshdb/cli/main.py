@@ -152,6 +152,9 @@ def _create_options(f: Any) -> Any:
         click.option("--codes", type=int,
                      help="cosine or l2: bits of a SimHash code per item (a multiple of 64, "
                           "up to 4096) that ranks candidates before the exact re-rank."),
+        click.option("--dtype", type=click.Choice(["float32", "float16"]),
+                     help="cosine, l2, l1: precision of the stored rows (default float32; "
+                          "float16 halves them, distances stay float32)."),
         click.option("--max-value", type=int, help="Largest value for --family unary."),
         click.option("--probes", type=int, help="Buckets probed per query (default stored)."),
         click.option("--seed", type=int,
@@ -800,6 +803,49 @@ def tune_cmd(path: str | None, input_path: str | None, metric: str | None, sampl
                                  f"none reaches recall {target_recall}"))
     if refused is not None:
         raise refused
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """Bytes from ``16M``-style sizes (K, M, G: powers of 1024)."""
+    text = value.strip().upper().removesuffix("B")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    try:
+        n = int(float(text[:-1] if scale > 1 else text) * scale)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a size (e.g. 16M, 512K, 1048576)") from None
+    if n < 1:
+        raise click.BadParameter(f"{value!r} must be at least 1 byte")
+    return n
+
+
+@cli.command("serve", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (loopback by default; see docs/serve.md).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="Port (0: any free port; the first stdout line says which).")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Worker processes, each opening the index itself (default: one per CPU).")
+@click.option("--readonly", is_flag=True, help="Refuse writes (403).")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False),
+              help="File holding a bearer token that every request but /healthz must send.")
+@click.option("--max-body", default="16M", show_default=True, callback=_size,
+              help="Largest request body (413 beyond it).")
+@click.option("--max-batch", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Most vectors or keys in one request (413 beyond it).")
+@click.option("--write-timeout", default=5.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds a write waits for the index's write lock (503 after).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--access-log", is_flag=True, help="Log every request (uvicorn's access log).")
+def serve_cmd(path: str, **options: Any) -> None:
+    """Serve the index at PATH over HTTP (JSON) until SIGTERM or Ctrl-C.
+
+    Needs the serve extra: pip install 'lshdb[serve]'. API and operations: docs/serve.md.
+    """
+    from ..serve import run
+
+    sys.exit(run(path, **options))
 
 
 @cli.command("demo", context_settings=CONTEXT)

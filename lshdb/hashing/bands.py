@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..bits import mix64, mix64_int
+from ..bits import MIX_CONSTANTS, mix64
 from ..errors import CorruptIndexError, InvalidParameterError, InvalidVectorError
 from ..storage.codec import decode_array, encode_array
 from .families import Family
@@ -79,12 +79,20 @@ def band_keys(signatures: np.ndarray, b: int, r: int, seed: int = 0) -> np.ndarr
     salt = _band_salts(b, seed)
     if len(sig) <= 2:  # a query: Python integers beat 6 r numpy calls on tiny arrays
         out = np.empty((len(sig), b), dtype=_U64)
+        m1, m2, mask = MIX_CONSTANTS  # mix64_int, inlined: a query runs it b * r times
         for i, row in enumerate(sig[:, :b * r].astype(_U64).tolist()):
+            chain: list[int] = []
             for j in range(b):
                 k = salt[j]
                 for v in row[j * r : j * r + r]:
-                    k = mix64_int(k ^ v)
-                out[i, j] = k
+                    z = k ^ v
+                    z ^= z >> 30
+                    z = (z * m1) & mask
+                    z ^= z >> 27
+                    z = (z * m2) & mask
+                    k = z ^ (z >> 31)
+                chain.append(k)
+            out[i] = chain
         return out
     out = np.empty((len(sig), b), dtype=_U64)
     step = max(1, _BAND_BLOCK // b)  # rows per block: a block's chain stays in cache

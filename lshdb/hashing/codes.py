@@ -18,7 +18,8 @@ from ..storage.codec import decode_array, encode_array
 from ..storage.rows import RowDerived, RowFile
 from .families import Projection
 
-__all__ = ["SimHashCoder", "CODES_NAME", "CodeColumns", "hamming", "hamming_words", "nearest"]
+__all__ = ["SimHashCoder", "CODES_NAME", "CodeColumns", "hamming", "hamming_words",
+           "hamming_block", "nearest"]
 
 CODES_NAME = "codes.bin"
 _SCAN_BLOCK = 1 << 16  # codes per step of a scan
@@ -55,6 +56,15 @@ def hamming_words(cols: np.ndarray, q: np.ndarray) -> np.ndarray:
     for s in range(0, n, _SCAN_BLOCK):
         block = np.bitwise_count(np.bitwise_xor(cols[:, s : s + _SCAN_BLOCK], qc))
         np.sum(block, axis=0, dtype=np.uint16, out=total[s : s + _SCAN_BLOCK])
+    return total
+
+
+def hamming_block(cols: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """:func:`hamming_words` for a block of queries at once: ``Q`` is ``(b, words)`` uint64,
+    the result ``(b, n)`` uint16."""
+    total = np.zeros((len(Q), cols.shape[1]), dtype=np.uint16)
+    for j in range(cols.shape[0]):
+        total += np.bitwise_count(np.bitwise_xor(cols[j][None, :], Q[:, j, None]))
     return total
 
 
@@ -147,6 +157,11 @@ class SimHashCoder:
             block = np.asarray(X[s : s + 32768], dtype=np.float32) - self.centre
             out[s : s + 32768] = np.packbits(self._project.signs(block), axis=1)
         return out
+
+    def encode_one(self, x: np.ndarray) -> np.ndarray:
+        """The code of one float32 vector as uint64 words (``encode(x[None])[0]``)."""
+        signs = self._project.signs((x - self.centre)[None])
+        return np.packbits(signs[0]).view("<u8")
 
     def params(self) -> dict[str, Any]:
         return {"bits": self.bits, "seed": self.seed, "P": encode_array(self.P),

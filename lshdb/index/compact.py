@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ReadOnlyError
-from ..hashing.codes import CODES_NAME
+from ..hashing.codes import CODES_NAME, SimHashCoder
 from ..storage import layout, postings
-from ..storage.codec import pack_ids, pack_meta, unpack_id
+from ..storage.codec import mark_format, pack_ids, pack_meta, unpack_id, unpack_meta
 from ..storage.rows import ROWS_NAME, RowFile
 from ..storage.store import Store, table_name
 from ..tuning import params
-from .blas import for_rows
+from .blas import for_rows, single_threaded
 
 if TYPE_CHECKING:
     from .handle import Index
@@ -141,8 +141,22 @@ def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
     finally:
         new_rows.close()
     _fsync_file(os.path.join(tmp, ROWS_NAME))
+    codes_meta = txn.get(b"codes", db=meta_db)
+    if retune and live >= params.CALIBRATE_MIN and not _fixed(index, family):
+        sample = _sample_rows(rows, ids, n_rows)
+        params.time_paths(metric, index.options, len(sample), single_threaded)
+        with for_rows(len(sample)):
+            family, chosen, summary = params.choose_family(metric, index.options, sample)
+        summary["live_rows"] = live
+        settings = {**settings, "probes": chosen["probes"], "min_hits": chosen["min_hits"],
+                    "scan": chosen["scan"]}
+        if index.auto_codes():  # the codes follow the new choice too
+            settings["rerank"] = chosen["rerank"]
+            codes_meta = _auto_codes(index, summary, codes_meta, rows, ids, n_rows, tmp)
+        calibration = pack_meta(summary)
     codes = w.codes
-    if codes is not None:
+    if codes is not None and codes_meta is not None and \
+            not os.path.exists(os.path.join(tmp, CODES_NAME)):
         new_codes = RowFile(os.path.join(tmp, CODES_NAME), codes.dim, codes.dtype,
                             writable=True, create=True, checked=False)
         try:
@@ -152,13 +166,6 @@ def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
         finally:
             new_codes.close()
         _fsync_file(os.path.join(tmp, CODES_NAME))
-    if retune and live >= params.CALIBRATE_MIN and not _fixed(index, family):
-        sample = _sample_rows(rows, ids, n_rows)
-        with for_rows(len(sample)):
-            family, chosen, summary = params.choose_family(metric, index.options, sample)
-        settings = {**settings, "probes": chosen["probes"], "min_hits": chosen["min_hits"],
-                    "scan": chosen["scan"]}
-        calibration = pack_meta(summary)
     n_tables = family.L if family else index.n_tables
     size = max(1 << 26, 4 * _disk_bytes(os.path.join(index.path, index.generation)))
     new_store = Store(tmp, create=True, n_tables=n_tables, map_size=size)
@@ -167,10 +174,11 @@ def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
             meta = new_store.db(b"meta")
             for name in (b"format", b"config"):
                 ntx.put(name, txn.get(name, db=meta_db), db=meta)
+            if codes_meta is not None and index.auto_codes():
+                mark_format(ntx, meta, 3)  # codes the calibration chose
             ntx.put(b"settings", pack_meta(settings), db=meta)
             if calibration is not None:
                 ntx.put(b"calibration", calibration, db=meta)
-            codes_meta = txn.get(b"codes", db=meta_db)
             if codes_meta is not None:
                 ntx.put(b"codes", codes_meta, db=meta)
             ntx.put(b"state", pack_meta({"rows": live, "live": live}), db=meta)
@@ -206,6 +214,31 @@ def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
     layout.fsync_dir(tmp)
     return {"live": live, "rows_before": n_rows, "reclaimed_rows": n_rows - live,
             "retuned": bool(retune and family is not None and family is not index.family)}
+
+
+def _auto_codes(index: Index, summary: dict[str, Any], codes_meta: bytes | None,
+                rows: RowFile, ids: np.ndarray, n_rows: int, tmp: str) -> bytes | None:
+    """The codes record of a retuned generation whose codes the calibration chooses: the
+    old codes when their size is chosen again (copied by the caller), new ones encoded into
+    ``tmp`` when another size is, none when no codes are."""
+    bits = int(summary.get("codes") or 0)
+    if not bits:
+        return None
+    if codes_meta is not None and unpack_meta(codes_meta, "codes")["bits"] == bits:
+        return codes_meta
+    live = rows.read(ids[: min(len(ids), _BLOCK)], n_rows)
+    centre = index.metric.code_centre(live)
+    coder = SimHashCoder(index.metric.dim, bits, index.options.get("seed", 0), centre)
+    f = RowFile(os.path.join(tmp, CODES_NAME), bits // 8, np.dtype(np.uint8),
+                writable=True, create=True, checked=False)
+    try:
+        for s in range(0, len(ids), _BLOCK):
+            f.write(s, coder.encode(rows.read(ids[s : s + _BLOCK], n_rows)))
+        f.sync()
+    finally:
+        f.close()
+    _fsync_file(os.path.join(tmp, CODES_NAME))
+    return pack_meta(coder.params())
 
 
 def _fixed(index: Index, family: Any) -> bool:

@@ -9,8 +9,11 @@ from ..storage.codec import unpack_meta
 
 __all__ = ["FORMAT_VERSION", "READABLE_FORMATS", "DURABILITY", "get_meta"]
 
-FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)  # format 1: no runs (lshdb.storage.runs)
+FORMAT_VERSION = 3  # the newest format this lshdb writes
+# format 1: no runs (lshdb.storage.runs); 3: float16 rows or codes that the calibration
+# chose (an lshdb that reads only 1 and 2 would misread those rows, or write rows without
+# codes). An index is marked with the oldest format that describes it.
+READABLE_FORMATS = (1, 2, 3)
 DURABILITY = ("full", "fast")
 
 

@@ -73,9 +73,10 @@ def load_generation(path: str, gen: str, readonly: bool, map_size: int | None) -
         try:
             rows = RowFile(os.path.join(gen_dir, ROWS_NAME), metric.row_dim(),
                            metric.row_dtype, writable=not readonly)
-            codes = RowFile(os.path.join(gen_dir, CODES_NAME), opts["codes"] // 8,
+            code_bytes = _code_bytes(opts, codes_raw)
+            codes = RowFile(os.path.join(gen_dir, CODES_NAME), code_bytes,
                             np.dtype(np.uint8), writable=not readonly, checked=False) \
-                if opts.get("codes") and opts.get("store") != "codes" else None
+                if code_bytes else None
         except FileNotFoundError as exc:
             raise CorruptIndexError(f"{gen_dir} lacks a row file ({exc.filename}); the "
                                     "index is damaged") from exc
@@ -89,3 +90,15 @@ def load_generation(path: str, gen: str, readonly: bool, map_size: int | None) -
              if codes_raw is not None else None)
     return Generation(store, rows, codes, metric, config, opts, settings, family, n_tables,
                       coder)
+
+
+def _code_bytes(opts: dict[str, Any], codes_raw: Any) -> int:
+    """Bytes per code of a generation: the caller's ``codes``, else those its calibration
+    chose (the ``codes`` meta record); 0 without codes."""
+    if opts.get("store") == "codes":
+        return 0
+    if opts.get("codes"):
+        return int(opts["codes"]) // 8
+    if codes_raw is not None and "codes" not in opts:
+        return int(unpack_meta(bytes(codes_raw), "codes")["bits"]) // 8
+    return 0

@@ -31,7 +31,7 @@ from ..hashing.families import Family
 from ..metrics import Metric
 from ..storage import layout
 from ..storage import store as store_mod
-from ..storage.codec import Key
+from ..storage.codec import Key, unpack_meta
 from ..storage.rows import RowFile, RowNorms
 from ..storage.store import Store, WriterLock
 from ..tuning import params
@@ -62,7 +62,8 @@ class Index:
     the public API, lshdb's maintenance code (writer, compaction, check, tune, backup) uses
     a small internal interface, described in ``docs/internals.md``: :meth:`files`,
     :meth:`follow_generation`, :meth:`clear_stale_readers`, :attr:`write_lock`,
-    :meth:`attach_writer` and :meth:`begin_read`.
+    :meth:`attach_writer`, :meth:`begin_read`, :meth:`decode_state`, :meth:`set_codes` and
+    :meth:`pick_up_codes`.
     """
 
     def __init__(self, path: str, readonly: bool = False, durability: str | None = None,
@@ -77,6 +78,7 @@ class Index:
             raise ReadOnlyError(f"{path} cannot be written by this process (read-only storage "
                                 "or permissions); open it with readonly=True to query it")
         self._lock = WriterLock(os.path.join(path, layout.LOCK))
+        self._current_path = os.path.join(path, layout.CURRENT)
         self._store: Store | None = None
         self._map_size = map_size
         self._follow_lock = threading.RLock()
@@ -142,6 +144,18 @@ class Index:
         self._row_norms = RowNorms(g.rows) if g.metric.needs_norms else None
         self.coder: SimHashCoder | None = g.coder
         self._pid = os.getpid()
+        self._last_state: tuple[bytes, dict[str, Any]] | None = None
+        self._auto_codes = (g.metric.simhash_codes and "codes" not in g.options
+                            and g.options.get("store") != "codes")
+
+    # a writer block that leaves the index RECALIBRATE_GROWTH times larger or smaller than
+    # its calibration retunes it (a compaction with retune=True); False turns that off
+    retune_on_growth = True
+
+    def auto_codes(self) -> bool:
+        """True if the calibration may give this index hash codes (a cosine or l2 index
+        whose creator said nothing about codes)."""
+        return self._auto_codes
 
     def _ensure_open(self) -> Store:
         store = self._store
@@ -208,11 +222,43 @@ class Index:
             except BaseException:
                 cm.__exit__(None, None, None)
                 raise
-            if reader.retired_to is None:
+            if reader.retired_to is None and not reader.codes_started:
                 return reader, cm
+            if reader.codes_started:  # another process gave this generation codes
+                cm.__exit__(None, None, None)
+                with self._follow_lock:
+                    if self._codes is None:
+                        self._follow()
+                continue
             cm.__exit__(None, None, None)
             self.follow_generation()
         raise LshdbError(f"{self.path} kept changing generation; retry")
+
+    def decode_state(self, raw: bytes) -> dict[str, Any]:
+        """The ``state`` record ``raw`` decoded; the same record as the last snapshot's is
+        not decoded again."""
+        seen = self._last_state
+        if seen is not None and seen[0] == raw:
+            return seen[1]
+        state: dict[str, Any] = unpack_meta(raw, "state")
+        self._last_state = (raw, state)
+        return state
+
+    def set_codes(self, codes: RowFile | None) -> None:
+        """Give this handle's generation the hash-code file a write block has begun (None:
+        forget it again, the block did not commit)."""
+        self._codes = codes
+        self._code_cols = CodeColumns(codes) if codes is not None else None
+
+    def pick_up_codes(self) -> None:
+        """Reopen the generation if another process's calibration has given it hash codes
+        since this handle opened it."""
+        if self._codes is not None or not self.auto_codes():
+            return
+        store = self._ensure_open()
+        with store.read() as txn:
+            if txn.get(b"codes", db=store.db(b"meta")) is not None:
+                self._follow()
 
     def follow_generation(self) -> None:
         """Follow CURRENT if it names another generation than this handle's."""
@@ -227,7 +273,7 @@ class Index:
     def _current_changed(self) -> bool:
         """Cheap test (one stat) for a CURRENT replaced since this handle last looked."""
         try:
-            st = os.stat(os.path.join(self.path, layout.CURRENT))
+            st = os.stat(self._current_path)
         except FileNotFoundError:
             return False  # mid-replace; the next look will see it
         return (st.st_ino, st.st_mtime_ns) != self._current_id
@@ -395,6 +441,15 @@ class Index:
         ``dropped``."""
         return check(self.path, fix=fix, progress=progress, isolate=isolate,
                      drop_damaged=drop_damaged)
+
+    def reader_slots(self, clear_stale: bool = False) -> dict[str, int]:
+        """LMDB reader slots of this index: ``max``, ``used``, ``active`` and ``cleared``.
+
+        Every process reading the index holds a slot per concurrent snapshot; a process
+        killed while holding one leaves it taken until ``clear_stale=True`` (LMDB's
+        ``reader_check``) frees the slots of processes that no longer exist.
+        """
+        return self._ensure_open().reader_slots(clear_stale)
 
     def sync(self) -> None:
         """Flush everything to disk (useful after writes in ``durability="fast"``)."""

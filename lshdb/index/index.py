@@ -89,7 +89,8 @@ def create(path: str | os.PathLike[str], metric: str, dim: int | None = None,
             config = {"metric": m.name, "dim": m.dim, "options": opts, "created": time.time()}
             with store.env.begin(write=True) as txn:
                 meta = store.db(b"meta")
-                txn.put(b"format", pack_meta({"format_version": FORMAT_VERSION}), db=meta)
+                txn.put(b"format", pack_meta(
+                    {"format_version": 3 if opts.get("dtype") == "float16" else 2}), db=meta)
                 txn.put(b"config", pack_meta(config), db=meta)
                 txn.put(b"settings", pack_meta(params.query_settings(opts)), db=meta)
                 txn.put(b"state", pack_meta({"rows": 0, "live": 0}), db=meta)

@@ -13,9 +13,8 @@ import numpy as np
 
 from ..errors import CorruptIndexError
 from ..storage import postings, runs
-from ..storage.codec import pack_ids, pack_meta
+from ..storage.codec import mark_format, pack_ids
 from ..storage.store import table_name
-from .format import FORMAT_VERSION, get_meta
 
 if TYPE_CHECKING:
     from ..hashing.families import Family
@@ -37,6 +36,7 @@ class Posting:
     _live: int
     _runs: int
     _run_seq: int
+    _changed: bool  # rows added or deleted in this block
 
     def _post(self, L: int, H: np.ndarray, ids: np.ndarray) -> None:
         """Post ``ids`` (hashes ``H``, one column per table): a small batch into a new
@@ -63,9 +63,7 @@ class Posting:
         """Write a new run under the next sequence number (never reused in a generation:
         readers keep decoded runs by name)."""
         meta = self._store.db(b"meta")
-        fmt = get_meta(self._txn, meta, b"format")
-        if fmt.get("format_version") != FORMAT_VERSION:  # format 1 has no runs: mark it
-            self._txn.put(b"format", pack_meta({"format_version": FORMAT_VERSION}), db=meta)
+        mark_format(self._txn, meta, 2)  # format 1 has no runs
         self._txn.put(runs.run_key(self._run_seq), runs.encode_run(tables, buckets, ids),
                       db=meta)
         self._run_seq += 1
@@ -118,6 +116,7 @@ class Posting:
         return ids[~held]
 
     def _remove_ids(self, ids: np.ndarray, packed: list[bytes]) -> None:
+        self._changed = True
         family = self._family
         txn, store = self._txn, self._store
         if family is not None:  # before calibration there are no postings

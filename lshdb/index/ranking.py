@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..hashing.codes import CodeColumns, SimHashCoder, hamming_words, nearest
-from ..storage.codec import Key, pack_id
-from .blas import for_values
+from ..errors import CorruptIndexError
+from ..hashing.codes import CodeColumns, SimHashCoder, hamming_block, hamming_words, nearest
+from ..storage.codec import Key, pack_id, unpack_key
+from .blas import PARALLEL_VALUES, parallel
 
 if TYPE_CHECKING:
     from ..metrics import Metric
@@ -51,7 +52,7 @@ class Ranking:
         """The query's hash code as uint64 words (None before any code is stored)."""
         if self._coder is None:
             return None
-        return self._coder.encode(x[None])[0].view("<u8")
+        return self._coder.encode_one(x)
 
     def _rank_scan_batch(self, X: np.ndarray, k: int,
                          rerank: int | None) -> list[list[tuple[Key, float]]]:
@@ -65,14 +66,37 @@ class Ranking:
             out += [self._rank_scan(x, k, rerank, d) for x, d in zip(block, D)]
         return out
 
+    def _rank_codes_batch(self, X: np.ndarray, k: int,
+                          rerank: int | None) -> list[list[tuple[Key, float]]]:
+        """Code scans of many queries (no deleted rows): their codes in one encoding, the
+        Hamming distances of a block of queries in one pass over the codes, their exact
+        re-ranks in one product."""
+        assert self._code_cols is not None and self._coder is not None
+        R = rerank if rerank is not None else self.settings.get("rerank")
+        R = min(max(k, 100 if R is None else R), self.n_rows)
+        cols = self._code_cols.get(self.n_rows)
+        Qw = self._coder.encode(X).view("<u8")
+        M = self._rows.matrix(self.n_rows)
+        step = max(1, (1 << 20) // max(self.n_rows, 1))  # bounded (b, n) temporaries
+        out: list[list[tuple[Key, float]]] = []
+        for s in range(0, len(X), step):
+            H = hamming_block(cols, Qw[s : s + step])
+            best = np.stack([nearest(h, R) for h in H])
+            d = self.metric.distances_each(M[best], X[s : s + step])
+            out += [self._ranked(b, e, k) for b, e in zip(best, d)]
+        return out
+
     def _product_distances(self, Q: np.ndarray) -> np.ndarray:
         """``(len(Q), n_rows)`` distances as one product over the map (cosine: rows are
         stored normalised; l2: through the rows' squared norms, kept per process). l2's
         expansion loses precision to cancellation: scans take extra rows for it, and the
         rows they return get exact distances (:meth:`_nearest_live`, :meth:`_rank`)."""
         M = self._rows.matrix(self.n_rows)
-        with for_values(M.size * len(Q)):  # large enough for OpenBLAS's threads to pay
+        if M.size * len(Q) < PARALLEL_VALUES:
             P = Q @ M.T
+        else:
+            with parallel():  # large enough for OpenBLAS's threads to pay
+                P = Q @ M.T
         norms = self._row_norms.get(self.n_rows) if self._row_norms is not None else None
         return self.metric.product_distances(P, Q, norms)
 
@@ -87,6 +111,9 @@ class Ranking:
         if self._code_cols is None:
             if d is None:
                 d = self._scan_distances(x)
+            if self.metric.product_exact and self._blas_scan():  # d is the distance
+                ids = self._nearest_live(d, k, deleted)
+                return self._ranked(ids, d[ids], k)
             extra = self.metric.scan_margin(k)
             return self._rank(x, self._nearest_live(d, k, deleted, extra), k,
                               rerank=self.n_rows)
@@ -98,7 +125,7 @@ class Ranking:
         best = nearest(hamming_words(self._code_cols.get(self.n_rows), q), R + deleted)
         if deleted:
             best = self._live(best)
-        return self._rank(x, best, k, rerank=len(best))
+        return self._rank(x, best, k, rerank=len(best), verify_all=False)
 
     def _live(self, ids: np.ndarray) -> np.ndarray:
         """The ids among ``ids`` that hold a live item in this snapshot (in order)."""
@@ -141,7 +168,10 @@ class Ranking:
                                for s in range(0, len(M), SCAN_ROWS)])
 
     def _rank(self, x: np.ndarray, ids: np.ndarray, k: int,
-              rerank: int | None = None) -> list[tuple[Key, float]]:
+              rerank: int | None = None, verify_all: bool = True) -> list[tuple[Key, float]]:
+        """The ``k`` nearest of candidates ``ids`` by exact distance. Their rows are read
+        with their checksums, or (``verify_all=False``, a scan's re-rank) from the map and
+        only the rows returned are checksummed, as an exact scan does."""
         if len(ids) == 0:
             return []
         if self._code_cols is not None:
@@ -151,11 +181,38 @@ class Ranking:
             if q is not None:  # rank by Hamming distance of the codes, keep the best R
                 cols = self._code_cols.gather(ids, self.n_rows)
                 ids = ids[nearest(hamming_words(cols, q), R)]
-        rows = self._rows.read(ids, self.n_rows)
-        d = self.metric.distances(rows, x)
+        if verify_all:
+            rows = self._rows.read(ids, self.n_rows)
+        else:
+            if len(ids) and int(ids.max()) >= self.n_rows:
+                raise CorruptIndexError(f"internal id {int(ids.max())} is past the committed "
+                                        "rows; run `lshdb check`")
+            rows = self._rows.matrix(self.n_rows)[ids]
+        return self._ranked(ids, self.metric.distances(rows, x), k, verify=not verify_all)
+
+    def _ranked(self, ids: np.ndarray, d: np.ndarray, k: int,
+                verify: bool = True) -> list[tuple[Key, float]]:
+        """The ``k`` best of ``ids`` by their distances ``d`` (ties: lower id first), with
+        their keys; ``verify``: checksum the rows returned (read unverified so far)."""
         if len(ids) > k:
             top = np.argpartition(d, k - 1)[:k]
+            top = top[np.lexsort((ids[top], d[top]))]
         else:
-            top = np.arange(len(ids))
-        top = top[np.lexsort((ids[top], d[top]))]
-        return [(self.key_of(int(ids[j])), float(d[j])) for j in top]
+            top = np.lexsort((ids, d))
+        best = ids[top]
+        if verify:
+            self._rows.read(best, self.n_rows)  # raises on a damaged row
+        return list(zip(self._keys_of(best.tolist()), d[top].tolist()))
+
+    def _keys_of(self, ids: list[int]) -> list[Key]:
+        """:meth:`key_of` for each id, with the same cross-checks, in one loop."""
+        store, get = self._store, self._txn.get
+        i2k, k2i = store.db(b"id2key"), store.db(b"key2id")
+        out = []
+        for i in ids:
+            packed = pack_id(i)
+            raw = get(packed, db=i2k)
+            if raw is None or get(raw, db=k2i) != packed:
+                return [self.key_of(i) for i in ids]  # names the problem
+            out.append(unpack_key(raw))
+        return out

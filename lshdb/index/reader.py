@@ -65,7 +65,7 @@ class Reader(Ranking):
         raw = txn.get(b"state", db=store.db(b"meta"))
         if raw is None:
             raise CorruptIndexError("meta record 'state' is missing; the index is damaged")
-        state = unpack_meta(raw, "state")
+        state = index.decode_state(raw)  # the same record as the last snapshot's: decoded once
         self.state: dict[str, Any] = state
         self.n_rows: int = int(state["rows"])
         self.live: int = int(state["live"])
@@ -88,6 +88,11 @@ class Reader(Ranking):
             if codes_raw is not None:
                 coder = SimHashCoder.from_params(self.metric.dim, unpack_meta(codes_raw, "codes"))
         self._coder: SimHashCoder | None = coder if codes is not None else None
+        if self._coder is None:  # codes begun by a block that has not committed
+            self._code_cols = None
+        # codes committed by another process's calibration since this handle opened
+        self.codes_started = codes is None and family is not None and index.auto_codes() \
+            and index.coder is None and txn.get(b"codes", db=store.db(b"meta")) is not None
         self.settings = index.settings
         self._cursors: dict[int, Any] = {}
 
@@ -338,6 +343,9 @@ class Reader(Ranking):
         if self._scan(scan):
             if self._code_cols is None and self._blas_scan() and self.n_rows:
                 return self._rank_scan_batch(X, k, rerank)  # type: ignore[arg-type]
+            if self._code_cols is not None and self._coder is not None \
+                    and self.live == self.n_rows:
+                return self._rank_codes_batch(X, k, rerank)  # type: ignore[arg-type]
             return [self._rank_scan(x, k, rerank) for x in X]  # type: ignore[arg-type]
         p, c, h = self._settings(probes, candidates, min_hits)
         return [self._rank(x, self._gather(x, p, c, h), k, rerank)  # type: ignore[arg-type]

@@ -8,6 +8,8 @@ replayed on a larger map.
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -22,17 +24,17 @@ from ..errors import (
     KeyNotFoundError,
     LshdbError,
 )
-from ..hashing.codes import SimHashCoder
+from ..hashing.codes import CODES_NAME, SimHashCoder
 from ..hashing.families import Family
-from ..storage.codec import MAX_ROWS, Key, pack_ids, pack_keys, pack_meta
+from ..storage.codec import MAX_ROWS, Key, mark_format, pack_ids, pack_keys, pack_meta, unpack_meta
+from ..storage.rows import RowFile
 from ..tuning import params
-from .blas import enter_single, exit_single, for_rows
+from .blas import enter_single, exit_single, for_rows, single_threaded
 from .format import get_meta
 from .keys import as_key_list, check_unique
 from .posting import Posting
 
 if TYPE_CHECKING:
-    from ..storage.rows import RowFile
     from ..storage.store import Store
     from .handle import Index
 
@@ -129,6 +131,7 @@ class Writer(Posting):
             return self._txn is None
         try:
             self._txn.abort()
+            self._drop_new_codes()
         finally:
             self._txn = None
             index.attach_writer(None)
@@ -138,6 +141,10 @@ class Writer(Posting):
 
     def _begin(self) -> None:
         index = self._index
+        self._new_codes: RowFile | None = None
+        self._chosen_codes = 0
+        self._changed = self._retune = False  # rows added or deleted; calibration stale
+        index.pick_up_codes()  # codes started by another process's calibration
         files = index.files()
         self._store, self._rows, self._codes = files.store, files.rows, files.codes
         self._family = index.family
@@ -153,6 +160,17 @@ class Writer(Posting):
         self._wrote_rows = False
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._exit(exc_type)
+        if exc_type is None and self._retune and self._index.retune_on_growth:
+            # the index outgrew (or lost most of) the rows it was calibrated for: choose
+            # again, in a compaction (crash-safe; readers keep answering meanwhile)
+            try:
+                self._index.compact(timeout=self._timeout, retune=True)
+            except LshdbError as exc:  # the block's writes are committed all the same
+                warnings.warn(f"{self._index.path}: retuning for {self._live} live rows "
+                              f"failed ({exc}); run compact(retune=True)", stacklevel=2)
+
+    def _exit(self, exc_type: Any) -> None:
         index = self._index
         if self._txn is None:  # rolled back when the index was closed inside the block
             if exc_type is None:
@@ -162,6 +180,7 @@ class Writer(Posting):
         try:
             if exc_type is not None:
                 self._txn.abort()
+                self._drop_new_codes()
                 return
             self._commit()
         finally:
@@ -185,7 +204,9 @@ class Writer(Posting):
                     state["run_seq"] = self._run_seq
                 if self._retired_to:
                     state["retired_to"] = self._retired_to
-                self._txn.put(b"state", pack_meta(state), db=self._store.db(b"meta"))
+                meta = self._store.db(b"meta")
+                self._txn.put(b"state", pack_meta(state), db=meta)
+                self._retune = self._changed and self._stale(meta)
                 self._txn.commit()
                 break
             except lmdb.MapFullError:
@@ -198,9 +219,21 @@ class Writer(Posting):
         index.coder = self._coder
         index.settings = self._settings
 
+    def _stale(self, meta: Any) -> bool:
+        """True if the calibration this block commits with is stale (see
+        :func:`params.stale_calibration`); never for parameters the caller fixed."""
+        raw = self._txn.get(b"calibration", db=meta)
+        if raw is None or params.family_if_complete(self._index.metric,
+                                                    self._index.options) is not None:
+            return False
+        cal = unpack_meta(raw, "calibration")
+        return params.stale_calibration(int(cal.get("live_rows", cal.get("sample_rows", 0))),
+                                        self._live)
+
     def _regrow(self) -> None:
         """After MapFullError: abort, double the map, replay this block's operations."""
         self._txn.abort()
+        self._drop_new_codes()
         self._store.grow()
         self._begin()
         for op, args in self._log:
@@ -282,7 +315,44 @@ class Writer(Posting):
         self._txn.put(b"calibration", pack_meta(summary), db=meta)
         self._family = fam
         self._settings = merged
+        self._chosen_codes = int(summary.get("codes") or 0)
         return fam
+
+    def _start_codes(self, bits: int, live: np.ndarray, first: int, X: np.ndarray) -> None:
+        """Give this generation the hash codes its calibration chose: every row written so
+        far (this block's included) gets its code, and the ``codes`` record commits with
+        the block. Until then no committed state names the file, so one left by a crashed
+        writer is replaced."""
+        index = self._index
+        path = os.path.join(index.path, index.generation, CODES_NAME)
+        if os.path.exists(path):
+            os.unlink(path)
+        f = RowFile(path, bits // 8, np.dtype(np.uint8), writable=True, create=True,
+                    checked=False)
+        coder = SimHashCoder(index.metric.dim, bits, index.options.get("seed", 0),
+                             index.metric.code_centre(live))
+        for s in range(0, first, 65536):
+            stop = min(first, s + 65536)
+            f.write(s, coder.encode(self._rows.read(np.arange(s, stop), first)))
+        f.write(first, coder.encode(X))
+        self._txn.put(b"codes", pack_meta(coder.params()), db=self._store.db(b"meta"))
+        mark_format(self._txn, self._store.db(b"meta"), 3)
+        self._coder = coder
+        self._new_codes = self._codes = f
+        index.set_codes(f)
+        self._wrote_rows = True
+
+    def _drop_new_codes(self) -> None:
+        """Forget codes begun by this block, which did not commit."""
+        f, self._new_codes = self._new_codes, None
+        if f is not None:
+            self._codes = None
+            self._index.set_codes(None)
+            f.close()
+            try:
+                os.unlink(f.path)
+            except FileNotFoundError:
+                pass
 
     def _live_ids(self) -> np.ndarray:
         cursor = self._txn.cursor(self._store.db(b"id2key"))
@@ -329,8 +399,12 @@ class Writer(Posting):
             if len(old_ids):
                 post_X = np.concatenate([self._rows.read(old_ids, first), X])
                 post_ids = np.concatenate([old_ids, ids])
+            params.time_paths(self._index.metric, self._index.options, len(post_X),
+                              single_threaded)
             with for_rows(len(post_X)):
                 family = self._calibrate(post_X)
+                if self._chosen_codes and self._codes is None:
+                    self._start_codes(self._chosen_codes, post_X, first, X)
         txn, store = self._txn, self._store
         if family is not None:
             with for_rows(len(post_X)):
@@ -350,6 +424,7 @@ class Writer(Posting):
                  for j in range(n)], append=True)
         self._n_rows += n
         self._live += n
+        self._changed = True
 
     def _do_upsert(self, keys: list[Key], packed: list[bytes], X: np.ndarray,
                    extra: Any) -> None:

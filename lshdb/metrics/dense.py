@@ -12,6 +12,7 @@ hamming    uint8, ``dim / 8`` packed bytes     number of differing bits
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,17 @@ def _check_finite(X: np.ndarray, what: str) -> None:
             f"holds NaN or inf ({int(bad.sum())} such rows); clean the input first")
 
 
+def _finite_float32(x: np.ndarray) -> np.ndarray | None:
+    """A float vector as float32, or None if it holds NaN or inf (float32 squares summed in
+    float64 cannot overflow, so a finite sum means finite values)."""
+    x32 = x.astype(np.float32)
+    x64 = x32.astype(np.float64)
+    return x32 if math.isfinite(float(x64 @ x64)) else None
+
+
+F16_MAX = 65504.0  # the largest finite float16
+
+
 class Metric:
     """Validation, storage dtype and exact distances of one metric."""
 
@@ -49,6 +61,8 @@ class Metric:
     normalised = False
     #: an index of this metric is created with a dimension (a set metric takes none)
     takes_dim = True
+    #: input rows are bits: packed bytes (or booleans)
+    bit_input = False
     #: the hash families that serve this metric, the default first
     families: tuple[str, ...] = ()
     #: SimHash codes (``codes=B``) may be kept beside the rows
@@ -59,6 +73,10 @@ class Metric:
     has_width = False
     #: the p-stable distribution whose projections preserve this distance
     pstable_distribution = "cauchy"
+    #: rows may be kept as float16 (``dtype="float16"``)
+    float16_rows = False
+    #: the product form gives the distances themselves (not only their order)
+    product_exact = False
 
     @classmethod
     def default_tables(cls, options: dict[str, Any]) -> int:
@@ -147,19 +165,41 @@ class Metric:
         return self._prepare(A, what)
 
     def prepare_items(self, X: Any, what: str = "vectors") -> tuple[np.ndarray, Any]:
-        """Stored rows of a batch and anything else the index keeps per item (None here)."""
-        return self.prepare(X, what), None
+        """Stored rows of a batch and anything else the index keeps per item (None here).
+
+        Under float16 rows the values are those the rows will hold (rounded to float16,
+        kept as float32), so that hashes and codes computed now agree with those computed
+        later from the stored rows."""
+        A = self.prepare(X, what)
+        if self.row_dtype.kind == "f" and self.row_dtype.itemsize == 2:
+            big = np.abs(A).max(axis=1) > F16_MAX
+            if big.any():
+                raise InvalidVectorError.at_row(
+                    what, int(np.flatnonzero(big)[0]),
+                    f"holds a value beyond float16's range (+-{F16_MAX:g}); this index "
+                    "stores float16 rows")
+            A = A.astype(np.float16).astype(np.float32)
+        return A, None
 
     def prepare_query(self, x: Any, what: str = "query") -> tuple[np.ndarray, Any]:
         return self.prepare_one(x, what), None
 
     def prepare_one(self, x: Any, what: str = "query") -> np.ndarray:
+        if type(x) is np.ndarray and x.shape == (self.dim,) and x.dtype.kind == "f":
+            out = self._prepare_vector(x)  # the common case, without 2-D passes
+            if out is not None:
+                return out
         A = _as_array(x, what)
         if A.ndim != 1:
             raise InvalidVectorError(
                 f"{what} must be a 1-D vector of {self.dim} values; found shape {A.shape} "
                 "(use query_batch for many queries)")
         return self._prepare(A[None, :], what)[0]
+
+    def _prepare_vector(self, x: np.ndarray) -> np.ndarray | None:
+        """The stored form of one float vector of the right dimension, as :meth:`_prepare`
+        computes it; None when it needs the full checks (which raise)."""
+        return None
 
     def _prepare(self, A: np.ndarray, what: str) -> np.ndarray:
         if A.dtype.kind not in "fiu":
@@ -179,6 +219,11 @@ class Metric:
         """(len(Q), len(rows)) distances; the default loops over queries."""
         return np.stack([self.distances(rows, q) for q in Q])
 
+    def distances_each(self, rows: np.ndarray, Q: np.ndarray) -> np.ndarray:
+        """(b, m) distances from query ``Q[j]`` to each of its own rows ``rows[j]``
+        (``(b, m, dim)``); the default loops over queries."""
+        return np.stack([self.distances(r, q) for r, q in zip(rows, Q)])
+
 
 class Cosine(Metric):
     name = "cosine"
@@ -187,6 +232,8 @@ class Cosine(Metric):
     simhash_codes = True
     codes_only = True
     product_form = True
+    product_exact = True
+    float16_rows = True
 
     def ranking_distances(self, B: np.ndarray, Q: np.ndarray,
                           norms: np.ndarray | None) -> np.ndarray:
@@ -224,11 +271,22 @@ class Cosine(Metric):
                                                     dtype=np.float64))[:, None]
         return out
 
+    def _prepare_vector(self, x: np.ndarray) -> np.ndarray | None:
+        x32 = x.astype(np.float32)
+        x64 = x32.astype(np.float64)
+        norm = math.sqrt(float(x64 @ x64))
+        if not 0.0 < norm <= 3e38:  # zero, NaN, inf or huge: the full path says which
+            return None
+        return x32 / np.float32(norm)  # as _prepare divides
+
     def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
         return np.float32(1.0) - rows @ q
 
     def distances_many(self, rows: np.ndarray, Q: np.ndarray) -> np.ndarray:
         return np.float32(1.0) - Q @ rows.T
+
+    def distances_each(self, rows: np.ndarray, Q: np.ndarray) -> np.ndarray:
+        return np.float32(1.0) - np.matmul(rows, Q[:, :, None])[:, :, 0]
 
 
 class L2(Metric):
@@ -238,6 +296,7 @@ class L2(Metric):
     simhash_codes = True
     has_width = True
     pstable_distribution = "gaussian"
+    float16_rows = True
 
     def ranking_distances(self, B: np.ndarray, Q: np.ndarray,
                           norms: np.ndarray | None) -> np.ndarray:
@@ -264,9 +323,16 @@ class L2(Metric):
     def scan_margin(self, k: int) -> int:
         return 2 * k + 16  # the product's expansion loses precision to cancellation
 
+    def _prepare_vector(self, x: np.ndarray) -> np.ndarray | None:
+        return _finite_float32(x)
+
     def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
         diff = rows - q
         return np.sqrt(np.einsum("ij,ij->i", diff, diff))
+
+    def distances_each(self, rows: np.ndarray, Q: np.ndarray) -> np.ndarray:
+        diff = rows - Q[:, None, :]
+        return np.sqrt(np.einsum("bmd,bmd->bm", diff, diff))
 
     def distances_many(self, rows: np.ndarray, Q: np.ndarray) -> np.ndarray:
         sq = (np.einsum("ij,ij->i", rows, rows)[None, :] - 2 * (Q @ rows.T)
@@ -278,6 +344,10 @@ class L1(Metric):
     name = "l1"
     families = ("pstable", "unary")
     has_width = True
+    float16_rows = True
+
+    def _prepare_vector(self, x: np.ndarray) -> np.ndarray | None:
+        return _finite_float32(x)
 
     def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
         return np.abs(rows - q).sum(axis=1)
@@ -287,6 +357,7 @@ class Hamming(Metric):
     name = "hamming"
     row_dtype = np.dtype(np.uint8)
     families = ("bitsample",)
+    bit_input = True
 
     def ranking_distances(self, B: np.ndarray, Q: np.ndarray,
                           norms: np.ndarray | None) -> np.ndarray:

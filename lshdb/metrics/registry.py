@@ -52,6 +52,9 @@ def get_metric(name: str, dim: int | None, options: dict[str, Any] | None = None
         return CosineCodes(int(dim), int(options.get("codes") or 256), int(options.get("seed", 0)))
     if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or not 1 <= dim <= 65536:
         raise InvalidParameterError(f"dim must be an int in 1..65536; found {dim!r}")
-    return cls(int(dim))
+    m = cls(int(dim))
+    if options and options.get("dtype") == "float16":
+        m.row_dtype = np.dtype("<f2")  # rows kept at half precision; distances in float32
+    return m
 
 

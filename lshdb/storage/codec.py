@@ -275,3 +275,11 @@ def unpack_meta(data: bytes, name: str) -> Any:
         return msgpack.unpackb(body, raw=False, strict_map_key=False)
     except (ValueError, msgpack.exceptions.ExtraData, UnicodeDecodeError) as exc:
         raise CorruptIndexError(f"meta record {name!r} cannot be decoded: {exc}") from exc
+
+
+def mark_format(txn: Any, meta: Any, version: int) -> None:
+    """Raise the index's stored format version to at least ``version`` (never lower it)."""
+    raw = txn.get(b"format", db=meta)
+    fmt = unpack_meta(raw, "format") if raw is not None else {}
+    if not isinstance(fmt, dict) or int(fmt.get("format_version", 0)) < version:
+        txn.put(b"format", pack_meta({"format_version": version}), db=meta)

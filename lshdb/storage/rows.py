@@ -167,6 +167,9 @@ class RowFile:
 
     # -- reading ---------------------------------------------------------------------
     def _records(self, n_rows: int) -> np.ndarray:
+        view = self._view
+        if view is not None and len(view) >= n_rows:  # mapped far enough already
+            return view
         with self._lock:
             if self._view is None or self._mapped_rows < n_rows:
                 self.require(n_rows)

@@ -40,19 +40,26 @@ class Gate:
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
+        self.enter_shared()
+        try:
+            yield
+        finally:
+            self.exit_shared()
+
+    def enter_shared(self) -> None:
+        """:meth:`shared` without ``with`` (a read snapshot's fast path)."""
         with self._cond:
             while self._exclusive:
                 self._cond.wait()
             self._shared += 1
         self._mine.depth = getattr(self._mine, "depth", 0) + 1
-        try:
-            yield
-        finally:
-            self._mine.depth -= 1
-            with self._cond:
-                self._shared -= 1
-                if self._shared == 0:
-                    self._cond.notify_all()
+
+    def exit_shared(self) -> None:
+        self._mine.depth -= 1
+        with self._cond:
+            self._shared -= 1
+            if self._shared == 0:
+                self._cond.notify_all()
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -428,6 +435,19 @@ class Store:
 
     def map_size(self) -> int:
         return int(self.env.info()["map_size"])
+
+    def reader_slots(self, clear_stale: bool = False) -> dict[str, int]:
+        """LMDB's reader table: ``max`` slots, ``used`` (held by a process, with or without
+        a snapshot open), ``active`` (a snapshot open now) and ``cleared`` (with
+        ``clear_stale``: slots of dead processes freed first, LMDB's ``reader_check``)."""
+        try:
+            cleared = int(self.env.reader_check()) if clear_stale else 0
+            table = self.env.readers().splitlines()[1:]  # after the header line
+        except lmdb.Error as exc:
+            raise translate(exc, self.gen_dir) from exc
+        slots = [line.split() for line in table if len(line.split()) == 3]
+        return {"max": int(self.env.max_readers()), "used": len(slots),
+                "active": sum(1 for s in slots if s[2] != "-"), "cleared": cleared}
 
     def sync(self) -> None:
         """After a commit: :meth:`cover_pages`, then fsync data and meta pages."""

@@ -64,6 +64,8 @@ class Plan:
     candidates: float
     micros: float
     explored: list[dict[str, Any]] = field(default_factory=list)
+    queries: np.ndarray | None = None  # the sample queries' rows of X, and their
+    neighbours: np.ndarray | None = None  # exact neighbours (for lshdb.paths)
 
     def summary(self) -> dict[str, Any]:
         return {"probes": self.probes, "min_hits": self.min_hits,
@@ -385,4 +387,4 @@ def calibrate(metric: Metric, family: str, options: dict[str, Any], X: np.ndarra
     if chosen is None:
         raise RuntimeError("calibration explored no configuration")
     us, fam, p, hits, r, c = chosen
-    return Plan(fam, p, hits, r, c, us, explored)
+    return Plan(fam, p, hits, r, c, us, explored, qidx, nn)

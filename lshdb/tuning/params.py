@@ -8,6 +8,9 @@ Query-time settings (probes, candidates) are stored in the index and can be chan
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -17,11 +20,12 @@ from ..hashing.families import BitSample, Family, Hyperplane, PStable, Unary
 from ..metrics.dense import Metric
 from ..metrics.registry import METRIC_NAMES, metric_class
 
-__all__ = ["validate_options", "family_if_complete", "choose_family", "default_L",
-           "query_settings", "validate_rows", "DEFAULT_FAMILY", "CALIBRATE_MIN"]
+__all__ = ["validate_options", "family_if_complete", "choose_family", "time_paths", "default_L",
+           "query_settings", "validate_rows", "stale_calibration", "DEFAULT_FAMILY",
+           "CALIBRATE_MIN", "RECALIBRATE_GROWTH"]
 
 DEFAULT_FAMILY = {name: metric_class(name).families[0] for name in METRIC_NAMES}
-_BUILD = {"family", "k", "L", "w", "seed", "max_value", "codes"}
+_BUILD = {"family", "k", "L", "w", "seed", "max_value", "codes", "dtype"}
 _JACCARD = {"family", "seed", "num_perm", "threshold", "bands", "rows", "mode", "scheme",
             "shingle", "store_tokens"}
 _QUERY = {"probes", "candidates", "min_hits", "rerank", "scan"}
@@ -111,6 +115,12 @@ def validate_options(metric: str, options: dict[str, Any], query_only: bool = Fa
 
             kind, n = parse_shingle(v)
             out[name] = f"{kind}:{n}"
+        elif name == "dtype":
+            if v not in ("float32", "float16") or not metric_class(metric).float16_rows:
+                raise InvalidParameterError(
+                    f"dtype is 'float32' or 'float16' for cosine, l2 and l1 rows; found {v!r} "
+                    f"for metric {metric!r}")
+            out[name] = v
         elif name == "store_tokens":
             out[name] = bool(v)
         elif name == "store":
@@ -133,6 +143,8 @@ def validate_options(metric: str, options: dict[str, Any], query_only: bool = Fa
             raise InvalidParameterError("an index of codes hashes them by bit sampling; "
                                         "leave family unset")
         out["family"] = "bitsample"
+    if out.get("dtype") == "float16" and out.get("store") == "codes":
+        raise InvalidParameterError("store='codes' keeps no rows; dtype does not apply")
     if "w" in out and not metric_class(metric).has_width:
         raise InvalidParameterError(f"w is the p-stable width; metric {metric!r} has no width")
     family = out.get("family", DEFAULT_FAMILY[metric])
@@ -142,6 +154,17 @@ def validate_options(metric: str, options: dict[str, Any], query_only: bool = Fa
 
 
 CALIBRATE_MIN = 1000  # rows needed before parameters are chosen from the data
+RECALIBRATE_GROWTH = 4  # live rows this many times those calibrated for (or a quarter of
+#                         them) make the writer retune the index (a compaction)
+
+
+def stale_calibration(calibrated_rows: int, live: int) -> bool:
+    """True if an index calibrated on ``calibrated_rows`` live rows should choose again now
+    that it holds ``live``: it grew or shrank by :data:`RECALIBRATE_GROWTH` times."""
+    if calibrated_rows <= 0 or live < CALIBRATE_MIN:
+        return False
+    return live >= RECALIBRATE_GROWTH * calibrated_rows or \
+        live * RECALIBRATE_GROWTH <= calibrated_rows
 
 
 def default_L(metric: str, options: dict[str, Any]) -> int:
@@ -149,13 +172,8 @@ def default_L(metric: str, options: dict[str, Any]) -> int:
     return metric_class(metric).default_tables(options)
 
 
-# A cosine or l2 index without codes whose calibrated buckets would re-rank at least this
-# share of its rows to reach the target recall stores scan=True as its default. Re-ranking
-# costs 0.10-0.18 us a candidate at 128 dimensions and 0.40-0.46 us at 384; an exact scan
-# 0.033 and 0.077 us a row on one thread (200k x 128 and 20k x 384, rows strided as in the
-# map). On re-ranking alone the scan is cheaper past a fifth to a quarter of the rows, and
-# the buckets also pay their probes (128-256 at about 3 us each), hence 15%. Real sentence
-# embeddings (MiniLM, neighbours at cosine 0.63) need about 28%; clustered data under 1%.
+# The share of the rows that the buckets would re-rank past which, before paths were
+# costed (lshdb.paths), a default index chose the exact scan; shown as candidate_share.
 SCAN_SHARE = 0.15
 
 
@@ -210,19 +228,44 @@ def choose_family(metric: Metric, options: dict[str, Any],
     from .calibration import calibrate
 
     name = options.get("family", DEFAULT_FAMILY[metric.name])
-    plan = calibrate(metric, name, options, X, target=options.get("target_recall", 0.9))
+    target = options.get("target_recall", 0.9)
+    plan = calibrate(metric, name, options, X, target=target)
     settings = query_settings(options)
     if settings["probes"] is None:
         settings["probes"] = plan.probes
     if settings["min_hits"] is None:
         settings["min_hits"] = plan.min_hits
     share = plan.candidates / max(len(X), 1)
-    if settings["scan"] is None and share >= SCAN_SHARE and metric.product_form \
-            and metric.row_dtype == np.float32 and not options.get("codes"):
-        settings["scan"] = True  # far neighbours: an exact scan is faster than the buckets
-    summary = {**plan.summary(), "sample_rows": len(X), "candidate_share": round(share, 4),
-               "scan": bool(settings["scan"])}
+    summary = {**plan.summary(), "sample_rows": len(X), "candidate_share": round(share, 4)}
+    if settings["scan"] is None and metric.product_form \
+            and metric.row_dtype.kind == "f" and not options.get("codes") \
+            and plan.queries is not None and plan.neighbours is not None:
+        from .paths import choose
+
+        # every path on equal terms, with costs measured here (lshdb.paths)
+        pick = choose(metric, X, plan.queries, plan.neighbours, len(X),
+                      {"recall": plan.recall, "us": plan.micros}, target, 0.03,
+                      allow_codes="codes" not in options, seed=options.get("seed", 0))
+        settings["scan"] = pick["path"] != "buckets"
+        if pick["codes"] and settings["rerank"] is None:
+            settings["rerank"] = pick["rerank"]
+        summary.update(path=pick["path"], codes=pick["codes"], paths=pick["paths"],
+                       costs_us=pick["costs_us"])
+    summary.update(scan=bool(settings["scan"]), live_rows=len(X),
+                   calibrated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     return plan.family, settings, summary
+
+
+def time_paths(metric: Metric, options: dict[str, Any], n: int,
+               timing: Callable[[], AbstractContextManager[Any]]) -> None:
+    """Measure the paths' unit costs for ``n`` rows inside ``timing`` (the index's way of
+    keeping BLAS on one thread, as queries run), before a calibration whose own work runs
+    BLAS on every thread; :func:`choose_family` then finds them measured."""
+    if metric.product_form and metric.row_dtype.kind == "f" \
+            and options.get("scan") is None and not options.get("codes"):
+        from .paths import costs
+
+        costs(metric.row_dim(), metric.row_dtype.itemsize, n, timing)
 
 
 def validate_rows(family: Family | None, X: np.ndarray, options: dict[str, Any]) -> None:

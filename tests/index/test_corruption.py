@@ -200,9 +200,9 @@ def test_garbled_current(built, content, error, words):
 # -- meta records --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("record", [{"format_version": 3}, {"format_version": 0},
+@pytest.mark.parametrize("record", [{"format_version": 4}, {"format_version": 0},
                                     {"format_version": "1"}, {"format_version": True}, {}],
-                         ids=["3", "0", "str", "bool", "absent"])
+                         ids=["4", "0", "str", "bool", "absent"])
 def test_wrong_format_version(built, record):
     lmdb_put(built, b"meta", b"format", pack_meta(record))
     with pytest.raises(lshdb.FormatVersionError, match="format version .* Upgrade lshdb"):

@@ -181,7 +181,7 @@ def test_a_scan_without_codes_is_exact_and_verified(tmp_path, metric):
     X = rng.standard_normal((3000, 24)).astype(np.float32)
     Q = rng.standard_normal((30, 24)).astype(np.float32)
     path = str(tmp_path / "s.lshdb")
-    with lshdb.create(path, metric=metric, dim=24) as index:
+    with lshdb.create(path, metric=metric, dim=24, codes=0) as index:  # no codes: exact
         index.add(range(3000), X)
         index.delete(range(0, 3000, 3))
         kept = np.arange(3000)[np.arange(3000) % 3 != 0]
@@ -209,7 +209,7 @@ def test_a_scan_without_codes_is_exact_and_verified(tmp_path, metric):
             index.query(Q[0], k=10, scan=True)
 
 
-def test_far_neighbours_make_an_exact_scan_the_default(tmp_path, data3):
+def test_far_neighbours_make_a_scan_the_default(tmp_path, data3):
     from lshdb.tuning.params import SCAN_SHARE
 
     rng = np.random.default_rng(12)
@@ -219,9 +219,13 @@ def test_far_neighbours_make_an_exact_scan_the_default(tmp_path, data3):
         index.add(range(3000), X)
         cal = index.stats(buckets=False)["calibration"]
         assert cal["candidate_share"] >= SCAN_SHARE and cal["scan"] is True
-        assert index.settings["scan"] is True
-        assert recall(index, X, Q) == 1.0  # the default query is exact
+        assert cal["path"] in ("scan", "codes") and index.settings["scan"] is True
+        assert recall(index, X, Q) >= 0.9
         assert len(index.query(Q[0], k=10, scan=False)) == 10  # the buckets still answer
+    with lshdb.create(str(tmp_path / "exact"), metric="cosine", dim=64, codes=0) as index:
+        index.add(range(3000), X)  # no codes allowed: the exact scan
+        assert index.stats(buckets=False)["calibration"]["path"] == "scan"
+        assert recall(index, X, Q) == 1.0
     for name, kw in (("own", {"scan": False}), ("codes", {"codes": 128})):
         with lshdb.create(str(tmp_path / name), metric="cosine", dim=64, **kw) as index:
             index.add(range(3000), X)
@@ -230,15 +234,18 @@ def test_far_neighbours_make_an_exact_scan_the_default(tmp_path, data3):
     with lshdb.create(str(tmp_path / "near"), metric="cosine", dim=32) as index:
         index.add(range(len(X3)), X3)
         cal = index.stats(buckets=False)["calibration"]
-        assert cal["candidate_share"] < SCAN_SHARE and not index.settings["scan"]
+        assert cal["candidate_share"] < SCAN_SHARE
+        name = f"codes{cal['codes']}" if cal["path"] == "codes" else cal["path"]
+        reach = [p["us"] for p in cal["paths"].values() if p["recall"] >= 0.93]
+        assert cal["paths"][name]["us"] == min(reach)  # the cheapest path that reaches it
     with lshdb.create(str(tmp_path / "grows"), metric="cosine", dim=32) as index:
         index.add(range(1500), rng.standard_normal((1500, 32)).astype(np.float32))
         assert index.settings["scan"] is True  # calibrated on far neighbours ...
         index.add(range(1500, 1500 + len(X3)), X3)
         index.delete(range(1500))
         index.compact(retune=True)  # ... and re-decided on the rows it holds now
-        assert not index.settings["scan"]
-        assert index.stats(buckets=False)["calibration"]["candidate_share"] < SCAN_SHARE
+        cal = index.stats(buckets=False)["calibration"]
+        assert cal["candidate_share"] < SCAN_SHARE and cal["live_rows"] == len(X3)
 
 
 def test_scan_cases(path, data):
