@@ -36,10 +36,9 @@ from ..storage.rows import RowFile, RowNorms
 from ..storage.store import Store, WriterLock
 from ..tuning import params
 from . import check as check_mod
-from .blas import enter_single, exit_single
 from .format import DURABILITY
 from .generation import load_generation
-from .reader import Reader
+from .reader import Reader, SnapshotContext
 from .writer import Writer
 
 __all__ = ["Index", "IndexFiles", "check"]
@@ -324,10 +323,10 @@ class Index:
 
     def reader(self) -> AbstractContextManager[Reader]:
         """A consistent snapshot for several reads: ``with index.reader() as r: ...``."""
-        return _ReaderContext(self)
+        return SnapshotContext(self)
 
-    def _snapshot(self) -> _ReaderContext:
-        return _ReaderContext(self)
+    def _snapshot(self) -> SnapshotContext:
+        return SnapshotContext(self)
 
     # -- one-shot forms --------------------------------------------------------------
     def add(self, keys: Iterable[Key], vectors: Any) -> None:
@@ -456,30 +455,6 @@ class Index:
         store = self._ensure_open()
         self._rows.sync()
         store.sync()
-
-
-class _ReaderContext(AbstractContextManager):  # type: ignore[type-arg]
-    def __init__(self, index: Index) -> None:
-        self.index = index
-        self._cm: Any = None
-
-    def __enter__(self) -> Reader:
-        enter_single()  # OpenBLAS on one thread while the snapshot is open (lshdb.index.blas)
-        try:
-            return self._enter()
-        except BaseException:
-            exit_single()
-            raise
-
-    def _enter(self) -> Reader:
-        reader, self._cm = self.index.begin_read()
-        return reader
-
-    def __exit__(self, *exc: Any) -> None:
-        try:
-            self._cm.__exit__(*exc)
-        finally:
-            exit_single()
 
 
 def _open_readonly(path: str) -> Index:

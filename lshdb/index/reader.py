@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from ..storage.codec import (
 )
 from ..storage.store import table_name
 from ..tuning import params
+from .blas import enter_single, exit_single
 from .idsets import repeated, union
 from .ranking import SCAN_ROWS, Ranking
 from .sets import rank_sets
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
     from ..storage.store import Store
     from .handle import Index
 
-__all__ = ["Reader"]
+__all__ = ["Reader", "SnapshotContext"]
 
 
 class Reader(Ranking):
@@ -393,3 +395,27 @@ class Reader(Ranking):
         """Parameters, counts, bucket-size distribution per table and bytes on disk by part
         (see :func:`lshdb.index.stats.snapshot_stats`)."""
         return snapshot_stats(self, buckets)
+
+
+class SnapshotContext(AbstractContextManager):  # type: ignore[type-arg]
+    """``with index.reader() as r``: a :class:`Reader` on a new snapshot (from
+    :meth:`Index.begin_read`), with OpenBLAS on one thread while it is open."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+        self._cm: Any = None
+
+    def __enter__(self) -> Reader:
+        enter_single()  # OpenBLAS on one thread while the snapshot is open (lshdb.index.blas)
+        try:
+            reader, self._cm = self.index.begin_read()
+            return reader
+        except BaseException:
+            exit_single()
+            raise
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self._cm.__exit__(*exc)
+        finally:
+            exit_single()
