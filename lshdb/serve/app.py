@@ -32,7 +32,7 @@ from ..index.index import Index
 from ..metrics import metric_class
 from .counters import Counters
 from .schema import openapi
-from .wire import SCORE, decode_key, encode_key, error_body, status_of, to_array
+from .wire import decode_key, encode_key, error_body, status_of, to_array
 
 __all__ = ["Settings", "Service", "create_app"]
 
@@ -95,7 +95,7 @@ class Service:
         self.settings = settings
         self.counters = counters
         self.metric = index.metric.name
-        self.score = SCORE.get(self.metric, "distance")
+        self.score = index.metric.score_field
         self._token = settings.token.encode() if settings.token else None
 
     # -- plumbing --------------------------------------------------------------------

@@ -28,11 +28,7 @@ from ..errors import (
 from ..metrics import metric_class
 from ..storage.codec import Key
 
-__all__ = ["encode_key", "decode_key", "status_of", "error_body", "raise_error",
-           "to_array", "SCORE"]
-
-# the field that carries a result's score, as in the CLI's JSON lines
-SCORE = {"jaccard": "jaccard"}
+__all__ = ["encode_key", "decode_key", "status_of", "error_body", "raise_error", "to_array"]
 
 # the first matching class decides (subclasses before their parents)
 _STATUS: tuple[tuple[type[BaseException], int], ...] = (
