@@ -155,7 +155,7 @@ def main() -> None:
             print(f"[{threshold}] {label}: {seconds:.2f} s recall {recall:.4f} "
                   f"precision {precision:.4f}", flush=True)
             rows.append({"threshold": threshold, "system": label, "seconds": seconds,
-                         "docs/s": st["docs"] / seconds, "bands x rows": f"{st['bands']}x{st['rows']}",
+                         "docs/s": st["documents"] / seconds, "bands x rows": f"{st['bands']}x{st['rows']}",
                          "candidates": st["candidate_pairs"], "pairs found": len(found),
                          "true pairs": n_true, "recall": recall, "precision": precision,
                          "clusters": st["clusters"]})

@@ -26,6 +26,7 @@ from .errors import (
     NotAnIndexError,
     ReadOnlyError,
     ServerError,
+    StorageError,
     TuningError,
 )
 from .hashing import families, theory
@@ -51,5 +52,5 @@ __all__ = [
     "InvalidKeyError", "DuplicateKeyError", "KeyExistsError", "KeyNotFoundError",
     "NotAnIndexError", "IndexExistsError", "FormatVersionError", "CorruptIndexError",
     "ReadOnlyError", "LockTimeoutError", "IndexClosedError", "InputFormatError", "TuningError",
-    "ServerError",
+    "ServerError", "StorageError",
 ]

@@ -24,6 +24,7 @@ __all__ = [
     "LockTimeoutError",
     "IndexClosedError",
     "InputFormatError",
+    "StorageError",
     "TuningError",
     "NotFittedError",
     "ServerError",
@@ -56,6 +57,17 @@ class InvalidVectorError(LshdbError, ValueError):
     def at_row(cls, what: str, row: int, problem: str, noun: str = "row") -> InvalidVectorError:
         """The error ``"{what}: {noun} {row} {problem}"`` about one row of a batch."""
         return cls(f"{what}: {noun} {row} {problem}", row=row, noun=noun, problem=problem)
+
+    def renumbered(self, row: int) -> InvalidVectorError:
+        """This error about row ``row`` of the caller's batch, of which only some rows were
+        checked (itself when it is not about one row)."""
+        if self.row is None:
+            return self
+        old, new = (f"{self.noun} {r} {self.problem}" for r in (self.row, row))
+        message = str(self)
+        if message.endswith(old):
+            message = message[: len(message) - len(old)] + new
+        return type(self)(message, row=row, noun=self.noun, problem=self.problem)
 
     def in_input(self, first: int) -> InvalidVectorError:
         """This error raised for a batch that begins at row ``first`` of a larger input, its
@@ -123,6 +135,11 @@ class IndexClosedError(LshdbError):
 
 class InputFormatError(LshdbError, ValueError):
     """An input file that cannot be read: unknown format, bad header, a bad line."""
+
+
+class StorageError(LshdbError, OSError):
+    """The storage failed under LMDB: a write or read error of the disk, a full disk or a
+    file size limit, too many readers. The transaction it happened in was not committed."""
 
 
 class TuningError(LshdbError):

@@ -12,7 +12,6 @@ usage: python tools/clidoc.py [--check]
 from __future__ import annotations
 
 import argparse
-import importlib
 import inspect
 import re
 import sys
@@ -26,12 +25,10 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 
 
 def cli_group() -> click.Group:
-    """The ``lshdb`` click group (the package's ``cli`` object, wherever the CLI keeps it)."""
-    for name in ("lshdb.cli", "lshdb.cli.main"):
-        group = getattr(importlib.import_module(name), "cli", None)
-        if isinstance(group, click.Group):
-            return group
-    raise SystemExit("no click group named `cli` in lshdb.cli or lshdb.cli.main")
+    """The ``lshdb`` click group."""
+    from lshdb.cli.main import cli
+
+    return cli
 
 
 def command_section(name: str, cmd: click.Command, parent: click.Context) -> str:

@@ -109,6 +109,11 @@ def writer(path: str, seed: int, start: int, log: str, durability: str,
             batch += 1
 
 
+def _logged(log: str) -> int:
+    with open(log) as f:
+        return len(f.read().split())
+
+
 def state_of(path: str) -> dict[str, np.ndarray]:
     with lshdb.open(path, readonly=True) as index:
         return {k: index.get(k) for k in index.keys()}
@@ -119,7 +124,8 @@ def same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
 
 
 def run(kills: int, seed: int, durability: str, min_run: float, max_run: float,
-        workdir: str, early_flush: int | None = None) -> dict[str, Any]:
+        workdir: str, early_flush: int | None = None,
+        batches_per_kill: int = 0) -> dict[str, Any]:
     path = os.path.join(workdir, "crash.lshdb")
     log = os.path.join(workdir, "ack.log")
     shutil.rmtree(path, ignore_errors=True)
@@ -142,6 +148,9 @@ def run(kills: int, seed: int, durability: str, min_run: float, max_run: float,
         deadline = time.monotonic() + 120
         while not os.path.exists(ready) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)  # kill only once the writer is at work, not during start-up
+        while _logged(log) < acked + batches_per_kill and proc.poll() is None \
+                and time.monotonic() < deadline:  # and has acknowledged this many batches
+            time.sleep(0.005)
         time.sleep(rng.uniform(min_run, max_run))
         if proc.poll() is not None:
             raise RuntimeError(f"the writer exited by itself: {proc.stderr.read().decode()[-2000:]}")
@@ -193,6 +202,8 @@ def main() -> None:
     ap.add_argument("--durability", choices=["full", "fast"], default="full")
     ap.add_argument("--min-run", type=float, default=0.05)
     ap.add_argument("--max-run", type=float, default=1.5)
+    ap.add_argument("--batches-per-kill", type=int, default=0,
+                    help="let the writer acknowledge this many batches before each random wait")
     ap.add_argument("--dir")
     ap.add_argument("--early-flush", type=int, metavar="BYTES",
                     help="start the background flush of rows from writes of this many bytes "
@@ -210,7 +221,7 @@ def main() -> None:
     t0 = time.time()
     try:
         stats = run(args.kills, args.seed, args.durability, args.min_run, args.max_run, workdir,
-                    args.early_flush)
+                    args.early_flush, args.batches_per_kill)
     finally:
         if not args.dir:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -87,12 +87,12 @@ def _write(path: str, stop: Any, counter: Any, map_size: int | None, batches: in
 
 
 def reader(path: str, stop: Any, seed: int, map_size: int | None, per_snapshot: int,
-           out: Any) -> None:
+           out: Any, answered: Any = None) -> None:
     answers = bad = 0
     notes: list[str] = []
     t0 = time.perf_counter()
     try:
-        answers, bad = _read(path, stop, seed, map_size, per_snapshot, notes)
+        answers, bad = _read(path, stop, seed, map_size, per_snapshot, notes, answered)
     except BaseException as exc:  # report, so the harness never waits for a dead reader
         import traceback
 
@@ -103,7 +103,7 @@ def reader(path: str, stop: Any, seed: int, map_size: int | None, per_snapshot: 
 
 
 def _read(path: str, stop: Any, seed: int, map_size: int | None, per_snapshot: int,
-          notes: list[str]) -> tuple[int, int]:
+          notes: list[str], answered: Any = None) -> tuple[int, int]:
     rng = np.random.default_rng(seed)
     index = lshdb.open(path, readonly=True, map_size=map_size)
     answers = bad = 0
@@ -130,13 +130,19 @@ def _read(path: str, stop: Any, seed: int, map_size: int | None, per_snapshot: i
                 if not ok:
                     bad += 1
                     notes.append(f"query for batch {j} in live({J}) returned {sorted(hits)[:3]}")
+        if answered is not None:  # shared progress: the harness may wait for it
+            with answered.get_lock():
+                answered.value = answered.value + 1 + per_snapshot
     index.close()
     return answers, bad
 
 
 def run(readers: int, seconds: float, map_size: int | None, workdir: str,
         writer_batches: int = 0, per_snapshot: int = 20,
-        writer_pause: float = 0.0) -> dict[str, Any]:
+        writer_pause: float = 0.0, min_batches: int = 0, min_answers: int = 0,
+        deadline: float = 300.0) -> dict[str, Any]:
+    """Run for ``seconds``, and on until the writer has committed ``min_batches`` and the
+    readers have checked ``min_answers`` (or ``deadline`` seconds have passed)."""
     path = os.path.join(workdir, "readers.lshdb")
     shutil.rmtree(path, ignore_errors=True)
     opts: dict[str, Any] = {"k": 1, "L": 2, "w": 1e9}  # exhaustive: every query scans all
@@ -145,13 +151,19 @@ def run(readers: int, seconds: float, map_size: int | None, workdir: str,
     lshdb.create(path, metric="l2", dim=DIM, **opts).close()
     ctx = mp.get_context("spawn")
     stop, counter, out = ctx.Event(), ctx.Value("i", 0), ctx.Queue()
+    answered = ctx.Value("q", 0)
     w = ctx.Process(target=writer,
                     args=(path, stop, counter, map_size, writer_batches, writer_pause))
     w.start()
-    rs = [ctx.Process(target=reader, args=(path, stop, i, map_size, per_snapshot, out)) for i in range(readers)]
+    rs = [ctx.Process(target=reader, args=(path, stop, i, map_size, per_snapshot, out, answered))
+          for i in range(readers)]
     for p in rs:
         p.start()
-    time.sleep(seconds)
+    t0 = time.monotonic()
+    stop.wait(seconds)
+    while not stop.is_set() and time.monotonic() - t0 < deadline and (
+            counter.value < min_batches or answered.value < min_answers):
+        stop.wait(0.05)
     stop.set()
     results = [out.get(timeout=120) for _ in rs]
     for p in rs + [w]:

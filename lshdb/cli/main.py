@@ -2,14 +2,15 @@
 
 Output is JSON lines by default (one object per line, for scripts) and an aligned table with
 ``--format table`` (for people). Every error is printed as ``Error: ...`` on stderr with exit
-status 1. Long work shows a progress bar on stderr when it is a terminal.
+status 1. Long work shows a progress bar on stderr when it is a terminal, else a line every
+few seconds (:mod:`lshdb.cli.progress`).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -21,13 +22,22 @@ import numpy as np
 
 from .. import __version__
 from ..demo import DEMO_MIN_ROWS
-from ..errors import InputFormatError, InvalidVectorError, LshdbError, TuningError
+from ..errors import (
+    InputFormatError,
+    KeyNotFoundError,
+    LockTimeoutError,
+    LshdbError,
+    TuningError,
+)
 from ..index.index import Index, create
 from ..index.index import check as deep_check
 from ..index.index import open as open_index
 from ..io.inputs import open_vectors, read_keys
 from ..metrics import metric_class
 from ..storage.streams import STDIO, is_stream
+from .loading import load, say_waiting, write_block
+from .progress import PhaseBars, progress
+from .words import cli_words, tidy
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -48,21 +58,9 @@ class _Group(click.Group):
             click.echo("Error: aborted", err=True)
             sys.exit(1)
         except (LshdbError, OSError) as exc:
-            click.echo(f"Error: {_cli_words(str(exc))}", err=True)
+            click.echo(f"Error: {cli_words(str(exc))}", err=True)
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
-
-
-# the library's hints name its Python arguments; at the command line the flags say it
-_CLI_WORDS = (("pass missing_ok=True", "pass --missing-ok"), ("use upsert()", "use --upsert"),
-              ("raise timeout=", "raise --timeout"), ("(n_queries=)", "(--queries)"),
-              ("a lower target_recall", "a lower --target-recall"))
-
-
-def _cli_words(message: str) -> str:
-    for api, flag in _CLI_WORDS:
-        message = message.replace(api, flag)
-    return message
 
 
 def _fmt_option(f: Any) -> Any:
@@ -75,7 +73,7 @@ def emit(records: Iterable[dict[str, Any]], fmt: str, table: bool = False) -> No
     wide record, which otherwise reads better as ``field: value`` lines)."""
     if fmt == "json":
         for r in records:
-            click.echo(json.dumps(r, default=_json_default))
+            click.echo(json.dumps(tidy(r), default=_json_default))
         return
     rows = [{k: _cell(v) for k, v in r.items()} for r in records]
     if not rows:
@@ -108,14 +106,6 @@ def _json_default(v: Any) -> Any:
     if isinstance(v, bytes):
         return v.decode("utf-8", "backslashreplace")
     raise TypeError(f"cannot serialise {type(v).__name__}")
-
-
-def _progress(length: int, label: str) -> Any:
-    """A progress bar on stderr when it is a terminal; silent otherwise (click would still
-    print the label)."""
-    out = sys.stderr if sys.stderr.isatty() else io.StringIO()
-    return click.progressbar(length=length, label=label, file=out, show_eta=True,
-                             show_pos=True)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -200,8 +190,10 @@ def create_cmd(path: str, metric: str, dim: int | None, fmt: str, **kw: Any) -> 
 
 
 def _summary(index: Index) -> dict[str, Any]:
+    from ..metrics.sets import describe_sets
+
     fam = index.family.describe() if index.family else None
-    return {"path": index.path, "metric": index.metric.name, "dim": index.metric.dim,
+    return {"path": index.path, "metric": index.metric.name, **describe_sets(index.metric),
             "family": fam, "items": len(index)}
 
 
@@ -227,15 +219,17 @@ class _ItemSource:
 
 def _read_token_sets(path: str, key_field: str | None, field: str
                      ) -> tuple[list[Any], list[Any]]:
-    from ..io.jsonl import iter_lines
+    from ..io.jsonl import iter_lines, json_error
 
     keys: list[Any] = []
     items: list[Any] = []
     for lineno, raw in iter_lines(path):
         try:
             obj = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputFormatError(f"{path}:{lineno}: not valid UTF-8 JSON ({exc})") from exc
+        except UnicodeDecodeError as exc:
+            raise InputFormatError(f"{path}:{lineno}: not valid UTF-8 ({exc.reason})") from exc
+        except json.JSONDecodeError as exc:
+            raise InputFormatError(f"{path}:{lineno}: not valid JSON ({json_error(exc)})") from exc
         if not isinstance(obj, dict) or field not in obj or (
                 key_field is not None and key_field not in obj):
             needs = field if key_field is None else f"{key_field!r} and {field!r}"
@@ -255,8 +249,40 @@ def _items(index_metric: str, path: str, key_field: str | None, vector_field: st
             raise InputFormatError("--text-field and --tokens-field apply to jaccard indexes")
         if not text_field and not tokens_field:
             text_field = "text"
+        ext = os.path.splitext(path)[1].lower()
+        if ext in (".npy", ".fvecs", ".bvecs", ".ivecs"):
+            raise InputFormatError(
+                f"{path} holds vectors ({ext}); a jaccard index takes documents or token sets "
+                "from JSON lines (.jsonl), one per line")
         return _ItemSource(path, key_field, text_field, tokens_field)
     return open_vectors(path, key_field, vector_field)
+
+
+_JSON_LINES = (".jsonl", ".json", ".ndjson")
+
+
+def _key_field(input_path: str, key_field: str | None, jsonl: bool = False,
+               stream_default: str = "key", say: bool = True) -> str:
+    """The key field of a JSON-lines input (``jsonl``: whatever its extension): the one
+    named, else ``key`` or ``id``, whichever the first record holds (said on stderr with
+    ``say``). A stream cannot be read twice: it gets ``stream_default``."""
+    if key_field is not None:
+        return key_field
+    if is_stream(input_path):
+        return stream_default
+    is_jsonl = jsonl or os.path.splitext(input_path)[1].lower() in _JSON_LINES
+    if not is_jsonl or not os.path.isfile(input_path):
+        return "key"  # not JSON lines: no key field is read
+    from ..io.jsonl import KEY_FIELDS, pick_key_field
+
+    used, fields = pick_key_field(input_path, KEY_FIELDS)
+    if used is None:
+        raise InputFormatError(
+            f"{input_path}: the first record has no {' or '.join(map(repr, KEY_FIELDS))} field "
+            f"(fields: {', '.join(map(repr, fields[:8]))}); name the key field with --key-field")
+    if say:
+        click.echo(f"keys: field {used!r} of {input_path}", err=True)
+    return used
 
 
 def _check_shingle(index: Index, shingle: str | None) -> None:
@@ -271,45 +297,6 @@ def _check_shingle(index: Index, shingle: str | None) -> None:
             "an index shingles every document the same way")
 
 
-def _load(index: Index, src: Any, keys_file: str | None, upsert: bool,
-          batch: int | None) -> int:
-    keys: list[Any] | None = read_keys(keys_file) if keys_file else src.keys
-    if keys is not None and len(keys) != len(src):
-        raise InputFormatError(f"{len(keys)} keys for {len(src)} vectors; give one key per vector")
-    n = len(src)
-    if n == 0:
-        raise InputFormatError("the input holds no vectors or items")
-    size = batch or n
-    done = 0
-    with _progress(n, "adding") as bar:
-        writer = None
-        in_txn = 0
-        try:
-            for s, X in src.blocks(min(size, 65536)):
-                if writer is None:
-                    writer = index.writer()
-                    writer.__enter__()
-                ks = keys[s : s + len(X)] if keys is not None else range(s, s + len(X))
-                try:
-                    (writer.upsert if upsert else writer.add)(ks, X)
-                except InvalidVectorError as exc:  # its row numbers count from the block's
-                    raise exc.in_input(s) from None
-                in_txn += len(X)
-                if in_txn >= size:
-                    w, writer, in_txn = writer, None, 0
-                    w.__exit__(None, None, None)
-                done += len(X)
-                bar.update(len(X))
-            if writer is not None:
-                w, writer = writer, None
-                w.__exit__(None, None, None)
-        except BaseException:
-            if writer is not None:
-                writer.__exit__(*sys.exc_info())
-            raise
-    return done
-
-
 _input_options = [
     click.option("--input", "input_path", required=True,
                  type=click.Path(dir_okay=False, allow_dash=True),
@@ -317,7 +304,9 @@ _input_options = [
                       "input, .npy or JSON lines)."),
     click.option("--keys", "keys_file", type=click.Path(dir_okay=False, allow_dash=True),
                  help="One key per line (default: row numbers 0..n-1; -: standard input)."),
-    click.option("--key-field", default="key", show_default=True, help="JSON lines key field."),
+    click.option("--key-field",
+                 help="JSON lines key field (default: 'key' or 'id', whichever the first "
+                      "record has; from a stream: 'key')."),
     click.option("--vector-field", default="vector", show_default=True,
                  help="JSON lines vector field."),
     click.option("--batch-size", type=click.IntRange(min=1),
@@ -350,6 +339,12 @@ _nice_option = click.option(
          "keep their speed while it writes.")
 
 
+_timeout_option = click.option(
+    "--timeout", type=click.FloatRange(min=0),
+    help="Seconds to wait for the write lock while another process writes (default: "
+         "no limit).")
+
+
 def _with_inputs(f: Any) -> Any:
     for o in reversed(_input_options):
         f = o(f)
@@ -360,22 +355,39 @@ def _with_inputs(f: Any) -> Any:
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 @_with_inputs
 @click.option("--upsert", is_flag=True, help="Replace the vectors of keys that exist.")
+@click.option("--skip-existing", is_flag=True,
+              help="Leave keys the index holds as they are and add the others (resumes an "
+                   "interrupted add without rewriting what it committed).")
 @click.option("--shingle", help="jaccard: must match the index's shingles (a check).")
+@_timeout_option
 @_nice_option
 @_fmt_option
-def add_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
+def add_cmd(path: str, input_path: str, keys_file: str | None, key_field: str | None,
             vector_field: str, batch_size: int | None, text_field: str | None,
-            tokens_field: str | None, upsert: bool, shingle: str | None, fmt: str) -> None:
-    """Add vectors (or, to a jaccard index, documents) from a file to the index at PATH."""
+            tokens_field: str | None, upsert: bool, skip_existing: bool, shingle: str | None,
+            timeout: float | None, fmt: str) -> None:
+    """Add vectors (or, to a jaccard index, documents) from a file to the index at PATH.
+
+    With --batch-size, each batch is committed on its own: after a failure or Ctrl-C the
+    command says how many rows were committed, and --skip-existing adds the rest."""
     _one_stdin(("--input", input_path), ("--keys", keys_file))
+    if upsert and skip_existing:
+        raise click.UsageError("--upsert replaces existing keys, --skip-existing keeps them: "
+                               "give one")
     with open_index(path) as index:
         _check_shingle(index, shingle)
-        src = _items(index.metric.name, input_path, key_field, vector_field, text_field,
-                     tokens_field)
+        src = _items(index.metric.name, input_path, _key_field(input_path, key_field),
+                     vector_field, text_field, tokens_field)
         t0 = time.perf_counter()
-        n = _load(index, src, keys_file, upsert, batch_size)
+        how = "upsert" if upsert else "skip" if skip_existing else "add"
+        counts = load(index, src, keys_file, how, batch_size, timeout)
         dt = time.perf_counter() - t0
-        emit([{"added": n, "seconds": round(dt, 3), "vectors_per_s": round(n / dt),
+        shown = {"added": counts["added"]}
+        if upsert:
+            shown["replaced"] = counts["replaced"]
+        if skip_existing:
+            shown["skipped"] = counts["skipped"]
+        emit([{**shown, "seconds": round(dt, 3), "vectors_per_s": round(len(src) / dt),
                "items": len(index)}], fmt)
 
 
@@ -384,22 +396,26 @@ def add_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
 @_with_inputs
 @click.option("--metric", required=True, type=click.Choice(["cosine", "l2", "l1", "hamming", "jaccard"]))
 @_create_options
+@_timeout_option
 @_fmt_option
-def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str,
+def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str | None,
               vector_field: str, batch_size: int | None, text_field: str | None,
-              tokens_field: str | None, metric: str, fmt: str, **kw: Any) -> None:
+              tokens_field: str | None, metric: str, timeout: float | None, fmt: str,
+              **kw: Any) -> None:
     """Create an index at PATH and bulk-load a file into it.
 
     A build that fails or is interrupted removes the index it created."""
     _one_stdin(("--input", input_path), ("--keys", keys_file))
-    src = _items(metric, input_path, key_field, vector_field, text_field, tokens_field)
+    src = _items(metric, input_path, _key_field(input_path, key_field), vector_field,
+                 text_field, tokens_field)
     cls = metric_class(metric)
     dim = cls.input_dim(src.dim) if cls.takes_dim else None
     t0 = time.perf_counter()
     index = create(path, metric=metric, dim=dim, **_options(**kw))
     try:
         with index:
-            n = _load(index, src, keys_file, False, batch_size)
+            n = load(index, src, keys_file, "add", batch_size, timeout,
+                      resumable=False)["added"]
             summary = _summary(index)
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)  # nothing half-built is left behind
@@ -482,8 +498,14 @@ def get_cmd(path: str, key: str, int_key: bool) -> None:
         except ValueError:
             raise click.BadParameter(f"{key!r} is not an integer", param_hint="KEY") from None
     with open_index(path, readonly=True) as index:
-        v = index.get(the_key)
-        click.echo(json.dumps({"key": the_key, "vector": v.tolist()}))
+        try:
+            v = index.get(the_key)
+        except KeyNotFoundError:
+            if not int_key and re.fullmatch(r"-?(0|[1-9][0-9]*)", key) and int(key) in index:
+                raise KeyNotFoundError(f"key {key!r} (a string) is not in the index, but the "
+                                       f"integer {key} is: add --int-key") from None
+            raise
+        click.echo(json.dumps({"key": the_key, "vector": tidy(v.tolist())}))
 
 
 @cli.command("delete", context_settings=CONTEXT)
@@ -492,13 +514,21 @@ def get_cmd(path: str, key: str, int_key: bool) -> None:
               type=click.Path(dir_okay=False, allow_dash=True),
               help="One key per line (-: standard input).")
 @click.option("--missing-ok", is_flag=True, help="Skip keys that are not in the index.")
+@_timeout_option
 @_nice_option
 @_fmt_option
-def delete_cmd(path: str, keys_file: str, missing_ok: bool, fmt: str) -> None:
+def delete_cmd(path: str, keys_file: str, missing_ok: bool, timeout: float | None,
+               fmt: str) -> None:
     """Delete the keys listed in a file (one transaction)."""
     keys = read_keys(keys_file)
     with open_index(path) as index:
-        n = index.delete(keys, missing_ok=missing_ok)
+        w = write_block(index, timeout)
+        try:
+            n = w.delete(keys, missing_ok=missing_ok)
+        except BaseException:
+            w.__exit__(*sys.exc_info())
+            raise
+        w.__exit__(None, None, None)
         emit([{"deleted": n, "items": len(index)}], fmt)
 
 
@@ -555,12 +585,13 @@ def check_cmd(path: str, fix: bool, drop_damaged: bool, fmt: str) -> None:
     reported as a problem."""
     if drop_damaged and not fix:
         raise click.UsageError("--drop-damaged removes items from the index; give --fix too")
-    bars = _PhaseBars()
+    bars = PhaseBars()
     try:
         report = deep_check(path, fix=fix, progress=bars, isolate=True,
                             drop_damaged=drop_damaged)
     finally:
         bars.close()
+    report = {**report, "problems": [cli_words(p) for p in report["problems"]]}
     if fmt == "json":
         emit([report], fmt)
     else:
@@ -584,10 +615,14 @@ def check_cmd(path: str, fix: bool, drop_damaged: bool, fmt: str) -> None:
 @_fmt_option
 def compact_cmd(path: str, retune: bool, timeout: float | None, fmt: str) -> None:
     """Rewrite the live items into a new generation (reclaims deleted space)."""
-    bars = _PhaseBars()
+    bars = PhaseBars()
     with open_index(path) as index:
         try:
-            report = index.compact(timeout=timeout, retune=retune, progress=bars)
+            try:
+                report = index.compact(timeout=0, retune=retune, progress=bars)
+            except LockTimeoutError:
+                say_waiting(index.path, timeout)
+                report = index.compact(timeout=timeout, retune=retune, progress=bars)
         finally:
             bars.close()
     emit([report], fmt)
@@ -606,31 +641,13 @@ def backup_cmd(path: str, dest: str, fmt: str) -> None:
     if dest == STDIO:
         raise click.UsageError("DEST is the folder of the copy, which standard output (-) "
                                "cannot hold; give a path that does not exist yet")
-    bars = _PhaseBars()
+    bars = PhaseBars()
     with open_index(path, readonly=True) as index:
         try:
             report = index.backup(dest, progress=bars)
         finally:
             bars.close()
     emit([report], fmt)
-
-
-class _PhaseBars:
-    """A progress bar per phase for callbacks of the form progress(phase, done, total)."""
-
-    def __init__(self) -> None:
-        self.bar: Any = None
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        if self.bar is None or self.bar.label != phase:
-            self.close()
-            self.bar = _progress(max(total, 1), phase)
-        self.bar.update(done - self.bar.pos)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.render_finish()
-            self.bar = None
 
 
 @cli.command("dedup", context_settings=CONTEXT)
@@ -641,7 +658,9 @@ class _PhaseBars:
               help="word:N (N words, after lower-casing) or char:N.")
 @click.option("--verify", type=click.Choice(["exact", "estimate"]), default="exact",
               show_default=True, help="Score candidate pairs exactly or from signatures.")
-@click.option("--key-field", default="id", show_default=True)
+@click.option("--key-field",
+              help="Key field (default: 'key' or 'id', whichever the first record has; from "
+                   "standard input or a pipe: 'id').")
 @click.option("--text-field", default="text", show_default=True)
 @click.option("--out", "out", type=click.Path(dir_okay=False, allow_dash=True),
               help='Pairs as JSON lines {"a", "b", "jaccard"} (default and -: standard '
@@ -657,7 +676,8 @@ class _PhaseBars:
 @click.option("--num-perm", default=128, show_default=True)
 @click.option("--mode", type=click.Choice(["oph", "classic"]), default="oph", show_default=True)
 @click.option("--seed", default=0, show_default=True)
-def dedup_cmd(input_path: str, threshold: float, shingle: str, verify: str, key_field: str,
+def dedup_cmd(input_path: str, threshold: float, shingle: str, verify: str,
+              key_field: str | None,
               text_field: str, out: str | None, clusters: str | None, keep: str | None,
               output: str | None, against: str | None, num_perm: int, mode: str,
               seed: int) -> None:
@@ -666,6 +686,11 @@ def dedup_cmd(input_path: str, threshold: float, shingle: str, verify: str, key_
     Candidate pairs share a MinHash band; each is verified (exactly by default) and the
     pairs are grouped into clusters. A summary goes to stderr. INPUT.jsonl may be - for
     standard input.
+
+    Bands lean towards recall (14 bands of 9 rows at 0.8): every candidate is verified, so
+    a false candidate costs a little time while a missed one is lost. An index created
+    with --threshold uses datasketch's even weighting instead (9 x 13 at 0.8), as its
+    estimated scores may be unverified. See docs/jaccard.md.
     """
     from ..text.dedup import dedup_jsonl
 
@@ -678,10 +703,12 @@ def dedup_cmd(input_path: str, threshold: float, shingle: str, verify: str, key_
                                "INPUT.jsonl; give it as a file, not standard input or a pipe")
     if not 0.0 < threshold <= 1.0:
         raise click.UsageError(f"--threshold must be in (0, 1]; found {threshold}")
+    # (the summary names the key field: stderr holds that one JSON object)
+    key_field = _key_field(input_path, key_field, jsonl=True, stream_default="id", say=False)
     if against:
         _dedup_against(input_path, against, threshold, key_field, text_field, out, verify)
         return
-    bars = _PhaseBars()
+    bars = PhaseBars()
     try:
         result = dedup_jsonl(input_path, key_field=key_field, text_field=text_field,
                              pairs=out, clusters=clusters, output=output, keep=keep or "first",
@@ -689,7 +716,8 @@ def dedup_cmd(input_path: str, threshold: float, shingle: str, verify: str, key_
                              num_perm=num_perm, verify=verify, mode=mode, seed=seed)
     finally:
         bars.close()
-    click.echo(json.dumps({"summary": result.stats}, default=_json_default), err=True)
+    click.echo(json.dumps({"summary": {**result.stats, "key_field": key_field}},
+                          default=_json_default), err=True)
 
 
 def _one_stdout(*options: tuple[str, str | None]) -> None:
@@ -724,15 +752,16 @@ def _dedup_against(input_path: str, index_path: str, threshold: float, key_field
             raise InputFormatError(f"{index_path} is a {index.metric.name} index, not jaccard")
         exact = None if verify == "exact" else False
         with open_output(out) as sink, index.reader() as r, \
-                _progress(len(texts), "matching") as bar:
+                progress(len(texts), "matching") as bar:
             for key, text in zip(keys, texts):
                 for other, score in r.query(text, k=None, threshold=threshold, exact=exact):
-                    sink.write(json.dumps({"a": key, "b": other, "jaccard": score},
+                    sink.write(json.dumps({"a": key, "b": other, "jaccard": tidy(score)},
                                           default=_json_default) + "\n")
                     n_pairs += 1
                 bar.update(1)
     click.echo(json.dumps({"summary": {"documents": len(texts), "pairs": n_pairs,
-                                       "seconds": round(time.perf_counter() - t0, 3)}}), err=True)
+                                       "seconds": round(time.perf_counter() - t0, 3),
+                                       "key_field": key_field}}), err=True)
 
 
 @cli.command("tune", context_settings=CONTEXT)
@@ -777,7 +806,7 @@ def tune_cmd(path: str | None, input_path: str | None, metric: str | None, sampl
             index.add(range(len(rows)), rows)
         else:
             index = open_index(str(path), readonly=not apply)
-        bars = _PhaseBars()
+        bars = PhaseBars()
         refused: TuningError | None = None
         with index:
             try:
@@ -862,7 +891,7 @@ def demo_cmd(n: int, dim: int, metric: str, queries: int, seed: int, keep: str |
     """Build an index from generated clustered vectors, query it, compare with brute force."""
     from ..demo import run_demo
 
-    emit([run_demo(n, dim, metric, queries, seed, keep, _progress)], fmt)
+    emit([run_demo(n, dim, metric, queries, seed, keep, progress)], fmt)
 
 
 def main() -> None:

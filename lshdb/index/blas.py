@@ -8,23 +8,27 @@ batches of 1,000 vectors used 75 us of CPU per vector with the default threads a
 one, in the same wall time, and readers beside it lost that CPU. Splitting these products
 gains nothing measurable (10,000-vector batches insert at the same rate either way).
 
-:func:`single_threaded` sets OpenBLAS to one thread for the duration of a read or write block
-and restores the previous setting when the last block in the process ends. It sets every
-OpenBLAS loaded in this process (numpy's wheels bundle one, scipy's another, under several
-symbol names), found through ``/proc/self/maps``; where none is found (another BLAS, another
-operating system) it does nothing. The setting is process-wide: numpy products run by other
-threads while an lshdb block is open also run on one thread. A child forked while a block is
-open starts with no block open and the saved thread count.
+:func:`single_threaded` sets OpenBLAS to one thread for the duration of one of lshdb's calls
+(:func:`one_thread`: a query, a write operation, a compaction) and restores the previous
+setting when the last such call in the process returns; between calls, inside an open
+``with index.reader()`` or ``writer()`` block, other numpy work keeps its threads. It sets
+every OpenBLAS loaded in this process (numpy's wheels bundle one, scipy's another, under
+several symbol names), found through ``/proc/self/maps``; where none is found (another BLAS,
+another operating system) it does nothing. OpenBLAS has one setting per process (so has
+threadpoolctl's limiter, which works the same way): numpy products that other threads run
+*during* an lshdb call also run on one thread. A child forked during a call starts with no
+call open and the saved thread count.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
+from typing import Any, TypeVar, cast
 
 # (set, get) pairs: numpy's scipy-openblas wheels, 64-bit-integer builds, plain OpenBLAS.
 _SYMBOLS = (
@@ -152,6 +156,20 @@ def single_threaded() -> Iterator[None]:
         yield
     finally:
         exit_single()
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def one_thread(fn: _F) -> _F:
+    """Run each call of ``fn`` in :func:`single_threaded` (a read's query, a write's
+    operation): the setting lasts as long as lshdb's own work, not its caller's."""
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with single_threaded():
+            return fn(*args, **kwargs)
+
+    return cast(_F, call)
 
 
 @contextmanager

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 from collections.abc import Callable
@@ -47,6 +48,7 @@ from ..tuning import params
 __all__ = ["check"]
 
 _MAX_REPORTED = 20
+_RUN_CHECK = re.compile(r"(run|try) `lshdb check` and |[;,:]? *(run|try) `lshdb check`$")
 
 
 class _Report:
@@ -56,6 +58,8 @@ class _Report:
         self.dropped = 0
 
     def problem(self, msg: str) -> None:
+        # errors raised while checking may advise running the check: it is running
+        msg = _RUN_CHECK.sub("", msg)
         if msg in self.problems:  # found again by a later stage (a damaged row re-read)
             return
         if len(self.problems) < _MAX_REPORTED:
@@ -103,7 +107,8 @@ def check(path: str, open_index: Callable[[str], Any], fix: bool = False,
     try:
         index = open_index(path)
     except LshdbError as exc:
-        rep.problem(f"cannot open the index: {exc}")
+        if str(exc) not in rep.problems:  # (the folder's check found it already)
+            rep.problem(f"cannot open the index: {exc}")
         return _result(rep, counts)
     try:
         if fix:

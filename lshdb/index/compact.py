@@ -38,7 +38,7 @@ from ..hashing.codes import CODES_NAME, SimHashCoder
 from ..storage import layout, postings
 from ..storage.codec import mark_format, pack_ids, pack_meta, unpack_id, unpack_meta
 from ..storage.rows import ROWS_NAME, RowFile
-from ..storage.store import Store, table_name
+from ..storage.store import Store, table_name, translated
 from ..tuning import params
 from .blas import for_rows, single_threaded
 
@@ -88,7 +88,8 @@ def compact(index: Index, timeout: float | None = None, retune: bool = False,
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
         try:
-            report = _write_generation(index, w, tmp, retune, progress)
+            with single_threaded():  # (its large steps take the threads back: for_rows)
+                report = _write_generation(index, w, tmp, retune, progress)
             os.rename(tmp, os.path.join(index.path, new_gen))
             layout.fsync_dir(index.path)
             layout.write_current(index.path, new_gen)
@@ -170,7 +171,7 @@ def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
     size = max(1 << 26, 4 * _disk_bytes(os.path.join(index.path, index.generation)))
     new_store = Store(tmp, create=True, n_tables=n_tables, map_size=size)
     try:
-        with new_store.env.begin(write=True) as ntx:
+        with translated(tmp), new_store.env.begin(write=True) as ntx:
             meta = new_store.db(b"meta")
             for name in (b"format", b"config"):
                 ntx.put(name, txn.get(name, db=meta_db), db=meta)

@@ -11,6 +11,7 @@ import os
 import shutil
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple
@@ -205,9 +206,10 @@ class Index:
         cleared: int = self._ensure_open().env.reader_check()
         return cleared
 
-    def begin_read(self) -> tuple[Reader, AbstractContextManager[Any]]:
+    def begin_read(self, owner: Any = None) -> tuple[Reader, AbstractContextManager[Any]]:
         """A :class:`Reader` on a new snapshot of the current generation, and the context
-        manager holding its read transaction (the caller exits it)."""
+        manager holding its read transaction (the caller, ``owner``, exits it; the Reader
+        keeps ``owner`` alive)."""
         for _ in range(5):
             if self._current_changed():
                 self.follow_generation()
@@ -217,7 +219,7 @@ class Index:
                 cm = store.read()
                 txn = cm.__enter__()
             try:
-                reader = Reader(self, store, rows, txn, codes, norms)
+                reader = Reader(self, store, rows, txn, codes, norms, owner=owner)
             except BaseException:
                 cm.__exit__(None, None, None)
                 raise
@@ -304,6 +306,20 @@ class Index:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def __del__(self) -> None:
+        # like Python's files: a handle collected while open is closed, with a warning, so
+        # that its descriptors and its share of the process's environment are released
+        if getattr(self, "_store", None) is None:
+            return
+        try:
+            warnings.warn(f"unclosed lshdb index {self.path!r}; close() it or use `with`",
+                          ResourceWarning, source=self, stacklevel=2)
+        finally:  # (even when warnings are errors, or at interpreter exit)
+            try:
+                self.close()
+            except Exception:  # a write block open in another thread keeps it open
+                pass
+
     def __repr__(self) -> str:
         state = "closed" if self._store is None else self.generation
         return f"<lshdb.Index {self.path!r} metric={self.metric.name} dim={self.metric.dim} {state}>"
@@ -329,15 +345,15 @@ class Index:
         return SnapshotContext(self)
 
     # -- one-shot forms --------------------------------------------------------------
-    def add(self, keys: Iterable[Key], vectors: Any) -> None:
+    def add(self, keys: Iterable[Key], vectors: Any, skip_existing: bool = False) -> int:
         """Add new items in one transaction; see :meth:`Writer.add`."""
         with self.writer() as w:
-            w.add(keys, vectors)
+            return w.add(keys, vectors, skip_existing=skip_existing)
 
-    def upsert(self, keys: Iterable[Key], vectors: Any) -> None:
+    def upsert(self, keys: Iterable[Key], vectors: Any) -> int:
         """Add or replace items in one transaction; see :meth:`Writer.upsert`."""
         with self.writer() as w:
-            w.upsert(keys, vectors)
+            return w.upsert(keys, vectors)
 
     def delete(self, keys: Iterable[Key], missing_ok: bool = False) -> int:
         """Delete items in one transaction; see :meth:`Writer.delete`."""

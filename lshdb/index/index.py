@@ -24,6 +24,7 @@ from ..errors import IndexExistsError, InvalidParameterError
 from ..hashing.codes import CODES_NAME
 from ..metrics import get_metric
 from ..storage import layout
+from ..storage import store as store_mod
 from ..storage.codec import pack_meta
 from ..storage.rows import ROWS_NAME, RowFile
 from ..storage.store import Store
@@ -87,7 +88,7 @@ def create(path: str | os.PathLike[str], metric: str, dim: int | None = None,
                       map_size=opts.get("map_size"))
         try:
             config = {"metric": m.name, "dim": m.dim, "options": opts, "created": time.time()}
-            with store.env.begin(write=True) as txn:
+            with store_mod.translated(tmp), store.env.begin(write=True) as txn:
                 meta = store.db(b"meta")
                 txn.put(b"format", pack_meta(
                     {"format_version": 3 if opts.get("dtype") == "float16" else 2}), db=meta)

@@ -8,6 +8,7 @@ and whatever writers do meanwhile. It is not shared between threads; take one pe
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ from ..storage.codec import (
 )
 from ..storage.store import table_name
 from ..tuning import params
-from .blas import enter_single, exit_single
+from .blas import for_rows, one_thread
 from .idsets import repeated, union
 from .ranking import SCAN_ROWS, Ranking
 from .sets import rank_sets
@@ -57,7 +58,9 @@ class Reader(Ranking):
     """
 
     def __init__(self, index: Index, store: Store, rows: RowFile, txn: Any,
-                 codes: CodeColumns | None = None, norms: RowNorms | None = None) -> None:
+                 codes: CodeColumns | None = None, norms: RowNorms | None = None,
+                 owner: Any = None) -> None:
+        self._owner = owner  # the context that ends this snapshot: lives as long as it
         self._index = index
         self._store = store
         self._rows = rows
@@ -203,6 +206,28 @@ class Reader(Ranking):
             raise InvalidParameterError(f"candidates must be an int >= 0 (0: no cap); found {c!r}")
         return int(p), int(c), int(h)
 
+    def _check_options(self, probes: int | None, candidates: int | None,
+                       min_hits: int | None, rerank: int | None) -> None:
+        """Refuse options given for a query that would have no effect on it (a scan
+        validates them too: it ignores them only while it scans)."""
+        self._settings(probes, candidates, min_hits)
+        n_tables = self.family.L if self.family else self._index.n_tables
+        if min_hits is not None and min_hits > n_tables:
+            raise InvalidParameterError(
+                f"min_hits={min_hits} exceeds the index's {n_tables} tables: no item could "
+                "be found that often; give at most the number of tables")
+        if probes is not None and self.metric.is_set:
+            raise InvalidParameterError(
+                "probes do not apply to a jaccard index: its bands are looked up once each")
+        if rerank is not None:
+            if self._code_cols is None:
+                raise InvalidParameterError(
+                    "rerank applies to an index with hash codes (created with codes=B); "
+                    "this one re-ranks every candidate exactly")
+            if isinstance(rerank, bool) or not isinstance(rerank, (int, np.integer)) \
+                    or rerank < 0:
+                raise InvalidParameterError(f"rerank must be an int >= 0; found {rerank!r}")
+
     def _gather(self, x: np.ndarray, probes: int, cap: int, min_hits: int = 1,
                 stats: dict[str, Any] | None = None) -> np.ndarray:
         fam = self.family
@@ -242,6 +267,7 @@ class Reader(Ranking):
             ids = np.sort(ids[best])
         return ids.astype(np.int64)
 
+    @one_thread
     def candidates(self, vector: Any, probes: int | None = None,
                    candidates: int | None = None,
                    min_hits: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -255,6 +281,7 @@ class Reader(Ranking):
         stats["seconds_lookup"] = time.perf_counter() - t0
         return ids, stats
 
+    @one_thread
     def bucket_ids(self, vectors: Any) -> np.ndarray:
         """The bucket key of each row of ``vectors`` in each table, hashed by the index's own
         family: an ``(n, n_tables)`` int64 array (the bits of the uint64 keys the tables
@@ -275,9 +302,11 @@ class Reader(Ranking):
                 f"{params.CALIBRATE_MIN} rows; it holds {self.live}); add rows first")
         X, _ = self.metric.prepare_items(vectors)
         params.validate_rows(fam, X, self._index.options)
-        return fam.hash(X).view(np.int64)
+        with for_rows(len(X)):  # (a large batch gets OpenBLAS's threads back)
+            return fam.hash(X).view(np.int64)
 
     # -- queries ---------------------------------------------------------------------
+    @one_thread
     def query(self, vector: Any, k: int | None = 10, probes: int | None = None,
               candidates: int | None = None, min_hits: int | None = None,
               threshold: float | None = None, exact: bool | None = None,
@@ -305,6 +334,9 @@ class Reader(Ranking):
         """
         metric = self.metric
         metric.check_k(k, threshold)
+        radius = threshold is not None and not metric.is_set
+        # (a radius query refuses rerank itself, whether or not the index has codes)
+        self._check_options(probes, candidates, min_hits, None if radius else rerank)
         x, extra = metric.prepare_query(vector)
         if metric.is_set:
             if self._scan(scan):
@@ -323,6 +355,7 @@ class Reader(Ranking):
             raise InvalidParameterError("threshold and exact apply to metric jaccard only")
         return self._rank(x, ids, k, rerank)  # type: ignore[arg-type]
 
+    @one_thread
     def query_batch(self, vectors: Any, k: int | None = 10, probes: int | None = None,
                     candidates: int | None = None, min_hits: int | None = None,
                     threshold: float | None = None, exact: bool | None = None,
@@ -336,6 +369,9 @@ class Reader(Ranking):
                 items = list(vectors)
             return [self.query(v, k, probes, candidates, min_hits, threshold, exact, rerank,
                                scan) for v in items]
+        radius = threshold is not None and not self.metric.is_set
+        # (a radius query refuses rerank itself, whether or not the index has codes)
+        self._check_options(probes, candidates, min_hits, None if radius else rerank)
         X = self.metric.prepare(vectors, "queries")
         if threshold is not None:
             self.metric.check_k(k, threshold)
@@ -399,23 +435,33 @@ class Reader(Ranking):
 
 class SnapshotContext(AbstractContextManager):  # type: ignore[type-arg]
     """``with index.reader() as r``: a :class:`Reader` on a new snapshot (from
-    :meth:`Index.begin_read`), with OpenBLAS on one thread while it is open."""
+    :meth:`Index.begin_read`)."""
 
     def __init__(self, index: Index) -> None:
         self.index = index
         self._cm: Any = None
+        self._open = False
+
+    def __del__(self) -> None:
+        # a snapshot never exited (its Reader holds this context, so both are unreachable):
+        # end it, or the index's close() would wait for it for ever
+        if not getattr(self, "_open", False):
+            return
+        try:
+            warnings.warn(f"unclosed lshdb reader of {self.index.path!r}; use "
+                          "`with index.reader() as r`", ResourceWarning, source=self,
+                          stacklevel=2)
+        finally:
+            try:
+                self.__exit__(None, None, None)
+            except Exception:
+                pass
 
     def __enter__(self) -> Reader:
-        enter_single()  # OpenBLAS on one thread while the snapshot is open (lshdb.index.blas)
-        try:
-            reader, self._cm = self.index.begin_read()
-            return reader
-        except BaseException:
-            exit_single()
-            raise
+        reader, self._cm = self.index.begin_read(owner=self)
+        self._open = True
+        return reader
 
     def __exit__(self, *exc: Any) -> None:
-        try:
-            self._cm.__exit__(*exc)
-        finally:
-            exit_single()
+        self._open = False
+        self._cm.__exit__(*exc)

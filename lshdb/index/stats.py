@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..metrics.sets import describe_sets
 from ..storage import postings
 from ..storage.codec import unpack_meta
 from ..storage.store import table_name
@@ -31,7 +32,7 @@ def snapshot_stats(r: Reader, buckets: bool = True) -> dict[str, Any]:
         "path": r.index.path,
         "generation": r.index.generation,
         "metric": r.metric.name,
-        "dim": r.metric.dim,
+        **describe_sets(r.metric),  # dim, or what a jaccard index's items are
         "family": fam.describe() if fam else None,
         "settings": dict(r.settings),
         "calibration": _calibration(r),

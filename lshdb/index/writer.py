@@ -20,16 +20,18 @@ from ..errors import (
     CorruptIndexError,
     IndexClosedError,
     InvalidParameterError,
+    InvalidVectorError,
     KeyExistsError,
     KeyNotFoundError,
     LshdbError,
 )
 from ..hashing.codes import CODES_NAME, SimHashCoder
 from ..hashing.families import Family
+from ..storage import store as store_mod
 from ..storage.codec import MAX_ROWS, Key, mark_format, pack_ids, pack_keys, pack_meta, unpack_meta
 from ..storage.rows import RowFile
 from ..tuning import params
-from .blas import enter_single, exit_single, for_rows, single_threaded
+from .blas import for_rows, single_threaded
 from .format import get_meta
 from .keys import as_key_list, check_unique
 from .posting import Posting
@@ -65,12 +67,11 @@ class Writer(Posting):
     def __enter__(self) -> Writer:
         index = self._index
         index.write_lock.acquire(self._timeout)
-        enter_single()  # OpenBLAS on one thread while the block is open (lshdb.index.blas)
         try:
             index.follow_generation()
-            self._begin()
+            with store_mod.translated(index.path):
+                self._begin()
         except BaseException:
-            exit_single()
             index.write_lock.release()
             raise
         index.attach_writer(self)
@@ -135,7 +136,6 @@ class Writer(Posting):
         finally:
             self._txn = None
             index.attach_writer(None)
-            exit_single()
             index.write_lock.release()
         return True
 
@@ -182,11 +182,11 @@ class Writer(Posting):
                 self._txn.abort()
                 self._drop_new_codes()
                 return
-            self._commit()
+            with store_mod.translated(self._store.gen_dir):
+                self._commit()
         finally:
             self._txn = None
             index.attach_writer(None)
-            exit_single()
             index.write_lock.release()
 
     def _commit(self) -> None:
@@ -242,17 +242,23 @@ class Writer(Posting):
     def _run(self, op: str, *args: Any) -> Any:
         if self._txn is None:
             raise LshdbError("the writer is not active; use it inside `with index.writer()`")
-        while True:
-            try:
-                result = getattr(self, "_do_" + op)(*args)
-                self._log.append((op, args))
-                return result
-            except lmdb.MapFullError:
-                self._regrow()
+        # OpenBLAS on one thread for this operation only (lshdb.index.blas)
+        with single_threaded(), store_mod.translated(self._store.gen_dir, map_full=True):
+            while True:
+                try:
+                    result = getattr(self, "_do_" + op)(*args)
+                    self._log.append((op, args))
+                    return result
+                except lmdb.MapFullError:
+                    self._regrow()
 
     # -- public operations -----------------------------------------------------------
-    def add(self, keys: Iterable[Key], vectors: Any) -> None:
-        """Add new items.
+    def add(self, keys: Iterable[Key], vectors: Any, skip_existing: bool = False) -> int:
+        """Add new items; returns how many were added.
+
+        ``skip_existing=True`` leaves the keys the index holds already as they are (their
+        vectors are neither checked against the stored ones nor rewritten) and adds the
+        others: an interrupted load resumes this way.
 
         Raises
         ------
@@ -263,11 +269,47 @@ class Writer(Posting):
         KeyExistsError
             A key is already in the index (use :meth:`upsert` to replace it).
         """
-        self._run("add", *self._prepare(keys, vectors))
+        kept = None
+        if skip_existing:
+            keys, vectors, kept = self._new_only(keys, vectors)
+            if not keys:
+                return 0
+        try:
+            prepared = self._prepare(keys, vectors)
+        except InvalidVectorError as exc:  # name the row as the caller counts it
+            if kept is None or exc.row is None:
+                raise
+            raise exc.renumbered(kept[exc.row]) from None
+        self._run("add", *prepared)
+        return len(prepared[0])
 
-    def upsert(self, keys: Iterable[Key], vectors: Any) -> None:
-        """Add items, replacing the vectors of keys that already exist."""
-        self._run("upsert", *self._prepare(keys, vectors))
+    def _new_only(self, keys: Iterable[Key], vectors: Any
+                  ) -> tuple[list[Key], Any, list[int] | None]:
+        """The keys (and their vectors) that the index does not hold yet, and their rows in
+        the batch (None: all of them)."""
+        if self._txn is None:
+            raise LshdbError("the writer is not active; use it inside `with index.writer()`")
+        raw = as_key_list(keys)
+        if isinstance(vectors, (str, bytes)) or not hasattr(vectors, "__len__"):
+            vectors = list(vectors)
+        if len(raw) != len(vectors):
+            raise InvalidParameterError(
+                f"{len(raw)} keys for {len(vectors)} vectors; pass one key per row")
+        packed = pack_keys(raw)[1]
+        with store_mod.translated(self._store.gen_dir):
+            existing = self._ids_of(packed)
+        if not existing:
+            return raw, vectors, None
+        keep = [i for i, p in enumerate(packed) if p not in existing]
+        if isinstance(vectors, np.ndarray):
+            return [raw[i] for i in keep], vectors[keep], keep
+        return [raw[i] for i in keep], [vectors[i] for i in keep], keep
+
+    def upsert(self, keys: Iterable[Key], vectors: Any) -> int:
+        """Add items, replacing the vectors of keys that already exist; returns how many
+        were replaced (the others were added)."""
+        replaced: int = self._run("upsert", *self._prepare(keys, vectors))
+        return replaced
 
     def delete(self, keys: Iterable[Key], missing_ok: bool = False) -> int:
         """Delete items; returns how many were deleted.
@@ -427,12 +469,13 @@ class Writer(Posting):
         self._changed = True
 
     def _do_upsert(self, keys: list[Key], packed: list[bytes], X: np.ndarray,
-                   extra: Any) -> None:
+                   extra: Any) -> int:
         existing = self._ids_of(packed)
         if existing:
             old = sorted(existing.items(), key=lambda kv: kv[1])
             self._remove_ids(np.array([i for _, i in old], dtype=np.int64), [p for p, _ in old])
         self._insert(packed, X, extra)
+        return len(existing)
 
     def _do_delete(self, keys: list[Key], packed: list[bytes], missing_ok: bool) -> int:
         existing = self._ids_of(packed)

@@ -139,6 +139,7 @@ def _read_jsonl(lines: Iterable[tuple[int, bytes]], path: str, key_field: str | 
                 vector_field: str) -> tuple[list[Key] | None, np.ndarray]:
     keys: list[Key] = []
     rows: list[Any] = []
+    linenos: list[int] = []
     for lineno, line in lines:  # (blank lines and a byte order mark dropped)
         try:
             obj = json.loads(line)
@@ -149,6 +150,7 @@ def _read_jsonl(lines: Iterable[tuple[int, bytes]], path: str, key_field: str | 
         if not isinstance(obj, dict) or vector_field not in obj:
             raise InputFormatError(f"{path}:{lineno}: no {vector_field!r} field")
         rows.append(obj[vector_field])
+        linenos.append(lineno)
         if key_field is None:
             continue
         if key_field not in obj:
@@ -162,6 +164,14 @@ def _read_jsonl(lines: Iterable[tuple[int, bytes]], path: str, key_field: str | 
     try:
         arr = np.asarray(rows, dtype=np.float64)
     except (ValueError, TypeError) as exc:
+        for i, r in enumerate(rows):  # a value that is no number is a type problem
+            bad = next((v for v in r if isinstance(v, (str, bool, list, dict)) or v is None),
+                       0) if isinstance(r, list) else r
+            if not isinstance(bad, (int, float)) or isinstance(bad, bool):
+                raise InputFormatError(
+                    f"{path}:{linenos[i]}: {vector_field!r} holds a "
+                    f"{type(bad).__name__} ({bad!r:.20}); vectors are lists of numbers"
+                ) from exc
         lengths = {len(r) if isinstance(r, list) else -1 for r in rows}
         raise InputFormatError(
             f"{path}: vectors must be lists of numbers of one length; found lengths "

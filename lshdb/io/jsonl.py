@@ -23,9 +23,12 @@ import numpy as np
 from ..errors import InputFormatError
 from ..storage.streams import atomic_write, display, open_input, open_output
 
-__all__ = ["Key", "iter_lines", "read_jsonl_docs", "atomic_write", "write_jsonl", "copy_lines"]
+__all__ = ["Key", "KEY_FIELDS", "iter_lines", "pick_key_field", "read_jsonl_docs",
+           "atomic_write", "write_jsonl", "copy_lines"]
 
 Key = str | int
+# the key field of a file that does not name one: the first of these its first record has
+KEY_FIELDS = ("key", "id")
 
 
 def iter_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
@@ -43,6 +46,27 @@ def _lines(f: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
             yield lineno, raw
 
 
+def json_error(exc: json.JSONDecodeError) -> str:
+    """What is wrong and at which column (json's messages may end in "at" already)."""
+    return f"{exc.msg}{'' if exc.msg.endswith(' at') else ' at'} column {exc.colno}"
+
+
+def pick_key_field(path: str | os.PathLike[str],
+                   candidates: tuple[str, ...] = KEY_FIELDS) -> tuple[str | None, list[str]]:
+    """The first of ``candidates`` that the file's first record holds (None if none does),
+    and that record's fields. A first line that is not a JSON object gives the first
+    candidate: reading the file then reports the line."""
+    for _, raw in iter_lines(path):
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            return candidates[0], []
+        if not isinstance(obj, dict):
+            return candidates[0], []
+        return next((c for c in candidates if c in obj), None), list(obj)
+    return candidates[0], []
+
+
 def _parse(path: Any, lineno: int, raw: bytes, key_field: str | None, text_field: str
            ) -> tuple[Key, str]:
     where = f"{display(path)}:{lineno}"
@@ -55,8 +79,7 @@ def _parse(path: Any, lineno: int, raw: bytes, key_field: str | None, text_field
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise InputFormatError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})"
-                               ) from None
+        raise InputFormatError(f"{where}: not valid JSON ({json_error(exc)})") from None
     if not isinstance(obj, dict):
         raise InputFormatError(f"{where}: expected a JSON object; found {type(obj).__name__}")
     for name in (key_field, text_field):

@@ -30,7 +30,7 @@ from ..hashing.shingles import hash_strings, parse_shingle, shingle_hashes, shin
 from ..hashing.theory import optimal_bands
 from .dense import Metric, check_k
 
-__all__ = ["JaccardMetric", "jaccard_defaults"]
+__all__ = ["JaccardMetric", "jaccard_defaults", "describe_sets"]
 
 _CSR = tuple[np.ndarray, np.ndarray]
 DEFAULT_SEED = {"oph": 0, "classic": 1}  # classic: datasketch's MinHash(seed=1)
@@ -166,6 +166,14 @@ class JaccardMetric(Metric):
         return self.signatures(csr).astype(self.row_dtype, copy=False), csr
 
     def _signature_rows(self, A: np.ndarray, what: str) -> np.ndarray:
+        if self.mode != "classic":
+            # a signature made elsewhere cannot be told from one made with other hashes or
+            # another seed: it would be stored, and documents would never meet it
+            raise InvalidParameterError(
+                f"{what}: this index (mode 'oph') makes its own signatures and takes no ready "
+                "signatures: give documents or token sets, or create an index with "
+                "mode='classic' and the signatures' seed (seed=1 for datasketch's MinHash) "
+                "to bring datasketch signatures")
         if A.dtype.kind not in "ui":
             raise InvalidVectorError(f"{what}: signatures must be unsigned integers; found {A.dtype}")
         if A.shape[1] != self.dim:
@@ -197,3 +205,13 @@ class JaccardMetric(Metric):
     def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
         """1 - estimated Jaccard similarity."""
         return 1.0 - (rows == q).mean(axis=1, dtype=np.float64)
+
+
+def describe_sets(metric: Metric) -> dict[str, Any]:
+    """What a jaccard index's items are made of (its stats show this in place of ``dim``)."""
+    m = metric
+    if not isinstance(m, JaccardMetric):
+        return {"dim": m.dim}
+    return {"num_perm": m.dim, "mode": m.mode, "seed": m.seed,
+            "threshold": m.options["threshold"], "shingle": m.options["shingle"],
+            "store_tokens": bool(m.options.get("store_tokens"))}

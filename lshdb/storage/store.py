@@ -18,11 +18,19 @@ from typing import Any
 
 import lmdb
 
-from ..errors import CorruptIndexError, LockTimeoutError, LshdbError, NotAnIndexError
+from ..errors import (
+    CorruptIndexError,
+    LockTimeoutError,
+    LshdbError,
+    NotAnIndexError,
+    ReadOnlyError,
+    StorageError,
+)
 from .lmdbfile import missing_pages_are_free
 from .runs import RunCache
 
-__all__ = ["Store", "WriterLock", "Gate", "INITIAL_MAP_SIZE", "acquire", "release"]
+__all__ = ["Store", "WriterLock", "Gate", "INITIAL_MAP_SIZE", "acquire", "release",
+           "translate", "translated"]
 
 INITIAL_MAP_SIZE = 1 << 30
 MAX_DBS = 1100
@@ -479,7 +487,34 @@ def table_name(t: int) -> bytes:
 
 
 def translate(exc: lmdb.Error, where: str) -> LshdbError:
+    """The :mod:`lshdb.errors` exception for an lmdb error (raise it ``from exc``)."""
     if isinstance(exc, (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
                         lmdb.BadTxnError)):
         return CorruptIndexError(f"LMDB reports damage in {where}: {exc}; run `lshdb check`")
-    return LshdbError(f"LMDB error in {where}: {exc}")
+    if isinstance(exc, lmdb.ReadonlyError):
+        return ReadOnlyError(f"LMDB cannot write {where}: {exc}")
+    if isinstance(exc, lmdb.ReadersFullError):
+        return StorageError(f"LMDB's reader table of {where} is full ({exc}): too many open "
+                            "snapshots; close unused handles and readers")
+    if isinstance(exc, lmdb.MapResizedError):
+        return LshdbError(f"the map of {where} kept changing size ({exc}); retry")
+    if isinstance(exc, lmdb.MapFullError):
+        return StorageError(f"the LMDB map of {where} is full ({exc})")
+    # lmdb reports a failed write or read (EIO, ENOSPC, EFBIG, ...) as a plain lmdb.Error
+    return StorageError(f"LMDB could not read or write {where}: {exc} (a full disk, a file "
+                        "size limit or a failing disk?); the transaction was not committed")
+
+
+@contextlib.contextmanager
+def translated(where: str, map_full: bool = False) -> Iterator[None]:
+    """Raise the lmdb errors of the block as :mod:`lshdb.errors` exceptions, ``from`` the
+    original; ``map_full=True`` lets ``lmdb.MapFullError`` through (a writer that grows
+    the map and replays catches it)."""
+    try:
+        yield
+    except lmdb.MapFullError as exc:
+        if map_full:
+            raise
+        raise translate(exc, where) from exc
+    except lmdb.Error as exc:
+        raise translate(exc, where) from exc

@@ -327,7 +327,7 @@ def dedup(keys: Sequence[Key], texts: Sequence[str], threshold: float = 0.8,
             seen.add(k)
     n = len(texts)
     report = progress or (lambda phase, done, total: None)
-    stats: dict[str, Any] = {"docs": n, "threshold": float(threshold), "shingle": f"{kind}:{n_gram}",
+    stats: dict[str, Any] = {"documents": n, "threshold": float(threshold), "shingle": f"{kind}:{n_gram}",
                              "num_perm": int(num_perm), "mode": mode, "verify": verify}
     seconds: dict[str, float] = {}
 
@@ -340,7 +340,7 @@ def dedup(keys: Sequence[Key], texts: Sequence[str], threshold: float = 0.8,
     live_offsets = np.append(offsets[live], offsets[-1])
     report("shingle", n, n)
     seconds["shingle"] = time.perf_counter() - t0
-    stats.update(empty_docs=len(empty), shingles=int(len(hashes)))
+    stats.update(empty_documents=len(empty), shingles=int(len(hashes)))
 
     t0 = time.perf_counter()
     report("sign", 0, len(live))
@@ -378,7 +378,7 @@ def dedup(keys: Sequence[Key], texts: Sequence[str], threshold: float = 0.8,
 
     in_cluster = int(np.count_nonzero(labels >= 0))
     stats.update(candidate_pairs=n_candidates, similar_pairs=int(len(pa)),
-                 clusters=len(clusters), docs_in_clusters=in_cluster,
+                 clusters=len(clusters), documents_in_clusters=in_cluster,
                  duplicates=in_cluster - len(clusters),
                  seconds={k: round(v, 4) for k, v in seconds.items()})
     return DedupResult(keys=keys, pair_a=pa, pair_b=pb, jaccard=pj, labels=labels,

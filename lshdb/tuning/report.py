@@ -19,7 +19,8 @@ def s_curve(stats: dict[str, Any], points: int = 11) -> dict[str, Any] | None:
     fam = stats.get("family")
     if not fam:
         return None
-    axis, x, p, s = family_curve(fam, int(stats["dim"]), points)
+    dim = stats["dim"] if "dim" in stats else stats["num_perm"]  # (jaccard: num_perm)
+    axis, x, p, s = family_curve(fam, int(dim), points)
     return {"axis": axis, "x": x.tolist(), "p_function": p.tolist(), "p_candidate": s.tolist()}
 
 

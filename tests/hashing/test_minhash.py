@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import datasketch
 import numpy as np
 import pytest
 
@@ -48,7 +49,6 @@ def planted_pairs(union: int, inter: int, count: int, seed: int, subset: bool = 
 @pytest.mark.parametrize("scheme", ["affine32", "affine64", "legacy"])
 @pytest.mark.parametrize("seed", [1, 42])
 def test_classic_is_bit_identical_to_datasketch(scheme, seed):
-    datasketch = pytest.importorskip("datasketch")
     rng = random.Random(seed)
     sets = [[f"tok{rng.randrange(300)}".encode() for _ in range(rng.randint(1, 120))]
             for _ in range(40)]
@@ -63,7 +63,6 @@ def test_classic_is_bit_identical_to_datasketch(scheme, seed):
 
 
 def test_classic_token_types_and_prehashed_fast_path():
-    datasketch = pytest.importorskip("datasketch")
     from datasketch.hashfunc import sha1_hash32
 
     words = ["alpha", "beta", "gamma", "δέλτα"]
@@ -81,7 +80,6 @@ def test_classic_token_types_and_prehashed_fast_path():
 
 
 def test_classic_text_signatures_match_datasketch_on_shingles():
-    datasketch = pytest.importorskip("datasketch")
     texts = ["The quick brown fox jumps over the lazy dog and the quick cat",
              "Ünïcode  text\twith\u3000odd spacing and more words than five",
              "tiny text"]

@@ -1,4 +1,4 @@
-"""OpenBLAS runs on one thread inside lshdb's read and write blocks, and is restored after."""
+"""OpenBLAS runs on one thread during lshdb's calls, and is restored after each."""
 
 from __future__ import annotations
 
@@ -72,22 +72,32 @@ def test_overlapping_blocks_in_threads_restore_once_the_last_ends(two_threads):
     assert blas.threads() == 2
 
 
-def test_index_blocks_run_single_threaded(two_threads, path, data):
-    X, Q = data
-    with lshdb.create(path, metric="cosine", dim=32) as index:
+def test_lshdb_calls_run_single_threaded_and_open_blocks_leave_other_work_alone(
+        two_threads, path, data, monkeypatch):
+    X, _ = data
+    seen = []
+    real = Hyperplane.hash
+
+    def hash_and_record(self, rows):
+        seen.append(blas.threads())
+        return real(self, rows)
+
+    monkeypatch.setattr(Hyperplane, "hash", hash_and_record)
+    with lshdb.create(path, metric="cosine", dim=32, k=8, L=4) as index:
         with index.writer() as w:
-            assert blas.threads() == 1
-            w.add(range(len(X)), X)
-        assert blas.threads() == 2
+            assert blas.threads() == 2  # an open block: other numpy work keeps its threads
+            w.add(range(100), X[:100])  # ... lshdb's own work runs on one
+            assert blas.threads() == 2
         with index.reader() as r:
-            assert blas.threads() == 1
-            assert len(r.query(Q[0], k=5)) == 5
-        assert blas.threads() == 2
+            assert blas.threads() == 2
+            assert r.query(X[0], k=1)[0][0] == 0
+            assert blas.threads() == 2
         with pytest.raises(lshdb.KeyExistsError), index.writer() as w:
             w.add([0], X[:1])
         assert blas.threads() == 2
-        assert len(index.query(Q[1], k=3)) == 3
+        assert index.query(X[1], k=1)[0][0] == 1
         assert blas.threads() == 2
+    assert seen and set(seen) == {1}  # every hashing, of the writes and the queries
 
 
 def test_small_writes_hash_on_one_thread_bulk_loads_on_all(two_threads, path, data, monkeypatch):

@@ -31,9 +31,11 @@ def tool(name, *args, timeout=600):
 
 
 def test_crash_harness_short_run(tmp_path):
-    stats = tool("crashtest.py", "--kills", 25, "--seed", 11, "--dir", tmp_path)
+    stats = tool("crashtest.py", "--kills", 25, "--seed", 11, "--batches-per-kill", 2,
+                 "--dir", tmp_path)
     assert stats["kills"] == 25 and stats["check_failures"] == 0 and stats["mismatches"] == 0
-    assert stats["batches_acked"] > 50 and stats["compactions"] >= 1
+    # each kill waited for two acknowledged batches; every 17th batch is a compaction
+    assert stats["batches_acked"] >= 50 and stats["compactions"] >= 2
 
 
 def test_crash_harness_fast_durability(tmp_path):
@@ -45,21 +47,23 @@ def test_crash_harness_fast_durability(tmp_path):
 def test_crash_harness_with_rows_flushed_in_the_background(tmp_path):
     # every batch's rows start flushing on a helper thread; kills land while it runs
     stats = tool("crashtest.py", "--kills", 10, "--seed", 13, "--early-flush", 1,
-                 "--dir", tmp_path)
+                 "--batches-per-kill", 2, "--dir", tmp_path)
     assert stats["kills"] == 10 and stats["check_failures"] == 0 and stats["mismatches"] == 0
-    assert stats["batches_acked"] > 20
+    assert stats["batches_acked"] >= 20
 
 
 def test_readers_see_only_committed_states(tmp_path):
-    result = readertest.run(readers=4, seconds=6, map_size=None, workdir=str(tmp_path))
+    result = readertest.run(readers=4, seconds=2, map_size=None, workdir=str(tmp_path),
+                            min_batches=50, min_answers=500)
     assert result["inconsistent"] == 0, result["notes"]
     assert result["writer_exit"] == 0 and result["reader_exits"] == [0, 0, 0, 0]
-    assert result["answers"] > 500 and result["batches_committed"] > 50
+    assert result["answers"] >= 500 and result["batches_committed"] >= 50
 
 
 def test_map_grows_while_readers_in_other_processes_read(tmp_path):
     initial = 1 << 17
-    result = readertest.run(readers=2, seconds=5, map_size=initial, workdir=str(tmp_path))
+    result = readertest.run(readers=2, seconds=1, map_size=initial, workdir=str(tmp_path),
+                            min_batches=150)
     assert result["inconsistent"] == 0, result["notes"]
     assert result["writer_exit"] == 0 and result["reader_exits"] == [0, 0]
     assert result["data_mdb_bytes"] > initial  # the map had to grow
@@ -98,7 +102,8 @@ def test_second_writer_waits_and_times_out(path, data):
         with pytest.raises(lshdb.LockTimeoutError, match="another writer held the write lock"):
             with index.writer(timeout=0.3):
                 pass
-        assert 0.25 < time.monotonic() - t0 < 5
+        assert time.monotonic() - t0 >= 0.3  # it waited the whole timeout
+        assert holder.is_alive()  # ... while the holder still held the lock
         with index.reader() as r:  # readers are never blocked by the writer
             assert len(r) == 0
         release.set()
@@ -112,12 +117,12 @@ def test_second_writer_waits_and_times_out(path, data):
 def test_threads_share_one_writer_lock(path, data):
     X, _ = data
     index = lshdb.create(path, metric="l2", dim=32, k=2, L=2, w=9.0)
-    entered, errors = threading.Event(), []
+    entered, release, errors = threading.Event(), threading.Event(), []
 
     def hold():
         with index.writer():
             entered.set()
-            time.sleep(0.5)
+            release.wait(30)
 
     t = threading.Thread(target=hold)
     t.start()
@@ -127,6 +132,7 @@ def test_threads_share_one_writer_lock(path, data):
             pass
     except lshdb.LockTimeoutError as exc:
         errors.append(exc)
+    release.set()
     t.join()
     assert len(errors) == 1
     with index.writer(timeout=5) as w:

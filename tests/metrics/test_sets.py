@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import datasketch
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -60,7 +61,6 @@ def test_top_k_by_estimate_and_token_sets(path):
 
 
 def test_classic_mode_accepts_datasketch_signatures(path):
-    datasketch = pytest.importorskip("datasketch")
     sets = [{f"t{i}" for i in range(j, j + 40)} for j in range(0, 200, 5)]
     with lshdb.create(path, metric="jaccard", mode="classic", threshold=0.6, seed=1) as index:
         index.add(range(len(sets)), sets)
@@ -170,7 +170,8 @@ def test_cli_add_names_a_bad_item_by_its_row_in_the_input(tmp_path):
     r = run("add", ix, "--input", tmp_path / "docs.jsonl", "--key-field", "id",
             "--text-field", "text", "--batch-size", 3, ok=False)
     assert r.exit_code == 1
-    assert r.stderr.startswith("Error: item 7 of the input has no tokens"), r.stderr
+    assert r.stderr.splitlines()[-1].startswith("Error: item 7 of the input has no tokens"), \
+        r.stderr
 
 
 def test_cli_dedup_reports_bad_lines(tmp_path):
@@ -188,7 +189,7 @@ def test_cli_dedup_refuses_bad_options_and_outputs_before_reading(tmp_path):
     (tmp_path / "bad.jsonl").write_bytes(b'{"id": 1, "text": "fine words here"}\n'
                                          b'{"id": 2, "text": "bad \xff bytes"}\n')
     for args, says in [(("--shingle", "word:0"), "word shingle size must be 1..64"),
-                       (("--num-perm", 1), "num_perm must be an int in 2..8192"),
+                       (("--num-perm", 1), "--num-perm must be an int in 2..8192"),
                        (("--out", tmp_path / "no" / "pairs.jsonl"), "its folder does not exist"),
                        (("--clusters", tmp_path / "no" / "c.jsonl"), "its folder does not exist")]:
         r = run("dedup", tmp_path / "bad.jsonl", *args, ok=False)

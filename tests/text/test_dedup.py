@@ -132,7 +132,7 @@ def test_empty_documents_are_reported_not_paired():
     texts = ["", "a b c d e f g", "   ", "a b c d e f g"]
     result = dedup(["e1", "x", "e2", "y"], texts, threshold=0.5)
     assert result.empty.tolist() == [0, 2]
-    assert result.stats["empty_docs"] == 2
+    assert result.stats["empty_documents"] == 2
     assert list(result.pairs()) == [("x", "y", 1.0)]
     assert result.kept("first").tolist() == [True, True, True, False]
 
