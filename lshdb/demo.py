@@ -16,6 +16,7 @@ from .errors import InvalidParameterError
 from .index.index import create
 from .index.index import open as open_index
 from .io.datasets import clustered, exact_knn
+from .metrics.registry import metric_class
 
 __all__ = ["run_demo", "DEMO_MIN_ROWS"]
 
@@ -87,12 +88,13 @@ def run_demo(n: int, dim: int, metric: str, n_queries: int, seed: int,
 
 def _brute_times(X: np.ndarray, Q: np.ndarray, metric: str) -> tuple[float, float]:
     """Seconds per query of exact numpy search: one query at a time, and batched."""
-    B = X / np.linalg.norm(X, axis=1, keepdims=True) if metric == "cosine" else X
-    sq = (B * B).sum(1)
+    measure = metric_class(metric)(X.shape[1])
+    B = X / np.linalg.norm(X, axis=1, keepdims=True) if measure.normalised else X
+    sq = (B * B).sum(1) if measure.needs_norms else None
     m = min(len(Q), 50)
     t0 = time.perf_counter()
     for q in Q[:m]:
-        d = -(B @ q) if metric == "cosine" else sq - 2 * (B @ q)
+        d = measure.ranking_distances(B, q[None], sq)[0]
         np.argpartition(d, 9)[:10]
     single = (time.perf_counter() - t0) / m
     t0 = time.perf_counter()

@@ -35,6 +35,7 @@ from ..errors import (
 from ..index.index import Index, create
 from ..index.index import check as deep_check
 from ..io.inputs import open_vectors, read_keys
+from ..metrics import metric_class
 from ..storage.streams import STDIO, is_stream
 from .loading import load, say_waiting, write_block
 from .progress import PhaseBars, progress
@@ -181,9 +182,10 @@ def _options(**kw: Any) -> dict[str, Any]:
 @_fmt_option
 def create_cmd(path: str, metric: str, dim: int | None, fmt: str, **kw: Any) -> None:
     """Create an empty index at PATH."""
-    if dim is None and metric != "jaccard":
+    takes_dim = metric_class(metric).takes_dim
+    if dim is None and takes_dim:
         raise click.UsageError("Missing option '--dim'.")
-    if dim is not None and metric == "jaccard":
+    if dim is not None and not takes_dim:
         raise click.UsageError("--dim does not apply to jaccard; give --num-perm instead.")
     with create(path, metric=metric, dim=dim, **_options(**kw)) as index:
         emit([_summary(index)], fmt)
@@ -243,8 +245,9 @@ def _read_token_sets(path: str, key_field: str | None, field: str
 
 def _items(index_metric: str, path: str, key_field: str | None, vector_field: str,
            text_field: str | None, tokens_field: str | None) -> Any:
-    if index_metric == "jaccard" or text_field or tokens_field:
-        if index_metric != "jaccard":
+    is_set = metric_class(index_metric).is_set
+    if is_set or text_field or tokens_field:
+        if not is_set:
             raise InputFormatError("--text-field and --tokens-field apply to jaccard indexes")
         if not text_field and not tokens_field:
             text_field = "text"
@@ -285,7 +288,7 @@ def _key_field(input_path: str, key_field: str | None, jsonl: bool = False,
 
 
 def _check_shingle(index: Index, shingle: str | None) -> None:
-    if shingle is None or index.metric.name != "jaccard":
+    if shingle is None or not index.metric.is_set:
         return
     from ..hashing.shingles import parse_shingle
 
@@ -412,10 +415,11 @@ def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str 
     `check` read it as one index."""
     _one_stdin(("--input", input_path), ("--keys", keys_file))
     key_field = _key_field(input_path, key_field)
+    cls = metric_class(metric)
     if shards is not None or scheduler is not None:
         if shards is None:
             raise click.UsageError("--dask builds shards; give --shards S")
-        if metric == "jaccard" or text_field or tokens_field:
+        if cls.is_set or text_field or tokens_field:
             raise click.UsageError("--shards builds vector indexes (not jaccard)")
         if STDIO in (input_path, keys_file):
             raise click.UsageError("--shards reads --input (and --keys) once per shard; give "
@@ -424,7 +428,7 @@ def build_cmd(path: str, input_path: str, keys_file: str | None, key_field: str 
                        scheduler, fmt, _options(**kw))
         return
     src = _items(metric, input_path, key_field, vector_field, text_field, tokens_field)
-    dim = None if metric == "jaccard" else (src.dim * 8 if metric == "hamming" else src.dim)
+    dim = cls.input_dim(src.dim) if cls.takes_dim else None
     t0 = time.perf_counter()
     index = create(path, metric=metric, dim=dim, **_options(**kw))
     try:
@@ -500,9 +504,9 @@ def query_cmd(path: str, input_path: str, k: int | None, probes: int | None,
                      tokens_field)  # results are numbered by query: no keys needed
         if len(src) == 0:
             raise InputFormatError("the input holds no queries")
-        score = "jaccard" if index.metric.name == "jaccard" else "distance"
+        score = index.metric.score_field
         extra: dict[str, Any] = {"threshold": threshold}
-        if index.metric.name == "jaccard":
+        if index.metric.is_set:
             extra["exact"] = False if estimate else None
         elif estimate:
             raise InputFormatError("--estimate applies to jaccard indexes")
@@ -517,7 +521,8 @@ def query_cmd(path: str, input_path: str, k: int | None, probes: int | None,
                 if not hasattr(index, "shard_paths"):
                     raise click.UsageError("--dask queries a sharded index (build --shards)")
                 client = stack.enter_context(connect(scheduler))
-                batch = functools.partial(index.query_batch, client=client)
+                # a sharded index (checked above) takes the Dask client
+                batch = functools.partial(index.query_batch, client=client)  # type: ignore[call-arg]
             for s, Q in src.blocks(4096):
                 res = batch(Q, k, probes=probes, candidates=candidates,
                             min_hits=min_hits, rerank=rerank, scan=scan, **extra)
@@ -844,7 +849,7 @@ def _dedup_against(input_path: str, index_path: str, threshold: float, key_field
     t0 = time.perf_counter()
     n_pairs = 0
     with open_index(index_path, readonly=True) as index:
-        if index.metric.name != "jaccard":
+        if not index.metric.is_set:
             raise InputFormatError(f"{index_path} is a {index.metric.name} index, not jaccard")
         exact = None if verify == "exact" else False
         with open_output(out) as sink, index.reader() as r, \
@@ -897,7 +902,7 @@ def tune_cmd(path: str | None, input_path: str | None, metric: str | None, sampl
             rows = open_vectors(input_path).sample(sample)
             tmp = tempfile.mkdtemp(prefix="lshdb-tune-")
             index = create(os.path.join(tmp, "trial.lshdb"), metric=metric,
-                           dim=rows.shape[1] * (8 if metric == "hamming" else 1),
+                           dim=metric_class(metric).input_dim(rows.shape[1]),
                            target_recall=target_recall)
             index.add(range(len(rows)), rows)
         else:

@@ -479,7 +479,7 @@ def match_index(frame: Any, index: str, text: str = "text", key: str = "id",
 
     check_options(threshold, 128, verify, "oph", None)
     with open_index(index, readonly=True) as ix:
-        if ix.metric.name != "jaccard":
+        if not ix.metric.is_set:
             raise InputFormatError(f"{index} is a {ix.metric.name} index, not jaccard")
     o = _Options(text, key, float(threshold), "word", 5, 128, verify, "oph", 0, 1, 1)
     with dask.config.set({"dataframe.convert-string": False}):

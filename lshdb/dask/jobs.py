@@ -66,7 +66,7 @@ def run_dedup(inputs: list[str], scheduler: str, key: str = "id", text: str = "t
     t0 = time.perf_counter()
     if add_to is not None:
         with open_index(add_to, readonly=True) as ix:
-            if ix.metric.name != "jaccard":
+            if not ix.metric.is_set:
                 raise InputFormatError(f"{add_to} is a {ix.metric.name} index, not jaccard")
     with connect(scheduler) as client:
         workers = len(client.scheduler_info()["workers"])

@@ -35,6 +35,7 @@ from ..index.sharded import (
     open_sharded,
     route,
 )
+from ..metrics import metric_class
 
 __all__ = ["MANIFEST", "ShardedIndex", "is_sharded", "open_sharded", "build_sharded", "route",
            "check_sharded"]
@@ -102,7 +103,7 @@ def build_sharded(path: str | os.PathLike[str], input_path: str, metric: str, sh
         raise IndexExistsError(f"{path} already exists; choose a new path")
     t0 = time.perf_counter()
     src = open_vectors(input_path, key_field, vector_field)
-    dim = src.dim * 8 if metric == "hamming" else src.dim
+    dim = metric_class(metric).input_dim(src.dim)
     parent = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(parent, f".{os.path.basename(path)}.building-{uuid.uuid4().hex[:8]}")
     os.makedirs(tmp)

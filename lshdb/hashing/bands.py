@@ -1,5 +1,5 @@
-"""MinHash banding as a hash family: ``L = b`` tables (bands) of ``k = r`` signature values,
-each band hashed to one 8-byte bucket key."""
+"""MinHash banding: :func:`band_keys` (``b`` bands of ``r`` signature columns, each hashed to
+one 8-byte key) and the hash family over it, ``L = b`` tables of ``k = r`` values."""
 
 from __future__ import annotations
 
@@ -7,12 +7,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import CorruptIndexError, InvalidParameterError
+from ..bits import MIX_CONSTANTS, mix64
+from ..errors import CorruptIndexError, InvalidParameterError, InvalidVectorError
 from ..storage.codec import decode_array, encode_array
 from .families import Family
-from .minhash import band_keys
+from .minhash_oph import seed_key
 
-__all__ = ["MinHashBands"]
+__all__ = ["MinHashBands", "band_keys"]
+
+_U64 = np.uint64
+_BAND_SALT = 0xBB67AE8584CAA73B  # the seed of the band salts
+_BAND_BLOCK = 1 << 15  # band keys computed per block
 
 
 class MinHashBands(Family):
@@ -45,3 +50,71 @@ class MinHashBands(Family):
         if check.tolist() != [dim, p["k"], p["L"]]:
             raise CorruptIndexError("stored band parameters disagree with num_perm")
         return cls(dim, p["k"], p["L"], p["seed"])
+
+
+def band_keys(signatures: np.ndarray, b: int, r: int, seed: int = 0) -> np.ndarray:
+    """One 64-bit key per band: band j hashes columns ``j*r .. j*r + r - 1``.
+
+    Each band's key chain starts from a value salted with the band number, so equal values
+    in two different bands give different keys. Columns past ``b * r`` are unused.
+
+    Returns
+    -------
+    (n, b) uint64
+
+    Raises
+    ------
+    InvalidParameterError
+        ``b`` or ``r`` below 1, or ``b * r`` more than the signature's columns.
+    """
+    sig = np.asarray(signatures)
+    if sig.ndim != 2 or sig.dtype.kind not in "iu":
+        raise InvalidVectorError(f"signatures must be a 2-d integer array; found {sig.shape} {sig.dtype}")
+    for name, v in (("b", b), ("r", r)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise InvalidParameterError(f"{name} must be an int >= 1; found {v!r}")
+    if b * r > sig.shape[1]:
+        raise InvalidParameterError(
+            f"b * r = {b * r} exceeds the signature's {sig.shape[1]} columns")
+    salt = _band_salts(b, seed)
+    if len(sig) <= 2:  # a query: Python integers beat 6 r numpy calls on tiny arrays
+        out = np.empty((len(sig), b), dtype=_U64)
+        m1, m2, mask = MIX_CONSTANTS  # mix64_int, inlined: a query runs it b * r times
+        for i, row in enumerate(sig[:, :b * r].astype(_U64).tolist()):
+            chain: list[int] = []
+            for j in range(b):
+                k = salt[j]
+                for v in row[j * r : j * r + r]:
+                    z = k ^ v
+                    z ^= z >> 30
+                    z = (z * m1) & mask
+                    z ^= z >> 27
+                    z = (z * m2) & mask
+                    k = z ^ (z >> 31)
+                chain.append(k)
+            out[i] = chain
+        return out
+    out = np.empty((len(sig), b), dtype=_U64)
+    step = max(1, _BAND_BLOCK // b)  # rows per block: a block's chain stays in cache
+    for lo in range(0, len(sig), step):
+        block = sig[lo:lo + step, :b * r]
+        # column t of every band, contiguous: (r, rows, b)
+        cols = block.reshape(len(block), b, r).transpose(2, 0, 1).astype(_U64, order="C")
+        keys = out[lo:lo + step]
+        keys[:] = salt
+        for t in range(r):
+            keys ^= cols[t]
+            mix64(keys, copy=False)
+    return out
+
+
+_salt_cache: dict[tuple[int, int], list[int]] = {}
+
+
+def _band_salts(b: int, seed: int) -> list[int]:
+    """Each band's first chain value (cached: a query needs them every time)."""
+    key = (int(b), int(seed))
+    salts = _salt_cache.get(key)
+    if salts is None:
+        salts = _salt_cache[key] = mix64(np.arange(b, dtype=_U64) + seed_key(seed, _BAND_SALT)).tolist()
+    return salts

@@ -325,10 +325,6 @@ class PStable(Family):
         self.R = np.ascontiguousarray(R, dtype=np.uint64)
         self._project = Projection(self.A.astype(np.float64) / self.w, self.b)
 
-    @property
-    def metric_name(self) -> str:
-        return "l2" if self.distribution == "gaussian" else "l1"
-
     def _fractional(self, X: np.ndarray) -> np.ndarray:
         return self._project(X)
 
@@ -341,6 +337,11 @@ class PStable(Family):
         for j in range(1, self.k):
             acc += s[:, :, j].astype(np.int64) * R[j]
         return acc.view(np.uint64)
+
+    def slots(self, X: np.ndarray) -> np.ndarray:
+        """The integer slot of every function for each row, ``(n, L * k)`` table-major,
+        before the slots of a table are combined into its key."""
+        return self._project.floors(X)  # type: ignore[no-any-return]
 
     def _hash_block(self, X: np.ndarray) -> np.ndarray:
         return mix64(self._combine(self._project.floors(X)), copy=False)

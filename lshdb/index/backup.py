@@ -36,7 +36,7 @@ from ..storage.codec import unpack_meta
 from ..storage.rows import ROWS_NAME
 
 if TYPE_CHECKING:
-    from .index import Index
+    from .handle import Index
 
 __all__ = ["backup"]
 
@@ -64,22 +64,22 @@ def backup(index: Index, dest: str | os.PathLike[str],
     t0 = time.perf_counter()
     try:
         with index.reader() as r:
-            store = r._store
+            store = r.store
             gen = os.path.basename(store.gen_dir)
             gdir = os.path.join(tmp, gen)
             os.makedirs(gdir)
             if progress:
                 progress("copy lmdb", 0, 1)
-            store.env.copy(gdir, compact=True, txn=r._txn)
+            store.env.copy(gdir, compact=True, txn=r.txn)
             if progress:
                 progress("copy lmdb", 1, 1)
             n_rows = _copied_rows(gdir)
             if n_rows != r.n_rows:
                 raise CorruptIndexError(f"the copy of {store.gen_dir} counts {n_rows} rows "
                                         f"where its snapshot counts {r.n_rows}")
-            files = [(r._rows, ROWS_NAME)]
-            if r._code_cols is not None:
-                files.append((r._code_cols.file, CODES_NAME))
+            files = [(r.rows, ROWS_NAME)]
+            if r.codes is not None:
+                files.append((r.codes.file, CODES_NAME))
             for rows, name in files:
                 rows.copy_to(os.path.join(gdir, name), n_rows,
                              functools.partial(progress, name) if progress else None)

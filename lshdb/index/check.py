@@ -112,7 +112,7 @@ def check(path: str, open_index: Callable[[str], Any], fix: bool = False,
         return _result(rep, counts)
     try:
         if fix:
-            cleared = index._ensure_open().env.reader_check()
+            cleared = index.clear_stale_readers()
             if cleared:
                 rep.fixed.append(f"cleared {cleared} stale reader slot(s)")
         with index.reader() as r:
@@ -133,7 +133,7 @@ def _drop_damaged(path: str, open_writable: Callable[[str], Any], rep: _Report,
     fails (a deleted row's bytes stay in the file until a compaction); their keys."""
     with open_writable(path) as index:
         with index.writer() as w:
-            n_rows, rows = w._n_rows, index._rows
+            n_rows, rows = w.n_rows, w.rows
             bad: list[np.ndarray] = []
             for s in range(0, n_rows, 65536):
                 block = np.arange(s, min(n_rows, s + 65536))
@@ -141,8 +141,8 @@ def _drop_damaged(path: str, open_writable: Callable[[str], Any], rep: _Report,
                 if progress:
                     progress("damaged rows", int(block[-1]) + 1, n_rows)
             damaged = np.concatenate(bad) if bad else np.empty(0, dtype=np.int64)
-            i2k = w._store.db(b"id2key")
-            packed = [w._txn.get(pack_id(int(i)), db=i2k) for i in damaged]
+            i2k = w.store.db(b"id2key")
+            packed = [w.txn.get(pack_id(int(i)), db=i2k) for i in damaged]
             keys = [unpack_key(p) for p in packed if p is not None]
             if keys:
                 w.delete(keys)
@@ -274,10 +274,10 @@ def _unused(folder: str) -> bool:
 
 def _check_snapshot(index: Any, r: Any, rep: _Report, counts: dict[str, Any],
                     progress: Callable[[str, int, int], None] | None) -> None:
-    store, txn = r._store, r._txn
+    store, txn = r.store, r.txn
     n_rows, live = r.n_rows, r.live
     counts.update(rows=n_rows, live=live)
-    rows = index._rows
+    rows = r.rows
     if rows.file_rows() < n_rows:
         rep.problem(f"rows.bin holds {rows.file_rows()} rows; {n_rows} are committed (truncated)")
         return
@@ -351,7 +351,7 @@ def _check_snapshot(index: Any, r: Any, rep: _Report, counts: dict[str, Any],
 
 def _check_codes(index: Any, ids: np.ndarray, n_rows: int, rep: _Report) -> None:
     """Every live item's hash code passes its checksum and equals the code of its row."""
-    codes, coder = index._codes, index.coder
+    codes, coder = index.files().codes, index.coder
     if codes is None:
         return
     if coder is None:
@@ -365,7 +365,7 @@ def _check_codes(index: Any, ids: np.ndarray, n_rows: int, rep: _Report) -> None
         block = ids[s : s + 65536]
         try:
             stored = codes.read(block, n_rows)
-            expect = coder.encode(index._rows.read(block, n_rows))
+            expect = coder.encode(index.files().rows.read(block, n_rows))
         except LshdbError as exc:
             rep.problem(str(exc))
             return

@@ -43,7 +43,7 @@ from ..tuning import params
 from .blas import for_rows, single_threaded
 
 if TYPE_CHECKING:
-    from .index import Index
+    from .handle import Index
 
 __all__ = ["compact"]
 
@@ -96,8 +96,8 @@ def compact(index: Index, timeout: float | None = None, retune: bool = False,
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        w._retired_to = new_gen
-    index._check_current()  # this handle moves to the new generation
+        w.retire_to(new_gen)
+    index.follow_generation()  # this handle moves to the new generation
     old_dir = os.path.join(index.path, old_gen)
     shutil.rmtree(old_dir, ignore_errors=True)
     after = _disk_bytes(os.path.join(index.path, new_gen))
@@ -117,8 +117,8 @@ def _disk_bytes(folder: str) -> int:
 
 def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
                       progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
-    txn, store, rows = w._txn, w._store, w._rows
-    n_rows = w._n_rows
+    txn, store, rows = w.txn, w.store, w.rows
+    n_rows = w.n_rows
     meta_db = store.db(b"meta")
     ids_l: list[int] = []
     keys: list[bytes] = []
@@ -128,8 +128,8 @@ def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
     ids = np.asarray(ids_l, dtype=np.int64)
     live = len(ids)
     metric = index.metric
-    family = w._family
-    settings = dict(w._settings)
+    family = w.family
+    settings = w.settings
     calibration = txn.get(b"calibration", db=meta_db)
     new_rows = RowFile(os.path.join(tmp, ROWS_NAME), metric.row_dim(), metric.row_dtype,
                        writable=True, create=True)
@@ -155,7 +155,7 @@ def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
             settings["rerank"] = chosen["rerank"]
             codes_meta = _auto_codes(index, summary, codes_meta, rows, ids, n_rows, tmp)
         calibration = pack_meta(summary)
-    codes = index._codes
+    codes = w.codes
     if codes is not None and codes_meta is not None and \
             not os.path.exists(os.path.join(tmp, CODES_NAME)):
         new_codes = RowFile(os.path.join(tmp, CODES_NAME), codes.dim, codes.dtype,
@@ -228,7 +228,7 @@ def _auto_codes(index: Index, summary: dict[str, Any], codes_meta: bytes | None,
     if codes_meta is not None and unpack_meta(codes_meta, "codes")["bits"] == bits:
         return codes_meta
     live = rows.read(ids[: min(len(ids), _BLOCK)], n_rows)
-    centre = live.mean(axis=0) if index.metric.name == "l2" else None
+    centre = index.metric.code_centre(live)
     coder = SimHashCoder(index.metric.dim, bits, index.options.get("seed", 0), centre)
     f = RowFile(os.path.join(tmp, CODES_NAME), bits // 8, np.dtype(np.uint8),
                 writable=True, create=True, checked=False)

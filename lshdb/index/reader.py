@@ -8,16 +8,17 @@ and whatever writers do meanwhile. It is not shared between threads; take one pe
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import CorruptIndexError, InvalidParameterError, KeyNotFoundError, LshdbError
-from ..hashing.codes import CodeColumns, SimHashCoder, hamming_block, hamming_words, nearest
+from ..hashing.codes import CodeColumns, SimHashCoder
 from ..hashing.families import Family
 from ..hashing.registry import family_from_params
-from ..metrics.sets import describe_sets
 from ..storage import postings, runs
 from ..storage.codec import (
     Key,
@@ -32,20 +33,29 @@ from ..storage.codec import (
 )
 from ..storage.store import table_name
 from ..tuning import params
-from .blas import PARALLEL_VALUES, for_rows, one_thread, parallel
+from .blas import for_rows, one_thread
+from .idsets import repeated, union
+from .ranking import SCAN_ROWS, Ranking
+from .sets import rank_sets
+from .stats import snapshot_stats
 
 if TYPE_CHECKING:
     from ..storage.rows import RowFile, RowNorms
     from ..storage.store import Store
-    from .index import Index
+    from .handle import Index
 
-__all__ = ["Reader"]
-
-_SCAN_ROWS = 4096  # rows per block of an exact scan under metrics without a BLAS form
+__all__ = ["Reader", "SnapshotContext"]
 
 
-class Reader:
-    """A read snapshot of an index."""
+class Reader(Ranking):
+    """A read snapshot of an index.
+
+    Not shared between threads. Besides the public queries and look-ups, lshdb's
+    maintenance code (check, backup) reads a snapshot through a small internal interface,
+    described in ``docs/internals.md``: :attr:`index`, :attr:`txn`, :attr:`store`,
+    :attr:`rows`, :attr:`codes`, :attr:`norms`, and the plain attributes ``n_rows``,
+    ``live``, ``state``, ``family``, ``settings`` and ``metric``.
+    """
 
     def __init__(self, index: Index, store: Store, rows: RowFile, txn: Any,
                  codes: CodeColumns | None = None, norms: RowNorms | None = None,
@@ -60,9 +70,7 @@ class Reader:
         raw = txn.get(b"state", db=store.db(b"meta"))
         if raw is None:
             raise CorruptIndexError("meta record 'state' is missing; the index is damaged")
-        seen = index._last_state  # the same record as the last snapshot's: decoded already
-        state = seen[1] if seen is not None and seen[0] == raw else unpack_meta(raw, "state")
-        index._last_state = (raw, state)
+        state = index.decode_state(raw)  # the same record as the last snapshot's: decoded once
         self.state: dict[str, Any] = state
         self.n_rows: int = int(state["rows"])
         self.live: int = int(state["live"])
@@ -92,6 +100,37 @@ class Reader:
             and index.coder is None and txn.get(b"codes", db=store.db(b"meta")) is not None
         self.settings = index.settings
         self._cursors: dict[int, Any] = {}
+
+    # -- the internal interface (docs/internals.md) ------------------------------------
+    @property
+    def index(self) -> Index:
+        """The handle this snapshot was taken from."""
+        return self._index
+
+    @property
+    def txn(self) -> Any:
+        """The LMDB read transaction of this snapshot."""
+        return self._txn
+
+    @property
+    def store(self) -> Store:
+        """The :class:`~lshdb.storage.store.Store` of the snapshot's generation."""
+        return self._store
+
+    @property
+    def rows(self) -> RowFile:
+        """The row file of the snapshot's generation (rows below ``n_rows`` are fixed)."""
+        return self._rows
+
+    @property
+    def codes(self) -> CodeColumns | None:
+        """The stored hash codes, by column, if the index keeps codes beside its rows."""
+        return self._code_cols
+
+    @property
+    def norms(self) -> RowNorms | None:
+        """The rows' squared norms, for metrics that need them in scans."""
+        return self._row_norms
 
     # -- keys ------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -177,7 +216,7 @@ class Reader:
             raise InvalidParameterError(
                 f"min_hits={min_hits} exceeds the index's {n_tables} tables: no item could "
                 "be found that often; give at most the number of tables")
-        if probes is not None and self.metric.name == "jaccard":
+        if probes is not None and self.metric.is_set:
             raise InvalidParameterError(
                 "probes do not apply to a jaccard index: its bands are looked up once each")
         if rerank is not None:
@@ -293,22 +332,26 @@ class Reader:
         (``k=None`` for all of them), scored exactly from stored token hashes when the index
         keeps them (``exact=False`` to use the signature estimate).
         """
-        if k is not None or threshold is None and self.metric.name != "jaccard":
-            _check_k(k)
-        radius = threshold is not None and self.metric.name != "jaccard"
+        metric = self.metric
+        metric.check_k(k, threshold)
+        radius = threshold is not None and not metric.is_set
         # (a radius query refuses rerank itself, whether or not the index has codes)
         self._check_options(probes, candidates, min_hits, None if radius else rerank)
-        x, extra = self.metric.prepare_query(vector)
-        if threshold is not None and self.metric.name != "jaccard":
+        x, extra = metric.prepare_query(vector)
+        if metric.is_set:
+            if self._scan(scan):
+                raise InvalidParameterError("scan ranks every stored vector; a jaccard index "
+                                            "is queried through its bands")
+            ids = self._gather(x, *self._settings(probes, candidates, min_hits))
+            return rank_sets(self, x, extra, ids, k, threshold, exact)
+        if threshold is not None:
             return self._within(x, threshold, k, probes, candidates, min_hits, exact, rerank,
                                 scan)
         if self._scan(scan):
             return self._rank_scan(x, k, rerank)  # type: ignore[arg-type]
         p, c, h = self._settings(probes, candidates, min_hits)
         ids = self._gather(x, p, c, h)
-        if self.metric.name == "jaccard":
-            return self._rank_sets(x, extra, ids, k, threshold, exact)
-        if threshold is not None or exact is not None:
+        if exact is not None:
             raise InvalidParameterError("threshold and exact apply to metric jaccard only")
         return self._rank(x, ids, k, rerank)  # type: ignore[arg-type]
 
@@ -319,23 +362,22 @@ class Reader:
                     rerank: int | None = None,
                     scan: bool | None = None) -> list[list[tuple[Key, float]]]:
         """:meth:`query` for each row of a 2-D array (under jaccard: each item of a list)."""
-        if self.metric.name == "jaccard":
+        if self.metric.is_set:
             if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
                 items: list[Any] = list(vectors)
             else:
                 items = list(vectors)
             return [self.query(v, k, probes, candidates, min_hits, threshold, exact, rerank,
                                scan) for v in items]
-        radius = threshold is not None and self.metric.name != "jaccard"
+        radius = threshold is not None and not self.metric.is_set
         # (a radius query refuses rerank itself, whether or not the index has codes)
         self._check_options(probes, candidates, min_hits, None if radius else rerank)
         X = self.metric.prepare(vectors, "queries")
         if threshold is not None:
-            if k is not None:
-                _check_k(k)
+            self.metric.check_k(k, threshold)
             return [self._within(x, threshold, k, probes, candidates, min_hits, exact, rerank,
                                  scan) for x in X]
-        _check_k(k)
+        self.metric.check_k(k, threshold)
         if self._scan(scan):
             if self._code_cols is None and self._blas_scan() and self.n_rows:
                 return self._rank_scan_batch(X, k, rerank)  # type: ignore[arg-type]
@@ -351,11 +393,7 @@ class Reader:
                 candidates: int | None, min_hits: int | None, exact: bool | None,
                 rerank: int | None, scan: bool | None) -> list[tuple[Key, float]]:
         """The radius query of a dense metric (see :meth:`query`)."""
-        if isinstance(radius, bool) or not isinstance(radius, (int, float, np.integer,
-                                                               np.floating)) \
-                or not np.isfinite(radius) or radius < 0:
-            raise InvalidParameterError(
-                f"threshold is a distance: a finite number >= 0; found {radius!r}")
+        self.metric.check_threshold(radius)
         if exact is not None:
             raise InvalidParameterError("exact applies to metric jaccard only")
         if rerank is not None:
@@ -367,7 +405,7 @@ class Reader:
         if self._scan(scan):  # over the mapped rows unverified, as a k-nearest scan; the
             # rows within the radius are read again below, verified
             M = self._rows.matrix(self.n_rows)
-            step = 16 * _SCAN_ROWS
+            step = 16 * SCAN_ROWS
             ids = np.concatenate([s + np.flatnonzero(
                 self.metric.distances(M[s : s + step], x).astype(np.float64) <= limit)
                 for s in range(0, self.n_rows, step)] or [np.empty(0, dtype=np.int64)])
@@ -388,346 +426,42 @@ class Reader:
         order = np.lexsort((found, dist))[:k]
         return [(self.key_of(int(found[j])), float(dist[j])) for j in order]
 
-    def _rank_sets(self, x: np.ndarray, q_tokens: np.ndarray | None, ids: np.ndarray,
-                   k: int | None, threshold: float | None,
-                   exact: bool | None) -> list[tuple[Key, float]]:
-        if threshold is not None and not 0.0 <= threshold <= 1.0:
-            raise InvalidParameterError(f"threshold must be in [0, 1]; found {threshold!r}")
-        stored = bool(self._index.options.get("store_tokens"))
-        use_exact = stored and q_tokens is not None if exact is None else exact
-        if use_exact and not stored:
-            raise InvalidParameterError(
-                "exact scores need an index created with store_tokens=True")
-        if use_exact and q_tokens is None:
-            raise InvalidParameterError("exact scores need the query's tokens, not a signature")
-        if len(ids) == 0:
-            return []
-        if use_exact:
-            scores = self._exact_jaccard(ids, q_tokens)  # type: ignore[arg-type]
-        else:
-            scores = (self._rows.read(ids, self.n_rows) == x).mean(axis=1)
-        keep = np.arange(len(ids)) if threshold is None else np.flatnonzero(scores >= threshold)
-        order = keep[np.lexsort((ids[keep], -scores[keep]))]
-        if k is not None:
-            order = order[:k]
-        return [(self.key_of(int(ids[j])), float(scores[j])) for j in order]
-
-    def _exact_jaccard(self, ids: np.ndarray, q: np.ndarray) -> np.ndarray:
-        db = self._store.db(b"tokens")
-        out = np.empty(len(ids))
-        for j, i in enumerate(ids.tolist()):
-            raw = self._txn.get(pack_id(i), db=db)
-            if raw is None or len(raw) % 8:
-                raise CorruptIndexError(f"the token hashes of internal id {i} are missing or "
-                                        "damaged; run `lshdb check`")
-            t = np.frombuffer(raw, dtype="<u8")
-            inter = len(np.intersect1d(t, q, assume_unique=True))
-            out[j] = inter / (len(t) + len(q) - inter)
-        return out
-
-    def _scan(self, scan: bool | None) -> bool:
-        s = scan if scan is not None else self.settings.get("scan")
-        if s and self.metric.name == "jaccard":
-            raise InvalidParameterError("scan ranks every stored vector; a jaccard index is "
-                                        "queried through its bands")
-        return bool(s)
-
-    def _code_words(self, x: np.ndarray) -> np.ndarray | None:
-        """The query's hash code as uint64 words (None before any code is stored)."""
-        if self._coder is None:
-            return None
-        return self._coder.encode_one(x)
-
-    def _rank_scan_batch(self, X: np.ndarray, k: int,
-                         rerank: int | None) -> list[list[tuple[Key, float]]]:
-        """Exact scans of many queries, one product per block of queries (at most 2**24
-        distances at a time)."""
-        step = max(1, (1 << 24) // self.n_rows)
-        out: list[list[tuple[Key, float]]] = []
-        for s in range(0, len(X), step):
-            block = X[s : s + step]
-            D = self._product_distances(block)
-            out += [self._rank_scan(x, k, rerank, d) for x, d in zip(block, D)]
-        return out
-
-    def _rank_codes_batch(self, X: np.ndarray, k: int,
-                          rerank: int | None) -> list[list[tuple[Key, float]]]:
-        """Code scans of many queries (no deleted rows): their codes in one encoding, the
-        Hamming distances of a block of queries in one pass over the codes, their exact
-        re-ranks in one product."""
-        assert self._code_cols is not None and self._coder is not None
-        R = rerank if rerank is not None else self.settings.get("rerank")
-        R = min(max(k, 100 if R is None else R), self.n_rows)
-        cols = self._code_cols.get(self.n_rows)
-        Qw = self._coder.encode(X).view("<u8")
-        M = self._rows.matrix(self.n_rows)
-        step = max(1, (1 << 20) // max(self.n_rows, 1))  # bounded (b, n) temporaries
-        out: list[list[tuple[Key, float]]] = []
-        for s in range(0, len(X), step):
-            H = hamming_block(cols, Qw[s : s + step])
-            best = np.stack([nearest(h, R) for h in H])
-            d = self.metric.distances_each(M[best], X[s : s + step])
-            out += [self._ranked(b, e, k) for b, e in zip(best, d)]
-        return out
-
-    def _product_distances(self, Q: np.ndarray) -> np.ndarray:
-        """``(len(Q), n_rows)`` distances as one product over the map (cosine: rows are
-        stored normalised; l2: through the rows' squared norms, kept per process). l2's
-        expansion loses precision to cancellation: scans take extra rows for it, and the
-        rows they return get exact distances (:meth:`_nearest_live`, :meth:`_rank`)."""
-        M = self._rows.matrix(self.n_rows)
-        if M.size * len(Q) < PARALLEL_VALUES:
-            P = Q @ M.T
-        else:
-            with parallel():  # large enough for OpenBLAS's threads to pay
-                P = Q @ M.T
-        if self.metric.name == "cosine":
-            return np.float32(1.0) - P
-        norms = self._row_norms
-        if norms is None:
-            raise CorruptIndexError("an l2 scan needs the rows' norms")
-        P *= np.float32(-2.0)
-        P += norms.get(self.n_rows)
-        P += np.einsum("ij,ij->i", Q, Q)[:, None]
-        np.maximum(P, 0, out=P)
-        return np.sqrt(P, out=P)
-
-    def _rank_scan(self, x: np.ndarray, k: int, rerank: int | None,
-                   d: np.ndarray | None = None) -> list[tuple[Key, float]]:
-        """Rank every stored item: by the Hamming distance of its code (then re-rank the
-        best ``rerank`` exactly), or, without codes, by its exact distance (``d``, when a
-        batch computed it already)."""
-        if self.n_rows == 0:
-            return []
-        deleted = self.n_rows - self.live
-        if self._code_cols is None:
-            if d is None:
-                d = self._scan_distances(x)
-            if self.metric.name == "cosine" and self._blas_scan():  # d is the distance
-                ids = self._nearest_live(d, k, deleted)
-                return self._ranked(ids, d[ids], k)
-            extra = 2 * k + 16 if self.metric.name == "l2" else 0  # l2's expansion: margin
-            return self._rank(x, self._nearest_live(d, k, deleted, extra), k,
-                              rerank=self.n_rows)
-        q = self._code_words(x)
-        if q is None:
-            return []
-        R = rerank if rerank is not None else self.settings.get("rerank")
-        R = max(k, 100 if R is None else R)
-        best = nearest(hamming_words(self._code_cols.get(self.n_rows), q), R + deleted)
-        if deleted:
-            best = self._live(best)
-        return self._rank(x, best, k, rerank=len(best), verify_all=False)
-
-    def _live(self, ids: np.ndarray) -> np.ndarray:
-        """The ids among ``ids`` that hold a live item in this snapshot (in order)."""
-        db = self._store.db(b"id2key")
-        get = self._txn.get
-        return np.array([i for i in ids.tolist() if get(pack_id(i), db=db) is not None],
-                        dtype=np.int64)
-
-    def _nearest_live(self, d: np.ndarray, k: int, deleted: int, extra: int = 0
-                      ) -> np.ndarray:
-        """Row numbers holding the ``k`` nearest live items by ``d`` (and ``extra`` more,
-        for distances that are not exact): the nearest rows are taken a few more than
-        needed at a time (four times as many on each retry) until ``k + extra`` of them
-        are live, so deleted rows cost a look-up only when they are that near."""
-        n = len(d)
-        k = k + extra
-        take = min(n, k + min(deleted, 2 * k + 16))
-        while True:
-            best = np.sort(np.argpartition(d, take - 1)[:take]) if take < n else np.arange(n)
-            if not deleted:
-                return best
-            live = self._live(best)
-            if len(live) >= k or take == n:
-                return live
-            take = min(n, 4 * take)
-
-    def _blas_scan(self) -> bool:
-        """Cosine or l2 over float rows (not stored codes): distances are one product."""
-        return self.metric.name in ("cosine", "l2") and self._rows.dtype == np.float32
-
-    def _scan_distances(self, x: np.ndarray) -> np.ndarray:
-        """The distance from ``x`` to every committed row, read from the map unverified:
-        the rows a scan returns are read again, checksummed, by :meth:`_rank`. Cosine and
-        l2 take one BLAS product over the map (:meth:`_product_distances`); other metrics
-        go in blocks."""
-        if self._blas_scan():
-            return self._product_distances(x[None])[0]
-        M = self._rows.matrix(self.n_rows)
-        return np.concatenate([self.metric.distances(M[s : s + _SCAN_ROWS], x)
-                               for s in range(0, len(M), _SCAN_ROWS)])
-
-    def _rank(self, x: np.ndarray, ids: np.ndarray, k: int,
-              rerank: int | None = None, verify_all: bool = True) -> list[tuple[Key, float]]:
-        """The ``k`` nearest of candidates ``ids`` by exact distance. Their rows are read
-        with their checksums, or (``verify_all=False``, a scan's re-rank) from the map and
-        only the rows returned are checksummed, as an exact scan does."""
-        if len(ids) == 0:
-            return []
-        if self._code_cols is not None:
-            R = rerank if rerank is not None else self.settings.get("rerank")
-            R = max(k, 100 if R is None else R)
-            q = self._code_words(x) if R and len(ids) > R else None
-            if q is not None:  # rank by Hamming distance of the codes, keep the best R
-                cols = self._code_cols.gather(ids, self.n_rows)
-                ids = ids[nearest(hamming_words(cols, q), R)]
-        if verify_all:
-            rows = self._rows.read(ids, self.n_rows)
-        else:
-            if len(ids) and int(ids.max()) >= self.n_rows:
-                raise CorruptIndexError(f"internal id {int(ids.max())} is past the committed "
-                                        "rows; run `lshdb check`")
-            rows = self._rows.matrix(self.n_rows)[ids]
-        return self._ranked(ids, self.metric.distances(rows, x), k, verify=not verify_all)
-
-    def _ranked(self, ids: np.ndarray, d: np.ndarray, k: int,
-                verify: bool = True) -> list[tuple[Key, float]]:
-        """The ``k`` best of ``ids`` by their distances ``d`` (ties: lower id first), with
-        their keys; ``verify``: checksum the rows returned (read unverified so far)."""
-        if len(ids) > k:
-            top = np.argpartition(d, k - 1)[:k]
-            top = top[np.lexsort((ids[top], d[top]))]
-        else:
-            top = np.lexsort((ids, d))
-        best = ids[top]
-        if verify:
-            self._rows.read(best, self.n_rows)  # raises on a damaged row
-        return list(zip(self._keys_of(best.tolist()), d[top].tolist()))
-
-    def _keys_of(self, ids: list[int]) -> list[Key]:
-        """:meth:`key_of` for each id, with the same cross-checks, in one loop."""
-        store, get = self._store, self._txn.get
-        i2k, k2i = store.db(b"id2key"), store.db(b"key2id")
-        out = []
-        for i in ids:
-            packed = pack_id(i)
-            raw = get(packed, db=i2k)
-            if raw is None or get(raw, db=k2i) != packed:
-                return [self.key_of(i) for i in ids]  # names the problem
-            out.append(unpack_key(raw))
-        return out
-
     # -- statistics ------------------------------------------------------------------
-    def _calibration(self) -> dict[str, Any] | None:
-        """What the calibration chose and predicted (None: not calibrated)."""
-        raw = self._txn.get(b"calibration", db=self._store.db(b"meta"))
-        return unpack_meta(raw, "calibration") if raw is not None else None
-
     def stats(self, buckets: bool = True) -> dict[str, Any]:
-        store, txn = self._store, self._txn
-        fam = self.family
-        out: dict[str, Any] = {
-            "path": self._index.path,
-            "generation": self._index.generation,
-            "metric": self.metric.name,
-            **describe_sets(self.metric),  # dim, or what a jaccard index's items are
-            "family": fam.describe() if fam else None,
-            "settings": dict(self.settings),
-            "calibration": self._calibration(),
-            "durability": self._index.durability,
-            "rows": self.n_rows,
-            "live": self.live,
-            "deleted": self.n_rows - self.live,
-            # small batches waiting to be merged into the tables (lshdb.runs); the bucket
-            # statistics below count the tables only
-            "runs": int(self.state.get("runs", 0)),
-        }
-        sizes: dict[str, int] = {}
-        tables: list[dict[str, Any]] = []
-        for name in [b"meta", b"key2id", b"id2key"] + [
-                table_name(t) for t in range(fam.L if fam else 0)]:
-            st = txn.stat(store.db(name))
-            sizes[name.decode()] = st["psize"] * (st["branch_pages"] + st["leaf_pages"]
-                                                  + st["overflow_pages"])
-        n_tables = fam.L if fam else 0
-        histogram = np.zeros(33, dtype=np.int64)
-        if buckets and fam is not None:
-            for t in range(n_tables):
-                row, bucket_sizes = _bucket_stats(txn, store.db(table_name(t)))
-                tables.append(row)
-                if len(bucket_sizes):
-                    histogram += np.bincount(np.log2(bucket_sizes).astype(np.int64),
-                                             minlength=33)[:33]
-        posting_bytes = sum(v for k, v in sizes.items() if k.startswith("t"))
-        out["bytes"] = {
-            "rows": self._rows.size_bytes(),
-            "postings": posting_bytes,
-            "key_maps": sizes["key2id"] + sizes["id2key"],
-            "meta": sizes["meta"],
-            "lmdb_file": int(store.env.info()["last_pgno"] + 1) * txn.stat(store.db(b"meta"))["psize"],
-        }
-        if self.live:
-            out["bytes_per_vector_per_table"] = (
-                (posting_bytes + out["bytes"]["key_maps"]) / self.live / max(n_tables, 1))
-        if tables:
-            out["tables"] = tables
-            # values a probe reads per bucket: 1 after a bulk load or a compaction, towards 2
-            # as appends give buckets a tail chunk (docs/guarantees.md, "Small writes")
-            n_buckets = sum(t["buckets"] for t in tables)
-            out["chunks_per_bucket"] = sum(t["chunks"] for t in tables) / max(n_buckets, 1)
-            top = int(np.flatnonzero(histogram).max()) + 1 if histogram.any() else 0
-            out["bucket_histogram"] = [{"ids": f"{2**b}-{2 ** (b + 1) - 1}",
-                                        "buckets": int(histogram[b])} for b in range(top)]
-        return out
+        """Parameters, counts, bucket-size distribution per table and bytes on disk by part
+        (see :func:`lshdb.index.stats.snapshot_stats`)."""
+        return snapshot_stats(self, buckets)
 
 
-def _bucket_stats(txn: Any, db: Any) -> tuple[dict[str, Any], np.ndarray]:
-    sizes: list[int] = []
-    chunks = 0
-    last = b""
-    for bucket, _, ids in postings.iter_table(txn, db):
-        chunks += 1
-        if bucket == last:
-            sizes[-1] += len(ids)
-        else:
-            sizes.append(len(ids))
-            last = bucket
-    a = np.asarray(sizes) if sizes else np.zeros(1, dtype=np.int64)
-    q = np.percentile(a, [50, 90, 99]) if sizes else [0, 0, 0]
-    return ({"buckets": len(sizes), "chunks": chunks, "ids": int(a.sum()),
-             "mean": float(a.mean()), "p50": float(q[0]), "p90": float(q[1]),
-             "p99": float(q[2]), "max": int(a.max())}, np.asarray(sizes))
+class SnapshotContext(AbstractContextManager):  # type: ignore[type-arg]
+    """``with index.reader() as r``: a :class:`Reader` on a new snapshot (from
+    :meth:`Index.begin_read`)."""
 
+    def __init__(self, index: Index) -> None:
+        self.index = index
+        self._cm: Any = None
+        self._open = False
 
-def union(ids: np.ndarray, n_rows: int, with_counts: bool = False
-          ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Sorted distinct ids (and how often each occurs): bitmap when dense, sort when sparse."""
-    if len(ids) * 4 >= n_rows:
-        if with_counts:
-            c = np.bincount(ids, minlength=n_rows)
-            u = np.flatnonzero(c)
-            return u, c[u]
-        m = np.zeros(n_rows, dtype=np.bool_)
-        m[ids] = True
-        return np.flatnonzero(m), None
-    s = np.sort(ids)
-    first = _run_starts(s)
-    u = s[first]
-    if not with_counts:
-        return u, None
-    starts = np.flatnonzero(first)
-    return u, np.diff(np.append(starts, len(s)))
+    def __del__(self) -> None:
+        # a snapshot never exited (its Reader holds this context, so both are unreachable):
+        # end it, or the index's close() would wait for it for ever
+        if not getattr(self, "_open", False):
+            return
+        try:
+            warnings.warn(f"unclosed lshdb reader of {self.index.path!r}; use "
+                          "`with index.reader() as r`", ResourceWarning, source=self,
+                          stacklevel=2)
+        finally:
+            try:
+                self.__exit__(None, None, None)
+            except Exception:
+                pass
 
+    def __enter__(self) -> Reader:
+        reader, self._cm = self.index.begin_read(owner=self)
+        self._open = True
+        return reader
 
-def repeated(s: np.ndarray, h: int) -> np.ndarray:
-    """The distinct values that occur at least ``h`` times in the sorted array ``s``."""
-    if len(s) < h:
-        return s[:0]
-    at = s[: len(s) - h + 1]
-    cand = at[at == s[h - 1 :]]  # s[i] == s[i + h - 1]: s[i] starts a run of >= h
-    return cand[_run_starts(cand)]
-
-
-def _run_starts(s: np.ndarray) -> np.ndarray:
-    """True where a sorted array's value differs from the one before (and at 0)."""
-    first = np.empty(len(s), dtype=np.bool_)
-    first[:1] = True
-    np.not_equal(s[1:], s[:-1], out=first[1:])
-    return first
-
-
-def _check_k(k: int | None) -> None:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InvalidParameterError(f"k must be an int >= 1; found {k!r}")
+    def __exit__(self, *exc: Any) -> None:
+        self._open = False
+        self._cm.__exit__(*exc)

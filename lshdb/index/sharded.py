@@ -156,7 +156,7 @@ class ShardedIndex:
                 return r.query_batch(vectors, k, **kw)
         futures = [client.submit(_query_shard, p, vectors, k, kw, pure=False)
                    for p in self.shard_paths]
-        return _merge_batch(client.gather(futures), k, self._larger_is_better())
+        return _merge_batch(client.gather(futures), k, self.larger_is_better())
 
     def get(self, key: Key) -> np.ndarray:
         return self._shard_of(key).get(key)
@@ -219,8 +219,8 @@ class ShardedIndex:
             part = [items[i] for i in rows.tolist()] if isinstance(items, list) else items[rows]
             getattr(self.shards[s], op)([keys[i] for i in rows.tolist()], part)
 
-    def _larger_is_better(self) -> bool:
-        return self.metric.name == "jaccard"
+    def larger_is_better(self) -> bool:
+        return self.metric.is_set
 
 
 class _ShardedReader:
@@ -231,12 +231,12 @@ class _ShardedReader:
 
     def query(self, vector: Any, k: int | None = 10, **kw: Any) -> list[tuple[Key, float]]:
         hits = [h for r in self._readers for h in r.query(vector, k, **kw)]
-        return _top(hits, k, self._index._larger_is_better())
+        return _top(hits, k, self._index.larger_is_better())
 
     def query_batch(self, vectors: Any, k: int | None = 10, **kw: Any
                     ) -> list[list[tuple[Key, float]]]:
         return _merge_batch([r.query_batch(vectors, k, **kw) for r in self._readers], k,
-                            self._index._larger_is_better())
+                            self._index.larger_is_better())
 
     def get(self, key: Key) -> np.ndarray:
         return self._index.get(key)

@@ -31,7 +31,7 @@ from ..errors import InvalidParameterError, TuningError
 from ..tuning.params import check_int
 
 if TYPE_CHECKING:
-    from .index import Index
+    from .handle import Index
 
 __all__ = ["tune"]
 
@@ -39,12 +39,13 @@ __all__ = ["tune"]
 def _truth(index: Index, ids: np.ndarray, k: int, n_rows: int, live: np.ndarray) -> np.ndarray:
     """Exact k nearest live rows (internal ids) of the rows ``ids``, each excluding itself."""
     metric = index.metric
-    Q = index._rows.read(ids, n_rows)
+    rows_file = index.files().rows
+    Q = rows_file.read(ids, n_rows)
     best_d = np.full((len(ids), k), np.inf)
     best_i = np.full((len(ids), k), -1, dtype=np.int64)
     for s in range(0, len(live), 65536):
         block = live[s : s + 65536]
-        rows = index._rows.read(block, n_rows)
+        rows = rows_file.read(block, n_rows)
         d = metric.distances_many(rows, Q).astype(np.float64)  # (queries, block)
         d[block[None, :] == ids[:, None]] = np.inf
         cand_d = np.concatenate([best_d, d], axis=1)
@@ -76,7 +77,7 @@ def tune(index: Index, target_recall: float = 0.9, k: int = 10, n_queries: int =
         raise InvalidParameterError(f"target_recall must be in (0, 1]; found {target_recall!r}")
     check_int("k", k, 1, 1 << 20)
     check_int("n_queries", n_queries, 1, 1 << 20)
-    if index.metric.name == "jaccard":
+    if index.metric.is_set:
         raise InvalidParameterError("tune measures nearest-neighbour settings; a jaccard index "
                                     "is tuned by its threshold")
     with index.reader() as r:
@@ -89,7 +90,7 @@ def tune(index: Index, target_recall: float = 0.9, k: int = 10, n_queries: int =
     # in random order: the first half tunes, the second is held out
     q_ids = rng.permutation(rng.choice(live, min(n_queries, len(live) // 2), replace=False))
     truth = _truth(index, q_ids, k, n_rows, live)
-    Q = index._rows.read(q_ids, n_rows)
+    Q = index.files().rows.read(q_ids, n_rows)
     half = len(q_ids) // 2
     L = fam.L if fam else 1
     coded = index.coder is not None

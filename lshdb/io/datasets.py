@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..metrics.registry import METRIC_NAMES, metric_class
+
 __all__ = ["clustered", "exact_knn"]
 
 
@@ -36,21 +38,17 @@ def exact_knn(base: np.ndarray, queries: np.ndarray, k: int = 10,
     """Exact k nearest neighbours (row numbers, best first) by brute force, in blocks."""
     B = np.asarray(base, dtype=np.float32)
     Q = np.asarray(queries, dtype=np.float32)
-    if metric == "cosine":
+    cls = metric_class(metric) if metric in METRIC_NAMES else None
+    if cls is None or cls.is_set or cls.row_dtype != np.float32:
+        raise ValueError(f"exact_knn supports l2, cosine and l1; found {metric!r}")
+    m = cls(B.shape[1])
+    if m.normalised:
         B = B / np.linalg.norm(B, axis=1, keepdims=True)
         Q = Q / np.linalg.norm(Q, axis=1, keepdims=True)
-    sq = (B * B).sum(1) if metric == "l2" else None
+    sq = (B * B).sum(1) if m.needs_norms else None
     out = np.empty((len(Q), k), dtype=np.int64)
     for s in range(0, len(Q), 256):
-        q = Q[s : s + 256]
-        if metric == "l2":
-            d = sq[None, :] - 2.0 * (q @ B.T)  # type: ignore[index]
-        elif metric == "cosine":
-            d = -(q @ B.T)
-        elif metric == "l1":
-            d = np.stack([np.abs(B - x).sum(1) for x in q])
-        else:
-            raise ValueError(f"exact_knn supports l2, cosine and l1; found {metric!r}")
+        d = m.ranking_distances(B, Q[s : s + 256], sq)
         part = np.argpartition(d, k - 1, axis=1)[:, :k]
         order = np.argsort(np.take_along_axis(d, part, 1), axis=1, kind="stable")
         out[s : s + 256] = np.take_along_axis(part, order, 1)

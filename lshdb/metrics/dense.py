@@ -17,9 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError
+from ..errors import (
+    CorruptIndexError,
+    DimensionMismatchError,
+    InvalidParameterError,
+    InvalidVectorError,
+)
 
-__all__ = ["Metric", "Cosine", "L2", "L1", "Hamming", "CosineCodes"]
+__all__ = ["Metric", "Cosine", "L2", "L1", "Hamming", "CosineCodes", "check_k"]
 
 
 def _check_finite(X: np.ndarray, what: str) -> None:
@@ -46,9 +51,99 @@ class Metric:
 
     name = ""
     row_dtype: np.dtype[Any] = np.dtype("<f4")
+    #: the field that carries a result's score (Python, CLI JSON lines, HTTP)
+    score_field = "distance"
+    #: items are sets (scored by similarity, highest first), not vectors
+    is_set = False
+    #: a scan keeps each row's squared norm (:class:`~lshdb.storage.rows.RowNorms`)
+    needs_norms = False
+    #: rows are stored normalised to unit length
+    normalised = False
+    #: an index of this metric is created with a dimension (a set metric takes none)
+    takes_dim = True
+    #: input rows are bits: packed bytes (or booleans)
+    bit_input = False
+    #: the hash families that serve this metric, the default first
+    families: tuple[str, ...] = ()
+    #: SimHash codes (``codes=B``) may be kept beside the rows
+    simhash_codes = False
+    #: ``store="codes"`` may keep SimHash codes instead of the rows
+    codes_only = False
+    #: the p-stable family's width ``w`` applies
+    has_width = False
+    #: the p-stable distribution whose projections preserve this distance
+    pstable_distribution = "cauchy"
+    #: rows may be kept as float16 (``dtype="float16"``)
+    float16_rows = False
+    #: the product form gives the distances themselves (not only their order)
+    product_exact = False
+
+    @classmethod
+    def default_tables(cls, options: dict[str, Any]) -> int:
+        """Number of tables when the caller gave none."""
+        return int(options.get("L", 16))
+
+    @classmethod
+    def input_dim(cls, columns: int) -> int:
+        """The index dimension for input rows of ``columns`` values."""
+        return columns
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
+
+    def stored_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The index options as stored at creation (a metric may fill in defaults)."""
+        return options
+
+    def code_centre(self, X: np.ndarray) -> np.ndarray | None:
+        """The centre of the first batch's SimHash codes (None: the origin)."""
+        return None
+
+    # -- query parameters ------------------------------------------------------------
+    def check_k(self, k: int | None, threshold: float | None) -> None:
+        """Validate a query's ``k``: an int >= 1; None only with a ``threshold``."""
+        if k is not None or threshold is None:
+            check_k(k)
+
+    def check_threshold(self, threshold: Any) -> None:
+        """Validate a radius query's ``threshold``: a distance, finite and >= 0."""
+        if isinstance(threshold, bool) or not isinstance(
+                threshold, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(threshold) or threshold < 0:
+            raise InvalidParameterError(
+                f"threshold is a distance: a finite number >= 0; found {threshold!r}")
+
+    # -- scans -----------------------------------------------------------------------
+    #: distances follow from the product ``Q @ rows.T`` (see :meth:`product_distances`)
+    product_form = False
+
+    def product_distances(self, P: np.ndarray, Q: np.ndarray,
+                          norms: np.ndarray | None) -> np.ndarray:
+        """Distances from the product ``P = Q @ rows.T`` (in place where it can), given
+        the rows' squared ``norms`` when :attr:`needs_norms`."""
+        raise NotImplementedError(f"metric {self.name} has no product form")
+
+    def scan_margin(self, k: int) -> int:
+        """Extra rows a scan takes beyond ``k`` when its distances are not exact."""
+        return 0
+
+    # -- calibration -----------------------------------------------------------------
+    def ranking_distances(self, B: np.ndarray, Q: np.ndarray,
+                          norms: np.ndarray | None) -> np.ndarray:
+        """``(len(Q), len(B))`` values that order the rows ``B`` as their distances from
+        each query do (a cheaper form where one exists); ``norms`` are the rows' squared
+        norms when :attr:`needs_norms`."""
+        return np.stack([self.distances(B, q) for q in Q])
+
+    def neighbour_distances(self, Q: np.ndarray, N: np.ndarray) -> np.ndarray:
+        """Distances from queries ``Q`` ``(q, 1, dim)`` to their neighbours ``N``
+        ``(q, k, dim)``."""
+        return np.abs(Q.astype(np.float64) - N).sum(-1)  # type: ignore[no-any-return]
+
+    def neighbour_scale(self, Q: np.ndarray, N: np.ndarray) -> float:
+        """The typical distance to a near neighbour (the median), which scales the
+        p-stable width calibration tries."""
+        return float(np.median(self.neighbour_distances(Q, N)))
 
     def row_dim(self) -> int:
         """Values stored per row."""
@@ -132,6 +227,24 @@ class Metric:
 
 class Cosine(Metric):
     name = "cosine"
+    normalised = True
+    families = ("hyperplane", "crosspolytope")
+    simhash_codes = True
+    codes_only = True
+    product_form = True
+    product_exact = True
+    float16_rows = True
+
+    def ranking_distances(self, B: np.ndarray, Q: np.ndarray,
+                          norms: np.ndarray | None) -> np.ndarray:
+        return -(Q @ B.T)  # type: ignore[no-any-return]
+
+    def neighbour_distances(self, Q: np.ndarray, N: np.ndarray) -> np.ndarray:
+        return 1.0 - (Q * N).sum(-1)  # type: ignore[no-any-return]
+
+    def product_distances(self, P: np.ndarray, Q: np.ndarray,
+                          norms: np.ndarray | None) -> np.ndarray:
+        return np.float32(1.0) - P  # rows are stored normalised
 
     def _prepare(self, A: np.ndarray, what: str) -> np.ndarray:
         if A.dtype != np.float32 or not A.flags.c_contiguous:
@@ -178,6 +291,37 @@ class Cosine(Metric):
 
 class L2(Metric):
     name = "l2"
+    needs_norms = True
+    families = ("pstable",)
+    simhash_codes = True
+    has_width = True
+    pstable_distribution = "gaussian"
+    float16_rows = True
+
+    def ranking_distances(self, B: np.ndarray, Q: np.ndarray,
+                          norms: np.ndarray | None) -> np.ndarray:
+        return norms[None, :] - 2.0 * (Q @ B.T)  # type: ignore[index,no-any-return]
+
+    def neighbour_distances(self, Q: np.ndarray, N: np.ndarray) -> np.ndarray:
+        return np.sqrt(((Q - N) ** 2).sum(-1))  # type: ignore[no-any-return]
+
+    def code_centre(self, X: np.ndarray) -> np.ndarray | None:
+        return X.mean(axis=0)  # type: ignore[no-any-return]
+
+    product_form = True
+
+    def product_distances(self, P: np.ndarray, Q: np.ndarray,
+                          norms: np.ndarray | None) -> np.ndarray:
+        if norms is None:
+            raise CorruptIndexError("an l2 scan needs the rows' norms")
+        P *= np.float32(-2.0)
+        P += norms
+        P += np.einsum("ij,ij->i", Q, Q)[:, None]
+        np.maximum(P, 0, out=P)
+        return np.sqrt(P, out=P)
+
+    def scan_margin(self, k: int) -> int:
+        return 2 * k + 16  # the product's expansion loses precision to cancellation
 
     def _prepare_vector(self, x: np.ndarray) -> np.ndarray | None:
         return _finite_float32(x)
@@ -198,6 +342,9 @@ class L2(Metric):
 
 class L1(Metric):
     name = "l1"
+    families = ("pstable", "unary")
+    has_width = True
+    float16_rows = True
 
     def _prepare_vector(self, x: np.ndarray) -> np.ndarray | None:
         return _finite_float32(x)
@@ -209,6 +356,19 @@ class L1(Metric):
 class Hamming(Metric):
     name = "hamming"
     row_dtype = np.dtype(np.uint8)
+    families = ("bitsample",)
+    bit_input = True
+
+    def ranking_distances(self, B: np.ndarray, Q: np.ndarray,
+                          norms: np.ndarray | None) -> np.ndarray:
+        return _bit_distances(B, Q)
+
+    def neighbour_scale(self, Q: np.ndarray, N: np.ndarray) -> float:
+        return 1.0  # bit sampling has no width to scale
+
+    @classmethod
+    def input_dim(cls, columns: int) -> int:
+        return 8 * columns  # packed bytes in, bits as the dimension
 
     def __init__(self, dim: int) -> None:
         if dim % 8:
@@ -269,6 +429,10 @@ class CosineCodes(Cosine):
     def prepare_one(self, x: Any, what: str = "query") -> np.ndarray:
         return self.coder.encode(super().prepare_one(x, what)[None])[0]
 
+    def ranking_distances(self, B: np.ndarray, Q: np.ndarray,
+                          norms: np.ndarray | None) -> np.ndarray:
+        return _bit_distances(B, Q)  # the estimate grows with the codes' Hamming distance
+
     def distances(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
         from ..hashing.codes import hamming
 
@@ -286,3 +450,15 @@ def _as_array(X: Any, what: str) -> np.ndarray:
     if A.dtype == object:
         raise InvalidVectorError(f"{what} must be a numeric array; found ragged or object data")
     return A
+
+
+def check_k(k: int | None) -> None:
+    """Validate a query's ``k``: an int >= 1."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InvalidParameterError(f"k must be an int >= 1; found {k!r}")
+
+
+def _bit_distances(B: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """Hamming distances between packed bit rows, ``(len(Q), len(B))`` float64."""
+    return np.stack([np.bitwise_count(B ^ q).sum(1, dtype=np.int64)
+                     for q in Q]).astype(np.float64)

@@ -10,10 +10,22 @@ from ..errors import InvalidParameterError
 from .dense import L1, L2, Cosine, CosineCodes, Hamming, Metric
 from .sets import JaccardMetric
 
-__all__ = ["METRICS", "METRIC_NAMES", "get_metric"]
+__all__ = ["METRICS", "METRIC_NAMES", "get_metric", "metric_class"]
 
 METRICS: dict[str, type[Metric]] = {"cosine": Cosine, "l2": L2, "l1": L1, "hamming": Hamming}
 METRIC_NAMES = sorted([*METRICS, "jaccard"])
+
+
+def metric_class(name: str) -> type[Metric]:
+    """The class of the metric ``name`` (its class attributes describe it before an index
+    exists: ``is_set``, ``takes_dim``, ``score_field``, ``input_dim``)."""
+    if name == "jaccard":
+        return JaccardMetric
+    cls = METRICS.get(name)
+    if cls is None:
+        raise InvalidParameterError(
+            f"unknown metric {name!r}; choose one of {', '.join(METRIC_NAMES)}")
+    return cls
 
 
 def get_metric(name: str, dim: int | None, options: dict[str, Any] | None = None) -> Metric:

@@ -28,7 +28,7 @@ from ..hashing.families import mix64
 from ..hashing.minhash import classic_signatures_csr, oph_signatures
 from ..hashing.shingles import hash_strings, parse_shingle, shingle_hashes, shingle_token_hashes
 from ..hashing.theory import optimal_bands
-from .dense import Metric
+from .dense import Metric, check_k
 
 __all__ = ["JaccardMetric", "jaccard_defaults", "describe_sets"]
 
@@ -62,6 +62,14 @@ class JaccardMetric(Metric):
     """Items -> MinHash signature rows; scores are Jaccard similarities."""
 
     name = "jaccard"
+    score_field = "jaccard"
+    is_set = True
+    takes_dim = False  # num_perm instead
+    families = ("minhash",)
+
+    @classmethod
+    def default_tables(cls, options: dict[str, Any]) -> int:
+        return int(jaccard_defaults(options)["bands"])
 
     def __init__(self, options: dict[str, Any]) -> None:
         opts = jaccard_defaults(options)
@@ -73,6 +81,20 @@ class JaccardMetric(Metric):
         self.kind, self.n = parse_shingle(opts["shingle"])
         wide = self.mode == "classic" and self.scheme != "affine32"
         self.row_dtype = np.dtype("<u8" if wide else "<u4")
+
+    def check_k(self, k: int | None, threshold: float | None) -> None:
+        """Validate a query's ``k``: an int >= 1, or None for every item above the
+        threshold."""
+        if k is not None:
+            check_k(k)
+
+    def check_threshold(self, threshold: Any) -> None:
+        """Validate ``threshold``: a Jaccard similarity in [0, 1]."""
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise InvalidParameterError(f"threshold must be in [0, 1]; found {threshold!r}")
+
+    def stored_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.options)  # defaults filled in; num_perm = dim if given
 
     def signatures(self, csr: _CSR) -> np.ndarray:
         offsets, hashes = csr
@@ -105,10 +127,10 @@ class JaccardMetric(Metric):
 
     def _hash_tokens(self, toks: list[Any], what: str, i: int) -> np.ndarray:
         if self.mode == "classic":
-            from ..hashing.minhash import _token_hash
+            from ..hashing.minhash_classic import token_hash
 
             wide = self.scheme != "affine32"
-            h = np.array([_token_hash(t, wide, what, i, "item") for t in toks], dtype=np.uint64)
+            h = np.array([token_hash(t, wide, what, i, "item") for t in toks], dtype=np.uint64)
             return np.unique(h)
         strs = [t for t in toks if isinstance(t, str)]
         rest = [t for t in toks if not isinstance(t, str)]

@@ -29,9 +29,10 @@ from starlette.routing import Route
 
 from ..errors import InputFormatError, InvalidParameterError, LshdbError, ReadOnlyError
 from ..index.index import Index
+from ..metrics import metric_class
 from .counters import Counters
 from .schema import openapi
-from .wire import SCORE, decode_key, encode_key, error_body, status_of, to_array
+from .wire import decode_key, encode_key, error_body, status_of, to_array
 
 __all__ = ["Settings", "Service", "create_app"]
 
@@ -94,7 +95,7 @@ class Service:
         self.settings = settings
         self.counters = counters
         self.metric = index.metric.name
-        self.score = SCORE.get(self.metric, "distance")
+        self.score = index.metric.score_field
         self._token = settings.token.encode() if settings.token else None
 
     # -- plumbing --------------------------------------------------------------------
@@ -115,19 +116,20 @@ class Service:
                 result = await fn(request)
                 return result if isinstance(result, Response) else _json(result)
             except Refused as exc:
-                return self._error(exc.status, exc.type, str(exc))
+                return self.error(exc.status, exc.type, str(exc))
             except LshdbError as exc:
                 status = status_of(exc)
                 if status == 500:
                     log.exception("request %s %s failed", request.method, request.url.path)
-                return self._error(status, type(exc).__name__, str(exc))
+                return self.error(status, type(exc).__name__, str(exc))
             except Exception as exc:  # a defect: logged, answered, and the worker lives on
                 log.exception("request %s %s failed", request.method, request.url.path)
-                return self._error(500, "InternalError", f"{type(exc).__name__}: {exc}")
+                return self.error(500, "InternalError", f"{type(exc).__name__}: {exc}")
 
         return endpoint
 
-    def _error(self, status: int, type_: str, message: str) -> Response:
+    def error(self, status: int, type_: str, message: str) -> Response:
+        """The JSON error response of ``status``, counted."""
         self._count("errors_5xx" if status >= 500 else "errors_4xx")
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return _json(error_body(type_, message), status, headers)
@@ -183,7 +185,7 @@ class Service:
         """One query or stored item as the index reads it."""
         if field in ("vector", "vectors"):
             return to_array(value, self.metric, field)
-        if self.metric != "jaccard":
+        if not metric_class(self.metric).is_set:
             raise InvalidParameterError(f"{field!r} applies to jaccard indexes; this index is "
                                         f"{self.metric}: send 'vector' or 'vectors'")
         if field in ("text", "texts"):
@@ -364,6 +366,6 @@ def create_app(service: Service) -> Starlette:
         names = {404: "NotFound", 405: "MethodNotAllowed"}
         message = (f"no route {request.method} {request.url.path}; see /openapi.json"
                    if status in names else str(exc))
-        return service._error(status, names.get(status, "HTTPError"), message)
+        return service.error(status, names.get(status, "HTTPError"), message)
 
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error})

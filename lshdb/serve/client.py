@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidKeyError, InvalidParameterError, KeyNotFoundError, ServerError
+from ..metrics import metric_class
 from ..storage.codec import Key
-from .wire import SCORE, decode_key, encode_key, raise_error
+from .wire import decode_key, encode_key, raise_error
 
 __all__ = ["connect", "Client"]
 
@@ -139,7 +140,7 @@ class Client:
         return self._metric
 
     def _hits(self, hits: list[dict[str, Any]]) -> list[tuple[Key, float]]:
-        score = SCORE.get(self.metric, "distance")
+        score = metric_class(self.metric).score_field
         return [(decode_key(h["key"]), float(h[score])) for h in hits]
 
     def _one(self, item: Any) -> tuple[str, Any]:
@@ -147,7 +148,7 @@ class Client:
         as the embedded index reads a list), else a vector (or a jaccard signature array)."""
         if isinstance(item, str):
             return "text", item
-        if isinstance(item, np.ndarray) or self.metric != "jaccard":
+        if isinstance(item, np.ndarray) or not metric_class(self.metric).is_set:
             return "vector", np.asarray(item).tolist()
         tokens = list(item)
         if any(isinstance(t, bytes) for t in tokens):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
+from ..metrics import METRIC_NAMES, metric_class
 
 __all__ = ["openapi"]
 
@@ -46,7 +47,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 def openapi(metric: str | None = None) -> dict[str, Any]:
     """The document; ``metric`` names the served index's metric in its description."""
-    score = "jaccard" if metric == "jaccard" else "distance"
+    score = metric_class(metric).score_field if metric in METRIC_NAMES else "distance"
     hit = {"type": "object", "required": ["key", score],
            "properties": {"key": _KEY, score: {"type": "number"}}}
     query_props = {"vector": _VECTOR, "vectors": {"type": "array", "items": _VECTOR},

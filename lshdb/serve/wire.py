@@ -25,13 +25,10 @@ from ..errors import (
     ReadOnlyError,
     ServerError,
 )
+from ..metrics import metric_class
 from ..storage.codec import Key
 
-__all__ = ["encode_key", "decode_key", "status_of", "error_body", "raise_error",
-           "to_array", "SCORE"]
-
-# the field that carries a result's score, as in the CLI's JSON lines
-SCORE = {"jaccard": "jaccard"}
+__all__ = ["encode_key", "decode_key", "status_of", "error_body", "raise_error", "to_array"]
 
 # the first matching class decides (subclasses before their parents)
 _STATUS: tuple[tuple[type[BaseException], int], ...] = (
@@ -107,8 +104,9 @@ def to_array(value: Any, metric: str, what: str) -> np.ndarray:
     if not isinstance(value, list):
         raise InvalidVectorError(f"{what} must be a JSON array of numbers; found "
                                  f"{type(value).__name__}")
+    cls = metric_class(metric)
     try:
-        if metric == "hamming":
+        if cls.bit_input:
             A = np.asarray(value)
             if A.dtype == np.bool_:
                 return A
@@ -116,7 +114,7 @@ def to_array(value: Any, metric: str, what: str) -> np.ndarray:
                 raise InvalidVectorError(f"{what} for metric hamming must hold bytes (0-255) "
                                          "or booleans (bits)")
             return A.astype(np.uint8)
-        if metric == "jaccard":
+        if cls.is_set:
             A = np.asarray(value)
             if A.dtype.kind not in "iu" or (A.size and A.min() < 0):
                 raise InvalidVectorError(f"{what}: signatures are non-negative integers")

@@ -21,7 +21,6 @@ ID_DTYPE = np.dtype("<u4")
 MAX_ROWS = 2**32 - 1
 MAX_KEY_BYTES = 480  # LMDB's key limit is 511 bytes
 
-_U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
 
@@ -114,14 +113,6 @@ def pack_ids(ids: np.ndarray) -> list[bytes]:
 
 
 # -- bucket keys and posting chunks ------------------------------------------------------
-
-
-def chunk_key(bucket: bytes, first_id: int) -> bytes:
-    return bucket + _U32.pack(first_id)
-
-
-def chunk_first_id(key: bytes) -> int:
-    return int(_U32.unpack_from(key, 8)[0])
 
 
 def bucket_bytes(keys: np.ndarray) -> bytes:

@@ -264,9 +264,6 @@ class RowFile:
     def __repr__(self) -> str:
         return f"RowFile({self.path!r}, dim={self.dim}, dtype={self.dtype.str})"
 
-    def describe(self) -> dict[str, Any]:
-        return {"row_bytes": self.row_bytes, "dtype": self.dtype.str, "dim": self.dim}
-
 
 class RowDerived:
     """A process's array derived from the committed rows of one row file, one column per

@@ -80,20 +80,11 @@ def exact_neighbours(metric: Metric, X: np.ndarray, qidx: np.ndarray, k: int,
     B = X if base_idx is None else X[base_idx]
     ids = np.arange(len(X)) if base_idx is None else base_idx
     out = np.empty((len(qidx), k), dtype=np.int64)
-    sq = np.einsum("ij,ij->i", B, B) if metric.name == "l2" else None
+    sq = np.einsum("ij,ij->i", B, B) if metric.needs_norms else None
     for s in range(0, len(qidx), 32):
         qi = qidx[s : s + 32]
         Q = X[qi]
-        if metric.row_dtype == np.uint8:  # packed codes (hamming, or cosine kept as codes)
-            d = np.stack([np.bitwise_count(B ^ q).sum(1, dtype=np.int64) for q in Q]).astype(np.float64)
-        elif metric.name == "cosine":
-            d = -(Q @ B.T)
-        elif metric.name == "l2":
-            d = sq[None, :] - 2.0 * (Q @ B.T)  # type: ignore[index]
-        elif metric.name == "hamming":
-            d = np.stack([np.bitwise_count(B ^ q).sum(1, dtype=np.int64) for q in Q]).astype(np.float64)
-        else:
-            d = np.stack([np.abs(B - q).sum(1) for q in Q])
+        d = metric.ranking_distances(B, Q, sq)
         if base_idx is None:
             d[np.arange(len(qi)), qi] = np.inf
         else:
@@ -110,16 +101,6 @@ def exact_neighbours(metric: Metric, X: np.ndarray, qidx: np.ndarray, k: int,
                 near = np.argpartition(d[j], k - 1)[:k]
             out[s + j] = ids[near[np.argsort(d[j][near], kind="stable")]]
     return out
-
-
-def _distances(metric: Metric, X: np.ndarray, qidx: np.ndarray, nn: np.ndarray) -> np.ndarray:
-    Q = X[qidx][:, None, :]
-    N = X[nn]
-    if metric.name == "cosine":
-        return 1.0 - (Q * N).sum(-1)
-    if metric.name == "l2":
-        return np.sqrt(((Q - N) ** 2).sum(-1))
-    return np.abs(Q.astype(np.float64) - N).sum(-1)
 
 
 def _grid(family: str, options: dict[str, Any], n: int, nn_dist: float) -> list[dict[str, Any]]:
@@ -154,8 +135,7 @@ def _base(metric: Metric, family: str, k_max: int, L: int, seed: int,
     if family == "unary":
         mv = options.get("max_value") or max(1, int(np.ceil(X.max())))
         return Unary(metric.hash_dim(), k_max, L, mv, seed)
-    dist = "gaussian" if metric.name == "l2" else "cauchy"
-    return PStable(metric.hash_dim(), k_max, L, 1.0, seed, dist)
+    return PStable(metric.hash_dim(), k_max, L, 1.0, seed, metric.pstable_distribution)
 
 
 def _first_k(a: np.ndarray, L: int, K: int, k: int) -> np.ndarray:
@@ -224,7 +204,7 @@ def _sample_keys(base: Family, fam: Family, S: np.ndarray, cache: dict[Any, np.n
     if isinstance(base, PStable) and isinstance(fam, PStable):
         if fam.w not in cache:
             cache.clear()  # the grid visits one width at a time
-            slots = _pstable_sub(base, base.k, fam.w)._project.floors(S)
+            slots = _pstable_sub(base, base.k, fam.w).slots(S)
             # every k's combination at once: prefix sums of slot_j * R_j over j (int64
             # arithmetic wraps as the family's own does)
             terms = slots.reshape(len(S), base.L, base.k).astype(np.int64)
@@ -348,10 +328,10 @@ def calibrate(metric: Metric, family: str, options: dict[str, Any], X: np.ndarra
     fseed = options.get("seed", 0)
     qidx = np.sort(rng.choice(n, min(n_queries, n - 1), replace=False))
     k_nn = min(k_nn, n - 1)
-    limit = 2_000_000 if metric.name in ("cosine", "l2") else 200_000
+    limit = 2_000_000 if metric.product_form else 200_000  # a product is cheap per row
     base_idx = None if n <= limit else np.sort(rng.choice(n, limit, replace=False))
     nn = exact_neighbours(metric, X, qidx, k_nn, base_idx)
-    nn_dist = float(np.median(_distances(metric, X, qidx, nn))) if metric.name != "hamming" else 1.0
+    nn_dist = metric.neighbour_scale(X[qidx][:, None, :], X[nn])
     nn_dist = max(nn_dist, 1e-9)
     S = X[rng.permutation(n)[: min(sample, n)]]
     scale = n / len(S)

@@ -18,16 +18,13 @@ import numpy as np
 from ..errors import InvalidParameterError, InvalidVectorError
 from ..hashing.families import BitSample, Family, Hyperplane, PStable, Unary
 from ..metrics.dense import Metric
+from ..metrics.registry import METRIC_NAMES, metric_class
 
 __all__ = ["validate_options", "family_if_complete", "choose_family", "time_paths", "default_L",
            "query_settings", "validate_rows", "stale_calibration", "DEFAULT_FAMILY",
            "CALIBRATE_MIN", "RECALIBRATE_GROWTH"]
 
-DEFAULT_FAMILY = {"cosine": "hyperplane", "l2": "pstable", "l1": "pstable",
-                  "hamming": "bitsample", "jaccard": "minhash"}
-_FAMILIES_OF = {"cosine": ("hyperplane", "crosspolytope"), "l2": ("pstable",),
-                "l1": ("pstable", "unary"),
-                "hamming": ("bitsample",), "jaccard": ("minhash",)}
+DEFAULT_FAMILY = {name: metric_class(name).families[0] for name in METRIC_NAMES}
 _BUILD = {"family", "k", "L", "w", "seed", "max_value", "codes", "dtype"}
 _JACCARD = {"family", "seed", "num_perm", "threshold", "bands", "rows", "mode", "scheme",
             "shingle", "store_tokens"}
@@ -44,7 +41,8 @@ def check_int(name: str, v: Any, lo: int, hi: int) -> int:
 
 def validate_options(metric: str, options: dict[str, Any], query_only: bool = False) -> dict[str, Any]:
     """Check option names and values; return a clean dict (unknown names are errors)."""
-    if metric == "jaccard":
+    cls = metric_class(metric) if metric in DEFAULT_FAMILY else None
+    if cls is not None and cls.is_set:
         allowed = {"candidates"} if query_only else _JACCARD | {"candidates"} | _OTHER
     else:
         allowed = _QUERY if query_only else _BUILD | _QUERY | _OTHER
@@ -58,10 +56,11 @@ def validate_options(metric: str, options: dict[str, Any], query_only: bool = Fa
         if v is None:
             continue
         if name == "family":
-            if v not in _FAMILIES_OF[metric]:
+            families = metric_class(metric).families
+            if v not in families:
                 raise InvalidParameterError(
                     f"family {v!r} does not serve metric {metric!r}; choose one of "
-                    f"{', '.join(_FAMILIES_OF[metric])}")
+                    f"{', '.join(families)}")
             out[name] = v
         elif name == "k":
             out[name] = check_int("k", v, 1, 64)
@@ -83,7 +82,7 @@ def validate_options(metric: str, options: dict[str, Any], query_only: bool = Fa
             out[name] = bool(v)
         elif name == "codes":
             out[name] = check_int("codes", v, 0, 4096)
-            if out[name] % 64 or (out[name] and metric not in ("cosine", "l2")):
+            if out[name] % 64 or (out[name] and not metric_class(metric).simhash_codes):
                 raise InvalidParameterError(
                     "codes are SimHash bits for cosine or l2 indexes, a multiple of 64 "
                     f"(e.g. 256); found {v!r} for metric {metric!r}")
@@ -117,7 +116,7 @@ def validate_options(metric: str, options: dict[str, Any], query_only: bool = Fa
             kind, n = parse_shingle(v)
             out[name] = f"{kind}:{n}"
         elif name == "dtype":
-            if v not in ("float32", "float16") or metric not in ("cosine", "l2", "l1"):
+            if v not in ("float32", "float16") or not metric_class(metric).float16_rows:
                 raise InvalidParameterError(
                     f"dtype is 'float32' or 'float16' for cosine, l2 and l1 rows; found {v!r} "
                     f"for metric {metric!r}")
@@ -137,7 +136,7 @@ def validate_options(metric: str, options: dict[str, Any], query_only: bool = Fa
                 raise InvalidParameterError(f"durability must be 'full' or 'fast'; found {v!r}")
             out[name] = v
     if out.get("store") == "codes":
-        if metric != "cosine":
+        if not metric_class(metric).codes_only:
             raise InvalidParameterError("store='codes' keeps SimHash codes: metric cosine only")
         out.setdefault("codes", 256)
         if out.get("family", "bitsample") != "bitsample":
@@ -146,7 +145,7 @@ def validate_options(metric: str, options: dict[str, Any], query_only: bool = Fa
         out["family"] = "bitsample"
     if out.get("dtype") == "float16" and out.get("store") == "codes":
         raise InvalidParameterError("store='codes' keeps no rows; dtype does not apply")
-    if "w" in out and metric not in ("l2", "l1"):
+    if "w" in out and not metric_class(metric).has_width:
         raise InvalidParameterError(f"w is the p-stable width; metric {metric!r} has no width")
     family = out.get("family", DEFAULT_FAMILY[metric])
     if "max_value" in out and family != "unary":
@@ -170,11 +169,7 @@ def stale_calibration(calibrated_rows: int, live: int) -> bool:
 
 def default_L(metric: str, options: dict[str, Any]) -> int:
     """Number of tables when the caller gave none."""
-    if metric == "jaccard":
-        from ..metrics.sets import jaccard_defaults
-
-        return int(jaccard_defaults(options)["bands"])
-    return int(options.get("L", 16))
+    return metric_class(metric).default_tables(options)
 
 
 # The share of the rows that the buckets would re-rank past which, before paths were
@@ -220,7 +215,7 @@ def _build(metric: Metric, name: str, options: dict[str, Any], k: int, w: float 
     if name == "unary":
         return Unary(metric.hash_dim(), k, L, options["max_value"], seed)
     return PStable(metric.hash_dim(), k, L, float(w), seed,  # type: ignore[arg-type]
-                   "gaussian" if metric.name == "l2" else "cauchy")
+                   metric.pstable_distribution)
 
 
 def choose_family(metric: Metric, options: dict[str, Any],
@@ -242,7 +237,7 @@ def choose_family(metric: Metric, options: dict[str, Any],
         settings["min_hits"] = plan.min_hits
     share = plan.candidates / max(len(X), 1)
     summary = {**plan.summary(), "sample_rows": len(X), "candidate_share": round(share, 4)}
-    if settings["scan"] is None and metric.name in ("cosine", "l2") \
+    if settings["scan"] is None and metric.product_form \
             and metric.row_dtype.kind == "f" and not options.get("codes") \
             and plan.queries is not None and plan.neighbours is not None:
         from .paths import choose
@@ -266,7 +261,7 @@ def time_paths(metric: Metric, options: dict[str, Any], n: int,
     """Measure the paths' unit costs for ``n`` rows inside ``timing`` (the index's way of
     keeping BLAS on one thread, as queries run), before a calibration whose own work runs
     BLAS on every thread; :func:`choose_family` then finds them measured."""
-    if metric.name in ("cosine", "l2") and metric.row_dtype.kind == "f" \
+    if metric.product_form and metric.row_dtype.kind == "f" \
             and options.get("scan") is None and not options.get("codes"):
         from .paths import costs
 

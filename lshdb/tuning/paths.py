@@ -103,7 +103,9 @@ def _code_ranks(metric: Metric, X: np.ndarray, qidx: np.ndarray, nn: np.ndarray,
     rng = np.random.default_rng(seed + 0x5A)
     pool = np.setdiff1d(np.arange(len(X)), qidx)
     S = pool if len(pool) <= _SAMPLE else rng.choice(pool, _SAMPLE, replace=False)
-    centre = X.mean(axis=0) if metric.name == "l2" else np.zeros(X.shape[1], np.float32)
+    centre = metric.code_centre(X)
+    if centre is None:
+        centre = np.zeros(X.shape[1], np.float32)
     P = SimHashCoder(X.shape[1], max(CODE_BITS), seed).P
 
     def words(A: np.ndarray) -> np.ndarray:
@@ -143,7 +145,7 @@ def choose(metric: Metric, X: np.ndarray, qidx: np.ndarray, nn: np.ndarray, n: i
                     "us": round(float(buckets["us"]), 1)},
         "scan": {"recall": 1.0, "us": round(n * c["scan_row_us"] + k * c["rerank_us"], 1)},
     }
-    if allow_codes and metric.name in ("cosine", "l2"):
+    if allow_codes and metric.simhash_codes:
         all_ranks = _code_ranks(metric, X, qidx, nn, n, seed)
         for bits in CODE_BITS:
             ranks = all_ranks[bits]

@@ -8,7 +8,8 @@ import datasketch
 import numpy as np
 import pytest
 
-import lshdb.hashing.minhash as minhash_mod
+import lshdb.hashing.bands as bands_mod
+import lshdb.hashing.minhash_oph as oph_mod
 from lshdb.errors import InvalidParameterError, InvalidVectorError
 from lshdb.hashing.minhash import (
     band_keys,
@@ -131,8 +132,8 @@ def test_oph_blocks_do_not_change_the_signatures(monkeypatch):
             for m in rng.integers(1, 3000, 40)]
     off, h = csr(sets)
     whole = oph_signatures(off, h, 64, seed=2)
-    monkeypatch.setattr(minhash_mod, "_DOC_BLOCK", 3)
-    monkeypatch.setattr(minhash_mod, "_OPH_TOKENS", 500)
+    monkeypatch.setattr(oph_mod, "_DOC_BLOCK", 3)
+    monkeypatch.setattr(oph_mod, "_OPH_TOKENS", 500)
     assert np.array_equal(oph_signatures(off, h, 64, seed=2), whole)
     one_each = [oph_signatures(off[i:i + 2] - off[i], h[off[i]:off[i + 1]], 64, seed=2)
                 for i in range(len(sets))]
@@ -261,6 +262,6 @@ def test_band_key_blocks_do_not_change_the_keys(monkeypatch):
 
     S = np.random.default_rng(9).integers(0, 2**32, (50, 64)).astype(np.uint32)
     whole = band_keys(S, 7, 9, seed=1)
-    monkeypatch.setattr(minhash_mod, "_BAND_BLOCK", 16)  # 2 rows of 7 bands per block
+    monkeypatch.setattr(bands_mod, "_BAND_BLOCK", 16)  # 2 rows of 7 bands per block
     np.testing.assert_array_equal(band_keys(S, 7, 9, seed=1), whole)
     np.testing.assert_array_equal(whole[:3], band_keys(S[:3], 7, 9, seed=1))  # batch of 3

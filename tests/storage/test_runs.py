@@ -154,7 +154,7 @@ def state(index) -> dict:
 
 def run_names(index) -> list[bytes]:
     with index.reader() as r:
-        c = r._txn.cursor(r._store.db(b"meta"))
+        c = r.txn.cursor(r.store.db(b"meta"))
         return [bytes(k) for k in c.iternext(values=False) if k.startswith(runs.PREFIX)]
 
 
