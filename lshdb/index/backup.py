@@ -84,7 +84,7 @@ def backup(index: Index, dest: str | os.PathLike[str],
                 rows.copy_to(os.path.join(gdir, name), n_rows,
                              functools.partial(progress, name) if progress else None)
             live = r.live
-        _fsync(os.path.join(gdir, "data.mdb"))
+        layout.fsync_file(os.path.join(gdir, "data.mdb"))
         layout.fsync_dir(gdir)
         layout.write_current(tmp, gen)  # (fsyncs the folder)
         if os.path.lexists(dest):
@@ -113,11 +113,3 @@ def _copied_rows(gen_dir: str) -> int:
     if raw is None:
         raise CorruptIndexError(f"the copy in {gen_dir} has no state record")
     return int(unpack_meta(bytes(raw), "state")["rows"])
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

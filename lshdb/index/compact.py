@@ -58,14 +58,6 @@ def _next_generation(path: str) -> str:
     return layout.gen_name(max(numbers, default=0) + 1)
 
 
-def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def compact(index: Index, timeout: float | None = None, retune: bool = False,
             progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Compact ``index`` into a new generation; returns what was done (sizes, counts, time).
@@ -141,7 +133,7 @@ def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
         new_rows.sync()
     finally:
         new_rows.close()
-    _fsync_file(os.path.join(tmp, ROWS_NAME))
+    layout.fsync_file(os.path.join(tmp, ROWS_NAME))
     codes_meta = txn.get(b"codes", db=meta_db)
     if retune and live >= params.CALIBRATE_MIN and not _fixed(index, family):
         sample = _sample_rows(rows, ids, n_rows)
@@ -166,7 +158,7 @@ def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
             new_codes.sync()
         finally:
             new_codes.close()
-        _fsync_file(os.path.join(tmp, CODES_NAME))
+        layout.fsync_file(os.path.join(tmp, CODES_NAME))
     n_tables = family.L if family else index.n_tables
     size = max(1 << 26, 4 * _disk_bytes(os.path.join(index.path, index.generation)))
     new_store = Store(tmp, create=True, n_tables=n_tables, map_size=size)
@@ -211,7 +203,7 @@ def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
         new_store.sync()
     finally:
         new_store.close()
-    _fsync_file(os.path.join(tmp, "data.mdb"))
+    layout.fsync_file(os.path.join(tmp, "data.mdb"))
     layout.fsync_dir(tmp)
     return {"live": live, "rows_before": n_rows, "reclaimed_rows": n_rows - live,
             "retuned": bool(retune and family is not None and family is not index.family)}
@@ -238,7 +230,7 @@ def _auto_codes(index: Index, summary: dict[str, Any], codes_meta: bytes | None,
         f.sync()
     finally:
         f.close()
-    _fsync_file(os.path.join(tmp, CODES_NAME))
+    layout.fsync_file(os.path.join(tmp, CODES_NAME))
     return pack_meta(coder.params())
 
 

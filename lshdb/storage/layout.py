@@ -43,7 +43,12 @@ def is_temp(name: str) -> bool:
 
 
 def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    fsync_file(path, os.O_DIRECTORY)
+
+
+def fsync_file(path: str, flags: int = 0) -> None:
+    """Flush a file (or, with ``os.O_DIRECTORY``, a folder's entries) to disk."""
+    fd = os.open(path, os.O_RDONLY | flags)
     try:
         os.fsync(fd)
     finally:
