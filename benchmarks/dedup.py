@@ -32,7 +32,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import ROOT, SHARED, median, table, write_result  # noqa: E402
-from lshdb.text.dedup import dedup_jsonl  # noqa: E402
+from lshdb.text.files import dedup_jsonl  # noqa: E402
 
 PARTS = ("chunks", "docstrings", "files")  # the three corpora of build_corpora.py
 N = 5

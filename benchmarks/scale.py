@@ -169,7 +169,7 @@ def _peak_mb() -> float:
 def run_one(system: str, corpus: str, out: str) -> dict[str, Any]:
     """Dedup ``corpus`` with one system, writing found pairs to ``out`` as a TSV."""
     if system == "single":
-        from lshdb.text.dedup import dedup_jsonl
+        from lshdb.text.files import dedup_jsonl
 
         t0 = time.perf_counter()
         r = dedup_jsonl(corpus, pairs=out + ".jsonl", clusters=out + ".clusters.jsonl",

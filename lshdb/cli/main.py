@@ -754,7 +754,7 @@ def dedup_cmd(inputs: tuple[str, ...], threshold: float, shingle: str, verify: s
     with --threshold uses datasketch's even weighting instead (9 x 13 at 0.8), as its
     estimated scores may be unverified. See docs/jaccard.md.
     """
-    from ..text.dedup import dedup_jsonl
+    from ..text.files import dedup_jsonl
 
     if (keep is None) != (output is None):
         raise click.UsageError("--keep and --output go together")

@@ -33,8 +33,9 @@ from ..metrics import Metric
 from ..storage import layout
 from ..storage import store as store_mod
 from ..storage.codec import Key, unpack_meta
+from ..storage.locks import WriterLock
 from ..storage.rows import RowFile, RowNorms
-from ..storage.store import Store, WriterLock
+from ..storage.store import Store
 from ..tuning import params
 from . import check as check_mod
 from .format import DURABILITY

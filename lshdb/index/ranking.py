@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import CorruptIndexError
+from ..errors import CorruptIndexError, LshdbError
 from ..hashing.codes import CodeColumns, SimHashCoder, hamming_block, hamming_words, nearest
 from ..storage.codec import Key, pack_id, unpack_key
 from .blas import PARALLEL_VALUES, parallel
@@ -71,7 +71,9 @@ class Ranking:
         """Code scans of many queries (no deleted rows): their codes in one encoding, the
         Hamming distances of a block of queries in one pass over the codes, their exact
         re-ranks in one product."""
-        assert self._code_cols is not None and self._coder is not None
+        if self._code_cols is None or self._coder is None:
+            raise LshdbError("this index keeps no hash codes to scan; query it without "
+                             "scan=True or create it with codes")
         R = rerank if rerank is not None else self.settings.get("rerank")
         R = min(max(k, 100 if R is None else R), self.n_rows)
         cols = self._code_cols.get(self.n_rows)

@@ -12,7 +12,6 @@ import contextlib
 import fcntl
 import os
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,16 +19,16 @@ import lmdb
 
 from ..errors import (
     CorruptIndexError,
-    LockTimeoutError,
     LshdbError,
     NotAnIndexError,
     ReadOnlyError,
     StorageError,
 )
 from .lmdbfile import missing_pages_are_free
+from .locks import try_lock
 from .runs import RunCache
 
-__all__ = ["Store", "WriterLock", "Gate", "INITIAL_MAP_SIZE", "acquire", "release",
+__all__ = ["Store", "Gate", "INITIAL_MAP_SIZE", "acquire", "release",
            "translate", "translated"]
 
 INITIAL_MAP_SIZE = 1 << 30
@@ -89,65 +88,6 @@ class Gate:
             with self._cond:
                 self._exclusive = False
                 self._cond.notify_all()
-
-
-class WriterLock:
-    """The index-wide write lock: ``flock`` on ``writer.lock`` plus a thread lock.
-
-    ``flock`` excludes other processes and other open handles; the thread lock excludes
-    other threads sharing this handle. ``timeout=None`` waits forever.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._thread_lock = threading.Lock()
-        self._fd = -1
-        self._owner: int | None = None  # the thread holding it
-
-    def held_here(self) -> bool:
-        """Whether the calling thread holds the lock."""
-        return self._owner == threading.get_ident()
-
-    def acquire(self, timeout: float | None) -> None:
-        if self.held_here():  # waiting would wait for itself forever
-            raise LshdbError(
-                f"this thread already holds the write lock of {os.path.dirname(self.path)} "
-                "(a `with index.writer() as w` block is open): write through `w` (w.add, "
-                "w.upsert, w.delete) or finish that block first")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._thread_lock.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
-            raise LockTimeoutError(
-                f"another thread held the write lock of {os.path.dirname(self.path)} for "
-                f"{timeout} s; retry later or raise timeout=")
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            delay = 0.0005
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        os.close(fd)
-                        raise LockTimeoutError(
-                            f"another writer held the write lock of "
-                            f"{os.path.dirname(self.path)} for {timeout} s; retry later or "
-                            "raise timeout=") from None
-                    time.sleep(delay)
-                    delay = min(delay * 2, 0.02)
-            self._fd = fd
-            self._owner = threading.get_ident()
-        except BaseException:
-            self._thread_lock.release()
-            raise
-
-    def release(self) -> None:
-        self._owner = None
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-        self._thread_lock.release()
 
 
 _registry: dict[str, Store] = {}
@@ -235,7 +175,7 @@ class Store:
         names = list(_FIXED_DBS)
         if create:
             names += [table_name(t) for t in range(n_tables)]
-        lock_fd = -1 if create else _try_lock(os.path.join(os.path.dirname(gen_dir), "writer.lock"))
+        lock_fd = -1 if create else try_lock(os.path.join(os.path.dirname(gen_dir), "writer.lock"))
         try:
             self.readonly = not create and (lock_fd < 0 or not os.access(gen_dir, os.W_OK))
             self._open_env(map_size, create)
@@ -466,20 +406,6 @@ class Store:
     def close(self) -> None:
         with self.gate.exclusive():
             self.env.close()
-
-
-def _try_lock(path: str) -> int:
-    """A descriptor holding the write lock, or -1 if a writer holds it (never waits)."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        return -1
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return -1
-    return fd
 
 
 def table_name(t: int) -> bytes:

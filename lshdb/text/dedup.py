@@ -1,13 +1,12 @@
 """Near-duplicate detection: the similarity self-join of a text collection, in memory.
 
-The workflow: :func:`read_jsonl_docs` reads ``{"id": ..., "text": ...}`` lines (any bad
-line is an error naming ``path:line``); :func:`dedup` shingles every text
+The workflow: :func:`lshdb.io.jsonl.read_jsonl_docs` reads ``{"id": ..., "text": ...}``
+lines (any bad line is an error naming ``path:line``); :func:`dedup` shingles every text
 (:mod:`lshdb.text`), signs it (:mod:`lshdb.minhash`), cuts the signatures into ``b`` bands of
 ``r`` rows, takes every pair of documents sharing a band bucket as a candidate, verifies
 each candidate once (exact Jaccard over the shingle hash sets, or the signature estimate),
 keeps the pairs at or above the threshold, and joins them into clusters with union-find.
-:func:`write_pairs`, :func:`write_clusters` and :func:`write_kept` write the results as JSON
-lines (each file written to a temporary name, fsynced, then renamed into place).
+:mod:`lshdb.text.files` writes the results as JSON lines (each file written to a temporary name, fsynced, then renamed into place).
 
 Candidates
 ----------
@@ -28,8 +27,6 @@ Thread safety: functions share no state; a :class:`DedupResult` is read-only by 
 from __future__ import annotations
 
 import functools
-import inspect
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,19 +39,13 @@ from ..hashing.jaccard import JaccardOracle
 from ..hashing.minhash import MODES, band_keys, classic_signatures_csr, oph_signatures
 from ..hashing.shingles import parse_shingle, shingle_hashes, shingle_token_hashes
 from ..hashing.theory import optimal_bands
-from ..io.jsonl import Key, copy_lines, read_jsonl_docs, write_jsonl
-from ..storage.streams import is_stream
+from ..io.jsonl import Key
 from ..tuning.params import NUM_PERM_MAX, check_int
 
 __all__ = [
     "DedupResult",
-    "read_jsonl_docs",
     "dedup",
-    "dedup_jsonl",
     "connected_components",
-    "write_pairs",
-    "write_clusters",
-    "write_kept",
     "check_options",
     "choose_bands",
     "shingle_texts", "sign_texts", "bucket_pairs", "exact_similarity",
@@ -62,7 +53,7 @@ __all__ = [
 
 Progress = Callable[[str, int, int], None]
 _PAIR_BLOCK = 1 << 20  # candidate pairs generated and verified per block
-_KEEP = ("first", "longest")
+KEEP = ("first", "longest")
 
 
 # -- the self-join ---------------------------------------------------------------------
@@ -115,7 +106,7 @@ class DedupResult:
         One document per cluster (the first, or the longest text with ties to the first)
         and every document in no cluster, empty documents included.
         """
-        if keep not in _KEEP:
+        if keep not in KEEP:
             raise InvalidParameterError(f"keep must be 'first' or 'longest'; found {keep!r}")
         mask = self.labels < 0
         for members in self.clusters:
@@ -417,91 +408,3 @@ def dedup(keys: Sequence[Key], texts: Sequence[str], threshold: float = 0.8,
                        clusters=clusters, empty=empty,
                        lengths=np.fromiter(map(len, texts), dtype=np.int64, count=n),
                        stats=stats)
-
-
-# -- output ----------------------------------------------------------------------------
-
-
-def write_pairs(result: DedupResult, path: str | os.PathLike[str]) -> int:
-    """Write ``{"a": key, "b": key, "jaccard": x}`` lines, each pair once; returns the count."""
-    return write_jsonl(path, ({"a": a, "b": b, "jaccard": j} for a, b, j in result.pairs()))
-
-
-def write_clusters(result: DedupResult, path: str | os.PathLike[str]) -> int:
-    """Write ``{"cluster": c, "size": m, "keys": [...]}`` lines for clusters of two or more."""
-    keys = result.keys
-    return write_jsonl(path, ({"cluster": c, "size": len(m), "keys": [keys[i] for i in m.tolist()]}
-                              for c, m in enumerate(result.clusters)))
-
-
-def write_kept(result: DedupResult, src: str | os.PathLike[str],
-               dst: str | os.PathLike[str], keep: str = "first", key_field: str = "id") -> int:
-    """Copy the kept documents' original lines from ``src`` to ``dst``, in input order.
-
-    ``keep`` picks one document per cluster (``"first"`` or ``"longest"``); documents in no
-    cluster (empty ones included) are all kept. Returns the number of lines written.
-
-    Raises
-    ------
-    InputFormatError
-        ``src`` no longer holds the documents the result was computed from.
-    """
-    return copy_lines(src, dst, result.kept(keep), result.keys, key_field)
-
-
-def dedup_jsonl(path: str | os.PathLike[str], *, key_field: str = "id", text_field: str = "text",
-                pairs: str | os.PathLike[str] | None = None,
-                clusters: str | os.PathLike[str] | None = None,
-                output: str | os.PathLike[str] | None = None, keep: str = "first",
-                progress: Progress | None = None, **options: Any) -> DedupResult:
-    """Read a JSON-lines file, deduplicate it, and write whichever outputs are named.
-
-    ``path`` may be ``-`` (standard input) unless ``output`` is given (the kept lines are
-    copied from a second reading); an output may be ``-`` (standard output) or a stream
-    such as a FIFO, written in place; regular files are written atomically.
-
-    ``options`` go to :func:`dedup` (unknown names raise ``InvalidParameterError``).
-    """
-    allowed = {"threshold", "shingle", "num_perm", "verify", "mode", "seed", "bands",
-               "fp_weight", "fn_weight"}
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise InvalidParameterError(f"unknown dedup option(s) {', '.join(unknown)}; "
-                                    f"known: {', '.join(sorted(allowed))}")
-    if output is not None and is_stream(path):
-        raise InvalidParameterError(
-            "writing the kept documents reads the input twice; give it as a file, not "
-            "standard input or a pipe")
-    if keep not in _KEEP:
-        raise InvalidParameterError(f"keep must be 'first' or 'longest'; found {keep!r}")
-    # bad options and unwritable outputs fail now, not after the work
-    defaults = inspect.signature(dedup).parameters
-    opt = {name: options.get(name, defaults[name].default)
-           for name in ("threshold", "num_perm", "verify", "mode", "bands", "shingle")}
-    check_options(opt["threshold"], opt["num_perm"], opt["verify"], opt["mode"], opt["bands"])
-    parse_shingle(opt["shingle"])
-    for target in (pairs, clusters, output):
-        if target is None or is_stream(target):
-            continue
-        folder = os.path.dirname(os.path.abspath(target))
-        if not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
-            raise InvalidParameterError(f"cannot write {os.fspath(target)}: its folder "
-                                        "does not exist or is not writable")
-    t0 = time.perf_counter()
-    if progress:
-        progress("read", 0, 1)
-    keys, texts = read_jsonl_docs(path, key_field, text_field)
-    if progress:
-        progress("read", 1, 1)
-    read_seconds = time.perf_counter() - t0
-    result = dedup(keys, texts, progress=progress, **options)
-    seconds = result.stats["seconds"]
-    result.stats["seconds"] = {"read": round(read_seconds, 4), **seconds,
-                               "total": round(seconds["total"] + read_seconds, 4)}
-    if pairs is not None:
-        write_pairs(result, pairs)
-    if clusters is not None:
-        write_clusters(result, clusters)
-    if output is not None:
-        write_kept(result, path, output, keep, key_field)
-    return result

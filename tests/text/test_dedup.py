@@ -12,16 +12,10 @@ import pytest
 
 from lshdb.errors import DuplicateKeyError, InputFormatError, InvalidParameterError
 from lshdb.hashing.shingles import word_shingles
+from lshdb.io.jsonl import read_jsonl_docs
 from lshdb.text import dedup as dedup_mod
-from lshdb.text.dedup import (
-    connected_components,
-    dedup,
-    dedup_jsonl,
-    read_jsonl_docs,
-    write_clusters,
-    write_kept,
-    write_pairs,
-)
+from lshdb.text.dedup import connected_components, dedup
+from lshdb.text.files import dedup_jsonl, write_clusters, write_kept, write_pairs
 
 
 def planted_corpus(seed: int = 0) -> tuple[list[str], list[str]]:
