@@ -2,7 +2,7 @@
 
 ``lshdb.dask.dedup(frame, text=..., key=...)`` deduplicates a Dask DataFrame of documents on a
 cluster and returns lazy Dask DataFrames of pairs and clusters, identical to the
-single-process :func:`lshdb.dedup.dedup` for the same options and seed
+single-process :func:`lshdb.text.dedup.dedup` for the same options and seed
 (:mod:`lshdb.dask.dedup`). ``lshdb.dask.build_sharded`` writes a vector index as S ordinary
 shard indexes under one folder with a manifest; ``lshdb.open`` on that folder returns a
 :class:`ShardedIndex` that fans each query out and merges the top-k (:mod:`lshdb.dask.shards`).

@@ -2,7 +2,7 @@
 
 Each partition's verified pairs become a forest, ``(nodes, roots)`` with every node that
 has an edge and the smallest node of its component (:func:`forest`, the single process's
-:func:`lshdb.dedup.connected_components` on the partition's edges). Two forests merge by
+:func:`lshdb.text.dedup.connected_components` on the partition's edges). Two forests merge by
 treating each ``node -> root`` as an edge and running union-find again; :func:`fold` merges
 them ``split_every`` at a time in a tree of tasks, so no step holds more than the nodes of
 the clusters (never the edges, and nothing on the client). Roots are the smallest document

@@ -1,16 +1,16 @@
 """Near-duplicate detection on a Dask cluster, identical to the single-process dedup.
 
-The single-process :func:`lshdb.dedup.dedup` keeps every pair of documents that share a
+The single-process :func:`lshdb.text.dedup.dedup` keeps every pair of documents that share a
 MinHash band bucket and whose similarity (exact, or the signature estimate) reaches the
 threshold, and clusters them by connected components. This module computes the same pairs
 and clusters from a Dask DataFrame, with the same functions on the workers:
 
-1. **sign** (per partition): :func:`lshdb.dedup.shingle_texts`, :func:`~lshdb.dedup.sign_texts`
-   and :func:`lshdb.minhash.band_keys`. Each document is named by its partition and row,
+1. **sign** (per partition): :func:`lshdb.text.dedup.shingle_texts`, :func:`~lshdb.text.dedup.sign_texts`
+   and :func:`lshdb.hashing.minhash.band_keys`. Each document is named by its partition and row,
    ``p << 32 | row``, which sorts in input order without counting rows first.
 2. **band rounds**: a few bands at a time, each partition splits its (band, key, document)
    records by key over ``M`` buckets; each bucket task sorts its records and lists every pair
-   sharing a bucket with :func:`lshdb.dedup.bucket_pairs` (all pairs, as the single process
+   sharing a bucket with :func:`lshdb.text.dedup.bucket_pairs` (all pairs, as the single process
    does: a pair whose documents are not both similar to the bucket's smallest would be lost
    by a star). A round waits for the previous one, so memory holds one round's records.
 3. **candidates**: the pairs are routed to the partition of their first document and
@@ -18,7 +18,7 @@ and clusters from a Dask DataFrame, with the same functions on the workers:
 4. **verify**: each partition is read a second time (its task graph, run again inside a
    task after the candidates, so texts are never held across the rounds) and ships the shingle
    hashes (or signatures) of the documents that other partitions' candidates name; each
-   partition then scores its candidates with :func:`lshdb.dedup.exact_similarity`.
+   partition then scores its candidates with :func:`lshdb.text.dedup.exact_similarity`.
 5. **components**: union-find per partition, folded in a tree on the workers
    (:mod:`lshdb.dask.components`); clusters are gathered on the partition of their smallest
    document, numbered by it as the single process numbers them.
@@ -367,7 +367,7 @@ def dedup(frame: Any, text: str = "text", key: str = "id", threshold: float = 0.
     frame : dask.dataframe.DataFrame
         One document a row, with columns ``text`` (str) and ``key`` (unique str or int).
     threshold, shingle, num_perm, verify, mode, seed, bands, fp_weight, fn_weight
-        As in :func:`lshdb.dedup.dedup`; the same values give the same pairs and clusters.
+        As in :func:`lshdb.text.dedup.dedup`; the same values give the same pairs and clusters.
     bands_per_round : int
         Bands shuffled together (fewer: less memory per round, more rounds).
     buckets : int, optional

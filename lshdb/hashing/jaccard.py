@@ -2,7 +2,7 @@
 
 These are the ground truth that MinHash estimates and the check that near-duplicate
 detection applies to its candidates. Sets are arrays of 64-bit hashes (for example the
-shingle hashes of :func:`lshdb.text.shingle_hashes`, whose Jaccard similarity equals that of
+shingle hashes of :func:`lshdb.hashing.shingles.shingle_hashes`, whose Jaccard similarity equals that of
 the shingle strings up to hash collisions). The similarity of two empty sets is undefined
 and raises :class:`~lshdb.errors.InvalidVectorError`.
 
@@ -49,7 +49,7 @@ class JaccardOracle:
     Parameters
     ----------
     offsets, hashes
-        As returned by :func:`lshdb.text.shingle_hashes` (each slice sorted and distinct).
+        As returned by :func:`lshdb.hashing.shingles.shingle_hashes` (each slice sorted and distinct).
 
     Thread safety: read-only after construction; calls may run concurrently.
     """
@@ -77,7 +77,7 @@ class JaccardOracle:
         self.key = owner * self.V + self.rank
         if np.any(self.key[1:] <= self.key[:-1]):
             raise InvalidVectorError("each set's hashes must be sorted and distinct "
-                                     "(as lshdb.text.shingle_hashes returns them)")
+                                     "(as lshdb.hashing.shingles.shingle_hashes returns them)")
 
     def intersections(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """``|A_i & B_j|`` for each pair (int64)."""

@@ -48,7 +48,7 @@ MODES = ("oph", "classic")
 
 def text_signatures(texts: Sequence[str], shingle: str = "word:5", num_perm: int = 128,
                     mode: str = "oph", seed: int = 0, scheme: str = "affine32") -> np.ndarray:
-    """Signatures of raw texts: shingle (:mod:`lshdb.text`), then sign.
+    """Signatures of raw texts: shingle (:mod:`lshdb.hashing.shingles`), then sign.
 
     ``mode="oph"`` signs the 64-bit shingle hashes; ``mode="classic"`` signs the SHA-1
     token hashes of the shingle strings, so that row i equals datasketch's MinHash of

@@ -78,7 +78,7 @@ def classic_signatures_csr(offsets: np.ndarray, token_hashes: np.ndarray, num_pe
 
     ``token_hashes`` are the values datasketch's ``hashfunc`` returns for the tokens
     (``sha1_hash32`` for ``affine32`` and ``legacy``, ``sha1_hash64`` for ``affine64``; see
-    :func:`lshdb.text.shingle_token_hashes`), set i being
+    :func:`lshdb.hashing.shingles.shingle_token_hashes`), set i being
     ``token_hashes[offsets[i]:offsets[i + 1]]``. Row i equals
     ``datasketch.MinHash(num_perm, seed, hashfunc=<those values>, scheme=scheme).hashvalues``.
 

@@ -179,7 +179,7 @@ def oph_signatures(offsets: np.ndarray, hashes: np.ndarray, num_perm: int = 128,
     ----------
     offsets : (n + 1,) int
     hashes : (offsets[-1],) uint64
-        A CSR of 64-bit token hashes (e.g. :func:`lshdb.text.shingle_hashes`): set i is
+        A CSR of 64-bit token hashes (e.g. :func:`lshdb.hashing.shingles.shingle_hashes`): set i is
         ``hashes[offsets[i]:offsets[i + 1]]``. Repeats within a set are harmless.
     num_perm : int
         Columns of the signature (bins).

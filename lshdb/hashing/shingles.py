@@ -216,7 +216,7 @@ def shingle_token_hashes(texts: Iterable[str], kind: str = "word", n: int = 5,
     Each shingle string (as defined in the module docstring) is encoded as UTF-8 and hashed
     like ``datasketch.hashfunc.sha1_hash32`` (``width=32``: the first 4 bytes of the SHA-1
     digest, little-endian) or ``sha1_hash64`` (``width=64``). Feeding these values to
-    :func:`lshdb.minhash.classic_signatures` gives the signatures datasketch gives for
+    :func:`lshdb.hashing.minhash.classic_signatures` gives the signatures datasketch gives for
     ``[s.encode("utf-8") for s in word_shingles(text, n)]``. Each distinct shingle of the
     corpus is hashed once (a Python call per distinct shingle: this is the slow,
     compatible path).

@@ -8,7 +8,7 @@
 * ``key2id`` and ``id2key`` are mutual inverses, hold only ids below the committed count,
   and have as many entries as the live counter says;
 * every chunk of every table is well formed (sorted ids, suffix rules), every run waiting
-  to be merged (:mod:`lshdb.runs`) passes its checksum and is in key order, the state
+  to be merged (:mod:`lshdb.storage.runs`) passes its checksum and is in key order, the state
   counts the runs stored, and every live id is in every table (chunks and runs together)
   exactly once, in the bucket recomputed from its stored row.
 

@@ -272,7 +272,7 @@ def open_sharded(path: str | os.PathLike[str], readonly: bool = False) -> Sharde
 
 def check_sharded(path: str, fix: bool = False, progress: Any = None,
                   isolate: bool = False, drop_damaged: bool = False) -> dict[str, Any]:
-    """:func:`lshdb.check.check` of every shard, and the manifest against the folder."""
+    """:func:`lshdb.check` of every shard, and the manifest against the folder."""
     m = read_manifest(path)
     report: dict[str, Any] = {"ok": True, "problems": [], "fixed": [], "shards": []}
     for name in m["shards"]:

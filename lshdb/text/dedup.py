@@ -2,7 +2,7 @@
 
 The workflow: :func:`lshdb.io.jsonl.read_jsonl_docs` reads ``{"id": ..., "text": ...}``
 lines (any bad line is an error naming ``path:line``); :func:`dedup` shingles every text
-(:mod:`lshdb.text`), signs it (:mod:`lshdb.minhash`), cuts the signatures into ``b`` bands of
+(:mod:`lshdb.hashing.shingles`), signs it (:mod:`lshdb.hashing.minhash`), cuts the signatures into ``b`` bands of
 ``r`` rows, takes every pair of documents sharing a band bucket as a candidate, verifies
 each candidate once (exact Jaccard over the shingle hash sets, or the signature estimate),
 keeps the pairs at or above the threshold, and joins them into clusters with union-find.
@@ -311,7 +311,7 @@ def dedup(keys: Sequence[Key], texts: Sequence[str], threshold: float = 0.8,
     threshold : float in (0, 1]
         The similarity a pair must reach.
     shingle : str
-        ``"word:N"`` or ``"char:N"`` (:func:`lshdb.text.parse_shingle`).
+        ``"word:N"`` or ``"char:N"`` (:func:`lshdb.hashing.shingles.parse_shingle`).
     num_perm : int
         Signature columns.
     verify : {"exact", "estimate"}
@@ -319,7 +319,7 @@ def dedup(keys: Sequence[Key], texts: Sequence[str], threshold: float = 0.8,
         (precision 1.0 up to hash collisions) or by the signature estimate (faster, but
         both false pairs and misses near the threshold).
     mode : {"oph", "classic"}
-        The signature (:mod:`lshdb.minhash`); ``classic`` is datasketch's scheme over SHA-1
+        The signature (:mod:`lshdb.hashing.minhash`); ``classic`` is datasketch's scheme over SHA-1
         token hashes and much slower.
     seed : int
         Seeds the signatures and the band keys.

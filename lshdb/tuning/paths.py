@@ -4,7 +4,7 @@ The calibration (:mod:`lshdb.tuning`) predicts what the buckets cost to reach th
 recall. This module puts the other paths beside them, on equal terms:
 
 * the exact scan: one product over every row, recall 1;
-* a scan of B-bit SimHash codes (:mod:`lshdb.codes`) followed by an exact re-rank of the R
+* a scan of B-bit SimHash codes (:mod:`lshdb.hashing.codes`) followed by an exact re-rank of the R
   nearest codes, for B in :data:`CODE_BITS`: the recall at each R is predicted from the
   Hamming ranks of the true neighbours among a sample of the rows.
 
