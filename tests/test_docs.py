@@ -180,6 +180,12 @@ def test_cli_reference_lists_every_command_and_option() -> None:
                             "run `python tools/clidoc.py`")
 
 
+def test_package_map_is_up_to_date() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "layout.py"), "--check"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 # -- links between the documents -----------------------------------------------------------
 
 # pages other changes add; a link to one is checked once the page exists

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
@@ -17,9 +16,9 @@ from ..errors import (
     LshdbError,
 )
 from ..index.index import Index
-from ..io.inputs import open_vectors
-from ..metrics import metric_class
-from ..storage.streams import STDIO, is_stream
+from ..io.items import key_field_of
+from ..priority import lower_priority
+from ..storage.streams import STDIO
 from .words import cli_words, tidy
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -46,7 +45,7 @@ class _Group(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-def _fmt_option(f: Any) -> Any:
+def fmt_option(f: Any) -> Any:
     return click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json",
                         show_default=True, help="JSON lines for scripts, a table for people.")(f)
 
@@ -56,7 +55,7 @@ def emit(records: Iterable[dict[str, Any]], fmt: str, table: bool = False) -> No
     wide record, which otherwise reads better as ``field: value`` lines)."""
     if fmt == "json":
         for r in records:
-            click.echo(json.dumps(tidy(r), default=_json_default))
+            click.echo(json.dumps(tidy(r), default=json_default))
         return
     rows = [{k: _cell(v) for k, v in r.items()} for r in records]
     if not rows:
@@ -77,11 +76,11 @@ def _cell(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
     if isinstance(v, (dict, list)):
-        return json.dumps(v, default=_json_default)
+        return json.dumps(v, default=json_default)
     return str(v)
 
 
-def _json_default(v: Any) -> Any:
+def json_default(v: Any) -> Any:
     if isinstance(v, np.integer):
         return int(v)
     if isinstance(v, np.floating):
@@ -91,11 +90,11 @@ def _json_default(v: Any) -> Any:
     raise TypeError(f"cannot serialise {type(v).__name__}")
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[prefix + k] = v
     return out
@@ -114,7 +113,7 @@ def cli() -> None:
     """
 
 
-def _create_options(f: Any) -> Any:
+def create_options(f: Any) -> Any:
     opts = [
         click.option("--tables", "L", type=int, help="Number of hash tables L (OR)."),
         click.option("--bits", "k", type=int, help="Hash functions per table k (AND)."),
@@ -151,11 +150,11 @@ def _create_options(f: Any) -> Any:
     return f
 
 
-def _options(**kw: Any) -> dict[str, Any]:
+def given(**kw: Any) -> dict[str, Any]:
     return {k: v for k, v in kw.items() if v is not None}
 
 
-def _summary(index: Index) -> dict[str, Any]:
+def index_summary(index: Index) -> dict[str, Any]:
     from ..metrics.sets import describe_sets
 
     fam = index.family.describe() if index.family else None
@@ -163,95 +162,27 @@ def _summary(index: Index) -> dict[str, Any]:
             "family": fam, "items": len(index)}
 
 
-class _ItemSource:
-    """Documents or token sets from JSON lines, shaped like a VectorSource."""
-
-    def __init__(self, path: str, key_field: str | None, text_field: str | None,
-                 tokens_field: str | None) -> None:
-        from ..io.jsonl import read_jsonl_docs
-
-        if text_field:
-            self.keys, self.items = read_jsonl_docs(path, key_field, text_field)
-        else:
-            self.keys, self.items = _read_token_sets(path, key_field, tokens_field or "tokens")
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def blocks(self, size: int = 65536) -> Any:
-        for s in range(0, len(self.items), size):
-            yield s, self.items[s : s + size]
-
-
-def _read_token_sets(path: str, key_field: str | None, field: str
-                     ) -> tuple[list[Any], list[Any]]:
-    from ..io.jsonl import iter_lines, json_error
-
-    keys: list[Any] = []
-    items: list[Any] = []
-    for lineno, raw in iter_lines(path):
-        try:
-            obj = json.loads(raw)
-        except UnicodeDecodeError as exc:
-            raise InputFormatError(f"{path}:{lineno}: not valid UTF-8 ({exc.reason})") from exc
-        except json.JSONDecodeError as exc:
-            raise InputFormatError(f"{path}:{lineno}: not valid JSON ({json_error(exc)})") from exc
-        if not isinstance(obj, dict) or field not in obj or (
-                key_field is not None and key_field not in obj):
-            needs = field if key_field is None else f"{key_field!r} and {field!r}"
-            raise InputFormatError(f"{path}:{lineno}: needs the field(s) {needs}")
-        if not isinstance(obj[field], list):
-            raise InputFormatError(f"{path}:{lineno}: {field!r} must be a list of tokens")
-        keys.append(lineno if key_field is None else obj[key_field])
-        items.append(obj[field])
-    return keys, items
-
-
-def _items(index_metric: str, path: str, key_field: str | None, vector_field: str,
-           text_field: str | None, tokens_field: str | None) -> Any:
-    is_set = metric_class(index_metric).is_set
-    if is_set or text_field or tokens_field:
-        if not is_set:
-            raise InputFormatError("--text-field and --tokens-field apply to jaccard indexes")
-        if not text_field and not tokens_field:
-            text_field = "text"
-        ext = os.path.splitext(path)[1].lower()
-        if ext in (".npy", ".fvecs", ".bvecs", ".ivecs"):
-            raise InputFormatError(
-                f"{path} holds vectors ({ext}); a jaccard index takes documents or token sets "
-                "from JSON lines (.jsonl), one per line")
-        return _ItemSource(path, key_field, text_field, tokens_field)
-    return open_vectors(path, key_field, vector_field)
-
-
-_JSON_LINES = (".jsonl", ".json", ".ndjson")
-
-
-def _key_field(input_path: str, key_field: str | None, jsonl: bool = False,
-               stream_default: str = "key", say: bool = True) -> str:
-    """The key field of a JSON-lines input (``jsonl``: whatever its extension): the one
-    named, else ``key`` or ``id``, whichever the first record holds (said on stderr with
-    ``say``). A stream cannot be read twice: it gets ``stream_default``."""
-    if key_field is not None:
-        return key_field
-    if is_stream(input_path):
-        return stream_default
-    is_jsonl = jsonl or os.path.splitext(input_path)[1].lower() in _JSON_LINES
-    if not is_jsonl or not os.path.isfile(input_path):
-        return "key"  # not JSON lines: no key field is read
-    from ..io.jsonl import KEY_FIELDS, pick_key_field
-
-    used, fields = pick_key_field(input_path, KEY_FIELDS)
-    if used is None:
-        raise InputFormatError(
-            f"{input_path}: the first record has no {' or '.join(map(repr, KEY_FIELDS))} field "
-            f"(fields: {', '.join(map(repr, fields[:8]))}); name the key field with --key-field")
-    if say:
+def resolve_key_field(input_path: str, field: str | None, jsonl: bool = False,
+                      stream_default: str = "key", say: bool = True) -> str:
+    """The key field of an input (see :func:`lshdb.io.items.key_field_of`); one found in
+    the file is said on stderr with ``say``."""
+    used, found = key_field_of(input_path, field, jsonl, stream_default)
+    if found and say:
         click.echo(f"keys: field {used!r} of {input_path}", err=True)
     return used
 
 
-def _check_shingle(index: Index, shingle: str | None) -> None:
+def waiting_notice(path: str, timeout: float | None) -> Callable[[], None]:
+    """An ``on_wait`` callback that says on stderr why a command waits for the write lock."""
+    limit = "" if timeout is None else f" (for up to {timeout:g} s: --timeout)"
+
+    def say() -> None:
+        click.echo(f"waiting for the write lock of {path}: another process is writing{limit}",
+                   err=True)
+    return say
+
+
+def check_shingle(index: Index, shingle: str | None) -> None:
     if shingle is None or not index.metric.is_set:
         return
     from ..hashing.shingles import parse_shingle
@@ -263,7 +194,7 @@ def _check_shingle(index: Index, shingle: str | None) -> None:
             "an index shingles every document the same way")
 
 
-_input_options = [
+_INPUT_OPTIONS = [
     click.option("--input", "input_path", required=True,
                  type=click.Path(dir_okay=False, allow_dash=True),
                  help="Vectors: .npy, .fvecs, .bvecs, .ivecs or JSON lines (-: standard "
@@ -284,45 +215,38 @@ _input_options = [
 
 def _apply_nice(ctx: click.Context, param: click.Parameter, value: int) -> int:
     if value:
-        if not hasattr(os, "nice"):
-            raise click.BadParameter("this platform has no process priorities", ctx, param)
-        new = os.nice(value)
-        # Linux gives each thread its own priority and os.nice() sets the caller's only;
-        # threads started before (OpenBLAS's workers, created when numpy loads) get it here
-        tasks = "/proc/self/task"
-        for tid in os.listdir(tasks) if os.path.isdir(tasks) else []:
-            try:
-                os.setpriority(os.PRIO_PROCESS, int(tid), new)
-            except OSError:  # the thread has ended
-                pass
+        try:
+            lower_priority(value)
+        except OSError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
     return value
 
 
-_nice_option = click.option(
+nice_option = click.option(
     "--nice", type=click.IntRange(0, 19), default=0, show_default=True, expose_value=False,
     callback=_apply_nice,
     help="Lower this process's CPU priority by N first (like nice(1)), so reader processes "
          "keep their speed while it writes.")
 
 
-_timeout_option = click.option(
+timeout_option = click.option(
     "--timeout", type=click.FloatRange(min=0),
     help="Seconds to wait for the write lock while another process writes (default: "
          "no limit).")
 
 
-def _with_inputs(f: Any) -> Any:
-    for o in reversed(_input_options):
+def with_inputs(f: Any) -> Any:
+    for o in reversed(_INPUT_OPTIONS):
         f = o(f)
     return f
 
 
-def _one_stdout(*options: tuple[str, str | None]) -> None:
+def one_stdout(*options: tuple[str, str | None]) -> None:
     """At most one output may go to standard output."""
     _one_dash("output", options)
 
 
-def _one_stdin(*options: tuple[str, str | None]) -> None:
+def one_stdin(*options: tuple[str, str | None]) -> None:
     """At most one input may come from standard input."""
     _one_dash("input", options)
 
@@ -336,7 +260,7 @@ def _one_dash(stream: str, options: tuple[tuple[str, str | None], ...]) -> None:
                                "of them a file")
 
 
-def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+def size_param(ctx: click.Context, param: click.Parameter, value: str) -> int:
     """Bytes from ``16M``-style sizes (K, M, G: powers of 1024)."""
     text = value.strip().upper().removesuffix("B")
     scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)

@@ -6,23 +6,18 @@ import json
 import os
 import shutil
 import sys
-import time
 from typing import Any
 
 import click
 
-from .. import open as open_index  # recognises a sharded folder too
-from ..errors import (
-    InputFormatError,
-)
 from ..storage.streams import STDIO, is_stream
 from .base import (
     CONTEXT,
-    _json_default,
-    _key_field,
-    _one_stdout,
+    json_default,
+    one_stdout,
+    resolve_key_field,
 )
-from .progress import PhaseBars, progress
+from .progress import PhaseBars
 
 
 @click.command("dedup", context_settings=CONTEXT)
@@ -96,12 +91,12 @@ def dedup_cmd(inputs: tuple[str, ...], threshold: float, shingle: str, verify: s
         raise click.UsageError("without --dask, give one JSON-lines INPUT")
     input_path = inputs[0]
     out = out or STDIO
-    _one_stdout(("--out", out), ("--clusters", clusters), ("--output", output))
+    one_stdout(("--out", out), ("--clusters", clusters), ("--output", output))
     if output is not None and is_stream(input_path):
         raise click.UsageError("--keep copies the kept lines from a second reading of "
                                "INPUT.jsonl; give it as a file, not standard input or a pipe")
     # (the summary names the key field: stderr holds that one JSON object)
-    key_field = _key_field(input_path, key_field, jsonl=True, stream_default="id", say=False)
+    key_field = resolve_key_field(input_path, key_field, jsonl=True, stream_default="id", say=False)
     if against:
         _dedup_against(input_path, against, threshold, key_field, text_field, out, verify)
         return
@@ -114,7 +109,7 @@ def dedup_cmd(inputs: tuple[str, ...], threshold: float, shingle: str, verify: s
     finally:
         bars.close()
     click.echo(json.dumps({"summary": {**result.stats, "key_field": key_field}},
-                          default=_json_default), err=True)
+                          default=json_default), err=True)
 
 
 def _dedup_dask(inputs: list[str], scheduler: str, key_field: str, text_field: str,
@@ -138,29 +133,18 @@ def _dedup_dask(inputs: list[str], scheduler: str, key_field: str, text_field: s
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-    click.echo(json.dumps({"summary": summary}, default=_json_default), err=True)
+    click.echo(json.dumps({"summary": summary}, default=json_default), err=True)
 
 
 def _dedup_against(input_path: str, index_path: str, threshold: float, key_field: str,
                    text_field: str, out: str, verify: str) -> None:
-    from ..io.jsonl import read_jsonl_docs
-    from ..storage.streams import open_output
+    from ..text.files import dedup_against_jsonl
 
-    keys, texts = read_jsonl_docs(input_path, key_field, text_field)
-    t0 = time.perf_counter()
-    n_pairs = 0
-    with open_index(index_path, readonly=True) as index:
-        if not index.metric.is_set:
-            raise InputFormatError(f"{index_path} is a {index.metric.name} index, not jaccard")
-        exact = None if verify == "exact" else False
-        with open_output(out) as sink, index.reader() as r, \
-                progress(len(texts), "matching") as bar:
-            for key, text in zip(keys, texts):
-                for other, score in r.query(text, k=None, threshold=threshold, exact=exact):
-                    sink.write(json.dumps({"a": key, "b": other, "jaccard": score},
-                                          default=_json_default) + "\n")
-                    n_pairs += 1
-                bar.update(1)
-    click.echo(json.dumps({"summary": {"documents": len(texts), "pairs": n_pairs,
-                                       "seconds": round(time.perf_counter() - t0, 3),
-                                       "key_field": key_field}}), err=True)
+    bars = PhaseBars()
+    try:
+        summary = dedup_against_jsonl(input_path, index_path, out, threshold=threshold,
+                                      key_field=key_field, text_field=text_field,
+                                      exact=verify == "exact", progress=bars)
+    finally:
+        bars.close()
+    click.echo(json.dumps({"summary": {**summary, "key_field": key_field}}), err=True)

@@ -16,10 +16,10 @@ import click
 from ..demo import DEMO_MIN_ROWS
 from .base import (
     CONTEXT,
-    _fmt_option,
-    _size,
     cli,
     emit,
+    fmt_option,
+    size_param,
 )
 from .dedupe import dedup_cmd
 from .maintain import backup_cmd, check_cmd, compact_cmd, tune_cmd
@@ -39,7 +39,7 @@ from .writes import add_cmd, build_cmd, create_cmd, delete_cmd
 @click.option("--readonly", is_flag=True, help="Refuse writes (403).")
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False),
               help="File holding a bearer token that every request but /healthz must send.")
-@click.option("--max-body", default="16M", show_default=True, callback=_size,
+@click.option("--max-body", default="16M", show_default=True, callback=size_param,
               help="Largest request body (413 beyond it).")
 @click.option("--max-batch", default=1000, show_default=True, type=click.IntRange(min=1),
               help="Most vectors or keys in one request (413 beyond it).")
@@ -66,7 +66,7 @@ def serve_cmd(path: str, **options: Any) -> None:
 @click.option("--queries", default=200, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True)
 @click.option("--keep", type=click.Path(file_okay=False), help="Build here and keep the index.")
-@_fmt_option
+@fmt_option
 def demo_cmd(n: int, dim: int, metric: str, queries: int, seed: int, keep: str | None,
              fmt: str) -> None:
     """Build an index from generated clustered vectors, query it, compare with brute force."""

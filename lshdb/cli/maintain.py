@@ -4,29 +4,24 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 
 import click
 
 from .. import open as open_index  # recognises a sharded folder too
-from ..errors import (
-    LockTimeoutError,
-    TuningError,
-)
+from ..errors import TuningError
 from ..index.index import check as deep_check
-from ..index.index import create
+from ..index.trial import tune_rows
 from ..io.inputs import open_vectors
-from ..metrics import metric_class
 from ..storage.streams import STDIO
 from .base import (
     CONTEXT,
-    _fmt_option,
-    _json_default,
-    _nice_option,
     emit,
+    fmt_option,
+    json_default,
+    nice_option,
+    waiting_notice,
 )
-from .loading import say_waiting
 from .progress import PhaseBars
 from .words import cli_words
 
@@ -37,7 +32,7 @@ from .words import cli_words
 @click.option("--drop-damaged", is_flag=True,
               help="With --fix: remove the items whose rows fail their checksum (keys, "
                    "postings, codes) and print their keys, to add them again.")
-@_fmt_option
+@fmt_option
 def check_cmd(path: str, fix: bool, drop_damaged: bool, fmt: str) -> None:
     """Deep integrity check; exit status 1 on any problem.
 
@@ -62,7 +57,7 @@ def check_cmd(path: str, fix: bool, drop_damaged: bool, fmt: str) -> None:
         emit([report], fmt)
     else:
         for key in report.get("dropped", []):
-            click.echo(f"dropped: {json.dumps(key, default=_json_default)}")
+            click.echo(f"dropped: {json.dumps(key, default=json_default)}")
         for line in report["fixed"]:
             click.echo(f"fixed: {line}")
         for line in report["problems"]:
@@ -77,18 +72,15 @@ def check_cmd(path: str, fix: bool, drop_damaged: bool, fmt: str) -> None:
 @click.option("--retune", is_flag=True,
               help="Also re-choose the unset build parameters from the live rows.")
 @click.option("--timeout", type=float, help="Seconds to wait for the write lock.")
-@_nice_option
-@_fmt_option
+@nice_option
+@fmt_option
 def compact_cmd(path: str, retune: bool, timeout: float | None, fmt: str) -> None:
     """Rewrite the live items into a new generation (reclaims deleted space)."""
     bars = PhaseBars()
     with open_index(path) as index:
         try:
-            try:
-                report = index.compact(timeout=0, retune=retune, progress=bars)
-            except LockTimeoutError:
-                say_waiting(index.path, timeout)
-                report = index.compact(timeout=timeout, retune=retune, progress=bars)
+            report = index.compact(timeout=timeout, retune=retune, progress=bars,
+                                   on_wait=waiting_notice(index.path, timeout))
         finally:
             bars.close()
     emit([report], fmt)
@@ -97,7 +89,7 @@ def compact_cmd(path: str, retune: bool, timeout: float | None, fmt: str) -> Non
 @click.command("backup", context_settings=CONTEXT)
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 @click.argument("dest", type=click.Path())
-@_fmt_option
+@fmt_option
 def backup_cmd(path: str, dest: str, fmt: str) -> None:
     """Copy the index at PATH to the new path DEST, consistently, while it is in use.
 
@@ -135,42 +127,32 @@ def backup_cmd(path: str, dest: str, fmt: str) -> None:
               help="Store the chosen settings as the index's defaults; refused (exit 1, "
                    "nothing stored) when the held-out recall misses the target by more "
                    "than its standard error.")
-@_fmt_option
+@fmt_option
 def tune_cmd(path: str | None, input_path: str | None, metric: str | None, sample: int,
              target_recall: float, k: int, queries: int, apply: bool, fmt: str) -> None:
     """Measure recall and queries/s over query settings; print the frontier and the choice."""
-    import tempfile
-
     if (path is None) == (input_path is None):
         raise click.UsageError("give an index PATH, or --input FILE with --metric")
-    tmp = None
+    bars = PhaseBars()
+    refused: TuningError | None = None
     try:
         if input_path:
             if metric is None:
                 raise click.UsageError("--input needs --metric")
             if apply:
                 raise click.UsageError("--apply stores settings in an index; give its PATH")
-            rows = open_vectors(input_path).sample(sample)
-            tmp = tempfile.mkdtemp(prefix="lshdb-tune-")
-            index = create(os.path.join(tmp, "trial.lshdb"), metric=metric,
-                           dim=metric_class(metric).input_dim(rows.shape[1]),
-                           target_recall=target_recall)
-            index.add(range(len(rows)), rows)
+            result = tune_rows(open_vectors(input_path).sample(sample), metric, target_recall,
+                               k, queries, progress=bars)
+            build = result["build"]
         else:
-            index = open_index(str(path), readonly=not apply)
-        bars = PhaseBars()
-        refused: TuningError | None = None
-        with index:
-            try:
-                result = index.tune(target_recall, k, queries, apply=apply, progress=bars)
-            except TuningError as exc:  # the measurements are printed, then the error
-                refused, result = exc, exc.result
-            finally:
-                bars.close()
-            build = index.family.describe() if index.family else None
+            with open_index(str(path), readonly=not apply) as index:
+                try:
+                    result = index.tune(target_recall, k, queries, apply=apply, progress=bars)
+                except TuningError as exc:  # the measurements are printed, then the error
+                    refused, result = exc, exc.result
+                build = index.family.describe() if index.family else None
     finally:
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
+        bars.close()
     cols = ["scan", "probes", "min_hits", "candidates", "rerank", "recall", "held_out_recall",
             "median_ms", "queries_per_s"]
     if fmt == "json":

@@ -15,13 +15,13 @@ from ..errors import (
     InputFormatError,
     KeyNotFoundError,
 )
+from ..io.items import open_items
 from ..storage.streams import STDIO
 from .base import (
     CONTEXT,
-    _flatten,
-    _fmt_option,
-    _items,
     emit,
+    flatten,
+    fmt_option,
 )
 from .words import tidy
 
@@ -53,7 +53,7 @@ from .words import tidy
 @click.option("--dask", "scheduler", metavar="SCHEDULER",
               help="A sharded index: run each shard's part on a Dask worker (local:N or an "
                    "address; the shards must be on the workers' disks).")
-@_fmt_option
+@fmt_option
 def query_cmd(path: str, input_path: str, k: int | None, probes: int | None,
               candidates: int | None, min_hits: int | None, rerank: int | None,
               scan: bool | None, key_field: str | None,
@@ -65,7 +65,7 @@ def query_cmd(path: str, input_path: str, k: int | None, probes: int | None,
     With --threshold, every candidate within that distance instead, nearest first (at most
     -k). For a jaccard index the results carry "jaccard" scores instead of distances."""
     with open_index(path, readonly=True) as index:
-        src = _items(index.metric.name, input_path, None, vector_field, text_field,
+        src = open_items(index.metric.name, input_path, None, vector_field, text_field,
                      tokens_field)  # results are numbered by query: no keys needed
         if len(src) == 0:
             raise InputFormatError("the input holds no queries")
@@ -128,7 +128,7 @@ def get_cmd(path: str, key: str, int_key: bool) -> None:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, allow_dash=True),
               help="Also draw the S-curve and bucket sizes to a PNG (needs matplotlib; -: "
                    "the PNG goes to standard output instead of the statistics).")
-@_fmt_option
+@fmt_option
 def stats_cmd(path: str, no_buckets: bool, plot_path: str | None, fmt: str) -> None:
     """Parameters, counts, bytes on disk by part, bucket sizes and the S-curve."""
     from ..tuning import report
@@ -145,7 +145,7 @@ def stats_cmd(path: str, no_buckets: bool, plot_path: str | None, fmt: str) -> N
     if fmt == "json":
         emit([{**st, "tables": tables, "bucket_histogram": histogram, "s_curve": curve}], fmt)
         return
-    emit([{"field": k, "value": v} for k, v in _flatten(st).items()], fmt)
+    emit([{"field": k, "value": v} for k, v in flatten(st).items()], fmt)
     if tables:
         click.echo("")
         emit([{"table": t, **row} for t, row in enumerate(tables)], fmt)

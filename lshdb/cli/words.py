@@ -14,7 +14,9 @@ __all__ = ["cli_words", "tidy"]
 _CLI_WORDS = (("pass missing_ok=True", "pass --missing-ok"), ("use upsert()", "use --upsert"),
               ("raise timeout=", "raise --timeout"), ("(n_queries=)", "(--queries)"),
               ("a lower target_recall", "a lower --target-recall"),
-              ("lshdb.create()", "lshdb create"), ("or open() it", "or add to it with lshdb add"),
+              ("lshdb.create()", "lshdb create"),
+              ("text_field and tokens_field", "--text-field and --tokens-field"),
+              ("or open() it", "or add to it with lshdb add"),
               ("open it with readonly=True to query it",
                "read-only commands (query, get, stats) still work"))
 _FLAGS = {"L": "--tables", "k": "--bits", "w": "--width", "num_perm": "--num-perm",

@@ -1,0 +1,1 @@
+"""Hashing: items into bucket keys and codes (families, multi-probe, MinHash, shingles)."""

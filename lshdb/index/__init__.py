@@ -1,0 +1,1 @@
+"""The index engine: the handle, its write transaction and read snapshot, and maintenance."""

@@ -59,8 +59,11 @@ def _next_generation(path: str) -> str:
 
 
 def compact(index: Index, timeout: float | None = None, retune: bool = False,
-            progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+            progress: Callable[[str, int, int], None] | None = None,
+            on_wait: Callable[[], None] | None = None) -> dict[str, Any]:
     """Compact ``index`` into a new generation; returns what was done (sizes, counts, time).
+
+    ``on_wait()`` is called once before waiting for the write lock another writer holds.
 
     Raises
     ------
@@ -73,7 +76,7 @@ def compact(index: Index, timeout: float | None = None, retune: bool = False,
         raise ReadOnlyError(f"{index.path} was opened read-only; open it with readonly=False")
     t0 = time.perf_counter()
     before = _disk_bytes(os.path.join(index.path, index.generation))
-    with index.writer(timeout) as w:
+    with index.writer(timeout, on_wait) as w:
         old_gen = index.generation
         new_gen = _next_generation(index.path)
         tmp = os.path.join(index.path, layout.temp_name(new_gen))

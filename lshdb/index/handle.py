@@ -326,17 +326,19 @@ class Index:
         return f"<lshdb.Index {self.path!r} metric={self.metric.name} dim={self.metric.dim} {state}>"
 
     # -- transactions ----------------------------------------------------------------
-    def writer(self, timeout: float | None = None) -> Writer:
+    def writer(self, timeout: float | None = None,
+               on_wait: Callable[[], None] | None = None) -> Writer:
         """The single writer: ``with index.writer() as w: w.add(...)``.
 
         Everything done inside the block is one LMDB transaction, committed on a clean exit
         and discarded on an exception. Waits for other writers; with ``timeout`` (seconds)
-        gives up with :class:`LockTimeoutError`.
+        gives up with :class:`LockTimeoutError`. ``on_wait()`` is called once before
+        waiting, when another writer holds the lock.
         """
         if self.readonly:
             raise ReadOnlyError(f"{self.path} was opened read-only; open it with readonly=False")
         self._ensure_open()
-        return Writer(self, timeout)
+        return Writer(self, timeout, on_wait)
 
     def reader(self) -> AbstractContextManager[Reader]:
         """A consistent snapshot for several reads: ``with index.reader() as r: ...``."""
@@ -435,12 +437,14 @@ class Index:
         return tune(self, target_recall, k, n_queries, seed, apply, progress)
 
     def compact(self, timeout: float | None = None, retune: bool = False,
-                progress: Any = None) -> dict[str, Any]:
+                progress: Any = None,
+                on_wait: Callable[[], None] | None = None) -> dict[str, Any]:
         """Rewrite the live items into a new generation and swap it in; see
         :mod:`lshdb.index.compact`. Readers keep answering throughout."""
         from .compact import compact
 
-        return compact(self, timeout=timeout, retune=retune, progress=progress)
+        return compact(self, timeout=timeout, retune=retune, progress=progress,
+                       on_wait=on_wait)
 
     def backup(self, dest: str | os.PathLike[str], progress: Any = None) -> dict[str, Any]:
         """Write a consistent copy of the index, as of one snapshot, to the new path

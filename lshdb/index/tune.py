@@ -102,8 +102,8 @@ def tune(index: Index, target_recall: float = 0.9, k: int = 10, n_queries: int =
                     grid.append({"scan": False, "probes": probes, "min_hits": min_hits,
                                  "candidates": cap, "rerank": rerank})
     if coded:  # rank every stored code instead of probing buckets
-        # steps of about 1.5x: with steps of 2x the tuner could only pick re-rank 200 where
-        # 50 reached the target and ran 1.15x faster
+        # steps of about 1.5x, so that the choice lands near the fastest re-rank that
+        # reaches the target (docs/performance.md)
         for rerank in (30, 50, 75, 100, 150, 200, 300, 400, 800):
             grid.append({"scan": True, "probes": L, "min_hits": 1, "candidates": 0,
                          "rerank": rerank})

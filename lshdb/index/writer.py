@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import lmdb
@@ -56,9 +56,11 @@ class Writer(Posting):
     and :meth:`abandon`.
     """
 
-    def __init__(self, index: Index, timeout: float | None) -> None:
+    def __init__(self, index: Index, timeout: float | None,
+                 on_wait: Callable[[], None] | None = None) -> None:
         self._index = index
         self._timeout = timeout
+        self._on_wait = on_wait
         self._txn: Any = None
         self._log: list[tuple[str, tuple[Any, ...]]] = []
         self._retired_to: str | None = None
@@ -66,7 +68,7 @@ class Writer(Posting):
     # -- transaction -----------------------------------------------------------------
     def __enter__(self) -> Writer:
         index = self._index
-        index.write_lock.acquire(self._timeout)
+        index.write_lock.acquire(self._timeout, self._on_wait)
         try:
             index.follow_generation()
             with store_mod.translated(index.path):

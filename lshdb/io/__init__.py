@@ -1,0 +1,1 @@
+"""Inputs: vectors, keys, documents and token sets from files, and loading them in batches."""

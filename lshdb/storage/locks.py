@@ -6,6 +6,7 @@ import fcntl
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from ..errors import LockTimeoutError, LshdbError
 
@@ -29,17 +30,27 @@ class WriterLock:
         """Whether the calling thread holds the lock."""
         return self._owner == threading.get_ident()
 
-    def acquire(self, timeout: float | None) -> None:
+    def acquire(self, timeout: float | None,
+                on_wait: Callable[[], None] | None = None) -> None:
+        """Take the lock, waiting up to ``timeout`` s; ``on_wait()`` is called once, before
+        waiting, when another thread or process holds it (to tell a person why)."""
         if self.held_here():  # waiting would wait for itself forever
             raise LshdbError(
                 f"this thread already holds the write lock of {os.path.dirname(self.path)} "
                 "(a `with index.writer() as w` block is open): write through `w` (w.add, "
                 "w.upsert, w.delete) or finish that block first")
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._thread_lock.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
-            raise LockTimeoutError(
-                f"another thread held the write lock of {os.path.dirname(self.path)} for "
-                f"{timeout} s; retry later or raise timeout=")
+        waited = False
+        if not self._thread_lock.acquire(blocking=False):
+            waited = True
+            if on_wait is not None:
+                on_wait()
+            if not self._thread_lock.acquire(
+                    timeout=-1 if timeout is None else max(timeout, 0)):
+                raise LockTimeoutError(
+                    f"another thread held the write lock of {os.path.dirname(self.path)} "
+                    f"for {timeout} s; retry later or raise timeout=")
+        fd = -1
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             delay = 0.0005
@@ -48,8 +59,11 @@ class WriterLock:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
+                    if not waited:
+                        waited = True
+                        if on_wait is not None:
+                            on_wait()
                     if deadline is not None and time.monotonic() >= deadline:
-                        os.close(fd)
                         raise LockTimeoutError(
                             f"another writer held the write lock of "
                             f"{os.path.dirname(self.path)} for {timeout} s; retry later or "
@@ -59,6 +73,8 @@ class WriterLock:
             self._fd = fd
             self._owner = threading.get_ident()
         except BaseException:
+            if fd >= 0 and self._fd != fd:
+                os.close(fd)
             self._thread_lock.release()
             raise
 

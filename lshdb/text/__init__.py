@@ -1,0 +1,1 @@
+"""Text: near-duplicate detection over document collections."""

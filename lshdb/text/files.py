@@ -1,5 +1,5 @@
 """Dedup of JSON-lines files: read the documents, run :func:`lshdb.text.dedup.dedup`, and
-write the pairs, clusters and kept lines."""
+write the pairs, clusters and kept lines; or match them against a jaccard index."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ import os
 import time
 from typing import Any
 
-from ..errors import InvalidParameterError
+from ..errors import InputFormatError, InvalidParameterError
 from ..hashing.shingles import parse_shingle
+from ..index.index import open as open_index
 from ..io.jsonl import copy_lines, read_jsonl_docs, write_jsonl
 from ..storage.streams import is_stream
 from .dedup import KEEP, DedupResult, Progress, check_options, dedup
 
-__all__ = ["dedup_jsonl", "write_pairs", "write_clusters", "write_kept"]
+__all__ = ["dedup_jsonl", "dedup_against_jsonl", "write_pairs", "write_clusters",
+           "write_kept"]
 
 
 def write_pairs(result: DedupResult, path: str | os.PathLike[str]) -> int:
@@ -100,3 +102,30 @@ def dedup_jsonl(path: str | os.PathLike[str], *, key_field: str = "id", text_fie
     if output is not None:
         write_kept(result, path, output, keep, key_field)
     return result
+
+
+def dedup_against_jsonl(path: str | os.PathLike[str], index_path: str | os.PathLike[str],
+                        pairs: str | os.PathLike[str], *, threshold: float,
+                        key_field: str = "id", text_field: str = "text", exact: bool = True,
+                        progress: Progress | None = None) -> dict[str, Any]:
+    """Match every document of a JSON-lines file against a jaccard index: the pairs
+    ``{"a": document key, "b": indexed key, "jaccard": x}`` with ``x >= threshold`` go to
+    ``pairs`` (a file, ``-`` or a stream); returns a summary. ``exact=False`` scores by
+    signatures (the index's stored token hashes are not read)."""
+    keys, texts = read_jsonl_docs(path, key_field, text_field)
+    t0 = time.perf_counter()
+    with open_index(index_path, readonly=True) as index:
+        if not index.metric.is_set:
+            raise InputFormatError(f"{os.fspath(index_path)} is a {index.metric.name} index, "
+                                   "not jaccard")
+        with index.reader() as r:
+            def found() -> Any:
+                for i, (key, text) in enumerate(zip(keys, texts)):
+                    for other, score in r.query(text, k=None, threshold=threshold,
+                                                exact=None if exact else False):
+                        yield {"a": key, "b": other, "jaccard": float(score)}
+                    if progress:
+                        progress("matching", i + 1, len(texts))
+            n_pairs = write_jsonl(pairs, found())
+    return {"documents": len(texts), "pairs": n_pairs,
+            "seconds": round(time.perf_counter() - t0, 3)}

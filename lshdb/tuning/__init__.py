@@ -1,0 +1,1 @@
+"""The mathematics of parameters: calibration, defaults and the choice of query path."""

@@ -34,22 +34,20 @@ from ..storage.postings import stable_bucket_order
 
 __all__ = ["Plan", "calibrate", "exact_neighbours", "PROBE_US", "candidate_us"]
 
-PROBE_US = 4.0  # one probe: perturbation + LMDB range read (measured, 2 cores)
-POSTING_US = 0.025  # one id read from a posting list: decode, sort, count (measured)
-MIN_BUCKET = 8  # mean ids per bucket as ``mean_bucket`` predicts it (its power-law
-#                 extrapolation from a 2% sample predicted 26 where 53 were measured at 1M):
-#                 a bucket costs ~27 bytes of LMDB key, node and header plus ~2 bytes per
-#                 id, so postings stay under ~5 bytes per id
+# costs of the model, in us (docs/performance.md#tuning has how they were measured)
+PROBE_US = 4.0  # one probe: perturbation + LMDB range read
+POSTING_US = 0.025  # one id read from a posting list: decode, sort, count
+# floor on the predicted mean ids per bucket: a bucket's fixed bytes must stay small
+# beside its ids, and the prediction from a small sample runs low
+MIN_BUCKET = 8
 HITS = (1, 2, 3)  # min_hits values the calibration considers
 
 
 def candidate_us(row_bytes: int) -> float:
     """Cost of one candidate: union, row gather, checksum and exact distance.
 
-    A fit to whole queries, not the isolated re-rank: ``Reader._rank`` on random
-    candidates takes 0.10-0.18 us each at 128-d, and with that figure the calibration
-    chose configurations 5-9% slower at equal recall (1M x 128 cosine: k=12 with 128 probes
-    at 1.32 ms p50 against k=14 with 256 at 1.26 ms; 100k x 128 l2: 1.17 against 1.08 ms)."""
+    A fit to whole queries rather than the isolated re-rank, which chose slower settings
+    (docs/performance.md#tuning)."""
     return 0.25 + row_bytes / 1000.0
 
 

@@ -31,25 +31,26 @@ def tool(name, *args, timeout=600):
 
 
 def test_crash_harness_short_run(tmp_path):
-    stats = tool("crashtest.py", "--kills", 25, "--seed", 11, "--batches-per-kill", 2,
+    # (long runs of thousands of kills: benchmarks/results/longruns.md)
+    stats = tool("crashtest.py", "--kills", 18, "--seed", 11, "--batches-per-kill", 2,
                  "--dir", tmp_path)
-    assert stats["kills"] == 25 and stats["check_failures"] == 0 and stats["mismatches"] == 0
+    assert stats["kills"] == 18 and stats["check_failures"] == 0 and stats["mismatches"] == 0
     # each kill waited for two acknowledged batches; every 17th batch is a compaction
-    assert stats["batches_acked"] >= 50 and stats["compactions"] >= 2
+    assert stats["batches_acked"] >= 36 and stats["compactions"] >= 2
 
 
 def test_crash_harness_fast_durability(tmp_path):
-    stats = tool("crashtest.py", "--kills", 8, "--seed", 12, "--durability", "fast",
+    stats = tool("crashtest.py", "--kills", 6, "--seed", 12, "--durability", "fast",
                  "--dir", tmp_path)
-    assert stats["kills"] == 8 and stats["mismatches"] == 0
+    assert stats["kills"] == 6 and stats["mismatches"] == 0
 
 
 def test_crash_harness_with_rows_flushed_in_the_background(tmp_path):
     # every batch's rows start flushing on a helper thread; kills land while it runs
-    stats = tool("crashtest.py", "--kills", 10, "--seed", 13, "--early-flush", 1,
+    stats = tool("crashtest.py", "--kills", 8, "--seed", 13, "--early-flush", 1,
                  "--batches-per-kill", 2, "--dir", tmp_path)
-    assert stats["kills"] == 10 and stats["check_failures"] == 0 and stats["mismatches"] == 0
-    assert stats["batches_acked"] >= 20
+    assert stats["kills"] == 8 and stats["check_failures"] == 0 and stats["mismatches"] == 0
+    assert stats["batches_acked"] >= 16
 
 
 def test_readers_see_only_committed_states(tmp_path):

@@ -306,10 +306,12 @@ def test_sigterm_finishes_the_write_in_flight_and_releases_the_lock(built, tmp_p
 
             t = threading.Thread(target=post)
             t.start()
-            for _ in range(400):  # until the worker has the request in hand
-                if sum(x["requests"] for x in s.workers()) >= seen + 2:
+            for _ in range(3000):  # until the worker has the request in hand (a busy
+                if sum(x["requests"] for x in s.workers()) >= seen + 2:  # machine: seconds)
                     break
                 time.sleep(0.01)
+            else:
+                pytest.fail("the worker never took the POST in hand")
             s.proc.send_signal(signal.SIGTERM)
             time.sleep(0.3)  # the stop has begun; the write still waits for the lock
             assert s.proc.poll() is None

@@ -10,12 +10,19 @@ import random
 import numpy as np
 import pytest
 
+import lshdb
 from lshdb.errors import DuplicateKeyError, InputFormatError, InvalidParameterError
 from lshdb.hashing.shingles import word_shingles
 from lshdb.io.jsonl import read_jsonl_docs
 from lshdb.text import dedup as dedup_mod
 from lshdb.text.dedup import connected_components, dedup
-from lshdb.text.files import dedup_jsonl, write_clusters, write_kept, write_pairs
+from lshdb.text.files import (
+    dedup_against_jsonl,
+    dedup_jsonl,
+    write_clusters,
+    write_kept,
+    write_pairs,
+)
 
 
 def planted_corpus(seed: int = 0) -> tuple[list[str], list[str]]:
@@ -220,3 +227,27 @@ def test_writers_and_keep_policies(tmp_path):
     assert not (tmp_path / "x.jsonl").exists()
     with pytest.raises(InvalidParameterError, match="tresholdd"):
         dedup_jsonl(src, tresholdd=0.5)
+
+
+def test_dedup_against_an_index_finds_the_indexed_near_duplicates(tmp_path):
+    words = [f"w{i}" for i in range(40)]
+    indexed = {"old": " ".join(words), "other": " ".join(reversed(words[:30]))}
+    ix = str(tmp_path / "docs.lshdb")
+    with lshdb.create(ix, metric="jaccard", shingle="word:1", store_tokens=True) as index:
+        index.add(list(indexed), list(indexed.values()))
+    docs = [{"id": "near", "text": " ".join(words[:38] + ["x1", "x2"])},
+            {"id": "far", "text": "nothing in common at all here"}]
+    src = tmp_path / "new.jsonl"
+    src.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    seen = []
+    summary = dedup_against_jsonl(src, ix, tmp_path / "pairs.jsonl", threshold=0.8,
+                                  progress=lambda *a: seen.append(a))
+    pairs = [json.loads(x) for x in (tmp_path / "pairs.jsonl").read_text().splitlines()]
+    assert pairs == [{"a": "near", "b": "old", "jaccard": 38 / 42}]
+    assert (summary["documents"], summary["pairs"]) == (2, 1)
+    assert seen[-1] == ("matching", 2, 2)
+    dense = str(tmp_path / "dense.lshdb")
+    lshdb.create(dense, metric="l2", dim=2).close()
+    with pytest.raises(InputFormatError, match="is a l2 index, not jaccard"):
+        dedup_against_jsonl(src, dense, tmp_path / "p2.jsonl", threshold=0.8)
+    assert not (tmp_path / "p2.jsonl").exists()
