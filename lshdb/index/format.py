@@ -9,11 +9,12 @@ from ..storage.codec import unpack_meta
 
 __all__ = ["FORMAT_VERSION", "READABLE_FORMATS", "DURABILITY", "get_meta"]
 
-FORMAT_VERSION = 3  # the newest format this lshdb writes
+FORMAT_VERSION = 4  # the newest format this lshdb writes
 # format 1: no runs (lshdb.storage.runs); 3: float16 rows or codes that the calibration
 # chose (an lshdb that reads only 1 and 2 would misread those rows, or write rows without
-# codes). An index is marked with the oldest format that describes it.
-READABLE_FORMATS = (1, 2, 3)
+# codes); 4: jaccard band keys of scheme 2 (lshdb.hashing.bands; an older lshdb would look
+# up the wrong buckets). An index is marked with the oldest format that describes it.
+READABLE_FORMATS = (1, 2, 3, 4)
 DURABILITY = ("full", "fast")
 
 

@@ -90,8 +90,8 @@ def create(path: str | os.PathLike[str], metric: str, dim: int | None = None,
             config = {"metric": m.name, "dim": m.dim, "options": opts, "created": time.time()}
             with store_mod.translated(tmp), store.env.begin(write=True) as txn:
                 meta = store.db(b"meta")
-                txn.put(b"format", pack_meta(
-                    {"format_version": 3 if opts.get("dtype") == "float16" else 2}), db=meta)
+                txn.put(b"format", pack_meta({"format_version": _format_of(fam, opts)}),
+                        db=meta)
                 txn.put(b"config", pack_meta(config), db=meta)
                 txn.put(b"settings", pack_meta(params.query_settings(opts)), db=meta)
                 txn.put(b"state", pack_meta({"rows": 0, "live": 0}), db=meta)
@@ -114,6 +114,13 @@ def create(path: str | os.PathLike[str], metric: str, dim: int | None = None,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Index(path, readonly=False, map_size=opts.get("map_size"))
+
+
+def _format_of(fam: Any, opts: dict[str, Any]) -> int:
+    """The oldest format that describes a new index (see :mod:`lshdb.index.format`)."""
+    if fam is not None and fam.params().get("keys", 1) != 1:
+        return 4
+    return 3 if opts.get("dtype") == "float16" else 2
 
 
 def open(path: str | os.PathLike[str], readonly: bool = False,

@@ -204,19 +204,25 @@ def test_estimate_jaccard_shapes():
 # -- banding -----------------------------------------------------------------------------
 
 
-def test_band_keys_salt_each_band():
+@pytest.mark.parametrize("scheme", [1, 2])
+def test_band_keys_salt_each_band(scheme):
     sig = np.tile(np.arange(4, dtype=np.uint32), (3, 3))  # every band holds the same values
     sig[2, 5] = 99  # row 2 differs in band 1 only
-    keys = band_keys(sig, 3, 4)
+    keys = band_keys(sig, 3, 4, scheme=scheme)
     assert keys.shape == (3, 3) and keys.dtype == np.uint64
     assert len(set(keys[0].tolist())) == 3  # same values, different bands: different keys
     assert np.array_equal(keys[0], keys[1])
     assert keys[2, 0] == keys[0, 0] and keys[2, 2] == keys[0, 2] and keys[2, 1] != keys[0, 1]
-    assert not np.array_equal(band_keys(sig, 3, 4, seed=1), keys)
+    assert not np.array_equal(band_keys(sig, 3, 4, seed=1, scheme=scheme), keys)
+    swapped = sig.copy()
+    swapped[0, [0, 1]] = swapped[0, [1, 0]]  # the same values in another order
+    assert band_keys(swapped, 3, 4, scheme=scheme)[0, 0] != keys[0, 0]
     with pytest.raises(InvalidParameterError):
-        band_keys(sig, 4, 4)
+        band_keys(sig, 4, 4, scheme=scheme)
     with pytest.raises(InvalidParameterError):
-        band_keys(sig, 0, 4)
+        band_keys(sig, 0, 4, scheme=scheme)
+    with pytest.raises(InvalidParameterError, match="scheme must be 1 or 2"):
+        band_keys(sig, 3, 4, scheme=3)
 
 
 def test_optimal_bands_agree_with_datasketch():
@@ -224,11 +230,12 @@ def test_optimal_bands_agree_with_datasketch():
     assert optimal_bands(0.7, 250) == (25, 10)
 
 
-def test_band_collisions_follow_the_s_curve():
+@pytest.mark.parametrize("scheme", [1, 2])
+def test_band_collisions_follow_the_s_curve(scheme):
     # pairs at J = 0.7 become candidates with probability 1 - (1 - J^r)^b
     b, r, count = 8, 6, 1500
     off, h, J = planted_pairs(200, 140, count, seed=3)
-    keys = band_keys(oph_signatures(off, h, b * r, seed=5), b, r)
+    keys = band_keys(oph_signatures(off, h, b * r, seed=5), b, r, scheme=scheme)
     hit = (keys[0::2] == keys[1::2]).any(axis=1).mean()
     p = s_curve(J, r, b)
     assert abs(hit - p) < 4 * np.sqrt(p * (1 - p) / count) + 0.02
@@ -243,25 +250,30 @@ def test_signatures_are_stable_golden_values():
                              119448776, 119678269, 354359466, 935897673]]
     assert band_keys(sig, 4, 4).tolist() == [[14052261474057876842, 18206412465283350297,
                                               12647550231823200460, 13322608534250280801]]
+    assert band_keys(sig, 4, 4, scheme=2).tolist() == [[
+        9813864299881775718, 15954449802326014404, 14243877912611034385, 8745725253260428931]]
 
 
-def test_band_keys_of_one_query_equal_the_batch_path():
+@pytest.mark.parametrize("scheme", [1, 2])
+def test_band_keys_of_one_query_equal_the_batch_path(scheme):
     # a query (one row) takes a Python-integer path; it must give the batch path's keys
     from lshdb.hashing.minhash import band_keys
 
     rng = np.random.default_rng(8)
     for dtype in (np.uint32, np.uint64):
         S = rng.integers(0, 2**31, (40, 128)).astype(dtype)
-        batch = band_keys(S, 9, 13, seed=3)
-        one = np.concatenate([band_keys(S[i : i + 1], 9, 13, seed=3) for i in range(40)])
+        batch = band_keys(S, 9, 13, seed=3, scheme=scheme)
+        one = np.concatenate([band_keys(S[i : i + 1], 9, 13, seed=3, scheme=scheme)
+                              for i in range(40)])
         np.testing.assert_array_equal(batch, one)
 
 
-def test_band_key_blocks_do_not_change_the_keys(monkeypatch):
+@pytest.mark.parametrize("scheme", [1, 2])
+def test_band_key_blocks_do_not_change_the_keys(monkeypatch, scheme):
     from lshdb.hashing.minhash import band_keys
 
     S = np.random.default_rng(9).integers(0, 2**32, (50, 64)).astype(np.uint32)
-    whole = band_keys(S, 7, 9, seed=1)
-    monkeypatch.setattr(bands_mod, "_BAND_BLOCK", 16)  # 2 rows of 7 bands per block
-    np.testing.assert_array_equal(band_keys(S, 7, 9, seed=1), whole)
-    np.testing.assert_array_equal(whole[:3], band_keys(S[:3], 7, 9, seed=1))  # batch of 3
+    whole = band_keys(S, 7, 9, seed=1, scheme=scheme)
+    monkeypatch.setattr(bands_mod, "_BAND_BLOCK", 16)  # 2 rows (scheme 1) or 1 row a block
+    np.testing.assert_array_equal(band_keys(S, 7, 9, seed=1, scheme=scheme), whole)
+    np.testing.assert_array_equal(whole[:3], band_keys(S[:3], 7, 9, seed=1, scheme=scheme))

@@ -200,7 +200,7 @@ def test_garbled_current(built, content, error, words):
 # -- meta records --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("record", [{"format_version": 4}, {"format_version": 0},
+@pytest.mark.parametrize("record", [{"format_version": 5}, {"format_version": 0},
                                     {"format_version": "1"}, {"format_version": True}, {}],
                          ids=["4", "0", "str", "bool", "absent"])
 def test_wrong_format_version(built, record):

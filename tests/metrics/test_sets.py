@@ -196,3 +196,49 @@ def test_cli_dedup_refuses_bad_options_and_outputs_before_reading(tmp_path):
         assert r.exit_code == 1 and says in r.stderr and ":2" not in r.stderr, (args, r.stderr)
     r = run("dedup", tmp_path / "bad.jsonl", "--num-perm", 8192, ok=False)  # as create allows
     assert r.exit_code == 1 and ":2" in r.stderr
+
+
+def _candidates_by_bands(sigs, q, b, r):
+    """The oracle: every item that shares at least one whole band with item q."""
+    bands = sigs[:, : b * r].reshape(len(sigs), b, r)
+    return set(np.flatnonzero((bands == bands[q]).all(axis=2).any(axis=1)).tolist())
+
+
+@pytest.mark.parametrize("scheme", [1, 2])
+def test_band_key_schemes_find_exactly_the_items_sharing_a_band(tmp_path, scheme):
+    import lmdb
+
+    from lshdb.index.format import get_meta
+    from lshdb.storage.codec import pack_meta
+
+    rng = np.random.default_rng(5)
+    base = rng.integers(0, 50, (60, 64)).astype(np.uint64)  # 60 families of near copies
+    sigs = np.repeat(base, 5, axis=0)
+    flip = rng.random(sigs.shape) < 0.15
+    sigs[flip] = rng.integers(50, 2**32, flip.sum())
+    path = str(tmp_path / "sets.lshdb")
+    lshdb.create(path, metric="jaccard", num_perm=64, threshold=0.7, mode="classic").close()
+    if scheme == 1:  # the family record as lshdb wrote it before scheme 2 (format 2)
+        env = lmdb.open(str(tmp_path / "sets.lshdb" / "g000001"), max_dbs=8)
+        meta = env.open_db(b"meta")
+        with env.begin(write=True) as txn:
+            fam = get_meta(txn, meta, b"family")
+            assert fam.pop("keys") == 2
+            txn.put(b"family", pack_meta(fam), db=meta)
+            txn.put(b"format", pack_meta({"format_version": 2}), db=meta)
+        env.close()
+    with lshdb.open(path) as index:
+        index.add(range(len(sigs)), sigs)
+        b, r = index.family.L, index.family.k
+        assert index.family.scheme == scheme
+        with index.reader() as rd:
+            for q in range(0, len(sigs), 7):
+                ids, _ = rd.candidates(sigs[q])
+                keys = {rd.key_of(int(i)) for i in ids}
+                assert keys == _candidates_by_bands(sigs, q, b, r)
+    env = lmdb.open(str(tmp_path / "sets.lshdb" / "g000001"), max_dbs=8, readonly=True)
+    with env.begin() as txn:
+        version = get_meta(txn, env.open_db(b"meta", txn=txn), b"format")["format_version"]
+    env.close()
+    assert version == (2 if scheme == 1 else 4)  # marked with the oldest format that fits
+    assert check(path)["ok"]
