@@ -2,8 +2,7 @@
 
 JSON in and out, with the field names of the CLI's JSON lines (``key``, ``distance`` or
 ``jaccard``, ``added``, ``deleted``, ``items``). Reads run on the event loop: a query is
-short CPU work, and a worker busy with one accepts no new connection, which leaves it to an
-idle worker. Writes run on a thread, because they may wait up to ``write_timeout`` for the
+short CPU work. Writes run on a thread, because they may wait up to ``write_timeout`` for the
 index's write lock (held by another worker or a writer process beside the server).
 """
 

@@ -2,8 +2,9 @@
 
 One row of int64 fields per worker slot, in an anonymous file the supervisor creates and
 hands to each worker by descriptor. Each field has one writer (the worker owning the row,
-from its event-loop thread; ``restarts`` the supervisor), so no lock is needed; any worker
-reads every row to answer ``/stats``.
+from its event-loop thread; ``restarts``, and ``connections`` once the worker is dead, the
+supervisor), so no lock is needed; any worker reads every row to answer ``/stats`` and to
+spread connections (:mod:`lshdb.serve.accept`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Counters", "FIELDS"]
+__all__ = ["Counters", "FIELDS", "GONE"]
 
-FIELDS = ("pid", "started_ns", "restarts", "requests", "query_requests", "queries",
-          "query_ns", "write_requests", "items_written", "errors_4xx", "errors_5xx")
+FIELDS = ("pid", "started_ns", "restarts", "connections", "requests", "query_requests",
+          "queries", "query_ns", "write_requests", "items_written", "errors_4xx", "errors_5xx")
+# the connections of a dead worker's slot until its successor starts: nobody defers to it
+GONE = 1 << 40
 _COL = {name: i for i, name in enumerate(FIELDS)}
 
 
@@ -55,12 +58,21 @@ class Counters:
     def add(self, slot: int, field: str, n: int = 1) -> None:
         self.table[slot, _COL[field]] += n
 
+    def set(self, slot: int, field: str, value: int) -> None:
+        self.table[slot, _COL[field]] = value
+
+    def column(self, field: str) -> np.ndarray:
+        """One field of every slot (a view: it follows the other workers' writes)."""
+        return self.table[:, _COL[field]]
+
     def rows(self) -> list[dict[str, Any]]:
         """Every worker's counters, as JSON-ready dicts."""
         out = []
         now = time.time_ns()
         for slot, row in enumerate(self.table.tolist()):
             r: dict[str, Any] = dict(zip(FIELDS, row))
+            if r["connections"] == GONE:
+                r["connections"] = 0
             started = r.pop("started_ns")
             r["uptime_s"] = round((now - started) / 1e9, 3) if started else 0.0
             r["query_seconds"] = round(r.pop("query_ns") / 1e9, 6)

@@ -35,6 +35,7 @@ def main() -> None:
     import uvicorn
 
     from ..index.index import open as open_index
+    from .accept import BalancedServer
     from .app import Service, Settings, create_app
     from .counters import Counters
 
@@ -61,10 +62,10 @@ def main() -> None:
                                 access_log=bool(cfg.get("access_log")), lifespan="off",
                                 timeout_keep_alive=30,
                                 timeout_graceful_shutdown=int(cfg["grace"]))
-        server = uvicorn.Server(config)
+        server = BalancedServer(config, sock, counters, slot)
         threading.Thread(target=_watch_parent, args=(int(cfg["parent"]), server),
                          daemon=True, name="lshdb-watch-parent").start()
-        server.run(sockets=[sock])
+        server.run()
     finally:
         index.close()  # after the last request: no writer can be open now
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import IO, Any, cast
 
 from ..errors import InvalidParameterError, LshdbError
-from .counters import Counters
+from .counters import GONE, Counters
 
 __all__ = ["run", "check_installed", "SLOTS_PER_WORKER"]
 
@@ -187,6 +187,7 @@ class _Supervisor:
             return False
         self._say(f"worker {slot} (pid {w.proc.pid}) exited with {how}; starting another")
         self.counters.add(slot, "restarts")
+        self.counters.set(slot, "connections", GONE)  # its connections died with it
         self._start(slot)
         return True
 

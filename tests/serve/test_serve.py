@@ -134,8 +134,8 @@ def test_answers_equal_the_embedded_index(built, server):
 
 
 def _client_on(server, worker, tries=400):
-    """A client whose connection landed on the given worker (a new connection goes to
-    whichever worker accepts it first)."""
+    """A client whose connection landed on the given worker (a new connection goes to the
+    worker holding the fewest)."""
     for _ in range(tries):
         c = lshdb.connect(server.url)
         if c.health()["worker"] == worker:
@@ -156,6 +156,23 @@ def test_a_write_through_one_worker_is_seen_by_the_others(built, server):
     assert on0.query(X[1], k=1)[0][0] in ("w-new", 1)  # X[1] itself is stored as key 1
     assert on0.get("w-new").tolist() == on1.get("w-new").tolist() != on0.get(1).tolist() * 0
     assert on1.delete(["w-new"]) == 1 and len(on0) == before
+
+
+def test_keep_alive_connections_are_spread_over_the_workers(built, tmp_path):
+    s = Server(built[0], "--workers", 2, "--readonly", log=tmp_path / "serve.log")
+    clients = []
+    try:
+        for _ in range(6):  # one keep-alive connection each, opened in turn and kept
+            clients.append(lshdb.connect(s.url))
+            clients[-1].health()
+        on = [c.health()["worker"] for c in clients]
+        assert sorted(on) == [0, 0, 0, 1, 1, 1]
+        held = [w["connections"] for w in s.workers()]  # the clients' 6, and this request's
+        assert sum(held) == 7 and min(held) == 3
+    finally:
+        for c in clients:
+            c.close()
+        assert s.stop() == 0
 
 
 def _error(r, status, type_):
