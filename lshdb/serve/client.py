@@ -3,14 +3,13 @@
 The client has the embedded :class:`lshdb.Index`'s read and write methods with the same
 arguments and return types (``query`` gives ``[(key, distance), ...]``, ``get`` a numpy
 array, ``delete`` a count) and raises the same :mod:`lshdb.errors` classes, so code moves
-between embedded and served use unchanged. Built on the standard library's ``http.client``:
-it needs no extra. One keep-alive connection per thread; a client may be shared by threads.
+between embedded and served use unchanged. Built on the standard library's sockets
+(:mod:`lshdb.serve.http1`): it needs no extra. One keep-alive connection per thread; a client may be shared by threads.
 """
 
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import threading
 import time
@@ -23,13 +22,14 @@ import numpy as np
 from ..errors import InvalidKeyError, InvalidParameterError, KeyNotFoundError, ServerError
 from ..metrics import metric_class
 from ..storage.codec import Key
+from .http1 import Connection
 from .wire import decode_key, encode_key, raise_error
 
 __all__ = ["connect", "Client"]
 
 # the connection dropped before the whole answer came (a worker killed mid-request, a
 # keep-alive connection closed by the server): a read is sent once more on a new one
-_DROPPED = (ConnectionError, http.client.HTTPException)
+_DROPPED = ConnectionError  # http1.ProtocolError included
 # a connection idle for longer than this is replaced before use: the server closes idle
 # keep-alive connections after 30 s, and a write is never sent twice
 IDLE_REUSE = 20.0
@@ -53,22 +53,21 @@ class Client:
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port
-        self._prefix = parts.path.rstrip("/")
+        self._prefix = urllib.parse.quote(parts.path.rstrip("/"), safe="/%")
         self._timeout = timeout
-        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        self._headers = b"Content-Type: application/json\r\nAccept: application/json\r\n"
         if token is not None:
-            self._headers["Authorization"] = f"Bearer {token}"
+            self._headers += f"Authorization: Bearer {token}\r\n".encode("latin-1")
         self._local = threading.local()
         self._metric: str | None = None
 
     # -- transport -------------------------------------------------------------------
-    def _conn(self) -> http.client.HTTPConnection:
+    def _conn(self) -> Connection:
         conn = getattr(self._local, "conn", None)
         if conn is not None and time.monotonic() - getattr(self._local, "used", 0.0) < IDLE_REUSE:
             return conn  # type: ignore[no-any-return]
         self._drop()
-        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        conn = cls(self._host, self._port, timeout=self._timeout)
+        conn = Connection(self._host, self._port, self._https, self._timeout)
         self._local.conn = conn
         return conn
 
@@ -89,9 +88,8 @@ class Client:
         for attempt in (0, 1):
             conn = self._conn()
             try:
-                conn.request(method, self._prefix + path, payload, self._headers)
-                resp = conn.getresponse()
-                raw = resp.read()
+                status, _, raw = conn.request(method, self._prefix + path, payload,
+                                              self._headers)
             except _DROPPED as exc:
                 self._drop()
                 if read and attempt == 0:
@@ -104,17 +102,15 @@ class Client:
             except BaseException:
                 self._drop()
                 raise
-            self._local.used = time.monotonic()
-            if resp.getheader("connection", "").lower() == "close":
-                self._drop()
+            self._local.used = time.monotonic()  # (an answer with Connection: close closed it)
             try:
                 answer = json.loads(raw) if raw else None
             except ValueError:
-                raise ServerError(f"{method} {path}: the server answered {resp.status} with "
+                raise ServerError(f"{method} {path}: the server answered {status} with "
                                   f"a body that is not JSON: {raw[:200]!r}",
-                                  status=resp.status, type="") from None
-            if resp.status >= 400:
-                raise_error(resp.status, answer)
+                                  status=status, type="") from None
+            if status >= 400:
+                raise_error(status, answer)
             return answer
         raise AssertionError("unreachable")
 
