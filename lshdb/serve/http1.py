@@ -111,7 +111,7 @@ class Connection:
         return data
 
     def _chunked(self) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         while True:
             line = self._line()
             try:
