@@ -245,8 +245,12 @@ def rounds(base: str, Q: np.ndarray, V: np.ndarray, args: Any, work: str) -> tup
             Vs = None
             if with_writer:
                 Vs, vi = V[vi : vi + 60_000], vi + 60_000
+            before = s.workers()
+            s.client.close()  # an idle connection of its own would skew the spread
             got[label] = load(s.url, Q, args.requests, args.clients, path, Vs, f"r{rnd}{n}",
-                              server_pids=[w["pid"] for w in s.workers()])
+                              server_pids=[w["pid"] for w in before])
+            got[label]["per_worker"] = [a["requests"] - b["requests"]
+                                        for a, b in zip(s.workers(), before)]
             rc = s.stop()
             print(f"round {rnd} {label}: {got[label]['throughput']:.0f}/s "
                   f"p50 {got[label]['p50_ms']:.2f} p99 {got[label]['p99_ms']:.2f} ms "
@@ -264,6 +268,8 @@ def rounds(base: str, Q: np.ndarray, V: np.ndarray, args: Any, work: str) -> tup
             / got["1 worker + writer 1,000/s"]["p50_ms"],
             "p99/p50, 2 workers + writer": got["2 workers + writer 1,000/s"]["p99_ms"]
             / got["2 workers + writer 1,000/s"]["p50_ms"],
+            "requests per worker, 2 workers": " / ".join(
+                str(x) for x in got["2 workers"]["per_worker"]),
             "other processes, cores (mean of the setups)": float(np.mean(
                 [g["others_cores"] for g in got.values() if "others_cores" in g]))})
     rows = []
@@ -290,6 +296,8 @@ def kill_run(base: str, Q: np.ndarray, V: np.ndarray, args: Any, work: str) -> d
     s = Server(path, 2, os.path.join(work, "serve.log"))
     s.wait_workers(2, Q[0])
     victim = s.workers()[0]["pid"]
+    pids = [w["pid"] for w in s.workers()]
+    s.client.close()
 
     def kill() -> None:
         time.sleep(5)
@@ -299,7 +307,7 @@ def kill_run(base: str, Q: np.ndarray, V: np.ndarray, args: Any, work: str) -> d
 
     t = threading.Thread(target=kill)
     got = load(s.url, Q, args.kill_requests, args.clients, path, V[-200_000:], "kill",
-               kill=t.start, server_pids=[w["pid"] for w in s.workers()])
+               kill=t.start, server_pids=pids)
     t.join()
     ws = s.workers()
     got["restarts"] = sum(w["restarts"] for w in ws)
