@@ -44,12 +44,17 @@ class MinHashBands(Family):
         if scheme not in SCHEMES:
             raise CorruptIndexError(f"unknown band key scheme {scheme!r}")
         self.scheme = scheme
+        self._tables = np.arange(L)
+        self._tables.flags.writeable = False
 
     def _hash_block(self, X: np.ndarray) -> np.ndarray:
         return band_keys(np.asarray(X), self.L, self.k, seed=self.seed, scheme=self.scheme)
 
     def probe(self, x: np.ndarray, n_probes: int) -> tuple[np.ndarray, np.ndarray]:
-        return np.arange(self.L), self.hash(x[None, :])[0]  # bands are not multi-probed
+        # bands are not multi-probed; one row skips the blocked batch path
+        if self.scheme == 2:  # (validated where the family was made)
+            return self._tables, _xor_keys(x[None, :], self.L, self.k, self.seed)[0]
+        return self._tables, band_keys(x[None, :], self.L, self.k, self.seed, self.scheme)[0]
 
     def params(self) -> dict[str, Any]:
         p = {**super().params(), "check": encode_array(np.array([self.dim, self.k, self.L]))}
@@ -154,6 +159,11 @@ def _xor_keys(sig: np.ndarray, b: int, r: int, seed: int) -> np.ndarray:
         consts = mix64(np.arange(b * r, dtype=_U64) + seed_key(seed, _POSITION_SALT))
         cached = _position_cache[key] = (consts, np.arange(0, b * r, r))
     consts, starts = cached
+    if len(sig) == 1:  # a query: no blocks, no output buffer to fill
+        z = sig[:, :b * r].astype(_U64)
+        z ^= consts
+        mix64(z, copy=False)
+        return mix64(np.bitwise_xor.reduceat(z, starts, axis=1), copy=False)
     out = np.empty((len(sig), b), dtype=_U64)
     step = max(1, _BAND_BLOCK // r)  # rows per block: the mixed values stay in cache
     for lo in range(0, len(sig), step):

@@ -181,7 +181,8 @@ class JaccardMetric(Metric):
                 f"{what}: signatures have {A.shape[1]} values; this index uses num_perm={self.dim}")
         if len(A) == 0:
             raise InvalidVectorError(f"{what}: the batch is empty; pass at least one item")
-        if (A < 0).any() or (self.row_dtype.itemsize == 4 and (A > 0xFFFFFFFF).any()):
+        if (A.dtype.kind == "i" and A.min() < 0) \
+                or (self.row_dtype.itemsize == 4 and A.max() > 0xFFFFFFFF):
             raise InvalidVectorError(f"{what}: signature values out of range for {self.row_dtype}")
         return np.ascontiguousarray(A, dtype=self.row_dtype)
 

@@ -256,7 +256,7 @@ def test_signatures_are_stable_golden_values():
 
 @pytest.mark.parametrize("scheme", [1, 2])
 def test_band_keys_of_one_query_equal_the_batch_path(scheme):
-    # a query (one row) takes a Python-integer path; it must give the batch path's keys
+    # a query (one row) takes its own path; it must give the batch path's keys
     from lshdb.hashing.minhash import band_keys
 
     rng = np.random.default_rng(8)
@@ -266,6 +266,11 @@ def test_band_keys_of_one_query_equal_the_batch_path(scheme):
         one = np.concatenate([band_keys(S[i : i + 1], 9, 13, seed=3, scheme=scheme)
                               for i in range(40)])
         np.testing.assert_array_equal(batch, one)
+        fam = bands_mod.MinHashBands(128, 13, 9, seed=3, scheme=scheme)  # a query's probe
+        for i in range(40):
+            tables, keys = fam.probe(S[i], 0)
+            assert tables.tolist() == list(range(9))
+            np.testing.assert_array_equal(keys, batch[i])
 
 
 @pytest.mark.parametrize("scheme", [1, 2])
