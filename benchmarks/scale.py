@@ -428,6 +428,18 @@ def _cli(*args: str) -> float:
     return time.perf_counter() - t0
 
 
+def _plan(ix: Any) -> str:
+    """The query plan of an index (of a sharded one: its first shard's, which all share)."""
+    one = ix.shards[0] if hasattr(ix, "shards") else ix
+    cal = one.stats(buckets=False).get("calibration") or {}
+    st, fam = one.settings, one.family.describe() if one.family else {}
+    path = cal.get("path", "scan" if st.get("scan") else "buckets")
+    plan = f"{path}, k={fam.get('k')}, probes={st.get('probes')}"
+    if path == "codes":
+        plan += f", {cal.get('codes')}-bit codes, rerank={st.get('rerank')}"
+    return plan + f" (for {cal.get('live_rows', 0):,} rows)"
+
+
 def shards_part(args: argparse.Namespace, work: str) -> tuple[str, dict[str, Any]]:
     import lshdb
 
@@ -465,13 +477,14 @@ def shards_part(args: argparse.Namespace, work: str) -> tuple[str, dict[str, Any
             t0 = time.perf_counter()
             res = ix.query_batch(Q, 10)
             qs = len(Q) / (time.perf_counter() - t0)
+            plan = _plan(ix)
         rec = float(np.mean([len({k for k, _ in r} & set(t.tolist())) / 10
                              for r, t in zip(res, truth)]))
         summary[name] = {"build": median(builds[name]), "recall": rec, "qps": qs}
         rows.append({"index": name, "vectors": len(X), "build s (median, with start-up)":
                      median(builds[name]),
                      "runs": " / ".join(f"{s:.1f}" for s in builds[name]),
-                     "recall@10": rec, "queries/s (query_batch)": qs})
+                     "recall@10": rec, "queries/s (query_batch)": qs, "query plan": plan})
     summary["build_speedup"] = summary["single"]["build"] / summary["shards 2 on local:2"]["build"]
     summary["build_speedup_cluster_up"] = (summary["single"]["build"]
                                            / summary["the same, cluster up"]["build"])

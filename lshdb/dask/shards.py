@@ -1,9 +1,9 @@
 """Building sharded vector indexes on Dask (:mod:`lshdb.index.sharded` reads them).
 
 Every shard has the same family, parameters, seed and query settings: :func:`build_sharded`
-calibrates once, on the same first block of rows a single build calibrates on, for the size
-of the whole index (:func:`lshdb.index.plan.choose_plan`), and creates each shard with that
-plan (a calibrated family's functions depend on the calibration, not only on its
+calibrates once, on the sample a single build of the same input ends up calibrated on, for
+the size of the whole index (:func:`lshdb.index.plan.choose_plan`), and creates each shard
+with that plan (a calibrated family's functions depend on the calibration, not only on its
 parameters); a shard never retunes on its own row count. Each shard is filled, one task per
 shard on the workers, with the rows routed to it (:func:`lshdb.index.sharded.route`), read
 from the input by row where its format allows (a ``.npy`` file is memory-mapped). The
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import IndexExistsError, InvalidParameterError
+from ..index.compact import RETUNE_SAMPLE
 from ..index.index import create
 from ..index.plan import choose_plan
 from ..index.sharded import (
@@ -94,10 +95,12 @@ def build_sharded(path: str | os.PathLike[str], input_path: str, metric: str, sh
                   vector_field: str = "vector", **options: Any) -> dict[str, Any]:
     """Build a sharded index of the vectors in ``input_path`` (formats as ``lshdb build``).
 
-    Calibrates once, on the first 65,536 rows, for the number of rows of the whole input;
-    creates ``shards`` shard indexes with that plan, and fills each with the rows routed to
-    it: on ``client``'s workers when given (one task per shard, each reading its rows of
-    the input itself), else here in turn.
+    Chooses once the plan a single build of the input ends with (calibrated on the first
+    65,536 rows; when the input holds 4 times as many, on a sample of up to 1,000,000 rows
+    of it, for all its rows, as the single build's retune does); creates ``shards`` shard
+    indexes with that plan, and fills each with the rows routed to it: on ``client``'s
+    workers when given (one task per shard, each reading its rows of the input itself),
+    else here in turn.
 
     Raises
     ------
@@ -118,10 +121,14 @@ def build_sharded(path: str | os.PathLike[str], input_path: str, metric: str, sh
     dim = metric_class(metric).input_dim(src.dim)
     opts = params.validate_options(metric, options)
     m = get_metric(metric, dim, opts)
-    plan = choose_plan(m, m.stored_options(opts), next(src.blocks(_CALIBRATION_ROWS))[1],
-                       len(src), MANIFEST)
     n_rows = len(src)
-    del src
+    sample = next(src.blocks(_CALIBRATION_ROWS))[1]
+    planned = len(sample)
+    if params.stale_calibration(planned, n_rows):
+        # a single build would retune once loaded, on a sample of the whole (the same)
+        sample, planned = src.sample(RETUNE_SAMPLE), n_rows
+    plan = choose_plan(m, m.stored_options(opts), sample, planned, MANIFEST)
+    del src, sample
     if plan is not None:
         plan["settings"] = _shard_settings(plan["settings"], shards)
     parent = os.path.dirname(os.path.abspath(path))
@@ -140,7 +147,8 @@ def build_sharded(path: str | os.PathLike[str], input_path: str, metric: str, sh
             counts = [_build_shard(*a) for a in args]
         manifest = {"format": FORMAT, "version": VERSION, "metric": metric, "dim": dim,
                     "route": "splitmix64-int-or-blake2b64-msgpack-mod", "shards": names,
-                    "planned_rows": n_rows, "created": time.time()}
+                    "rows": n_rows, "plan_rows": planned if plan else None,
+                    "created": time.time()}
         with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=1)
             f.flush()
@@ -153,6 +161,6 @@ def build_sharded(path: str | os.PathLike[str], input_path: str, metric: str, sh
         raise
     return {"path": path, "metric": metric, "dim": dim, "shards": shards,
             "family": plan["described"] if plan else {},
-            "planned_rows": n_rows,
+            "plan_rows": planned if plan else None,
             "added": int(sum(counts)), "per_shard": [int(c) for c in counts],
             "seconds": round(time.perf_counter() - t0, 3)}

@@ -88,7 +88,7 @@ def test_shards_share_one_plan_and_never_retune_alone(client, vectors, tmp_path,
     d, X, Q, truth = vectors
     path, single = str(tmp_path / "sh.lshdb"), str(tmp_path / "one.lshdb")
     summary = build_sharded(path, str(d / "x.npy"), "cosine", 4, client, **options)
-    assert summary["planned_rows"] == len(X) and sum(summary["per_shard"]) == len(X)
+    assert summary["plan_rows"] == len(X) and sum(summary["per_shard"]) == len(X)
     with lshdb.create(single, metric="cosine", dim=X.shape[1], **options) as one:
         one.add(range(len(X)), X)  # calibrated on the same rows (all: one block)
         r_single = recall(one.query_batch(Q, 10), truth)
