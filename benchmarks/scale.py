@@ -182,6 +182,7 @@ def run_one(system: str, corpus: str, out: str) -> dict[str, Any]:
         from distributed import Client
 
         from lshdb.dask.client import local_cluster
+        from lshdb.dask.jobs import block_bytes
         from lshdb.dask.outputs import read_documents, write_dedup
 
         n = int(system.split(":")[1])
@@ -189,7 +190,7 @@ def run_one(system: str, corpus: str, out: str) -> dict[str, Any]:
         with local_cluster(n) as cluster, Client(cluster) as client:
             start = time.perf_counter() - t0
             t0 = time.perf_counter()
-            frame = read_documents([corpus], blocksize=_blocksize(corpus, n))
+            frame = read_documents([corpus], blocksize=block_bytes([corpus], n))
             stats = write_dedup(frame, pairs=out + ".jsonl", clusters=out + ".clusters.jsonl",
                                 threshold=THRESHOLD)
             seconds = time.perf_counter() - t0
@@ -202,10 +203,6 @@ def run_one(system: str, corpus: str, out: str) -> dict[str, Any]:
     if system in ("datasketch", "rensa"):
         return _baseline(system, corpus, out)
     raise SystemExit(f"unknown system {system}")
-
-
-def _blocksize(corpus: str, workers: int) -> int:
-    return max(1 << 20, min(64 << 20, os.path.getsize(corpus) // (8 * workers) + 1))
 
 
 def _pairs_tsv(jsonl: str, out: str) -> None:

@@ -9,12 +9,15 @@ and clusters from a Dask DataFrame, with the same functions on the workers:
    and :func:`lshdb.hashing.minhash.band_keys`. Each document is named by its partition and row,
    ``p << 32 | row``, which sorts in input order without counting rows first.
 2. **band rounds**: a few bands at a time, each partition splits its (band, key, document)
-   records by key over ``M`` buckets; each bucket task sorts its records and lists every pair
-   sharing a bucket with :func:`lshdb.text.dedup.bucket_pairs` (all pairs, as the single process
-   does: a pair whose documents are not both similar to the bucket's smallest would be lost
-   by a star). A round waits for the previous one, so memory holds one round's records.
-3. **candidates**: the pairs are routed to the partition of their first document and
-   deduplicated there (a pair sharing several bands is verified once).
+   records by key over ``M`` buckets; each bucket task sorts its records and sends the sorted
+   members of every bucket of two or more documents to the partition of its smallest (a
+   bucket spanning partitions also sends its tail to each other partition that starts
+   pairs in it): g ids, not g(g-1)/2 pairs. A round waits for the previous one, so memory
+   holds one round's records.
+3. **candidates**: each partition lists, with :func:`lshdb.text.dedup.bucket_pairs`, every
+   pair of those member lists that starts at one of its documents (all pairs, as the single
+   process does: a pair whose documents are not both similar to the bucket's smallest would
+   be lost by a star), and deduplicates them (a pair sharing several bands is verified once).
 4. **verify**: each partition is read a second time (its task graph, run again inside a
    task after the candidates, so texts are never held across the rounds) and ships the shingle
    hashes (or signatures) of the documents that other partitions' candidates name; each
@@ -202,30 +205,76 @@ def _unique_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return a[keep], b[keep]
 
 
-def _bucket(n_parts: int, *pieces: np.ndarray) -> list[np.ndarray]:
-    """Every pair of documents sharing a (band, key) bucket, routed by first document."""
+def _bucket(n_parts: int, *pieces: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The members of every bucket of two or more documents, sorted: to each partition, as
+    ``(sizes, members)``, the buckets (from their first member of that partition on) whose
+    pairs start there. Pairs are listed by the partition that verifies them, not here: a
+    bucket of g documents travels as g ids, not g(g-1)/2 pairs."""
     rec = np.concatenate(pieces, axis=1) if pieces else np.zeros((3, 0), _U64)
     band, keys, docs = rec
-    found_a, found_b = [np.zeros(0, _U64)], [np.zeros(0, _U64)]
+    runs: list[np.ndarray] = []  # the member lists, one array each band
+    sizes: list[np.ndarray] = []
     for j in np.unique(band).tolist():
-        sel = band == j
-        k, d = keys[sel], docs[sel]
-        order = np.lexsort((d, k))  # within a bucket by document, as the single process
-        for x, y in bucket_pairs(d[order], k[order]):
+        sel = np.flatnonzero(band == j)
+        # a band's records arrive in document order (partitions in order, rows in order
+        # within each): a stable sort by key gives the single process's (key, document)
+        order = np.argsort(keys[sel], kind="stable")
+        k, d = keys[sel][order], docs[sel][order]
+        if len(k) < 2:
+            continue
+        starts = np.concatenate(([0], np.flatnonzero(k[1:] != k[:-1]) + 1))
+        size = np.diff(np.append(starts, len(k)))
+        big = size >= 2
+        if big.any():
+            members = np.repeat(big, size)
+            runs.append(d[members])
+            sizes.append(size[big])
+    members = np.concatenate(runs) if runs else np.zeros(0, _U64)
+    size = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
+    return _route_lists(n_parts, size, members)
+
+
+def _route_lists(n_parts: int, size: np.ndarray, members: np.ndarray
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Send each member list (``size`` of them, laid end to end in ``members``, ascending
+    within each) to every partition that owns a member of it but its last: the list's
+    suffix from that partition's first member (its members are contiguous there)."""
+    ends = np.cumsum(size)
+    starts = ends - size
+    run = np.repeat(np.arange(len(size)), size)
+    part = _part_id(members)
+    first = np.ones(len(members), dtype=bool)
+    first[1:] = (part[1:] != part[:-1]) | (run[1:] != run[:-1])
+    first[ends - 1] = False  # a list's last member starts no pair
+    first[starts] = True
+    entry = np.flatnonzero(first)
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    dest = part[entry]
+    order = np.argsort(dest, kind="stable")
+    entry, dest = entry[order], dest[order]
+    bounds = np.searchsorted(dest, np.arange(n_parts + 1))
+    for q in range(n_parts):
+        e = entry[bounds[q] : bounds[q + 1]]
+        length = ends[run[e]] - e
+        take = np.repeat(e, length) + (np.arange(int(length.sum()))
+                                       - np.repeat(np.cumsum(length) - length, length))
+        out.append((length, members[take]))
+    return out
+
+
+def _candidates(p: int, *pieces: Any) -> np.ndarray:
+    """Partition ``p``'s distinct candidate pairs, (2, c) sorted by (a, b): every pair of
+    a member list whose first document is one of ``p``'s."""
+    lists = [x for x in pieces if isinstance(x, tuple)]
+    size = np.concatenate([x[0] for x in lists]) if lists else np.zeros(0, np.int64)
+    members = np.concatenate([x[1] for x in lists]) if lists else np.zeros(0, _U64)
+    found_a, found_b = [np.zeros(0, _U64)], [np.zeros(0, _U64)]
+    if len(size):
+        run = np.repeat(np.arange(len(size), dtype=_U64), size)
+        for x, y in bucket_pairs(members, run, lambda first: _part_id(first) == p):
             found_a.append(x)
             found_b.append(y)
     a, b = _unique_pairs(np.concatenate(found_a), np.concatenate(found_b))
-    dest = _part_id(a)
-    order = np.argsort(dest, kind="stable")
-    both = np.stack((a, b))[:, order]
-    return np.split(both, np.cumsum(np.bincount(dest, minlength=n_parts))[:-1], axis=1)
-
-
-def _candidates(*pieces: Any) -> np.ndarray:
-    """This partition's distinct candidate pairs, (2, c) sorted by (a, b)."""
-    arrays = [x for x in pieces if isinstance(x, np.ndarray)]
-    both = np.concatenate(arrays, axis=1) if arrays else np.zeros((2, 0), _U64)
-    a, b = _unique_pairs(both[0], both[1])
     return np.stack((a, b))
 
 
@@ -424,7 +473,7 @@ def dedup(frame: Any, text: str = "text", key: str = "id", threshold: float = 0.
             for p in range(n_parts):
                 routed[p].append(jn[p])
         previous = joined
-    cands = [delayed(_candidates, pure=True)(*routed[p], *checks) for p in range(n_parts)]
+    cands = [delayed(_candidates, pure=True)(p, *routed[p], *checks) for p in range(n_parts)]
     # the texts are read again after the rounds rather than held in memory through them
     ships = [delayed(_ship, pure=True)(_Reread(parts[q]), q, o, *cands) for q in range(n_parts)]
     verified = [delayed(_verify, pure=True)(cands[p], o.threshold, *[s[p] for s in ships])
