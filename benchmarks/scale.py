@@ -376,9 +376,9 @@ def dedup_part(args: argparse.Namespace, work: str) -> tuple[str, dict[str, Any]
             f"Ratios: local:2 / local:1 {summary['local2_vs_local1']:.2f}x, local:1 / single "
             f"{summary['local1_vs_single']:.2f}x, local:2 against datasketch (its per-document "
             f"time on the subset times {args.docs:,}) {summary['local2_vs_datasketch']:.1f}x.\n"
-            f"Shuffled per run: ~{shuffle_bytes / 2**20:.0f} MB of band records and candidate "
-            f"pairs (24 bytes a record, {lo['bands']} bands), plus the shingle hashes of the "
-            "candidates' documents.\n")
+            f"Shuffled per run: ~{shuffle_bytes / 2**20:.0f} MB of band records and bucket "
+            f"member lists (24 bytes a record, {lo['bands']} bands), plus the shingle hashes "
+            "of the candidates' documents.\n")
     return body, summary
 
 
