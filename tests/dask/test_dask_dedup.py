@@ -72,7 +72,7 @@ def test_member_lists_give_every_pair_once_on_its_first_documents_partition():
 
     import numpy as np
 
-    from lshdb.dask.dedup import _bucket, _candidates
+    from lshdb.dask.buckets import bucket_members, candidates
 
     def doc(p: int, row: int) -> int:
         return p << 32 | row
@@ -84,8 +84,8 @@ def test_member_lists_give_every_pair_once_on_its_first_documents_partition():
                (1, 9): [doc(0, 1), doc(1, 4)]}  # a pair again in another band
     recs = sorted(((band, key, d) for (band, key), ds in buckets.items() for d in ds),
                   key=lambda r: (r[2], r[0]))  # document order, as the rounds send them
-    lists = _bucket(3, np.array(recs, dtype=np.uint64).T)
-    got = [_candidates(p, lists[p], 5) for p in range(3)]  # 5: a key check's count
+    lists = bucket_members(3, np.array(recs, dtype=np.uint64).T)
+    got = [candidates(p, lists[p], 5) for p in range(3)]  # 5: a key check's count
     expected = sorted({pair for ds in buckets.values() for pair in itertools.combinations(ds, 2)})
     assert sorted(zip(*np.concatenate(got, axis=1).tolist())) == expected
     for p, c in enumerate(got):
