@@ -182,6 +182,7 @@ def run_one(system: str, corpus: str, out: str) -> dict[str, Any]:
         from distributed import Client
 
         from lshdb.dask.client import local_cluster
+        from lshdb.dask.jobs import block_bytes
         from lshdb.dask.outputs import read_documents, write_dedup
 
         n = int(system.split(":")[1])
@@ -189,7 +190,7 @@ def run_one(system: str, corpus: str, out: str) -> dict[str, Any]:
         with local_cluster(n) as cluster, Client(cluster) as client:
             start = time.perf_counter() - t0
             t0 = time.perf_counter()
-            frame = read_documents([corpus], blocksize=_blocksize(corpus, n))
+            frame = read_documents([corpus], blocksize=block_bytes([corpus], n))
             stats = write_dedup(frame, pairs=out + ".jsonl", clusters=out + ".clusters.jsonl",
                                 threshold=THRESHOLD)
             seconds = time.perf_counter() - t0
@@ -202,10 +203,6 @@ def run_one(system: str, corpus: str, out: str) -> dict[str, Any]:
     if system in ("datasketch", "rensa"):
         return _baseline(system, corpus, out)
     raise SystemExit(f"unknown system {system}")
-
-
-def _blocksize(corpus: str, workers: int) -> int:
-    return max(1 << 20, min(64 << 20, os.path.getsize(corpus) // (8 * workers) + 1))
 
 
 def _pairs_tsv(jsonl: str, out: str) -> None:
@@ -379,9 +376,9 @@ def dedup_part(args: argparse.Namespace, work: str) -> tuple[str, dict[str, Any]
             f"Ratios: local:2 / local:1 {summary['local2_vs_local1']:.2f}x, local:1 / single "
             f"{summary['local1_vs_single']:.2f}x, local:2 against datasketch (its per-document "
             f"time on the subset times {args.docs:,}) {summary['local2_vs_datasketch']:.1f}x.\n"
-            f"Shuffled per run: ~{shuffle_bytes / 2**20:.0f} MB of band records and candidate "
-            f"pairs (24 bytes a record, {lo['bands']} bands), plus the shingle hashes of the "
-            "candidates' documents.\n")
+            f"Shuffled per run: ~{shuffle_bytes / 2**20:.0f} MB of band records and bucket "
+            f"member lists (24 bytes a record, {lo['bands']} bands), plus the shingle hashes "
+            "of the candidates' documents.\n")
     return body, summary
 
 
@@ -428,6 +425,18 @@ def _cli(*args: str) -> float:
     return time.perf_counter() - t0
 
 
+def _plan(ix: Any) -> str:
+    """The query plan of an index (of a sharded one: its first shard's, which all share)."""
+    one = ix.shards[0] if hasattr(ix, "shards") else ix
+    cal = one.stats(buckets=False).get("calibration") or {}
+    st, fam = one.settings, one.family.describe() if one.family else {}
+    path = cal.get("path", "scan" if st.get("scan") else "buckets")
+    plan = f"{path}, k={fam.get('k')}, probes={st.get('probes')}"
+    if path == "codes":
+        plan += f", {cal.get('codes')}-bit codes, rerank={st.get('rerank')}"
+    return plan + f" (for {cal.get('live_rows', 0):,} rows)"
+
+
 def shards_part(args: argparse.Namespace, work: str) -> tuple[str, dict[str, Any]]:
     import lshdb
 
@@ -465,13 +474,14 @@ def shards_part(args: argparse.Namespace, work: str) -> tuple[str, dict[str, Any
             t0 = time.perf_counter()
             res = ix.query_batch(Q, 10)
             qs = len(Q) / (time.perf_counter() - t0)
+            plan = _plan(ix)
         rec = float(np.mean([len({k for k, _ in r} & set(t.tolist())) / 10
                              for r, t in zip(res, truth)]))
         summary[name] = {"build": median(builds[name]), "recall": rec, "qps": qs}
         rows.append({"index": name, "vectors": len(X), "build s (median, with start-up)":
                      median(builds[name]),
                      "runs": " / ".join(f"{s:.1f}" for s in builds[name]),
-                     "recall@10": rec, "queries/s (query_batch)": qs})
+                     "recall@10": rec, "queries/s (query_batch)": qs, "query plan": plan})
     summary["build_speedup"] = summary["single"]["build"] / summary["shards 2 on local:2"]["build"]
     summary["build_speedup_cluster_up"] = (summary["single"]["build"]
                                            / summary["the same, cluster up"]["build"])

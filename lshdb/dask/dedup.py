@@ -8,13 +8,16 @@ and clusters from a Dask DataFrame, with the same functions on the workers:
 1. **sign** (per partition): :func:`lshdb.text.dedup.shingle_texts`, :func:`~lshdb.text.dedup.sign_texts`
    and :func:`lshdb.hashing.minhash.band_keys`. Each document is named by its partition and row,
    ``p << 32 | row``, which sorts in input order without counting rows first.
-2. **band rounds**: a few bands at a time, each partition splits its (band, key, document)
-   records by key over ``M`` buckets; each bucket task sorts its records and lists every pair
-   sharing a bucket with :func:`lshdb.text.dedup.bucket_pairs` (all pairs, as the single process
-   does: a pair whose documents are not both similar to the bucket's smallest would be lost
-   by a star). A round waits for the previous one, so memory holds one round's records.
-3. **candidates**: the pairs are routed to the partition of their first document and
-   deduplicated there (a pair sharing several bands is verified once).
+2. **band rounds** (:mod:`lshdb.dask.buckets`): a few bands at a time, each partition
+   splits its (band, key, document) records by key over ``M`` buckets; each bucket task
+   sorts its records and sends the sorted members of every bucket of two or more documents
+   to the partition of its smallest (a bucket spanning partitions also sends its tail to
+   each other partition that starts pairs in it): g ids, not g(g-1)/2 pairs. A round waits
+   for the previous one, so memory holds one round's records.
+3. **candidates**: each partition lists, with :func:`lshdb.text.dedup.bucket_pairs`, every
+   pair of those member lists that starts at one of its documents (all pairs, as the single
+   process does: a pair whose documents are not both similar to the bucket's smallest would
+   be lost by a star), and deduplicates them (a pair sharing several bands is verified once).
 4. **verify**: each partition is read a second time (its task graph, run again inside a
    task after the candidates, so texts are never held across the rounds) and ships the shingle
    hashes (or signatures) of the documents that other partitions' candidates name; each
@@ -37,7 +40,6 @@ from ..errors import DuplicateKeyError, InputFormatError, InvalidParameterError,
 from ..hashing.minhash import band_keys
 from ..hashing.shingles import parse_shingle
 from ..text.dedup import (
-    bucket_pairs,
     check_options,
     choose_bands,
     exact_similarity,
@@ -45,6 +47,7 @@ from ..text.dedup import (
     sign_texts,
 )
 from . import components
+from .buckets import bucket_members, candidates, part_of, split_records
 from .client import require
 
 __all__ = ["DedupFrames", "dedup", "match_index", "PAIRS_META", "CLUSTERS_META"]
@@ -105,10 +108,6 @@ class DedupFrames:
     npartitions: int
     pair_parts: list[Any]
     cluster_parts: list[Any]
-
-
-def _part_id(ids: np.ndarray) -> np.ndarray:
-    return (ids >> _ROW_BITS).astype(np.int64)
 
 
 def _columns(part: Any, o: _Options, p: int) -> tuple[list[Any], list[Any]]:
@@ -181,54 +180,6 @@ def _where(parts: tuple[tuple[int, np.ndarray, list[Any]], ...], at: int) -> tup
     raise IndexError(at)
 
 
-def _split(signed: dict[str, Any], j0: int, j1: int, m: int, *_after: Any) -> list[np.ndarray]:
-    """Records (band, key, document) of bands ``j0..j1 - 1``, split by key over ``m`` buckets."""
-    bk = signed["bkeys"][:, j0:j1]
-    keys = bk.ravel()
-    docs = np.repeat(signed["ids"], j1 - j0)
-    band = np.tile(np.arange(j0, j1, dtype=_U64), len(bk))
-    dest = (keys % _U64(m)).astype(np.int64)
-    order = np.argsort(dest, kind="stable")
-    rec = np.stack((band, keys, docs))[:, order]
-    return np.split(rec, np.cumsum(np.bincount(dest, minlength=m))[:-1], axis=1)
-
-
-def _unique_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if len(a) == 0:
-        return a, b
-    order = np.lexsort((b, a))
-    a, b = a[order], b[order]
-    keep = np.concatenate(([True], (a[1:] != a[:-1]) | (b[1:] != b[:-1])))
-    return a[keep], b[keep]
-
-
-def _bucket(n_parts: int, *pieces: np.ndarray) -> list[np.ndarray]:
-    """Every pair of documents sharing a (band, key) bucket, routed by first document."""
-    rec = np.concatenate(pieces, axis=1) if pieces else np.zeros((3, 0), _U64)
-    band, keys, docs = rec
-    found_a, found_b = [np.zeros(0, _U64)], [np.zeros(0, _U64)]
-    for j in np.unique(band).tolist():
-        sel = band == j
-        k, d = keys[sel], docs[sel]
-        order = np.lexsort((d, k))  # within a bucket by document, as the single process
-        for x, y in bucket_pairs(d[order], k[order]):
-            found_a.append(x)
-            found_b.append(y)
-    a, b = _unique_pairs(np.concatenate(found_a), np.concatenate(found_b))
-    dest = _part_id(a)
-    order = np.argsort(dest, kind="stable")
-    both = np.stack((a, b))[:, order]
-    return np.split(both, np.cumsum(np.bincount(dest, minlength=n_parts))[:-1], axis=1)
-
-
-def _candidates(*pieces: Any) -> np.ndarray:
-    """This partition's distinct candidate pairs, (2, c) sorted by (a, b)."""
-    arrays = [x for x in pieces if isinstance(x, np.ndarray)]
-    both = np.concatenate(arrays, axis=1) if arrays else np.zeros((2, 0), _U64)
-    a, b = _unique_pairs(both[0], both[1])
-    return np.stack((a, b))
-
-
 def _features(texts: list[Any], o: _Options, p: int, rows: np.ndarray) -> Any:
     """The payload of the given rows of a partition (all with shingles): their CSR hashes,
     or their signatures. Only these texts are shingled: each text's values depend on it
@@ -261,7 +212,7 @@ def _ship(part: _Reread, q: int, o: _Options, *cands: np.ndarray) -> list[Any]:
     keys, texts = _columns(part.load(), o, q)
     wanted = []
     for p, c in enumerate(cands):
-        b = c[1][_part_id(c[1]) == q]
+        b = c[1][part_of(c[1]) == q]
         if p == q:
             b = np.concatenate((c[0], b))
         wanted.append(np.unique(b & _ROW_MASK).astype(np.int64))
@@ -417,14 +368,14 @@ def dedup(frame: Any, text: str = "text", key: str = "id", threshold: float = 0.
     previous: list[Any] = []
     for j0 in range(0, b, bands_per_round):
         j1 = min(b, j0 + bands_per_round)
-        splits = [delayed(_split, pure=True)(s, j0, j1, m, *previous) for s in signed]
-        joined = [delayed(_bucket, pure=True)(n_parts, *[sp[i] for sp in splits])
+        splits = [delayed(split_records, pure=True)(s, j0, j1, m, *previous) for s in signed]
+        joined = [delayed(bucket_members, pure=True)(n_parts, *[sp[i] for sp in splits])
                   for i in range(m)]
         for jn in joined:
             for p in range(n_parts):
                 routed[p].append(jn[p])
         previous = joined
-    cands = [delayed(_candidates, pure=True)(*routed[p], *checks) for p in range(n_parts)]
+    cands = [delayed(candidates, pure=True)(p, *routed[p], *checks) for p in range(n_parts)]
     # the texts are read again after the rounds rather than held in memory through them
     ships = [delayed(_ship, pure=True)(_Reread(parts[q]), q, o, *cands) for q in range(n_parts)]
     verified = [delayed(_verify, pure=True)(cands[p], o.threshold, *[s[p] for s in ships])

@@ -22,7 +22,7 @@ from ..errors import InputFormatError
 from .client import connect, require
 from .outputs import read_documents, write_results
 
-__all__ = ["run_dedup"]
+__all__ = ["run_dedup", "block_bytes", "PARTS_PER_WORKER"]
 
 
 def _survivors(part: Any, p: int, key: str, text: str, nodes: np.ndarray, roots: np.ndarray,
@@ -38,15 +38,19 @@ def _survivors(part: Any, p: int, key: str, text: str, nodes: np.ndarray, roots:
     return [keys[i] for i in keep], [texts[i] for i in keep]
 
 
-def _blocksize(inputs: list[str], workers: int) -> int:
-    """JSON-lines blocks of ~1/8 of the input per worker (so that every worker has work
-    to balance), between 1 and 64 MB."""
+PARTS_PER_WORKER = 4  # enough for a worker to balance; more adds tasks and transfers
+
+
+def block_bytes(inputs: list[str], workers: int) -> int:
+    """JSON-lines blocks of 1/:data:`PARTS_PER_WORKER` of the input per worker: each
+    worker has a few to balance, while the band rounds (partitions x buckets transfers)
+    and the verification (partitions x partitions) stay few tasks; between 1 and 64 MB."""
     import glob
     import os
 
     total = sum(os.path.getsize(f) for spec in inputs for f in (glob.glob(spec) or [spec])
                 if os.path.isfile(f))
-    return max(1 << 20, min(64 << 20, total // (8 * max(workers, 1)) + 1))
+    return max(1 << 20, min(64 << 20, total // (PARTS_PER_WORKER * max(workers, 1)) + 1))
 
 
 def run_dedup(inputs: list[str], scheduler: str, key: str = "id", text: str = "text",
@@ -70,7 +74,7 @@ def run_dedup(inputs: list[str], scheduler: str, key: str = "id", text: str = "t
                 raise InputFormatError(f"{add_to} is a {ix.metric.name} index, not jaccard")
     with connect(scheduler) as client:
         workers = len(client.scheduler_info()["workers"])
-        frame = read_documents(inputs, key, text, blocksize=_blocksize(inputs, workers))
+        frame = read_documents(inputs, key, text, blocksize=block_bytes(inputs, workers))
         summary: dict[str, Any] = {"workers": workers}
         matched: set[Any] = set()
         if against is not None:

@@ -78,7 +78,10 @@ def _jsonl_block(spec: tuple[str, int, int], key: str, text: str) -> Any:
         import pyarrow as pa
         import pyarrow.json as pj
 
-        table = pj.read_json(pa.BufferReader(data)) if data.strip() else None
+        # one thread: a worker is one core's share (pyarrow sizes its pool by the cores,
+        # unless OMP_NUM_THREADS says otherwise, as Dask's nannies set it)
+        table = pj.read_json(pa.BufferReader(data), read_options=pj.ReadOptions(
+            use_threads=False, block_size=1 << 24)) if data.strip() else None
         if table is not None and key in table.column_names and text in table.column_names \
                 and pa.types.is_string(table.schema.field(text).type) \
                 and (pa.types.is_string(table.schema.field(key).type)

@@ -45,9 +45,10 @@ from .blas import for_rows, single_threaded
 if TYPE_CHECKING:
     from .handle import Index
 
-__all__ = ["compact"]
+__all__ = ["compact", "RETUNE_SAMPLE"]
 
 _BLOCK = 65536
+RETUNE_SAMPLE = 1_000_000  # live rows, at most, that a retune calibrates on (drawn at random)
 
 
 def _next_generation(path: str) -> str:
@@ -140,9 +141,10 @@ def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
     codes_meta = txn.get(b"codes", db=meta_db)
     if retune and live >= params.CALIBRATE_MIN and not _fixed(index, family):
         sample = _sample_rows(rows, ids, n_rows)
-        params.time_paths(metric, index.options, len(sample), single_threaded)
-        with for_rows(len(sample)):
-            family, chosen, summary = params.choose_family(metric, index.options, sample)
+        params.time_paths(metric, index.options, live, single_threaded)
+        with for_rows(len(sample)):  # chosen for every live row, not only the sample's
+            family, chosen, summary = params.choose_family(metric, index.options, sample,
+                                                           rows=live)
         summary["live_rows"] = live
         settings = {**settings, "probes": chosen["probes"], "min_hits": chosen["min_hits"],
                     "scan": chosen["scan"]}
@@ -242,7 +244,8 @@ def _fixed(index: Index, family: Any) -> bool:
     return params.family_if_complete(index.metric, index.options) is not None
 
 
-def _sample_rows(rows: RowFile, ids: np.ndarray, n_rows: int, limit: int = 1_000_000) -> np.ndarray:
+def _sample_rows(rows: RowFile, ids: np.ndarray, n_rows: int,
+                 limit: int = RETUNE_SAMPLE) -> np.ndarray:
     if len(ids) > limit:
         ids = np.sort(np.random.default_rng(0).choice(ids, limit, replace=False))
     return rows.read(ids, n_rows)

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import IndexExistsError, InvalidParameterError
 from ..hashing.codes import CODES_NAME
+from ..hashing.registry import family_from_params
 from ..metrics import get_metric
 from ..storage import layout
 from ..storage import store as store_mod
@@ -31,13 +32,14 @@ from ..storage.store import Store
 from ..tuning import params
 from .format import FORMAT_VERSION
 from .handle import Index, check
+from .plan import write_plan
 from .writer import Writer
 
 __all__ = ["create", "open", "check", "Index", "Writer", "FORMAT_VERSION"]
 
 
-def create(path: str | os.PathLike[str], metric: str, dim: int | None = None,
-           **options: Any) -> Index:
+def create(path: str | os.PathLike[str], metric: str, dim: int | None = None, *,
+           plan: dict[str, Any] | None = None, **options: Any) -> Index:
     """Create a new, empty index directory at ``path`` and return it opened for writing.
 
     Parameters
@@ -58,6 +60,10 @@ def create(path: str | os.PathLike[str], metric: str, dim: int | None = None,
         signatures), ``seed`` (default 0; 1 under ``"classic"``, as datasketch's
         ``MinHash``; stored, and shown by ``stats()``), ``scheme``, ``shingle`` and
         ``store_tokens``.
+    plan : dict, optional
+        A calibration chosen elsewhere (:func:`lshdb.index.plan.choose_plan`, with the same
+        metric, dim and options): the index starts with it and never retunes on its own.
+        The shards of a sharded build share one this way.
 
     Raises
     ------
@@ -83,7 +89,11 @@ def create(path: str | os.PathLike[str], metric: str, dim: int | None = None,
     try:
         os.makedirs(os.path.join(tmp, gen))
         fam = params.family_if_complete(m, opts)
+        if plan is not None:
+            fam = family_from_params(m.hash_dim(), plan["family"])
         n_tables = opts.get("L") or (fam.L if fam else params.default_L(m.name, opts))
+        code_bytes = opts["codes"] // 8 if opts.get("codes") and opts.get("store") != "codes" \
+            else 0
         store = Store(os.path.join(tmp, gen), create=True, n_tables=n_tables,
                       map_size=opts.get("map_size"))
         try:
@@ -97,13 +107,15 @@ def create(path: str | os.PathLike[str], metric: str, dim: int | None = None,
                 txn.put(b"state", pack_meta({"rows": 0, "live": 0}), db=meta)
                 if fam is not None:
                     txn.put(b"family", pack_meta(fam.params()), db=meta)
+                if plan is not None:
+                    code_bytes = write_plan(txn, meta, plan) or code_bytes
             store.sync()
         finally:
             store.close()
         RowFile(os.path.join(tmp, gen, ROWS_NAME), m.row_dim(), m.row_dtype,
                 writable=True, create=True).close()
-        if opts.get("codes") and opts.get("store") != "codes":
-            RowFile(os.path.join(tmp, gen, CODES_NAME), opts["codes"] // 8, np.dtype(np.uint8),
+        if code_bytes:
+            RowFile(os.path.join(tmp, gen, CODES_NAME), code_bytes, np.dtype(np.uint8),
                     writable=True, create=True, checked=False).close()
         layout.write_current(tmp, gen)
         if os.path.isdir(path):

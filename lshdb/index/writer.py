@@ -34,6 +34,7 @@ from ..tuning import params
 from .blas import for_rows, single_threaded
 from .format import get_meta
 from .keys import as_key_list, check_unique
+from .plan import managed
 from .posting import Posting
 
 if TYPE_CHECKING:
@@ -223,12 +224,15 @@ class Writer(Posting):
 
     def _stale(self, meta: Any) -> bool:
         """True if the calibration this block commits with is stale (see
-        :func:`params.stale_calibration`); never for parameters the caller fixed."""
+        :func:`params.stale_calibration`); never for parameters the caller fixed, nor for
+        a plan managed from outside (:mod:`lshdb.index.plan`)."""
         raw = self._txn.get(b"calibration", db=meta)
         if raw is None or params.family_if_complete(self._index.metric,
                                                     self._index.options) is not None:
             return False
         cal = unpack_meta(raw, "calibration")
+        if managed(cal):  # a shard: the sharded index's build chose for all the shards
+            return False
         return params.stale_calibration(int(cal.get("live_rows", cal.get("sample_rows", 0))),
                                         self._live)
 

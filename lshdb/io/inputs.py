@@ -87,6 +87,11 @@ class VectorSource:
         for s in range(0, len(self), size):
             yield s, np.asarray(self._array[s : s + size])
 
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """The rows ``idx`` (ascending): of a ``.npy`` file, read from its memory map (only
+        the pages that hold them)."""
+        return np.asarray(self._array[idx])
+
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         """``n`` rows drawn at random (seeded; in file order), or all rows if there are
         fewer: a file's first rows may all come from one part of the data."""

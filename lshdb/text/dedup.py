@@ -249,12 +249,17 @@ def choose_bands(threshold: float, num_perm: int, fp_weight: float = 0.1,
                                                   float(fp_weight), float(fn_weight))
 
 
-def bucket_pairs(order: np.ndarray, sorted_keys: np.ndarray
+def bucket_pairs(order: np.ndarray, sorted_keys: np.ndarray,
+                 keep: Callable[[np.ndarray], np.ndarray] | None = None
                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Every pair sharing a key, in blocks of about a million: ``sorted_keys`` is one band's
     keys sorted (stably), ``order`` the documents in that order; yields ``(order[i],
-    order[j])`` with ``i < j`` inside each run of equal keys."""
+    order[j])`` with ``i < j`` inside each run of equal keys. ``keep``, given the first
+    documents, says which of them to list pairs for (the others' are never made)."""
     pos, count = _pair_rows(sorted_keys)
+    if keep is not None and len(pos):
+        mine = keep(order[pos])
+        pos, count = pos[mine], count[mine]
     yield from _band_candidates(order, pos, count)
 
 

@@ -318,20 +318,24 @@ def _simulate(fam: Family, X: np.ndarray, qidx: np.ndarray, nn: np.ndarray,
 def calibrate(metric: Metric, family: str, options: dict[str, Any], X: np.ndarray,
               target: float = 0.9, k_nn: int = 10, n_queries: int = 50,
               margin: float = 0.03, seed: int = 0, sample: int = 20000,
-              budget_s: float = 1.5) -> Plan:
-    """Choose k (and w) and the number of probes for ``X``; see the module docstring."""
-    n = len(X)
+              budget_s: float = 1.5, rows: int | None = None) -> Plan:
+    """Choose k (and w) and the number of probes for ``X``; see the module docstring.
+
+    ``rows``: the index size to plan for, when ``X`` is a sample of a larger index (the
+    shards of a sharded build share one plan for the whole); default ``len(X)``."""
+    m = len(X)
+    n = max(rows or m, m)
     rng = np.random.default_rng(seed)
     L = options.get("L", 16)
     fseed = options.get("seed", 0)
-    qidx = np.sort(rng.choice(n, min(n_queries, n - 1), replace=False))
-    k_nn = min(k_nn, n - 1)
+    qidx = np.sort(rng.choice(m, min(n_queries, m - 1), replace=False))
+    k_nn = min(k_nn, m - 1)
     limit = 2_000_000 if metric.product_form else 200_000  # a product is cheap per row
-    base_idx = None if n <= limit else np.sort(rng.choice(n, limit, replace=False))
+    base_idx = None if m <= limit else np.sort(rng.choice(m, limit, replace=False))
     nn = exact_neighbours(metric, X, qidx, k_nn, base_idx)
     nn_dist = metric.neighbour_scale(X[qidx][:, None, :], X[nn])
     nn_dist = max(nn_dist, 1e-9)
-    S = X[rng.permutation(n)[: min(sample, n)]]
+    S = X[rng.permutation(m)[: min(sample, m)]]
     scale = n / len(S)
     grid = _grid(family, options, n, nn_dist)
     base = _base(metric, family, max(c["k"] for c in grid), L, fseed, options, X)
@@ -340,7 +344,7 @@ def calibrate(metric: Metric, family: str, options: dict[str, Any], X: np.ndarra
     if "probes" in options:
         checkpoints = [max(options["probes"], 1)]
     else:
-        checkpoints = [L * m for m in (1, 2, 4, 8, 16, 32)]
+        checkpoints = [L * f for f in (1, 2, 4, 8, 16, 32)]
     row_cost = candidate_us(metric.row_dim() * metric.row_dtype.itemsize)
     explored: list[dict[str, Any]] = []
     best: tuple[float, Family, int, int, float, float] | None = None

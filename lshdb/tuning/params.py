@@ -218,9 +218,10 @@ def _build(metric: Metric, name: str, options: dict[str, Any], k: int, w: float 
                    metric.pstable_distribution)
 
 
-def choose_family(metric: Metric, options: dict[str, Any],
-                  X: np.ndarray) -> tuple[Family, dict[str, Any], dict[str, Any]]:
-    """Calibrate the unset build parameters on ``X``.
+def choose_family(metric: Metric, options: dict[str, Any], X: np.ndarray,
+                  rows: int | None = None) -> tuple[Family, dict[str, Any], dict[str, Any]]:
+    """Calibrate the unset build parameters on ``X``, for an index of ``rows`` rows
+    (default ``len(X)``; more when ``X`` samples a larger whole).
 
     Returns the family, query settings to store (the caller's own settings win) and a
     summary of the calibration for ``stats``.
@@ -229,13 +230,14 @@ def choose_family(metric: Metric, options: dict[str, Any],
 
     name = options.get("family", DEFAULT_FAMILY[metric.name])
     target = options.get("target_recall", 0.9)
-    plan = calibrate(metric, name, options, X, target=target)
+    n = max(rows or len(X), len(X))
+    plan = calibrate(metric, name, options, X, target=target, rows=n)
     settings = query_settings(options)
     if settings["probes"] is None:
         settings["probes"] = plan.probes
     if settings["min_hits"] is None:
         settings["min_hits"] = plan.min_hits
-    share = plan.candidates / max(len(X), 1)
+    share = plan.candidates / max(n, 1)
     summary = {**plan.summary(), "sample_rows": len(X), "candidate_share": round(share, 4)}
     if settings["scan"] is None and metric.product_form \
             and metric.row_dtype.kind == "f" and not options.get("codes") \
@@ -243,7 +245,7 @@ def choose_family(metric: Metric, options: dict[str, Any],
         from .paths import choose
 
         # every path on equal terms, with costs measured here (lshdb.paths)
-        pick = choose(metric, X, plan.queries, plan.neighbours, len(X),
+        pick = choose(metric, X, plan.queries, plan.neighbours, n,
                       {"recall": plan.recall, "us": plan.micros}, target, 0.03,
                       allow_codes="codes" not in options, seed=options.get("seed", 0))
         settings["scan"] = pick["path"] != "buckets"
@@ -251,7 +253,7 @@ def choose_family(metric: Metric, options: dict[str, Any],
             settings["rerank"] = pick["rerank"]
         summary.update(path=pick["path"], codes=pick["codes"], paths=pick["paths"],
                        costs_us=pick["costs_us"])
-    summary.update(scan=bool(settings["scan"]), live_rows=len(X),
+    summary.update(scan=bool(settings["scan"]), live_rows=n,
                    calibrated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     return plan.family, settings, summary
 

@@ -67,6 +67,34 @@ def test_dask_dedup_equals_single_process(client, seed, options):
         assert stats[name] == single[name], name
 
 
+def test_member_lists_give_every_pair_once_on_its_first_documents_partition():
+    import itertools
+
+    import numpy as np
+
+    from lshdb.dask.buckets import bucket_members, candidates
+
+    def doc(p: int, row: int) -> int:
+        return p << 32 | row
+
+    # two bands, three partitions; one bucket spans all three (with two members in the
+    # middle one), one sits in partition 2 alone, one key is a singleton
+    buckets = {(0, 7): [doc(0, 1), doc(1, 4), doc(1, 9), doc(2, 0)],
+               (1, 7): [doc(2, 3), doc(2, 5)], (1, 8): [doc(0, 2)],
+               (1, 9): [doc(0, 1), doc(1, 4)]}  # a pair again in another band
+    recs = sorted(((band, key, d) for (band, key), ds in buckets.items() for d in ds),
+                  key=lambda r: (r[2], r[0]))  # document order, as the rounds send them
+    lists = bucket_members(3, np.array(recs, dtype=np.uint64).T)
+    got = [candidates(p, lists[p], 5) for p in range(3)]  # 5: a key check's count
+    expected = sorted({pair for ds in buckets.values() for pair in itertools.combinations(ds, 2)})
+    assert sorted(zip(*np.concatenate(got, axis=1).tolist())) == expected
+    for p, c in enumerate(got):
+        assert all(a >> 32 == p for a in c[0].tolist())
+    # g ids, not pairs: partition 1 gets the big bucket's tail from its first member on,
+    # partition 2 nothing of it (its member there is the last, and starts no pair)
+    assert [x[0].tolist() for x in lists] == [[4, 2], [3], [2]]
+
+
 def test_repeated_key_is_an_error(client):
     frame = dd.from_pandas(pd.DataFrame({"id": ["a", "c", "b", "a2", "c2", "b"],
                                          "text": ["x y z", "x y", "p q", "r s", "t", "u"]}),
