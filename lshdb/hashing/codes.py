@@ -145,6 +145,7 @@ class SimHashCoder:
             np.asarray(centre, dtype=np.float32)
         if self.centre.shape != (dim,):
             raise CorruptIndexError("the code centre has the wrong dimension")
+        self._centred = bool(self.centre.any())  # (x - 0 is x: skipped for a query)
 
     @property
     def nbytes(self) -> int:
@@ -160,8 +161,11 @@ class SimHashCoder:
 
     def encode_one(self, x: np.ndarray) -> np.ndarray:
         """The code of one float32 vector as uint64 words (``encode(x[None])[0]``)."""
-        signs = self._project.signs((x - self.centre)[None])
-        return np.packbits(signs[0]).view("<u8")
+        if self._centred:
+            x = x - self.centre
+        elif x.dtype != np.float32 or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, dtype=np.float32)
+        return np.packbits(self._project.signs_one(x)).view("<u8")
 
     def params(self) -> dict[str, Any]:
         return {"bits": self.bits, "seed": self.seed, "P": encode_array(self.P),

@@ -147,6 +147,20 @@ class Projection:
             out[r, c] = self._exact(X, r, c) > 0
         return out
 
+    def signs_one(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`signs` of one float32 vector, as a 1-D bool array: the same screen on
+        scalars and one matrix-vector product (any summation order stays within the
+        band; a value inside it goes to :meth:`signs`, which recomputes it exactly)."""
+        p = x @ self._A32
+        if self._b32 is not None:
+            p += self._b32
+        out = p > 0
+        x64 = x.astype(np.float64)
+        if float(np.abs(p).min()) <= self._row_band(math.sqrt(float(x64 @ x64)),
+                                                    self._b32 is not None):
+            return self.signs(x[None])[0]
+        return out
+
     def floors(self, X: np.ndarray) -> np.ndarray:
         """``floor(X @ A + b)``: a float32 matrix of integers (exact below 2**24, and
         beyond that every float32 is an integer)."""

@@ -200,6 +200,22 @@ class RowFile:
                     "restore the index from a backup")
         return raw[:, : self.payload_bytes].view(self.dtype)
 
+    def verify(self, ids: np.ndarray, n_rows: int) -> None:
+        """Raise :class:`CorruptIndexError` unless every row of ``ids`` (all below
+        ``n_rows``) passes its checksum: :meth:`read` without the copy it returns, for the
+        few rows a scan answers with."""
+        if not self.checked or not len(ids):
+            return
+        ids = ids.astype(np.int64, copy=False)
+        u = ids.view(np.uint64)  # (a negative id reads as a huge one)
+        if int(u.max()) >= n_rows:
+            self.read(ids, n_rows)  # names the id
+        words = self._records(n_rows)[ids].view("<u8")
+        expect = words[:, : self._n_words] @ self._W  # (integer arrays wrap silently)
+        expect += (u + np.uint64(1)) * self._W0
+        if (expect != words[:, self._n_words]).any():
+            self.read(ids, n_rows)  # names the first bad row
+
     def _failing(self, raw: np.ndarray, ids: np.ndarray) -> np.ndarray:
         words = raw.view("<u8")
         expect = _checksums(words[:, : self._n_words], ids, self._W, self._W0)
