@@ -94,11 +94,11 @@ def nearest(h: np.ndarray, R: int) -> np.ndarray:
         out = np.arange(n)
     sub = h[out]
     cut = np.partition(sub, R - 1)[R - 1]
-    keep = np.flatnonzero(sub <= cut)
-    extra = len(keep) - R  # surplus, all at the cut: drop the last ones
+    keep = sub <= cut
+    extra = int(np.count_nonzero(keep)) - R  # surplus, all at the cut: drop the last ones
     if extra:
-        at = np.flatnonzero(sub[keep] == cut)
-        keep = np.delete(keep, at[len(at) - extra :])
+        at = np.flatnonzero(sub == cut)
+        keep[at[len(at) - extra :]] = False
     return out[keep]
 
 

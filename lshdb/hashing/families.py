@@ -148,17 +148,23 @@ class Projection:
         return out
 
     def signs_one(self, x: np.ndarray) -> np.ndarray:
-        """:meth:`signs` of one float32 vector, as a 1-D bool array: the same screen on
-        scalars and one matrix-vector product (any summation order stays within the
-        band; a value inside it goes to :meth:`signs`, which recomputes it exactly)."""
+        """:meth:`signs` of one float32 vector, as a 1-D bool array: one matrix-vector
+        product (any summation order stays within the band) and the same screen, on
+        scalars first."""
         p = x @ self._A32
         if self._b32 is not None:
             p += self._b32
         out = p > 0
         x64 = x.astype(np.float64)
-        if float(np.abs(p).min()) <= self._row_band(math.sqrt(float(x64 @ x64)),
-                                                    self._b32 is not None):
-            return self.signs(x[None])[0]
+        norm = math.sqrt(float(x64 @ x64))
+        mag = np.abs(p, out=p)
+        if float(mag.min()) <= self._row_band(norm, self._b32 is not None):
+            band = norm * self._tol
+            if self._b32 is not None:
+                band += 2.0**-23 * (mag + 2.0)
+            c = np.flatnonzero(mag <= band)
+            if len(c):
+                out[c] = self._exact(x[None], np.zeros(len(c), dtype=np.intp), c) > 0
         return out
 
     def floors(self, X: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import CorruptIndexError, LshdbError
+from ..errors import LshdbError
 from ..hashing.codes import CodeColumns, SimHashCoder, hamming_block, hamming_words, nearest
 from ..storage.codec import Key, pack_id, unpack_keys
 from .blas import PARALLEL_VALUES, parallel
@@ -187,10 +187,7 @@ class Ranking:
         if verify_all:
             rows = self._rows.read(ids, self.n_rows)
         else:
-            if len(ids) and int(ids.max()) >= self.n_rows:
-                raise CorruptIndexError(f"internal id {int(ids.max())} is past the committed "
-                                        "rows; run `lshdb check`")
-            rows = self._rows.matrix(self.n_rows)[ids]
+            rows = self._rows.read(ids, self.n_rows, verify=False)
         return self._ranked(ids, self.metric.distances(rows, x), k, verify=not verify_all)
 
     def _ranked(self, ids: np.ndarray, d: np.ndarray, k: int,

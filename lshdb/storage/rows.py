@@ -61,6 +61,9 @@ class RowFile:
         self.row_bytes = self.padded_bytes + (8 if checked else 0)
         self._n_words = self.padded_bytes // 8
         self._W, self._W0 = _multipliers(self._n_words)
+        # payload words and checksum times this: payload . W - checksum, which adding the
+        # id's term brings to 0 in a row that is intact
+        self._W_check = np.append(self._W, np.uint64(2**64 - 1))
         self.writable = writable
         self._lock = threading.Lock()
         flags = os.O_RDWR if writable else os.O_RDONLY
@@ -207,13 +210,14 @@ class RowFile:
         if not self.checked or not len(ids):
             return
         ids = ids.astype(np.int64, copy=False)
-        u = ids.view(np.uint64)  # (a negative id reads as a huge one)
-        if int(u.max()) >= n_rows:
-            self.read(ids, n_rows)  # names the id
-        words = self._records(n_rows)[ids].view("<u8")
-        expect = words[:, : self._n_words] @ self._W  # (integer arrays wrap silently)
-        expect += (u + np.uint64(1)) * self._W0
-        if (expect != words[:, self._n_words]).any():
+        try:  # (a negative id wraps round here, and fails its checksum below)
+            words = self._records(n_rows)[:n_rows].take(ids, axis=0).view("<u8")
+        except IndexError:
+            self.read(ids, n_rows)  # raises, naming the id past the committed rows
+            raise
+        rest = words @ self._W_check  # (integer arrays wrap silently)
+        rest += (ids.view(np.uint64) + np.uint64(1)) * self._W0
+        if rest.any():
             self.read(ids, n_rows)  # names the first bad row
 
     def _failing(self, raw: np.ndarray, ids: np.ndarray) -> np.ndarray:
