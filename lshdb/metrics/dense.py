@@ -244,7 +244,7 @@ class Cosine(Metric):
 
     def product_distances(self, P: np.ndarray, Q: np.ndarray,
                           norms: np.ndarray | None) -> np.ndarray:
-        return np.float32(1.0) - P  # rows are stored normalised
+        return np.subtract(np.float32(1.0), P, out=P)  # rows are stored normalised
 
     def _prepare(self, A: np.ndarray, what: str) -> np.ndarray:
         if A.dtype != np.float32 or not A.flags.c_contiguous:
