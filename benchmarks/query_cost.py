@@ -11,9 +11,10 @@ round after round (medians of each round's median, ratios taken within each roun
 
 numpy runs on one thread, as lshdb's queries do (``lshdb.index.blas``): with its default
 threads a product of this size only spins them on this shared machine. ``--profile`` prints
-where a ``Reader.query`` spends its time (cProfile, by own time) instead of the table.
+where a ``Reader.query`` spends its time (cProfile, by own time) instead of the table, and
+``--steps`` times each step of the 2,000-row scan in turn inside the query loop.
 
-usage: python benchmarks/query_cost.py [--queries 300] [--rounds 5] [--profile]
+usage: python benchmarks/query_cost.py [--queries 300] [--rounds 5] [--profile | --steps]
                                        [--out query_cost]
 Writes benchmarks/results/query_cost.md (or --out).
 """
@@ -120,11 +121,53 @@ def profile(name: str, Q: np.ndarray, index: Any) -> None:
     pstats.Stats(prof).sort_stats("tottime").print_stats(20)
 
 
+def steps(name: str, Q: np.ndarray, index: Any, rounds: int) -> None:
+    """Each step of an exact-scan query timed in turn inside the query loop (the steps of
+    ``Reader.query``'s scan path, called one by one through lshdb's internals)."""
+    from lshdb.hashing.codes import nearest
+    from lshdb.index import blas
+
+    pc = time.perf_counter_ns
+    names = ["one thread", "prepare", "product", "nearest 10", "sort 10", "checksums",
+             "keys", "result", "threads back"]
+    acc: dict[str, list[int]] = {n: [] for n in names}
+    with index.reader() as r:
+        for _ in range(rounds):
+            for q in Q:
+                t = [pc()]
+                blas.enter_single()
+                t.append(pc())
+                x = r.metric.prepare_one(q)
+                t.append(pc())
+                d = r._scan_distances(x)
+                t.append(pc())
+                ids = nearest(d, 10)
+                t.append(pc())
+                dd = d[ids]
+                top = np.lexsort((ids, dd))
+                best = ids[top]
+                t.append(pc())
+                r.rows.verify(best, r.n_rows)
+                t.append(pc())
+                keys = r._keys_of(best.tolist())
+                t.append(pc())
+                list(zip(keys, dd[top].tolist()))
+                t.append(pc())
+                blas.exit_single()
+                t.append(pc())
+                for i, n in enumerate(names):
+                    acc[n].append(t[i + 1] - t[i])
+    print(f"[{name}] us per step, medians of {rounds * len(Q)} queries: "
+          + ", ".join(f"{n} {median(v) / 1e3:.1f}" for n, v in acc.items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--profile", action="store_true", help="cProfile instead of the table")
+    ap.add_argument("--steps", action="store_true",
+                    help="time each step of the 2,000-row scan instead of the table")
     ap.add_argument("--out", default="query_cost", help="results/NAME.md to write")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="lshdb-qcost-")
@@ -132,6 +175,8 @@ def main() -> None:
     notes: list[str] = []
     try:
         for name, make in SETS.items():
+            if args.steps and name != "scan 2k":
+                continue
             X, Q, options = make(args.queries)
             index = build(os.path.join(work, name.replace(" ", "-")), X, options)
             try:
@@ -139,7 +184,9 @@ def main() -> None:
                 notes.append(f"{name}: {len(X):,} x {X.shape[1]}, options {options or 'none'}, "
                              f"settings {index.settings}, calibrated path "
                              f"{cal.get('path', '-')}")
-                if args.profile:
+                if args.steps:
+                    steps(name, Q, index, args.rounds)
+                elif args.profile:
                     profile(name, Q, index)
                 else:
                     rows += measure(name, X, Q, index, args.rounds)
@@ -147,7 +194,7 @@ def main() -> None:
                 index.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if args.profile:
+    if args.profile or args.steps:
         return
     body = (f"{args.queries} queries, {args.rounds} rounds, one query per call; numpy on "
             f"one thread.\n\n{table(rows)}\n\n" + "\n".join(f"- {n}" for n in notes))
