@@ -80,8 +80,9 @@ def hamming_block(cols: np.ndarray, Q: np.ndarray) -> np.ndarray:
 
 
 def nearest(h: np.ndarray, R: int) -> np.ndarray:
-    """Positions of the ``R`` smallest values of ``h`` (non-negative integers such as
-    Hamming distances), in ascending order; among equal values the lowest positions win.
+    """Positions of the ``R`` smallest values of ``h`` (Hamming distances, or the float
+    distances of an exact scan), in ascending order; among equal values the lowest
+    positions win.
 
     A strided sample of ``h`` gives a cut-off that keeps a few times ``R`` positions in
     one pass (with a margin of four standard deviations of the sample's count; when it
