@@ -246,29 +246,20 @@ def _path_key(cal: dict[str, Any]) -> str:
 
 
 def fixed_cost(rounds: int) -> list[dict[str, Any]]:
-    """Reader.query and Index.query on a 2,000-row index (384-d) against numpy."""
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((2000, 384)).astype(np.float32)
-    Q = rng.standard_normal((300, 384)).astype(np.float32)
-    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    """Reader.query and Index.query on a 2,000-row index (384-d) against numpy (the first
+    set of benchmarks/query_cost.py)."""
+    from benchmarks.query_cost import build, measure, scan_2k
+
+    X, Q, options = scan_2k(300)
     work = tempfile.mkdtemp(prefix="lshdb-fixed-")
     try:
-        _, index = lshdb_build(os.path.join(work, "f"), X)
-        res: dict[str, list[float]] = {"Reader.query": [], "Index.query": [], "numpy": []}
-        with index.reader() as r:
-            fs: dict[str, Query] = {
-                "Reader.query": lambda q: [k for k, _ in r.query(q, 10)],
-                "Index.query": lambda q: [k for k, _ in index.query(q, 10)],
-                "numpy": lambda q: np.argpartition(-(Xn @ q), 9)[:10].tolist()}
-            for _ in range(rounds):
-                for s, f in fs.items():
-                    res[s].append(median([_time(f, q) for q in Q]))
-        path = index.stats(buckets=False)["calibration"]["path"]
-        index.close()
+        index = build(os.path.join(work, "f"), X, options)
+        try:
+            return measure("2,000 x 384", X, Q, index, rounds)
+        finally:
+            index.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return [{"call": s, "path": path if s != "numpy" else "", "p50 us": median(v) * 1e6}
-            for s, v in res.items()]
 
 
 def main() -> None:

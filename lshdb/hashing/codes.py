@@ -55,7 +55,18 @@ def hamming_words(cols: np.ndarray, q: np.ndarray) -> np.ndarray:
     qc = np.ascontiguousarray(q, dtype=np.uint64)[:, None]
     for s in range(0, n, _SCAN_BLOCK):
         block = np.bitwise_count(np.bitwise_xor(cols[:, s : s + _SCAN_BLOCK], qc))
-        np.sum(block, axis=0, dtype=np.uint16, out=total[s : s + _SCAN_BLOCK])
+        out = total[s : s + _SCAN_BLOCK]
+        # three words' counts (at most 192) add up in uint8, cheaper than casting each
+        for j in range(0, words, 3):
+            part = block[j]
+            if j + 1 < words:
+                part = np.add(part, block[j + 1])
+                if j + 2 < words:
+                    np.add(part, block[j + 2], out=part)
+            if j == 0:
+                out[:] = part
+            else:
+                np.add(out, part, out=out)
     return total
 
 
@@ -69,8 +80,9 @@ def hamming_block(cols: np.ndarray, Q: np.ndarray) -> np.ndarray:
 
 
 def nearest(h: np.ndarray, R: int) -> np.ndarray:
-    """Positions of the ``R`` smallest values of ``h`` (non-negative integers such as
-    Hamming distances), in ascending order; among equal values the lowest positions win.
+    """Positions of the ``R`` smallest values of ``h`` (Hamming distances, or the float
+    distances of an exact scan), in ascending order; among equal values the lowest
+    positions win.
 
     A strided sample of ``h`` gives a cut-off that keeps a few times ``R`` positions in
     one pass (with a margin of four standard deviations of the sample's count; when it
@@ -94,11 +106,11 @@ def nearest(h: np.ndarray, R: int) -> np.ndarray:
         out = np.arange(n)
     sub = h[out]
     cut = np.partition(sub, R - 1)[R - 1]
-    keep = np.flatnonzero(sub <= cut)
-    extra = len(keep) - R  # surplus, all at the cut: drop the last ones
+    keep = sub <= cut
+    extra = int(np.count_nonzero(keep)) - R  # surplus, all at the cut: drop the last ones
     if extra:
-        at = np.flatnonzero(sub[keep] == cut)
-        keep = np.delete(keep, at[len(at) - extra :])
+        at = np.flatnonzero(sub == cut)
+        keep[at[len(at) - extra :]] = False
     return out[keep]
 
 
@@ -145,6 +157,7 @@ class SimHashCoder:
             np.asarray(centre, dtype=np.float32)
         if self.centre.shape != (dim,):
             raise CorruptIndexError("the code centre has the wrong dimension")
+        self._centred = bool(self.centre.any())  # (x - 0 is x: skipped for a query)
 
     @property
     def nbytes(self) -> int:
@@ -160,8 +173,11 @@ class SimHashCoder:
 
     def encode_one(self, x: np.ndarray) -> np.ndarray:
         """The code of one float32 vector as uint64 words (``encode(x[None])[0]``)."""
-        signs = self._project.signs((x - self.centre)[None])
-        return np.packbits(signs[0]).view("<u8")
+        if self._centred:
+            x = x - self.centre
+        elif x.dtype != np.float32 or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, dtype=np.float32)
+        return np.packbits(self._project.signs_one(x)).view("<u8")
 
     def params(self) -> dict[str, Any]:
         return {"bits": self.bits, "seed": self.seed, "P": encode_array(self.P),

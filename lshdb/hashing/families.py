@@ -147,6 +147,26 @@ class Projection:
             out[r, c] = self._exact(X, r, c) > 0
         return out
 
+    def signs_one(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`signs` of one float32 vector, as a 1-D bool array: one matrix-vector
+        product (any summation order stays within the band) and the same screen, on
+        scalars first."""
+        p = x @ self._A32
+        if self._b32 is not None:
+            p += self._b32
+        out = p > 0
+        x64 = x.astype(np.float64)
+        norm = math.sqrt(float(x64 @ x64))
+        mag = np.abs(p, out=p)
+        if float(mag.min()) <= self._row_band(norm, self._b32 is not None):
+            band = norm * self._tol
+            if self._b32 is not None:
+                band += 2.0**-23 * (mag + 2.0)
+            c = np.flatnonzero(mag <= band)
+            if len(c):
+                out[c] = self._exact(x[None], np.zeros(len(c), dtype=np.intp), c) > 0
+        return out
+
     def floors(self, X: np.ndarray) -> np.ndarray:
         """``floor(X @ A + b)``: a float32 matrix of integers (exact below 2**24, and
         beyond that every float32 is an integer)."""

@@ -166,8 +166,11 @@ def one_thread(fn: _F) -> _F:
     operation): the setting lasts as long as lshdb's own work, not its caller's."""
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
-        with single_threaded():
+        enter_single()  # (not the generator context: this wraps every query)
+        try:
             return fn(*args, **kwargs)
+        finally:
+            exit_single()
 
     return cast(_F, call)
 

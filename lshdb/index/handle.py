@@ -237,8 +237,7 @@ class Index:
         raise LshdbError(f"{self.path} kept changing generation; retry")
 
     def decode_state(self, raw: bytes) -> dict[str, Any]:
-        """The ``state`` record ``raw`` decoded; the same record as the last snapshot's is
-        not decoded again."""
+        """The ``state`` record ``raw`` decoded (the last snapshot's is not decoded again)."""
         seen = self._last_state
         if seen is not None and seen[0] == raw:
             return seen[1]
@@ -344,9 +343,6 @@ class Index:
         """A consistent snapshot for several reads: ``with index.reader() as r: ...``."""
         return SnapshotContext(self)
 
-    def _snapshot(self) -> SnapshotContext:
-        return SnapshotContext(self)
-
     # -- one-shot forms --------------------------------------------------------------
     def add(self, keys: Iterable[Key], vectors: Any, skip_existing: bool = False) -> int:
         """Add new items in one transaction; see :meth:`Writer.add`."""
@@ -369,9 +365,14 @@ class Index:
               rerank: int | None = None, scan: bool | None = None) -> list[tuple[Key, float]]:
         """The ``k`` nearest stored items: ``[(key, distance), ...]``, best first (under
         jaccard ``[(key, jaccard), ...]``); see :meth:`Reader.query` for the parameters."""
-        with self._snapshot() as r:
-            return r.query(vector, k, probes=probes, candidates=candidates, min_hits=min_hits,
-                           threshold=threshold, exact=exact, rerank=rerank, scan=scan)
+        r, cm = self.begin_read()  # (no SnapshotContext: the snapshot ends in this call)
+        try:
+            out = r.query(vector, k, probes, candidates, min_hits, threshold, exact, rerank, scan)
+        except BaseException as exc:
+            cm.__exit__(type(exc), exc, exc.__traceback__)  # (an lmdb error is translated)
+            raise
+        cm.__exit__(None, None, None)
+        return out
 
     def query_batch(self, vectors: Any, k: int | None = 10, probes: int | None = None,
                     candidates: int | None = None, min_hits: int | None = None,
@@ -379,7 +380,7 @@ class Index:
                     rerank: int | None = None,
                     scan: bool | None = None) -> list[list[tuple[Key, float]]]:
         """:meth:`query` for each row of a 2-D array, in one snapshot."""
-        with self._snapshot() as r:
+        with SnapshotContext(self) as r:
             return r.query_batch(vectors, k, probes=probes, candidates=candidates,
                                  min_hits=min_hits, threshold=threshold, exact=exact,
                                  rerank=rerank, scan=scan)
@@ -388,36 +389,36 @@ class Index:
                    candidates: int | None = None,
                    min_hits: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """Raw candidate ids of one query and statistics about how they were found."""
-        with self._snapshot() as r:
+        with SnapshotContext(self) as r:
             return r.candidates(vector, probes=probes, candidates=candidates,
                                 min_hits=min_hits)
 
     def bucket_ids(self, vectors: Any) -> np.ndarray:
         """Bucket keys of the rows of ``vectors`` in each table; see :meth:`Reader.bucket_ids`."""
-        with self._snapshot() as r:
+        with SnapshotContext(self) as r:
             return r.bucket_ids(vectors)
 
     def get(self, key: Key) -> np.ndarray:
         """A copy of the stored vector of ``key`` (under cosine: normalised)."""
-        with self._snapshot() as r:
+        with SnapshotContext(self) as r:
             return r.get(key)
 
     def keys(self) -> list[Key]:
         """Every key, in internal-id order."""
-        with self._snapshot() as r:
+        with SnapshotContext(self) as r:
             return list(r.keys())
 
     def __len__(self) -> int:
-        with self._snapshot() as r:
+        with SnapshotContext(self) as r:
             return len(r)
 
     def __contains__(self, key: object) -> bool:
-        with self._snapshot() as r:
+        with SnapshotContext(self) as r:
             return key in r
 
     def stats(self, buckets: bool = True) -> dict[str, Any]:
         """Parameters, counts, bucket-size distribution per table and bytes on disk by part."""
-        with self._snapshot() as r:
+        with SnapshotContext(self) as r:
             return r.stats(buckets=buckets)
 
     def set_query_defaults(self, **settings: Any) -> None:

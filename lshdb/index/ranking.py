@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import CorruptIndexError, LshdbError
+from ..errors import LshdbError
 from ..hashing.codes import CodeColumns, SimHashCoder, hamming_block, hamming_words, nearest
-from ..storage.codec import Key, pack_id, unpack_key
+from ..storage.codec import Key, pack_id, unpack_keys
 from .blas import PARALLEL_VALUES, parallel
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ class Ranking:
     _code_cols: CodeColumns | None
     _row_norms: RowNorms | None
     _coder: SimHashCoder | None
+    _key_cur: tuple[Any, Any] | None
 
     if TYPE_CHECKING:
         def key_of(self, i: int) -> Key: ...
@@ -146,7 +147,7 @@ class Ranking:
         k = k + extra
         take = min(n, k + min(deleted, 2 * k + 16))
         while True:
-            best = np.sort(np.argpartition(d, take - 1)[:take]) if take < n else np.arange(n)
+            best = nearest(d, take)
             if not deleted:
                 return best
             live = self._live(best)
@@ -186,10 +187,7 @@ class Ranking:
         if verify_all:
             rows = self._rows.read(ids, self.n_rows)
         else:
-            if len(ids) and int(ids.max()) >= self.n_rows:
-                raise CorruptIndexError(f"internal id {int(ids.max())} is past the committed "
-                                        "rows; run `lshdb check`")
-            rows = self._rows.matrix(self.n_rows)[ids]
+            rows = self._rows.read(ids, self.n_rows, verify=False)
         return self._ranked(ids, self.metric.distances(rows, x), k, verify=not verify_all)
 
     def _ranked(self, ids: np.ndarray, d: np.ndarray, k: int,
@@ -203,18 +201,25 @@ class Ranking:
             top = np.lexsort((ids, d))
         best = ids[top]
         if verify:
-            self._rows.read(best, self.n_rows)  # raises on a damaged row
+            self._rows.verify(best, self.n_rows)  # raises on a damaged row
         return list(zip(self._keys_of(best.tolist()), d[top].tolist()))
 
+    def _key_cursors(self) -> tuple[Any, Any]:
+        """Cursors on ``id2key`` and ``key2id``, opened once per snapshot."""
+        cur = self._key_cur
+        if cur is None:
+            store, txn = self._store, self._txn
+            cur = self._key_cur = (txn.cursor(store.db(b"id2key")),
+                                   txn.cursor(store.db(b"key2id")))
+        return cur
+
     def _keys_of(self, ids: list[int]) -> list[Key]:
-        """:meth:`key_of` for each id, with the same cross-checks, in one loop."""
-        store, get = self._store, self._txn.get
-        i2k, k2i = store.db(b"id2key"), store.db(b"key2id")
-        out = []
-        for i in ids:
-            packed = pack_id(i)
-            raw = get(packed, db=i2k)
-            if raw is None or get(raw, db=k2i) != packed:
-                return [self.key_of(i) for i in ids]  # names the problem
-            out.append(unpack_key(raw))
-        return out
+        """:meth:`key_of` for each id, with the same cross-checks: one look-up of all the
+        ids, one of all their keys."""
+        i2k, k2i = self._key_cursors()
+        packed = [pack_id(i) for i in ids]
+        found = i2k.getmulti(packed)
+        raws = [raw for _, raw in found]
+        if len(found) != len(ids) or [i for _, i in k2i.getmulti(raws)] != packed:
+            return [self.key_of(i) for i in ids]  # names the problem
+        return unpack_keys(raws)

@@ -100,6 +100,8 @@ class Reader(Ranking):
             and index.coder is None and txn.get(b"codes", db=store.db(b"meta")) is not None
         self.settings = index.settings
         self._cursors: dict[int, Any] = {}
+        self._key_cur: tuple[Any, Any] | None = None
+        self._default_options: tuple[int, int, int] | None = None
 
     # -- the internal interface (docs/internals.md) ------------------------------------
     @property
@@ -205,6 +207,13 @@ class Reader(Ranking):
         if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 0:
             raise InvalidParameterError(f"candidates must be an int >= 0 (0: no cap); found {c!r}")
         return int(p), int(c), int(h)
+
+    def _defaults(self) -> tuple[int, int, int]:
+        """:meth:`_settings` of a query that gives none, worked out once per snapshot."""
+        got = self._default_options
+        if got is None:
+            got = self._default_options = self._settings(None, None, None)
+        return got
 
     def _check_options(self, probes: int | None, candidates: int | None,
                        min_hits: int | None, rerank: int | None) -> None:
@@ -333,6 +342,17 @@ class Reader(Ranking):
         keeps them (``exact=False`` to use the signature estimate).
         """
         metric = self.metric
+        if threshold is None and exact is None and not metric.is_set:  # k nearest, dense
+            metric.check_k(k, None)
+            if probes is None and candidates is None and min_hits is None and rerank is None:
+                options = self._defaults()
+            else:
+                self._check_options(probes, candidates, min_hits, rerank)
+                options = self._settings(probes, candidates, min_hits)
+            x = metric.prepare_one(vector)
+            if self._scan(scan):
+                return self._rank_scan(x, k, rerank)  # type: ignore[arg-type]
+            return self._rank(x, self._gather(x, *options), k, rerank)  # type: ignore[arg-type]
         metric.check_k(k, threshold)
         radius = threshold is not None and not metric.is_set
         # (a radius query refuses rerank itself, whether or not the index has codes)

@@ -244,7 +244,7 @@ class Cosine(Metric):
 
     def product_distances(self, P: np.ndarray, Q: np.ndarray,
                           norms: np.ndarray | None) -> np.ndarray:
-        return np.float32(1.0) - P  # rows are stored normalised
+        return np.subtract(np.float32(1.0), P, out=P)  # rows are stored normalised
 
     def _prepare(self, A: np.ndarray, what: str) -> np.ndarray:
         if A.dtype != np.float32 or not A.flags.c_contiguous:
@@ -272,7 +272,7 @@ class Cosine(Metric):
         return out
 
     def _prepare_vector(self, x: np.ndarray) -> np.ndarray | None:
-        x32 = x.astype(np.float32)
+        x32 = x.astype(np.float32, copy=False)  # (the division below makes the new array)
         x64 = x32.astype(np.float64)
         norm = math.sqrt(float(x64 @ x64))
         if not 0.0 < norm <= 3e38:  # zero, NaN, inf or huge: the full path says which

@@ -94,6 +94,17 @@ def unpack_key(data: bytes) -> Key:
     return key
 
 
+def unpack_keys(data: list[bytes]) -> list[Key]:
+    """:func:`unpack_key` of each record, with the same checks, in one pass."""
+    try:
+        keys = [msgpack.unpackb(d, raw=False) for d in data]
+    except (ValueError, msgpack.exceptions.ExtraData, UnicodeDecodeError):
+        keys = []
+    if len(keys) != len(data) or not set(map(type, keys)) <= _PLAIN:
+        return [unpack_key(d) for d in data]  # names the bad record
+    return keys
+
+
 # -- internal ids --------------------------------------------------------------------
 
 

@@ -61,6 +61,9 @@ class RowFile:
         self.row_bytes = self.padded_bytes + (8 if checked else 0)
         self._n_words = self.padded_bytes // 8
         self._W, self._W0 = _multipliers(self._n_words)
+        # payload words and checksum times this: payload . W - checksum, which adding the
+        # id's term brings to 0 in a row that is intact
+        self._W_check = np.append(self._W, np.uint64(2**64 - 1))
         self.writable = writable
         self._lock = threading.Lock()
         flags = os.O_RDWR if writable else os.O_RDONLY
@@ -199,6 +202,23 @@ class RowFile:
                     f"({len(bad)} bad rows among {len(ids)} read); run `lshdb check` and "
                     "restore the index from a backup")
         return raw[:, : self.payload_bytes].view(self.dtype)
+
+    def verify(self, ids: np.ndarray, n_rows: int) -> None:
+        """Raise :class:`CorruptIndexError` unless every row of ``ids`` (all below
+        ``n_rows``) passes its checksum: :meth:`read` without the copy it returns, for the
+        few rows a scan answers with."""
+        if not self.checked or not len(ids):
+            return
+        ids = ids.astype(np.int64, copy=False)
+        try:  # (a negative id wraps round here, and fails its checksum below)
+            words = self._records(n_rows)[:n_rows].take(ids, axis=0).view("<u8")
+        except IndexError:
+            self.read(ids, n_rows)  # raises, naming the id past the committed rows
+            raise
+        rest = words @ self._W_check  # (integer arrays wrap silently)
+        rest += (ids.view(np.uint64) + np.uint64(1)) * self._W0
+        if rest.any():
+            self.read(ids, n_rows)  # names the first bad row
 
     def _failing(self, raw: np.ndarray, ids: np.ndarray) -> np.ndarray:
         words = raw.view("<u8")

@@ -28,7 +28,7 @@ from .lmdbfile import missing_pages_are_free
 from .locks import try_lock
 from .runs import RunCache
 
-__all__ = ["Store", "Gate", "INITIAL_MAP_SIZE", "acquire", "release",
+__all__ = ["Store", "Gate", "ReadTxn", "INITIAL_MAP_SIZE", "acquire", "release",
            "translate", "translated"]
 
 INITIAL_MAP_SIZE = 1 << 30
@@ -40,7 +40,7 @@ class Gate:
     """A shared/exclusive lock: transactions share it, a map resize holds it alone."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())  # (never taken re-entrantly)
         self._shared = 0
         self._exclusive = False
         self._mine = threading.local()  # snapshots the current thread holds
@@ -339,27 +339,10 @@ class Store:
         return self.dbs[name]
 
     # -- transactions ----------------------------------------------------------------
-    @contextlib.contextmanager
-    def read(self) -> Iterator[lmdb.Transaction]:
-        """A read snapshot; adopts a map another process grew, then retries."""
-        for _ in range(5):
-            with self.gate.shared():
-                try:
-                    txn = self.env.begin(buffers=False)
-                except lmdb.MapResizedError:
-                    txn = None
-                except lmdb.Error as exc:
-                    raise translate(exc, self.gen_dir) from exc
-                if txn is not None:
-                    try:
-                        yield txn
-                    except lmdb.Error as exc:
-                        raise translate(exc, self.gen_dir) from exc
-                    finally:
-                        txn.abort()
-                    return
-            self.adopt_map_size()
-        raise LshdbError(f"the map of {self.gen_dir} kept changing size; retry")
+    def read(self) -> ReadTxn:
+        """A read snapshot, ``with store.read() as txn``; adopts a map another process grew,
+        then retries."""
+        return ReadTxn(self)
 
     def begin_write(self) -> lmdb.Transaction:
         """Begin the (single) write transaction; the caller holds the WriterLock."""
@@ -406,6 +389,47 @@ class Store:
     def close(self) -> None:
         with self.gate.exclusive():
             self.env.close()
+
+
+class ReadTxn:
+    """The context of :meth:`Store.read`: a read transaction inside the shared gate (a
+    class, not a generator: one is opened per one-shot query). lmdb errors raised in the
+    block leave it as :mod:`lshdb.errors` exceptions."""
+
+    __slots__ = ("store", "txn")
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.txn: Any = None
+
+    def __enter__(self) -> Any:
+        store = self.store
+        gate = store.gate
+        for _ in range(5):
+            gate.enter_shared()
+            try:
+                self.txn = store.env.begin(buffers=False)
+                return self.txn
+            except lmdb.MapResizedError:
+                gate.exit_shared()
+            except lmdb.Error as exc:
+                gate.exit_shared()
+                raise translate(exc, store.gen_dir) from exc
+            except BaseException:
+                gate.exit_shared()
+                raise
+            store.adopt_map_size()
+        raise LshdbError(f"the map of {store.gen_dir} kept changing size; retry")
+
+    def __exit__(self, typ: Any, exc: BaseException | None, tb: Any) -> None:
+        txn, self.txn = self.txn, None
+        try:
+            if txn is not None:
+                txn.abort()
+        finally:
+            self.store.gate.exit_shared()
+        if isinstance(exc, lmdb.Error):
+            raise translate(exc, self.store.gen_dir) from exc
 
 
 def table_name(t: int) -> bytes:

@@ -161,6 +161,8 @@ def test_float32_projection_decides_like_float64_next_to_the_boundary(offset):
     one = P.floors if offset else P.signs  # a query alone takes a scalar path
     alone = np.concatenate([one(X[i : i + 1]) for i in range(len(X))])
     assert np.array_equal(alone, got)
+    if not offset:  # a code's query: one matrix-vector product, the same decisions
+        assert np.array_equal(np.stack([P.signs_one(x) for x in X]), got)
 
 
 @pytest.mark.parametrize("k", [1, 7, 24, 25, 52, 53, 64])
