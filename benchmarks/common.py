@@ -15,6 +15,8 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
+# corpora and sets the benchmarks build: outside the repository, never committed
+CACHE = os.path.join(os.path.expanduser("~"), ".cache", "lshdb-bench")
 SHARED = os.environ.get("LSHDB_SHARED", os.path.join(os.path.dirname(ROOT), "shared"))
 
 

@@ -10,7 +10,7 @@ the datasketch-compatible ``classic`` signatures, and a datasketch ``MinHashLSH`
 (same shingles fed as bytes, candidates verified exactly with Python sets) measured in the
 same run.
 
-usage: python benchmarks/dedup.py [--data benchmarks/data] [--corpus all|chunks] [--repeats 3]
+usage: python benchmarks/dedup.py [--data ~/.cache/lshdb-bench/corpora] [--corpus all|chunks] [--repeats 3]
                                   [--no-baseline]
 The corpus is built with ``build_corpora.py`` if missing (``--build-corpora`` or
 ``$LSHDB_BUILD_CORPORA``), the ground truth with ``exact_pairs.py`` (``--exact-pairs`` or
@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import ROOT, SHARED, median, table, write_result  # noqa: E402
+from benchmarks.common import CACHE, SHARED, median, table, write_result  # noqa: E402
 from lshdb.text.files import dedup_jsonl  # noqa: E402
 
 PARTS = ("chunks", "docstrings", "files")  # the three corpora of build_corpora.py
@@ -125,7 +125,7 @@ def datasketch_baseline(corpus: str, threshold: float) -> tuple[float, set[tuple
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default=os.path.join(ROOT, "benchmarks", "data"))
+    ap.add_argument("--data", default=os.path.join(CACHE, "corpora"))
     ap.add_argument("--build-corpora", default=os.environ.get(
         "LSHDB_BUILD_CORPORA", os.path.join(SHARED, "data", "build_corpora.py")))
     ap.add_argument("--exact-pairs", default=os.environ.get(

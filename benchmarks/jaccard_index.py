@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import lshdb  # noqa: E402
-from benchmarks.common import ROOT, SHARED, table, write_result  # noqa: E402
+from benchmarks.common import CACHE, SHARED, table, write_result  # noqa: E402
 from benchmarks.minhash import ensure_corpora, load  # noqa: E402
 from lshdb.hashing.minhash import band_keys, text_signatures  # noqa: E402
 from lshdb.hashing.shingles import word_shingles  # noqa: E402
@@ -69,7 +69,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=10_000)
     ap.add_argument("--repeats", type=int, default=3, help="insert timings: the median")
     args = ap.parse_args()
-    data = os.path.join(ROOT, "benchmarks", "data")
+    data = os.path.join(CACHE, "corpora")
     ensure_corpora(data, os.path.join(SHARED, "data", "build_corpora.py"))
     keys, texts, _ = load(os.path.join(data, "stdlib_chunks.jsonl"))
     keep = [i for i, t in enumerate(texts) if t.split()]

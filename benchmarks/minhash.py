@@ -13,7 +13,7 @@ shingles (``text.lower().split()``; fewer than 5 words: the single words), 128 p
    ``exact_pairs.py``), averaged over several seeds. lshdb ``classic`` is checked to be
    bit-identical to datasketch on a sample of documents, so they share one error row.
 
-usage: python benchmarks/minhash.py [--data benchmarks/data] [--repeats 3] [--seeds 5]
+usage: python benchmarks/minhash.py [--data ~/.cache/lshdb-bench/corpora] [--repeats 3] [--seeds 5]
                                     [--pairs 20000] [--corpora files,docstrings,chunks]
 The corpora are built with ``build_corpora.py`` if missing (``--build-corpora`` or
 ``$LSHDB_BUILD_CORPORA``; default ``../shared/data/build_corpora.py`` beside the repo), the
@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import ROOT, SHARED, median, table, write_result  # noqa: E402
+from benchmarks.common import CACHE, SHARED, median, table, write_result  # noqa: E402
 from lshdb.hashing.minhash import classic_signatures, oph_signatures, text_signatures  # noqa: E402
 from lshdb.hashing.shingles import hash_strings  # noqa: E402
 
@@ -250,7 +250,7 @@ def accuracy(name: str, ids: list[str], texts: list[str], pairs_tsv: str, n_pair
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default=os.path.join(ROOT, "benchmarks", "data"))
+    ap.add_argument("--data", default=os.path.join(CACHE, "corpora"))
     ap.add_argument("--build-corpora", default=os.environ.get(
         "LSHDB_BUILD_CORPORA", os.path.join(SHARED, "data", "build_corpora.py")))
     ap.add_argument("--exact-pairs", default=os.environ.get(

@@ -45,9 +45,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import ROOT, median, table, write_result  # noqa: E402
+from benchmarks.common import CACHE, ROOT, median, table, write_result  # noqa: E402
 
-CACHE = os.path.expanduser("~/.cache/lshdb-bench")
 THRESHOLD = 0.8
 N = 5
 

@@ -44,12 +44,11 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import lshdb  # noqa: E402
-from benchmarks.common import ROOT, median, table, write_result  # noqa: E402
+from benchmarks.common import CACHE, ROOT, median, table, write_result  # noqa: E402
 from lshdb.io.datasets import clustered  # noqa: E402
 
 DIM = 128
 K = 10
-CACHE = os.path.expanduser("~/.cache/lshdb-bench")
 WRITE_RATE, WRITE_BATCH = 1000, 100
 
 
