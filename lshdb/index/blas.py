@@ -163,9 +163,12 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 def one_thread(fn: _F) -> _F:
     """Run each call of ``fn`` in :func:`single_threaded` (a read's query, a write's
-    operation): the setting lasts as long as lshdb's own work, not its caller's."""
+    operation): the setting lasts as long as lshdb's own work, not its caller's. A method
+    of an object whose ``blas_free`` is true runs as it is (its work calls no BLAS)."""
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
+        if args and getattr(args[0], "blas_free", False):  # e.g. a jaccard index's reader
+            return fn(*args, **kwargs)
         enter_single()  # (not the generator context: this wraps every query)
         try:
             return fn(*args, **kwargs)

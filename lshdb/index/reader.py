@@ -78,6 +78,7 @@ class Reader(Ranking):
         self._runs: runs.RunSet | None = \
             store.runs_cache.snapshot(txn, store.db(b"meta")) if state.get("runs") else None
         self.metric = index.metric
+        self.blas_free = index.metric.is_set  # set metrics compare values, no products
         family = index.family
         if family is None:  # calibrated since this handle opened? (another process)
             fam_raw = txn.get(b"family", db=store.db(b"meta"))
@@ -100,6 +101,7 @@ class Reader(Ranking):
             and index.coder is None and txn.get(b"codes", db=store.db(b"meta")) is not None
         self.settings = index.settings
         self._cursors: dict[int, Any] = {}
+        self._table_cursors: list[Any] = []  # every table's, once a query needs them
         self._key_cur: tuple[Any, Any] | None = None
         self._default_options: tuple[int, int, int] | None = None
 
@@ -193,6 +195,10 @@ class Reader(Ranking):
             c = self._cursors[t] = self._txn.cursor(self._store.db(table_name(t)))
         return c
 
+    def _open_table_cursors(self, n_tables: int) -> list[Any]:
+        self._table_cursors = [self._cursor(t) for t in range(n_tables)]
+        return self._table_cursors
+
     def _settings(self, probes: int | None, candidates: int | None,
                   min_hits: int | None = None) -> tuple[int, int, int]:
         fam = self.family
@@ -246,7 +252,7 @@ class Reader(Ranking):
             c = self._txn.cursor(self._store.db(b"id2key"))
             return np.array([unpack_id(k) for k in c.iternext(values=False)], dtype=np.int64)
         tables, keys = fam.probe(x, probes)
-        cursors = [self._cursor(t) for t in range(fam.L)]
+        cursors = self._table_cursors or self._open_table_cursors(fam.L)
         allids = decode_many(postings.read_buckets(cursors, tables.tolist(), bucket_bytes(keys)))
         if self._runs is not None:
             allids = np.concatenate([allids, self._runs.lookup(tables, keys)])

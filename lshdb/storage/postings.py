@@ -373,12 +373,14 @@ def read_buckets(cursors: list[Any], tables: list[int], buckets: bytes) -> list[
     for j, t in enumerate(tables):
         bucket = buckets[8 * j : 8 * j + 8]
         c = cursors[t]
-        if not c.set_range(bucket + _ZERO):
+        if not c.set_range(bucket):
             continue
-        while c.key()[:8] == bucket:  # (the next bucket's value is never copied)
+        key = c.key()
+        while key[:8] == bucket:  # (the next bucket's value is never copied)
             add(c.value())
-            if not c.next():
+            if key[8:] == TAIL or not c.next():  # the tail is a bucket's last chunk
                 break
+            key = c.key()
     return values
 
 
