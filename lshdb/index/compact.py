@@ -150,6 +150,7 @@ def _write_generation(index: Index, w: Any, tmp: str, retune: bool,
                     "scan": chosen["scan"]}
         if index.auto_codes():  # the codes follow the new choice too
             settings["rerank"] = chosen["rerank"]
+            settings["rerank_for"] = chosen.get("rerank_for")
             codes_meta = _auto_codes(index, summary, codes_meta, rows, ids, n_rows, tmp)
         calibration = pack_meta(summary)
     codes = w.codes

@@ -49,6 +49,19 @@ class Ranking:
     def _scan(self, scan: bool | None) -> bool:
         return bool(scan if scan is not None else self.settings.get("scan"))
 
+    def _rerank(self, rerank: int | None) -> int | None:
+        """The re-rank count of a query: its own, else the stored one. A count the
+        calibration chose (``rerank_for``: the count and the live rows it was chosen for)
+        grows with the live rows, until the next retune: the rank of a true neighbour among
+        the codes grows with their number."""
+        if rerank is not None:
+            return rerank
+        R = self.settings.get("rerank")
+        chosen = self.settings.get("rerank_for")
+        if R and chosen and chosen[0] == R and self.live > chosen[1]:
+            return -(-R * self.live // chosen[1])  # type: ignore[no-any-return]
+        return R  # type: ignore[no-any-return]
+
     def _code_words(self, x: np.ndarray) -> np.ndarray | None:
         """The query's hash code as uint64 words (None before any code is stored)."""
         if self._coder is None:
@@ -75,7 +88,7 @@ class Ranking:
         if self._code_cols is None or self._coder is None:
             raise LshdbError("this index keeps no hash codes to scan; query it without "
                              "scan=True or create it with codes")
-        R = rerank if rerank is not None else self.settings.get("rerank")
+        R = self._rerank(rerank)
         R = min(max(k, 100 if R is None else R), self.n_rows)
         cols = self._code_cols.get(self.n_rows)
         Qw = self._coder.encode(X).view("<u8")
@@ -123,7 +136,7 @@ class Ranking:
         q = self._code_words(x)
         if q is None:
             return []
-        R = rerank if rerank is not None else self.settings.get("rerank")
+        R = self._rerank(rerank)
         R = max(k, 100 if R is None else R)
         best = nearest(hamming_words(self._code_cols.get(self.n_rows), q), R + deleted)
         if deleted:
@@ -178,7 +191,7 @@ class Ranking:
         if len(ids) == 0:
             return []
         if self._code_cols is not None:
-            R = rerank if rerank is not None else self.settings.get("rerank")
+            R = self._rerank(rerank)
             R = max(k, 100 if R is None else R)
             q = self._code_words(x) if R and len(ids) > R else None
             if q is not None:  # rank by Hamming distance of the codes, keep the best R

@@ -251,6 +251,7 @@ def choose_family(metric: Metric, options: dict[str, Any], X: np.ndarray,
         settings["scan"] = pick["path"] != "buckets"
         if pick["codes"] and settings["rerank"] is None:
             settings["rerank"] = pick["rerank"]
+            settings["rerank_for"] = [pick["rerank"], n]  # readers scale it as rows grow
         summary.update(path=pick["path"], codes=pick["codes"], paths=pick["paths"],
                        costs_us=pick["costs_us"])
     summary.update(scan=bool(settings["scan"]), live_rows=n,

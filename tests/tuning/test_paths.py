@@ -65,6 +65,28 @@ def test_a_default_index_starts_the_codes_its_calibration_chooses(tmp_path, far,
         assert lshdb.check(path)["ok"]
 
 
+def test_a_chosen_rerank_grows_with_the_index_until_it_retunes(tmp_path, codes_win):
+    X, Q = clustered(24000, 128, seed=3, n_queries=100)
+    truth = exact_knn(X, Q, 10, "cosine")
+
+    def recall(r, **kw):
+        return float(np.mean([len({k for k, _ in r.query(q, k=10, **kw)} & set(t.tolist())) / 10
+                              for q, t in zip(Q, truth)]))
+
+    with lshdb.create(str(tmp_path / "ix"), metric="cosine", dim=128) as index:
+        index.add(range(8000), X[:8000])  # calibrates for 8,000 rows
+        R = index.settings["rerank"]
+        assert index.settings["scan"] is True and index.settings["rerank_for"] == [R, 8000]
+        index.add(range(8000, 24000), X[8000:])  # 3x: below the 4x that retunes
+        assert index.settings["rerank_for"] == [R, 8000]
+        with index.reader() as r:
+            grown, fixed = recall(r), recall(r, rerank=R)
+        assert grown >= 0.95 and grown > fixed  # the stored R alone no longer finds them
+        index.set_query_defaults(rerank=R + 1)  # a count set by hand is taken as it is
+        with index.reader() as r:
+            assert recall(r) == recall(r, rerank=R + 1)
+
+
 def test_other_handles_pick_up_codes_started_elsewhere(tmp_path, far, codes_win):
     X, Q = far
     path = str(tmp_path / "ix")
