@@ -41,23 +41,23 @@ class BalancedServer(uvicorn.Server):
         self.slot = slot
         self.open = 0  # connections accepted and not yet closed
         self._deferred: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._accepting = False
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=[])  # lifespan and state; no listening server
-        loop = self._loop = asyncio.get_running_loop()
         self.sock.setblocking(False)
         self._publish()
-        loop.add_reader(self.sock.fileno(), self._ready)
+        self._accepting = True
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._ready)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._stop_accepting()
         await super().shutdown(sockets=sockets)
 
     def _stop_accepting(self) -> None:
-        if self._loop is not None:
-            self._loop.remove_reader(self.sock.fileno())
-            self._loop = None
+        if self._accepting:
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self._accepting = False
         if self._deferred is not None:
             self._deferred.cancel()
             self._deferred = None
@@ -76,8 +76,7 @@ class BalancedServer(uvicorn.Server):
     def _ready(self) -> None:
         """The socket has a connection waiting: take it, or leave it to a less busy worker."""
         if self.open > self._fewest_elsewhere():
-            loop = self._loop
-            assert loop is not None
+            loop = asyncio.get_running_loop()  # (callbacks run on the server's loop)
             loop.remove_reader(self.sock.fileno())
             self._deferred = loop.call_later(DEFER, self._take_leftover)
             return
@@ -85,10 +84,10 @@ class BalancedServer(uvicorn.Server):
 
     def _take_leftover(self) -> None:
         self._deferred = None
-        if self._loop is None:
+        if not self._accepting:
             return
         self._accept()
-        self._loop.add_reader(self.sock.fileno(), self._ready)
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._ready)
 
     def _accept(self) -> None:
         try:
@@ -115,8 +114,7 @@ class BalancedServer(uvicorn.Server):
                 conn.close()
                 release()
 
-        loop = self._loop
-        assert loop is not None
+        loop = asyncio.get_running_loop()
         task = loop.create_task(
             loop.connect_accepted_socket(lambda: self._protocol(release), conn))
         task.add_done_callback(failed)
@@ -125,7 +123,7 @@ class BalancedServer(uvicorn.Server):
         """uvicorn's HTTP protocol for one connection, counted until it is lost."""
         proto: Any = self.config.http_protocol_class(  # type: ignore[call-arg]
             config=self.config, server_state=self.server_state,
-            app_state=self.lifespan.state, _loop=self._loop)
+            app_state=self.lifespan.state, _loop=asyncio.get_running_loop())
         lost = proto.connection_lost
 
         def connection_lost(exc: Exception | None) -> None:
