@@ -221,6 +221,15 @@ class Reader(Ranking):
             got = self._default_options = self._settings(None, None, None)
         return got
 
+    def _options(self, probes: int | None, candidates: int | None, min_hits: int | None,
+                 rerank: int | None) -> tuple[int, int, int]:
+        """A query's checked ``(probes, candidates, min_hits)``; the stored defaults, worked
+        out once per snapshot, when it gives none."""
+        if probes is None and candidates is None and min_hits is None and rerank is None:
+            return self._defaults()
+        self._check_options(probes, candidates, min_hits, rerank)
+        return self._settings(probes, candidates, min_hits)
+
     def _check_options(self, probes: int | None, candidates: int | None,
                        min_hits: int | None, rerank: int | None) -> None:
         """Refuse options given for a query that would have no effect on it (a scan
@@ -348,35 +357,22 @@ class Reader(Ranking):
         keeps them (``exact=False`` to use the signature estimate).
         """
         metric = self.metric
-        if threshold is None and exact is None and not metric.is_set:  # k nearest, dense
-            metric.check_k(k, None)
-            if probes is None and candidates is None and min_hits is None and rerank is None:
-                options = self._defaults()
-            else:
-                self._check_options(probes, candidates, min_hits, rerank)
-                options = self._settings(probes, candidates, min_hits)
-            x = metric.prepare_one(vector)
-            if self._scan(scan):
-                return self._rank_scan(x, k, rerank)  # type: ignore[arg-type]
-            return self._rank(x, self._gather(x, *options), k, rerank)  # type: ignore[arg-type]
         metric.check_k(k, threshold)
         radius = threshold is not None and not metric.is_set
         # (a radius query refuses rerank itself, whether or not the index has codes)
-        self._check_options(probes, candidates, min_hits, None if radius else rerank)
+        options = self._options(probes, candidates, min_hits, None if radius else rerank)
         x, extra = metric.prepare_query(vector)
         if metric.is_set:
             if self._scan(scan):
                 raise InvalidParameterError("scan ranks every stored vector; a jaccard index "
                                             "is queried through its bands")
-            ids = self._gather(x, *self._settings(probes, candidates, min_hits))
-            return rank_sets(self, x, extra, ids, k, threshold, exact)
+            return rank_sets(self, x, extra, self._gather(x, *options), k, threshold, exact)
         if threshold is not None:
             return self._within(x, threshold, k, probes, candidates, min_hits, exact, rerank,
                                 scan)
         if self._scan(scan):
             return self._rank_scan(x, k, rerank)  # type: ignore[arg-type]
-        p, c, h = self._settings(probes, candidates, min_hits)
-        ids = self._gather(x, p, c, h)
+        ids = self._gather(x, *options)
         if exact is not None:
             raise InvalidParameterError("threshold and exact apply to metric jaccard only")
         return self._rank(x, ids, k, rerank)  # type: ignore[arg-type]
