@@ -4,7 +4,8 @@ The client has the embedded :class:`lshdb.Index`'s read and write methods with t
 arguments and return types (``query`` gives ``[(key, distance), ...]``, ``get`` a numpy
 array, ``delete`` a count) and raises the same :mod:`lshdb.errors` classes, so code moves
 between embedded and served use unchanged. Built on the standard library's sockets
-(:mod:`lshdb.serve.http1`): it needs no extra. One keep-alive connection per thread; a client may be shared by threads.
+(:mod:`lshdb.serve.http1`): it needs no extra. One keep-alive connection per thread; a
+client may be shared by threads.
 """
 
 from __future__ import annotations
@@ -57,7 +58,11 @@ class Client:
         self._timeout = timeout
         self._headers = b"Content-Type: application/json\r\nAccept: application/json\r\n"
         if token is not None:
-            self._headers += f"Authorization: Bearer {token}\r\n".encode("latin-1")
+            # written into the request as it is: printable ASCII only, or a line break in it
+            # would end the header
+            if not token or not token.isascii() or not token.isprintable() or " " in token:
+                raise InvalidParameterError("token must be printable ASCII without spaces")
+            self._headers += f"Authorization: Bearer {token}\r\n".encode("ascii")
         self._local = threading.local()
         self._metric: str | None = None
 

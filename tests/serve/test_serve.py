@@ -20,6 +20,7 @@ import lshdb
 from lshdb.errors import (
     DimensionMismatchError,
     InvalidKeyError,
+    InvalidParameterError,
     InvalidVectorError,
     KeyExistsError,
     KeyNotFoundError,
@@ -269,6 +270,9 @@ def test_token_and_readonly(built, tmp_path):
         with pytest.raises(ServerError) as e:
             lshdb.connect(s.url).query(Q[0])
         assert e.value.status == 401
+        for bad in ("", "two words", "a\r\nX-Injected: 1", "caf\u00e9"):
+            with pytest.raises(InvalidParameterError, match="printable ASCII"):
+                lshdb.connect(s.url, token=bad)
         c = lshdb.connect(s.url, token=TOKEN)
         with lshdb.open(path, readonly=True) as index:
             assert c.query(Q[0]) == index.query(Q[0])
