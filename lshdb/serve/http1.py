@@ -4,7 +4,7 @@ answer's status, headers and body back.
 It speaks the part of HTTP/1.1 that an lshdb server, or a reverse proxy in front of one,
 answers with: bodies by ``Content-Length``, chunked, or up to the close; ``Connection:
 close``; TLS through :mod:`ssl`. The standard library's ``http.client`` parses every
-answer's headers with the :mod:`email` package, the larger part of a client's CPU per small
+answer's headers with the :mod:`email` package, a large part of a client's CPU per small
 request (docs/serve.md).
 """
 
